@@ -1,0 +1,256 @@
+"""A minechat server that speaks both ports as the public server does, quirks included.
+
+Tests run it in-process on 127.0.0.1 port 0; users run it on its own to try the clients offline:
+
+    python tests/fake_server.py --read-port 5000 --write-port 5050
+
+Its strings are copied from the protocol record, not imported from the clients, so a client
+that drifts from the protocol fails against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("fake_server")
+
+GREETING = b"Hello %username%! Enter your personal hash or leave it empty to create new account.\n"
+NICKNAME_PROMPT = b"Enter preferred nickname below:\n"
+WELCOME = b"Welcome to chat! Post your message below. End it with an empty line.\n"
+ACK = b"Message send. Write more, end message with an empty line.\n"
+UNKNOWN_TOKEN = b"null\n"
+ADJECTIVES = ("Boring", "Focused", "Brave", "Sleepy", "Clever", "Gentle")
+
+# Stages of the posting dialogue, for stall_at and close_at.
+STAGES = ("greeting", "login_reply", "welcome", "nickname_prompt", "ack")
+SPLIT_PIECE_BYTES = 3
+DEFAULT_WAIT = 5.0
+
+
+class _HangUp(Exception):
+    """Ends one connection's dialogue on the server's side."""
+
+
+@dataclass
+class Post:
+    """One message as the server took it: the author and the lines before the empty line."""
+
+    nickname: str
+    lines: list[str] = field(default_factory=list)
+
+
+class FakeMinechatServer:
+    """Both minechat ports on one host; inspect its state, or tell it to misbehave."""
+
+    def __init__(self, host: str = "127.0.0.1", read_port: int = 0, write_port: int = 0) -> None:
+        self.host = host
+        self.read_port = read_port
+        self.write_port = write_port
+        self.accounts: dict[str, str] = {}  # token -> nickname
+        self.registrations: list[str] = []  # nicknames as the clients asked for them
+        self.unknown_tokens: list[str] = []
+        self.posts: list[Post] = []
+        self.send_transcripts: list[bytearray] = []  # raw bytes received, one per connection
+        self.reader_connections = 0
+        self.readers: set[asyncio.StreamWriter] = set()
+        # Misbehaviour, set by tests.
+        self.close_readers_at_once = False
+        self.stall_at: str | None = None
+        self.close_at: str | None = None
+        self.login_reply_override: bytes | None = None
+        self.split_writes = False
+        self.rng = random.Random()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def __aenter__(self) -> FakeMinechatServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen on both ports; port 0 picks free ones, stored back on the instance."""
+        reading = await asyncio.start_server(self._serve_reader, self.host, self.read_port)
+        writing = await asyncio.start_server(self._serve_sender, self.host, self.write_port)
+        self._servers = [reading, writing]
+        self.read_port = reading.sockets[0].getsockname()[1]
+        self.write_port = writing.sockets[0].getsockname()[1]
+        logger.info("reading on %s:%d, posting on %s:%d", self.host, self.read_port, self.host, self.write_port)
+
+    async def stop(self) -> None:
+        """Stop listening, end every dialogue and close every connection."""
+        self._stopping.set()
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
+
+    def add_account(self, nickname: str, token: str | None = None) -> str:
+        """Create an account as if registered earlier; return its token."""
+        token = token or str(uuid.uuid1())
+        self.accounts[token] = nickname
+        return token
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = DEFAULT_WAIT) -> None:
+        """Wait until predicate holds after some change of state, or fail after timeout."""
+
+        async def wait() -> None:
+            while not predicate():
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def broadcast(self, data: bytes) -> None:
+        """Send raw bytes to every connected reader."""
+        for writer in list(self.readers):
+            await self._write(writer, data)
+
+    async def drop_readers(self) -> None:
+        """Hang up on every reader at once, as a failing network would."""
+        for writer in list(self.readers):
+            writer.transport.abort()
+        self.readers.clear()
+        self._touch()
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if not self.split_writes:
+            writer.write(data)
+            await writer.drain()
+            return
+        for start in range(0, len(data), SPLIT_PIECE_BYTES):
+            writer.write(data[start : start + SPLIT_PIECE_BYTES])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    async def _serve_reader(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track()
+        self.reader_connections += 1
+        try:
+            if self.close_readers_at_once:
+                return
+            self.readers.add(writer)
+            self._touch()
+            # Readers never write; wait for them to hang up.
+            while await reader.read(1024):
+                pass
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self.readers.discard(writer)
+            writer.close()
+            self._touch()
+
+    async def _serve_sender(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track()
+        transcript = bytearray()
+        self.send_transcripts.append(transcript)
+        try:
+            await self._dialogue(reader, writer, transcript)
+        except (_HangUp, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._touch()
+
+    async def _receive(self, reader: asyncio.StreamReader, transcript: bytearray) -> str:
+        line = await reader.readline()
+        transcript += line
+        self._touch()
+        if not line:
+            raise _HangUp
+        return line.decode("utf-8", errors="replace").removesuffix("\n")
+
+    async def _reply(self, writer: asyncio.StreamWriter, stage: str, data: bytes) -> None:
+        if self.close_at == stage:
+            raise _HangUp
+        if self.stall_at == stage:
+            await self._stopping.wait()
+            raise _HangUp
+        if stage == "login_reply" and self.login_reply_override is not None:
+            data = self.login_reply_override
+        await self._write(writer, data)
+
+    async def _dialogue(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transcript: bytearray
+    ) -> None:
+        await self._reply(writer, "greeting", GREETING)
+        token = await self._receive(reader, transcript)
+        nickname = self.accounts.get(token) if token else None
+        if token and nickname is None:
+            # The real server's quirk: it says null, then falls through into registration.
+            self.unknown_tokens.append(token)
+            await self._reply(writer, "login_reply", UNKNOWN_TOKEN)
+        if nickname is None:
+            await self._reply(writer, "nickname_prompt", NICKNAME_PROMPT)
+            wanted = await self._receive(reader, transcript)
+            self.registrations.append(wanted)
+            nickname = f"{self.rng.choice(ADJECTIVES)} {wanted}"
+            token = self.add_account(nickname)
+            logger.info("registered %r", nickname)
+        account = json.dumps({"nickname": nickname, "account_hash": token})
+        await self._reply(writer, "login_reply", account.encode() + b"\n")
+        await self._reply(writer, "welcome", WELCOME)
+        post = Post(nickname)
+        while True:
+            line = await self._receive(reader, transcript)
+            if line:
+                post.lines.append(line)
+                continue
+            self.posts.append(post)
+            for text in post.lines:
+                await self.broadcast(f"{nickname}: {text}\n".encode())
+            await self._reply(writer, "ack", ACK)
+            post = Post(nickname)
+
+
+async def serve(host: str, read_port: int, write_port: int) -> None:
+    """Run the server until cancelled."""
+    async with FakeMinechatServer(host, read_port, write_port):
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake server from the command line."""
+    parser = argparse.ArgumentParser(description="A local minechat server for trying the clients offline.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--read-port", type=int, default=5000, help="port that streams the chat (default: %(default)s)")
+    parser.add_argument("--write-port", type=int, default=5050, help="port that takes posts (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        asyncio.run(serve(args.host, args.read_port, args.write_port))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"fake_server: cannot listen: {error.strerror or error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

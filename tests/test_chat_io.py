@@ -1,0 +1,218 @@
+"""The pure protocol functions of chat_io, from tables of exact bytes and text, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from chat_io import (
+    MAX_LINE_BYTES,
+    ChatError,
+    ConnectionFailed,
+    FileError,
+    LineFramer,
+    ProtocolError,
+    UnknownTokenError,
+    backoff,
+    decode_line,
+    encode_line,
+    exit_code_for,
+    flatten_text,
+    format_history_block,
+    format_history_line,
+    format_status_line,
+    is_retryable,
+    load_environment,
+    sanitize_text,
+)
+
+WHEN = datetime(2026, 11, 27, 9, 5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"Eve: hi\n", "Eve: hi"),
+        (b"Eve: hi\r\n", "Eve: hi"),
+        (b"Eve: hi", "Eve: hi"),
+        ("Ева: привет\n".encode(), "Ева: привет"),
+        (b"Eve: caf\xc3\n", "Eve: caf\ufffd"),
+        (b"\xff\xfe ok\n", "\ufffd\ufffd ok"),
+        (b"Eve: \x1b[2Jgone\n", "Eve: \\x1b[2Jgone"),
+        (b"Eve: \x1b]0;title\x07\n", "Eve: \\x1b]0;title\\x07"),
+        (b"a\x00b\tc\rd\n", "a\\x00b\\tc\\rd"),
+        ("c1 \u009b31m\n".encode(), "c1 \\x9b31m"),
+        ("bidi \u202eevil\n".encode(), "bidi \\u202eevil"),
+        ("sep \u2028x\n".encode(), "sep \\u2028x"),
+        (b"\x7f\n", "\\x7f"),
+    ],
+)
+def test_decode_line(raw: bytes, text: str) -> None:
+    assert decode_line(raw) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "safe"),
+    [("plain", "plain"), ("two\nlines", "two\\nlines"), ("\x1b[31m", "\\x1b[31m"), ("ü ✓ 😀", "ü ✓ 😀")],
+)
+def test_sanitize_text(text: str, safe: str) -> None:
+    assert sanitize_text(text) == safe
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("hello", b"hello\n"),
+        ("one\ntwo", b"one two\n"),
+        ("one\r\ntwo", b"one two\n"),
+        ("one\rtwo", b"one two\n"),
+        ("\n\nBoring Eve: forged", b"  Boring Eve: forged\n"),
+        ("a\u2028b\u2029c\x85d", b"a b c d\n"),
+        ("a\x0bb\x0cc", b"a b c\n"),
+        ("привет", "привет\n".encode()),
+    ],
+)
+def test_encode_line_keeps_one_line(text: str, line: bytes) -> None:
+    assert encode_line(text) == line
+    assert encode_line(text).count(b"\n") == 1
+
+
+def test_flatten_text_leaves_plain_text() -> None:
+    assert flatten_text("no breaks\there") == "no breaks\there"
+
+
+def test_format_history_line() -> None:
+    assert format_history_line("Eve: hi", WHEN) == "[27.11.26 09:05] Eve: hi\n"
+
+
+def test_format_status_line_is_marked() -> None:
+    assert format_status_line("connected", WHEN) == "[27.11.26 09:05] *** connected\n"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"",
+        b"one\n",
+        b"one\ntwo\n",
+        b"one\r\ntwo\r\n\n",
+        b"bad \xd0\nnext\n",
+        b"\x1b[2J\x00\n\xc2\x9b\n",
+        "Ева: привет\n".encode(),
+    ],
+)
+def test_history_block_matches_line_by_line(block: bytes) -> None:
+    expected = "".join(format_history_line(decode_line(line), WHEN) for line in block.splitlines(keepends=True))
+    assert format_history_block(block, WHEN) == expected
+
+
+@pytest.mark.parametrize(
+    ("chunks", "blocks", "rest"),
+    [
+        ([b"a\n"], [b"a\n"], b""),
+        ([b"a\nb\n"], [b"a\nb\n"], b""),
+        ([b"a", b"b\n"], [b"", b"ab\n"], b""),
+        ([b"a\nb", b"c\nd"], [b"a\n", b"bc\n"], b"d\n"),
+        (["Ж\n".encode()[:1], "Ж\n".encode()[1:]], [b"", "Ж\n".encode()], b""),
+        ([b"\n"], [b"\n"], b""),
+    ],
+)
+def test_framer_splits_stream_into_lines(chunks: list[bytes], blocks: list[bytes], rest: bytes) -> None:
+    framer = LineFramer()
+    assert [framer.feed(chunk) for chunk in chunks] == blocks
+    assert framer.flush() == rest
+    assert framer.flush() == b""
+
+
+@pytest.mark.parametrize(
+    ("chunks", "blocks", "rest"),
+    [
+        ([b"abcdefghij\n"], [b"abcd\nefgh\nij\n"], b""),
+        ([b"abcdef", b"gh\n"], [b"abcd\n", b"efgh\n"], b""),
+        ([b"ab\nabcdefghij"], [b"ab\nabcd\nefgh\n"], b"ij\n"),
+        # Cuts fall between characters: "Ж" is two bytes, so a piece of 4 bytes holds two.
+        (["ЖЖЖ\n".encode()], ["ЖЖ\nЖ\n".encode()], b""),
+        ([b"a" + "ЖЖ".encode()], [b"a\xd0\x96\n"], "Ж\n".encode()),
+        ([b"abcd"], [b""], b"abcd\n"),
+    ],
+)
+def test_framer_cuts_overlong_lines(chunks: list[bytes], blocks: list[bytes], rest: bytes) -> None:
+    framer = LineFramer(max_line=4)
+    assert [framer.feed(chunk) for chunk in chunks] == blocks
+    assert framer.flush() == rest
+
+
+def test_framer_memory_stays_bounded_on_endless_line() -> None:
+    framer = LineFramer()
+    chunk = b"x" * 65536
+    received = bytearray()
+    for _ in range(64):  # 4 MiB without a newline
+        received += framer.feed(chunk)
+        assert framer.pending <= MAX_LINE_BYTES
+    received += framer.feed(b"\nEve: after\n")
+    lines = bytes(received).split(b"\n")[:-1]
+    assert all(len(line) <= MAX_LINE_BYTES for line in lines)
+    assert lines[-1] == b"Eve: after"
+    assert b"".join(lines[:-1]) == b"x" * (64 * 65536)
+
+
+def test_backoff_grows_to_cap_without_jitter() -> None:
+    delays = backoff(initial=0.5, factor=2, cap=4, jitter=0)
+    assert [next(delays) for _ in range(6)] == [0.5, 1, 2, 4, 4, 4]
+
+
+def test_backoff_jitter_only_shortens() -> None:
+    delays = backoff(initial=1, factor=2, cap=60, jitter=0.25, rng=random.Random(7))
+    taken = [next(delays) for _ in range(10)]
+    ceilings = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
+    assert all(0.75 * ceiling <= delay <= ceiling for delay, ceiling in zip(taken, ceilings, strict=True))
+    assert len(set(taken[-4:])) == 4
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (socket.gaierror(-2, "Name or service not known"), True),
+        (asyncio.TimeoutError(), True),
+        (asyncio.IncompleteReadError(b"", 1), True),
+        (ConnectionFailed("gone"), True),
+        (FileError("disk full"), False),
+        (ProtocolError("odd"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_is_retryable(error: BaseException, retry: bool) -> None:
+    assert is_retryable(error) is retry
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConnectionFailed("x"), 3),
+        (ProtocolError("x"), 4),
+        (UnknownTokenError("x"), 5),
+        (FileError("x"), 6),
+        (ChatError("x"), 1),
+    ],
+)
+def test_exit_codes(error: ChatError, code: int) -> None:
+    assert exit_code_for(error) == code
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text('HOST="from-dotenv"\nTOKEN=abc\nEMPTY\n')
+    merged = load_environment({"HOST": "from-env"}, tmp_path)
+    assert merged["HOST"] == "from-env"
+    assert merged["TOKEN"] == "abc"
+    assert "EMPTY" not in merged
+
+
+def test_no_dotenv_is_fine(tmp_path: Path) -> None:
+    assert load_environment({"A": "1"}, tmp_path) == {"A": "1"}

@@ -1,0 +1,406 @@
+"""read_client against the fake server: what reaches stdout and the history file, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, RecordingDelays, RecordingOut
+from fake_server import FakeMinechatServer
+
+import read_client
+from chat_io import MAX_LINE_BYTES, format_stamp
+from read_client import ReaderSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+
+
+def read_history(path: Path) -> list[str]:
+    """Return the history file's lines."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def chat_of(lines: list[str]) -> list[str]:
+    """Strip stamps and drop the status lines."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+def status_of(lines: list[str]) -> list[str]:
+    """Return only the status lines, without stamps."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if text.startswith("*** ")]
+
+
+@dataclass
+class Reader:
+    """A running read_client and what it writes."""
+
+    task: asyncio.Task[int]
+    out: RecordingOut
+    path: Path
+    delays: RecordingDelays
+
+
+StartReader = Callable[..., Awaitable[Reader]]
+
+
+@pytest.fixture
+async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
+    readers: list[Reader] = []
+
+    async def start(port: int | None = None, log_path: Path | None = None) -> Reader:
+        settings = ReaderSettings(
+            host="127.0.0.1",
+            port=port or server.read_port,
+            log_path=log_path or tmp_path / "chat.log",
+            connect_timeout=WAIT,
+            verbose=False,
+        )
+        out = RecordingOut()
+        delays = RecordingDelays()
+        task = asyncio.create_task(read_client.run(settings, out, delays))
+        reader = Reader(task, out, settings.log_path, delays)
+        readers.append(reader)
+        return reader
+
+    yield start
+    for reader in readers:
+        reader.task.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader.task
+
+
+async def test_lines_are_stamped_in_history_and_stdout(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    before = datetime.now()
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast("Boring Ева: привет\nBrave Bob: hi\n".encode())
+    lines = await reader.out.wait_for_lines(2)
+    after = datetime.now()
+    # The stamp is the minute of receipt: the one before or after, should a minute turn meanwhile.
+    stamps = {format_stamp(before), format_stamp(after)}
+    assert [line.split(" ", 2)[2] for line in lines] == ["Boring Ева: привет", "Brave Bob: hi"]
+    assert all(" ".join(line.split(" ", 2)[:2]) in stamps for line in lines)
+    history = read_history(reader.path)
+    assert history[-2:] == lines
+    assert status_of(history) == [
+        f"*** connecting to 127.0.0.1:{server.read_port}",
+        f"*** connected to 127.0.0.1:{server.read_port}",
+    ]
+
+
+@POSIX_ONLY
+async def test_new_history_file_is_owner_only(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    assert stat.S_IMODE(reader.path.stat().st_mode) == 0o600
+
+
+async def test_history_is_appended_not_truncated(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path
+) -> None:
+    path = tmp_path / "chat.log"
+    path.write_text("[01.01.26 00:00] Old: line\n", encoding="utf-8")
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"New: line\n")
+    await reader.out.wait_for_lines(1)
+    assert chat_of(read_history(path)) == ["Old: line", "New: line"]
+
+
+async def test_reconnects_after_drop_mid_line_losing_nothing(
+    server: FakeMinechatServer, start_reader: StartReader
+) -> None:
+    server.split_writes = True
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: one\nA: tw")
+    await reader.out.wait_for_lines(1)
+    await server.wait_until(lambda: server.reader_connections == 1)
+    await server.drop_readers()
+    # The unfinished line is kept when the connection ends.
+    await reader.out.wait_for_lines(2)
+    await server.wait_until(lambda: len(server.readers) == 1 and server.reader_connections == 2)
+    await server.broadcast(b"A: three\n")
+    await reader.out.wait_for_lines(3)
+    history = read_history(reader.path)
+    assert chat_of(history) == ["A: one", "A: tw", "A: three"]
+    statuses = status_of(history)
+    assert statuses[2].startswith("*** connection lost: ")
+    assert statuses[2].endswith(" s")
+    assert statuses[3:] == [
+        f"*** connecting to 127.0.0.1:{server.read_port}",
+        f"*** connected to 127.0.0.1:{server.read_port}",
+    ]
+    # The first connection delivered data, so backoff started over.
+    assert reader.delays.resets == 2
+
+
+async def test_retries_refused_connection_until_server_comes(start_reader: StartReader) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = await start_reader(port=port)
+    await reader.delays.wait_for_taken(3)
+    async with FakeMinechatServer(read_port=port) as late:
+        await late.wait_until(lambda: len(late.readers) == 1)
+        await late.broadcast(b"Late: hello\n")
+        await reader.out.wait_for_lines(1)
+        reader.task.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader.task
+    history = read_history(reader.path)
+    assert chat_of(history) == ["Late: hello"]
+    assert any("connection lost: cannot connect to 127.0.0.1" in line for line in history)
+
+
+async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    server.close_readers_at_once = True
+    reader = await start_reader()
+    await reader.delays.wait_for_taken(6)
+    await server.wait_until(lambda: server.reader_connections >= 6)
+    assert reader.delays.resets == 1
+    assert reader.delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    assert any("connection lost: the server closed the connection" in line for line in read_history(reader.path))
+
+
+async def test_invalid_utf8_is_replaced_and_kept(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: caf\xc3\nB: \xff\xfeok\n")
+    await reader.out.wait_for_lines(2)
+    assert chat_of(read_history(reader.path)) == ["A: caf\ufffd", "B: \ufffd\ufffdok"]
+
+
+async def test_escape_sequences_cannot_reach_terminal(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"Eve: \x1b[2J\x1b]0;pwned\x07 hi\x00\r\nBob: crlf ok\r\n")
+    await reader.out.wait_for_lines(2)
+    expected = ["Eve: \\x1b[2J\\x1b]0;pwned\\x07 hi\\x00", "Bob: crlf ok"]
+    assert chat_of(reader.out.lines) == expected
+    assert chat_of(read_history(reader.path)) == expected
+    raw = reader.path.read_bytes()
+    assert b"\x1b" not in raw and b"\x07" not in raw and b"\x00" not in raw and b"\r" not in raw
+
+
+async def test_overlong_line_is_kept_in_bounded_pieces(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    flood = b"x" * (4 * 1024 * 1024)
+    await server.broadcast(flood + b"\nEve: after\n")
+    pieces = len(flood) // MAX_LINE_BYTES
+    lines = await reader.out.wait_for_lines(pieces + 1, timeout=20)
+    chat = chat_of(read_history(reader.path))
+    assert chat[-1] == "Eve: after"
+    assert all(len(piece) <= MAX_LINE_BYTES for piece in chat[:-1])
+    assert "".join(chat[:-1]) == flood.decode()
+    assert len(lines) == pieces + 1
+
+
+@pytest.mark.parametrize("how", ["rename", "delete"])
+async def test_follows_history_file_after_rotation(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path, how: str
+) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: before\n")
+    await reader.out.wait_for_lines(1)
+    rotated = tmp_path / "chat.log.1"
+    if how == "rename":
+        reader.path.rename(rotated)
+    else:
+        reader.path.unlink()
+    await server.broadcast(b"A: after\n")
+    await reader.out.wait_for_lines(2)
+    fresh = read_history(reader.path)
+    assert chat_of(fresh) == ["A: after"]
+    assert "was moved or deleted" in status_of(fresh)[0]
+    if how == "rename":
+        assert chat_of(read_history(rotated)) == ["A: before"]
+    if sys.platform != "win32":
+        assert stat.S_IMODE(reader.path.stat().st_mode) == 0o600
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run read_client.main in-process; return the exit code and stderr."""
+    try:
+        code = read_client.main(argv)
+    except SystemExit as stop:
+        code = stop.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def listener() -> socket.socket:
+    """A listening socket that no client should ever reach."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+@pytest.mark.parametrize("where", ["missing/dir/chat.log", "."])
+def test_unusable_history_path_fails_before_connecting(
+    tmp_path: Path,
+    listener: socket.socket,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    port = listener.getsockname()[1]
+    code, err = run_main(["--host", "127.0.0.1", "--port", str(port), "--log_path", str(tmp_path / where)], capsys)
+    assert code == 6
+    assert "cannot open history file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+@POSIX_ONLY
+def test_unwritable_history_file_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, err = run_main(["--log_path", str(locked / "chat.log")], capsys)
+    assert code == 6
+    assert "Permission denied" in err
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http", "-1"])
+def test_bad_port_is_a_usage_error(
+    port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main([f"--port={port}"], capsys)
+    assert code == 2
+    assert "argument --port" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "chat_logs.txt").exists()
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment without any of the clients' variables."""
+    names = {"HOST", "READ_PORT", "SEND_PORT", "TOKEN", "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT"}
+    return {key: value for key, value in os.environ.items() if key not in names}
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_signal_stops_cleanly_with_lines_on_disk(
+    server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
+) -> None:
+    history = tmp_path / "chat.log"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "read_client.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.read_port),
+        "--log_path",
+        str(history),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(b"A: one\nA: two\nA: unfinish")
+        for expected in (b"A: one", b"A: two"):
+            line = await asyncio.wait_for(process.stdout.readline(), WAIT)
+            assert line.rstrip(b"\n").endswith(expected)
+        process.send_signal(signum)
+        returncode = await asyncio.wait_for(process.wait(), 2)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await process.stderr.read()).decode()
+    assert returncode == code
+    assert "Traceback" not in stderr
+    lines = read_history(history)
+    # The unfinished line was received, so it is on disk too.
+    assert chat_of(lines) == ["A: one", "A: two", "A: unfinish"]
+    assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "dotenv", "host", "port", "log_path"),
+    [
+        ([], {}, None, "minechat.dvmn.org", 5000, "chat_logs.txt"),
+        ([], {}, "HOST=dotenv.example\nREAD_PORT=5001\nLOG_PATH=d.log\n", "dotenv.example", 5001, "d.log"),
+        (
+            [],
+            {"HOST": "env.example", "LOG_PATH": "e.log"},
+            "HOST=dotenv.example\nREAD_PORT=5001\n",
+            "env.example",
+            5001,
+            "e.log",
+        ),
+        (
+            ["--host", "cli.example", "--log-path", "c.log"],
+            {"HOST": "env.example"},
+            "HOST=dotenv.example\n",
+            "cli.example",
+            5000,
+            "c.log",
+        ),
+        (
+            ["--port", "6000", "--log_path", "u.log"],
+            {"READ_PORT": "5002"},
+            "READ_PORT=5001\n",
+            "minechat.dvmn.org",
+            6000,
+            "u.log",
+        ),
+        ([], {"SEND_PORT": "7000"}, "SEND_PORT=7001\n", "minechat.dvmn.org", 5000, "chat_logs.txt"),
+    ],
+)
+def test_configuration_precedence(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], dotenv: str | None, host: str, port: int, log_path: str
+) -> None:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    settings = read_client.parse_settings(argv, environ, tmp_path)
+    assert settings == replace(settings, host=host, port=port, log_path=Path(log_path))
+
+
+def test_help_names_every_variable_and_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings(["--help"], {}, tmp_path)
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in (
+        "HOST",
+        "READ_PORT",
+        "LOG_PATH",
+        "CONNECT_TIMEOUT",
+        "VERBOSE",
+        "minechat.dvmn.org",
+        "5000",
+        "chat_logs.txt",
+    ):
+        assert expected in text
