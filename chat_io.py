@@ -10,7 +10,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ MAX_LINE_BYTES = 64 * 1024
 STREAM_LIMIT_BYTES = 256 * 1024
 
 CLOSE_TIMEOUT = 2.0
+RECANCEL_SECONDS = 0.1
 # A dead peer is noticed after about IDLE + INTERVAL * COUNT seconds of silence.
 KEEPALIVE_IDLE_SECONDS = 60
 KEEPALIVE_INTERVAL_SECONDS = 10
@@ -266,6 +267,8 @@ def describe_error(error: BaseException) -> str:
         return str(error)
     if isinstance(error, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(error, OSError) and error.errno:
+        return os.strerror(error.errno)
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
@@ -326,30 +329,30 @@ async def open_connection(
 
 
 class SignalCatcher:
-    """Within its block, SIGINT and SIGTERM cancel the current task and are remembered."""
+    """Within its block, SIGINT and SIGTERM are caught and remembered instead of killing us."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._arrived = asyncio.Event()
         self._installed: list[int] = []
 
     def __enter__(self) -> SignalCatcher:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
         for signum in self.SIGNALS:
             try:
-                loop.add_signal_handler(signum, self._on_signal, signum, task)
+                loop.add_signal_handler(signum, self._on_signal, signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 # Windows: Ctrl-C still arrives as KeyboardInterrupt, which main() maps.
                 continue
             self._installed.append(signum)
         return self
 
-    def _on_signal(self, signum: int, task: asyncio.Task[object] | None) -> None:
-        if self.received is None and task is not None:
-            task.cancel()
-        self.received = signum
+    def _on_signal(self, signum: int) -> None:
+        if self.received is None:
+            self.received = signum
+        self._arrived.set()
 
     def __exit__(
         self,
@@ -361,10 +364,38 @@ class SignalCatcher:
         for signum in self._installed:
             loop.remove_signal_handler(signum)
 
+    async def wait(self) -> None:
+        """Return once a signal has arrived."""
+        await self._arrived.wait()
+
     @property
     def exit_code(self) -> int:
         """Return the conventional exit code for the signal that stopped us."""
         return EXIT_SIGNAL_BASE + (self.received or signal.SIGINT)
+
+
+async def cancel_and_wait(task: asyncio.Future[object]) -> None:
+    """Cancel a task and wait until it has really ended."""
+    while not task.done():
+        # Before Python 3.12, asyncio.wait_for can swallow a cancellation that lands as its
+        # inner call completes, so one cancel() is not always enough.
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+
+
+async def run_until_signal(work: Coroutine[object, object, object], signals: SignalCatcher) -> int | None:
+    """Run work to its end, or cancel it when a signal arrives; return the signal number, or None."""
+    task = asyncio.ensure_future(work)
+    signalled = asyncio.ensure_future(signals.wait())
+    try:
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        await cancel_and_wait(task)
+    if signals.received is not None:
+        return signals.received
+    task.result()  # raises what the work raised
+    return None
 
 
 # --- settings --------------------------------------------------------------

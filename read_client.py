@@ -37,6 +37,7 @@ from chat_io import (
     make_parser,
     open_connection,
     parse_arguments,
+    run_until_signal,
 )
 
 logger = logging.getLogger("read_client")
@@ -240,14 +241,9 @@ async def run(settings: ReaderSettings, out: TextIO, make_delays: DelayFactory =
     with SignalCatcher() as signals:
         async with HistoryFile(settings.log_path) as history:
             tail = ChatTail(settings, history, out, make_delays)
-            try:
-                await tail.run()
-            except asyncio.CancelledError:
-                if signals.received is None:
-                    raise
-                await tail.note(f"stopped by {signal.Signals(signals.received).name}")
-                return signals.exit_code
-    raise AssertionError("tail.run() never returns")
+            signum = await run_until_signal(tail.run(), signals)
+            await tail.note(f"stopped by {signal.Signals(signum or signal.SIGINT).name}")
+            return signals.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,10 @@ from chat_io import (
     FileError,
     LineFramer,
     ProtocolError,
+    SignalCatcher,
     UnknownTokenError,
     backoff,
+    cancel_and_wait,
     decode_line,
     encode_line,
     exit_code_for,
@@ -28,6 +30,7 @@ from chat_io import (
     format_status_line,
     is_retryable,
     load_environment,
+    run_until_signal,
     sanitize_text,
 )
 
@@ -216,3 +219,34 @@ def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
 
 def test_no_dotenv_is_fine(tmp_path: Path) -> None:
     assert load_environment({"A": "1"}, tmp_path) == {"A": "1"}
+
+
+async def test_cancel_and_wait_survives_a_swallowed_cancel() -> None:
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        # What asyncio.wait_for does before Python 3.12 when its inner call completes as it is cancelled.
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), 5)
+    assert swallowed.is_set()
+    assert task.cancelled()
+
+
+async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:
+    async def fail() -> None:
+        raise ProtocolError("odd reply")
+
+    async def succeed() -> None:
+        return None
+
+    with SignalCatcher() as signals:
+        assert await run_until_signal(succeed(), signals) is None
+        with pytest.raises(ProtocolError):
+            await run_until_signal(fail(), signals)
