@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -10,8 +11,10 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +29,12 @@ DEFAULT_READ_PORT = 5000
 DEFAULT_SEND_PORT = 5050
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DOTENV_NAME = ".env"
+
+# Every reply of the posting port, byte for byte as the public server sends it.
+GREETING = b"Hello %username%! Enter your personal hash or leave it empty to create new account.\n"
+NICKNAME_PROMPT = b"Enter preferred nickname below:\n"
+WELCOME = b"Welcome to chat! Post your message below. End it with an empty line.\n"
+ACK = b"Message send. Write more, end message with an empty line.\n"
 
 ENCODING = "utf-8"
 NEWLINE = b"\n"
@@ -78,6 +87,10 @@ class ProtocolError(ChatError):
 
 class UnknownTokenError(ChatError):
     """The server does not know the token."""
+
+
+class ReplyTimeout(ConnectionFailed):
+    """The server said nothing for too long."""
 
 
 class FileError(ChatError):
@@ -236,6 +249,122 @@ class LineFramer:
         block = bytes(self._buffer) + NEWLINE
         self._buffer.clear()
         return block
+
+
+# --- posting protocol -----------------------------------------------------
+
+REDACTED = "<token>"
+QUOTE_LIMIT = 80
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as the server describes it after login or registration."""
+
+    nickname: str
+    token: str
+
+
+def quote_reply(raw: bytes) -> str:
+    """Quote a server reply for an error message: escaped, shortened, never raw."""
+    if not raw:
+        return "nothing (the connection was closed)"
+    return f'"{shorten(decode_line(raw), QUOTE_LIMIT)}"'
+
+
+def parse_account(raw: bytes) -> Account | None:
+    """Parse the login reply: the account, or None for the server's null (an unknown token)."""
+    try:
+        data = json.loads(raw.decode(ENCODING))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}") from None
+    if data is None:
+        return None
+    fields = data if isinstance(data, dict) else {}
+    if not (isinstance(fields.get("nickname"), str) and isinstance(fields.get("account_hash"), str)):
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}")
+    return Account(nickname=data["nickname"], token=data["account_hash"])
+
+
+def is_blank(text: str) -> bool:
+    """Tell whether text would make an empty post."""
+    return not flatten_text(text).strip()
+
+
+def encode_post(text: str) -> bytes:
+    """Encode a message as one post: a single line, then the empty line that ends it."""
+    if is_blank(text):
+        raise ValueError("an empty message cannot be posted")
+    return encode_line(text) + NEWLINE
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in text with a placeholder."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Keeps known secrets out of every log record it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = redact(message, self.secrets)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+SECRETS = SecretFilter()
+
+
+def load_token(path: Path) -> str | None:
+    """Return the token saved at path, or None if there is none."""
+    try:
+        text = path.read_text(encoding=ENCODING)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FileError(f"cannot read the token file {path}: {describe_error(error)}") from error
+    return text.strip() or None
+
+
+def check_token_path(path: Path) -> None:
+    """Fail now, before registering, if the token could not be saved at path."""
+    folder = path.parent
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise FileError(
+            f"cannot save a token in {folder}: {describe_error(error)}; choose another --token_path"
+        ) from error
+
+
+def save_token(path: Path, token: str) -> None:
+    """Write the token atomically to a file that only its owner can read."""
+    try:
+        # mkstemp creates the file with mode 0600, so the token is never readable by others.
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w", encoding=ENCODING) as file:
+                file.write(token + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
 
 
 # --- reconnect policy ------------------------------------------------------
@@ -469,7 +598,7 @@ def parse_arguments(
 
 
 def configure_logging(verbose: bool) -> None:
-    """Send log records to stderr, one line each."""
+    """Send log records to stderr, one line each, with known secrets hidden."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -477,6 +606,8 @@ def configure_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SECRETS)
 
 
 def make_output_safe(stream: object) -> None:

@@ -248,9 +248,10 @@ async def run(settings: ReaderSettings, out: TextIO, make_delays: DelayFactory =
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
+    make_output_safe(sys.stdout)
+    make_output_safe(sys.stderr)
     settings = parse_settings(argv)
     configure_logging(settings.verbose)
-    make_output_safe(sys.stdout)
     try:
         return asyncio.run(run(settings, sys.stdout))
     except ChatError as error:

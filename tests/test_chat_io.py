@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import stat
+import sys
 from datetime import datetime
 from pathlib import Path
 
+import fake_server
 import pytest
 
 from chat_io import (
+    ACK,
+    GREETING,
     MAX_LINE_BYTES,
+    NICKNAME_PROMPT,
+    WELCOME,
+    Account,
     ChatError,
     ConnectionFailed,
     FileError,
@@ -21,8 +29,10 @@ from chat_io import (
     UnknownTokenError,
     backoff,
     cancel_and_wait,
+    check_token_path,
     decode_line,
     encode_line,
+    encode_post,
     exit_code_for,
     flatten_text,
     format_history_block,
@@ -30,8 +40,13 @@ from chat_io import (
     format_status_line,
     is_retryable,
     load_environment,
+    load_token,
+    open_connection,
+    parse_account,
+    redact,
     run_until_signal,
     sanitize_text,
+    save_token,
 )
 
 WHEN = datetime(2026, 11, 27, 9, 5)
@@ -250,3 +265,103 @@ async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:
         assert await run_until_signal(succeed(), signals) is None
         with pytest.raises(ProtocolError):
             await run_until_signal(fail(), signals)
+
+
+@pytest.mark.parametrize(
+    ("raw", "account"),
+    [
+        (b'{"nickname": "Focused Loyd", "account_hash": "5210a154"}\n', Account("Focused Loyd", "5210a154")),
+        ('{"nickname": "Boring Ева", "account_hash": "t"}\n'.encode(), Account("Boring Ева", "t")),
+        (b"null\n", None),
+    ],
+)
+def test_parse_account(raw: bytes, account: Account | None) -> None:
+    assert parse_account(raw) == account
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage\n",
+        b"\n",
+        b"[]\n",
+        b'{"nickname": "x"}\n',
+        b'{"nickname": 1, "account_hash": "t"}\n',
+        b"\xff\n",
+        b"Enter preferred nickname below:\n",
+    ],
+)
+def test_parse_account_rejects_anything_else(raw: bytes) -> None:
+    with pytest.raises(ProtocolError, match="expected account details from the server, got "):
+        parse_account(raw)
+
+
+def test_protocol_error_quotes_escaped_and_short() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_account(b"\x1b[2J" + b"x" * 500 + b"\n")
+    message = str(caught.value)
+    assert "\x1b" not in message and "\\x1b[2J" in message
+    assert len(message) < 150
+
+
+@pytest.mark.parametrize(
+    ("text", "post"),
+    [
+        ("hi", b"hi\n\n"),
+        ("one\ntwo", b"one two\n\n"),
+        ("\n\nEve: forged", b"  Eve: forged\n\n"),
+        ("x\r", b"x \n\n"),
+    ],
+)
+def test_encode_post(text: str, post: bytes) -> None:
+    assert encode_post(text) == post
+
+
+@pytest.mark.parametrize("text", ["", " ", "\n", "\r\n\u2028"])
+def test_encode_post_refuses_empty(text: str) -> None:
+    with pytest.raises(ValueError, match="empty message"):
+        encode_post(text)
+
+
+def test_redact() -> None:
+    assert redact("'abc-1\\n' and abc-1", {"abc-1"}) == "'<token>\\n' and <token>"
+    assert redact("nothing", {""}) == "nothing"
+
+
+def test_protocol_strings_match_the_record() -> None:
+    # Typed from ../shared/minechat-protocol.md twice: here, and in the fake server.
+    assert (GREETING, NICKNAME_PROMPT, WELCOME, ACK) == (
+        fake_server.GREETING,
+        fake_server.NICKNAME_PROMPT,
+        fake_server.WELCOME,
+        fake_server.ACK,
+    )
+    assert ACK == b"Message send. Write more, end message with an empty line.\n"
+
+
+def test_token_file_round_trip_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "token.txt"
+    assert load_token(path) is None
+    path.write_text("old\n")
+    save_token(path, "new-token")
+    assert path.read_text() == "new-token\n"
+    assert load_token(path) == "new-token"
+    assert [p.name for p in tmp_path.iterdir()] == ["token.txt"]
+    if sys.platform != "win32":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_token_file_errors_are_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileError, match="cannot save the token"):
+        save_token(tmp_path / "missing" / "token.txt", "t")
+    with pytest.raises(FileError, match="choose another --token_path"):
+        check_token_path(tmp_path / "missing" / "token.txt")
+    with pytest.raises(FileError, match="cannot read the token file"):
+        load_token(tmp_path)
+
+
+async def test_connection_has_keepalive_and_closes(server: fake_server.FakeMinechatServer) -> None:
+    async with open_connection("127.0.0.1", server.read_port) as (_, writer):
+        sock = writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert writer.is_closing()

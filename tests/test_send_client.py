@@ -1,0 +1,373 @@
+"""send_client against the fake server: the bytes it sends, what the server took, what the user sees."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import WAIT
+from fake_server import ADJECTIVES, FakeMinechatServer
+
+import send_client
+from chat_io import ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
+from send_client import DEFAULT_MESSAGE, SenderSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+CLIENT_VARIABLES = {
+    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
+}  # fmt: skip
+
+
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server, with no outside environment."""
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+async def send(settings: SenderSettings, stdin: bytes = b"") -> None:
+    await send_client.send(settings, io.BytesIO(stdin))
+
+
+@pytest.fixture
+async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
+    yield server.add_account("Focused Loyd", TOKEN)
+
+
+async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
+    assert [(post.nickname, post.lines) for post in server.posts] == [("Focused Loyd", ["Привет, чат"])]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nПривет, чат\n\n".encode()
+
+
+async def test_login_copes_with_replies_split_across_writes(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.split_writes = True
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
+    assert [post.lines for post in server.posts] == [["one"], ["two"]]
+
+
+async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    await send(settings_for(server, tmp_path, "--token", account))
+    assert [post.lines for post in server.posts] == [[DEFAULT_MESSAGE]]
+
+
+async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
+    with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
+        await send(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
+    await server.wait_until(lambda: not server.send_transcripts or True)
+    assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
+    assert server.unknown_tokens == ["bogus-token"]
+    assert server.registrations == []
+    assert server.posts == []
+    assert server.accounts == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("one\ntwo", "one two"),
+        ("one\r\ntwo", "one two"),
+        ("\n\nBoring Eve: forged", "  Boring Eve: forged"),
+        ("a\u2028b\u2029c\rd", "a b c d"),
+    ],
+)
+async def test_line_breaks_cannot_split_a_post(
+    server: FakeMinechatServer, tmp_path: Path, account: str, text: str, line: str
+) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", text))
+    assert [post.lines for post in server.posts] == [[line]]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\n{line}\n\n".encode()
+
+
+async def test_registration_saves_token_then_logs_in_with_it(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.rng.seed(1)
+    await send(settings_for(server, tmp_path, "--nickname", "Eve\nBoring Bob: forged"))
+    assert server.registrations == ["Eve Boring Bob: forged"]
+    assert bytes(server.send_transcripts[0]) == b"\nEve Boring Bob: forged\n"
+    [(token, nickname)] = server.accounts.items()
+    token_file = tmp_path / "token.txt"
+    assert token_file.read_text() == token + "\n"
+    if sys.platform != "win32":
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert server.posts == []  # no message was given, so registration only
+    await send(settings_for(server, tmp_path, "--message", "back again"))
+    assert bytes(server.send_transcripts[1]) == f"{token}\nback again\n\n".encode()
+    assert [(post.nickname, post.lines) for post in server.posts] == [(nickname, ["back again"])]
+
+
+async def test_registration_with_message_posts_in_same_session(server: FakeMinechatServer, tmp_path: Path) -> None:
+    await send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "first post"))
+    assert len(server.send_transcripts) == 1
+    assert [post.lines for post in server.posts] == [["first post"]]
+
+
+@pytest.mark.parametrize(
+    ("stage", "args", "named"),
+    [
+        ("greeting", ["--token", TOKEN], "the greeting"),
+        ("login_reply", ["--token", TOKEN], "the login reply"),
+        ("welcome", ["--token", TOKEN], "the welcome line"),
+        ("ack", ["--token", TOKEN], "the acknowledgement of message 1"),
+        ("nickname_prompt", ["--nickname", "Eve"], "the nickname prompt"),
+        ("login_reply", ["--nickname", "Eve"], "the registration reply"),
+    ],
+)
+async def test_every_reply_has_a_timeout(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stage: str, args: list[str], named: str
+) -> None:
+    server.stall_at = stage
+    settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
+    with pytest.raises(ReplyTimeout, match=f"sent nothing for 0.2 s while we waited for {named};"):
+        await send(settings)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_a_timeout(tmp_path: Path) -> None:
+    # A listener that never accepts, with its backlog filled, leaves further connects hanging.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = send_client.parse_settings(
+                ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--connect-timeout", "0.3"], {}, tmp_path
+            )
+            with pytest.raises(ConnectionFailed, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
+                await send(settings)
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_garbage_instead_of_json_is_a_protocol_error(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.login_reply_override = b"<html>\x1b[31mgarbage\n"
+    with pytest.raises(ProtocolError, match=r'expected account details from the server, got "<html>\\x1b\[31mgarbage"'):
+        await send(settings_for(server, tmp_path, "--token", account))
+    assert server.posts == []
+
+
+async def test_unexpected_welcome_is_a_protocol_error(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.split_writes = False
+    settings = settings_for(server, tmp_path, "--token", account)
+    server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "x"}\nWelcome!\n'
+    with pytest.raises(ProtocolError, match='expected the welcome line from the server, got "Welcome!"'):
+        await send(settings)
+
+
+@pytest.mark.parametrize(
+    ("stage", "named"), [("greeting", "the greeting"), ("welcome", "the welcome line"), ("ack", "the acknowledgement")]
+)
+async def test_server_closing_mid_dialogue(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stage: str, named: str
+) -> None:
+    server.close_at = stage
+    with pytest.raises(ConnectionFailed, match=f"closed the connection while we waited for {named}"):
+        await send(settings_for(server, tmp_path, "--token", account))
+
+
+async def test_refused_connection_is_a_connection_failure(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    with pytest.raises(ConnectionFailed, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
+        await send(settings)
+
+
+# --- settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "dotenv", "token_file", "token", "source"),
+    [
+        (["--token", "cli"], {"TOKEN": "env"}, "TOKEN=dotenv\n", "file", "cli", "--token or TOKEN"),
+        ([], {"TOKEN": "env"}, "TOKEN=dotenv\n", "file", "env", "--token or TOKEN"),
+        ([], {}, "TOKEN=dotenv\n", "file", "dotenv", "--token or TOKEN"),
+        ([], {}, None, "file\n", "file", "the token file"),
+        ([], {"TOKEN": ""}, None, "file\n", "file", "the token file"),
+        (["--nickname", "Eve"], {}, None, None, None, ""),
+    ],
+)
+def test_token_lookup_order(
+    tmp_path: Path,
+    argv: list[str],
+    environ: dict[str, str],
+    dotenv: str | None,
+    token_file: str | None,
+    token: str | None,
+    source: str,
+) -> None:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    if token_file is not None:
+        (tmp_path / "token.txt").write_text(token_file)
+    settings = send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], environ, tmp_path)
+    assert settings.token == token
+    assert settings.token_source.startswith(source)
+
+
+def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
+    settings = send_client.parse_settings(["--token-path", "t.txt", "--token", "x"], {}, tmp_path)
+    assert (settings.host, settings.port, settings.token_path, settings.messages) == (
+        "minechat.dvmn.org",
+        5050,
+        Path("t.txt"),
+        (),
+    )
+    settings = send_client.parse_settings(
+        ["--message", "a", "--message", "-", "--token", "x"], {"SEND_PORT": "6000"}, tmp_path
+    )
+    assert (settings.port, settings.messages) == (6000, ("a", "-"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--token", "x", "--message", ""], "an empty message cannot be posted"),
+        (["--token", "x", "--message", "\n \r\n"], "an empty message cannot be posted"),
+        ([], "no token found"),
+        (["--nickname", " \n"], "an empty nickname cannot be registered"),
+        (["--token", "two words"], "contains spaces or line breaks"),
+        (["--token", "x", "--port", "70000"], "argument --port"),
+        (["--token", "x", "--reply-timeout", "0"], "argument --reply-timeout"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], complaint: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "none.txt")], {}, tmp_path)
+    assert stop.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_nickname_is_asked_on_a_terminal(tmp_path: Path) -> None:
+    settings = send_client.parse_settings(
+        ["--token_path", str(tmp_path / "t")], {}, tmp_path, ask_nickname=lambda: "Eve"
+    )
+    assert settings.nickname == "Eve"
+
+
+def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        send_client.parse_settings(["--help"], {}, tmp_path)
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("HOST", "SEND_PORT", "TOKEN", "NICKNAME", "TOKEN_PATH", "MESSAGE", "REPLY_TIMEOUT", "VERBOSE", "5050"):
+        assert name in text
+
+
+# --- the real command, in a subprocess ---------------------------------------------
+
+
+def client_env() -> dict[str, str]:
+    """The environment without any of the clients' variables."""
+    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
+
+
+async def run_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
+) -> tuple[int, str, str]:
+    """Run send_client.py against the server; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=cwd, env=client_env(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServer, tmp_path: Path) -> None:
+    code, out, err = await run_client(server, tmp_path, "--token", "bogus", "--message", "hi")
+    assert code == 5
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "the server does not know the token from --token or TOKEN" in err
+    assert "Traceback" not in err
+    assert server.registrations == [] and server.posts == []
+
+
+async def test_cli_registration_reports_nickname_never_token(server: FakeMinechatServer, tmp_path: Path) -> None:
+    code, out, err = await run_client(server, tmp_path, "--nickname", "Eve", "-v")
+    assert code == 0
+    [(token, nickname)] = server.accounts.items()
+    assert nickname.split(" ", 1)[0] in ADJECTIVES and nickname.endswith(" Eve")
+    assert f"registered as {nickname}; the token is saved in token.txt" in err
+    assert token not in out + err
+    assert (tmp_path / "token.txt").read_text() == token + "\n"
+
+
+async def test_cli_verbose_dialogue_hides_the_token(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    (tmp_path / ".env").write_text(f"TOKEN={account}\n")
+    code, out, err = await run_client(server, tmp_path, "-v", "--message", "hello")
+    assert code == 0
+    assert account not in out + err
+    assert ">> '<token>\\n'" in err
+    assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in err
+    assert ">> 'hello\\n\\n'" in err
+    assert "logged in as Focused Loyd" in err
+
+
+async def test_cli_posts_thousand_stdin_lines_in_order(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    lines = [f"line {number} — строка" for number in range(1000)]
+    stdin = ("\n".join(lines[:500]) + "\n\n" + "\r\n".join(lines[500:]) + "\n").encode()
+    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    assert code == 0, err
+    assert [post.lines for post in server.posts] == [[line] for line in lines]
+    assert "posted 1000 messages as Focused Loyd" in err
+
+
+async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: Path) -> None:
+    code, _, err = await run_client(server, tmp_path, "--message", "hi")
+    assert code == 2
+    assert "no token found" in err
+    assert server.send_transcripts == []
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_cli_signal_while_relaying_stdin(
+    server: FakeMinechatServer, tmp_path: Path, account: str, signum: int, code: int
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
+        "--token", account, "--message", "-",
+        cwd=tmp_path, env=client_env(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdin is not None
+        process.stdin.write(b"first\n")
+        await process.stdin.drain()
+        await server.wait_until(lambda: len(server.posts) == 1, timeout=WAIT * 3)
+        process.send_signal(signum)
+        returncode = await asyncio.wait_for(process.wait(), 2)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    err = (await process.stderr.read()).decode()
+    assert returncode == code
+    assert "Traceback" not in err
+    assert [post.lines for post in server.posts] == [["first"]]
