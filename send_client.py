@@ -20,10 +20,10 @@ from chat_io import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     GREETING,
+    NEWLINE,
     NICKNAME_PROMPT,
     READ_CHUNK_BYTES,
     SECRETS,
-    STREAM_LIMIT_BYTES,
     WELCOME,
     Account,
     ChatError,
@@ -61,8 +61,8 @@ DEFAULT_TOKEN_PATH = "token.txt"
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 STDIN_MARK = "-"
-# Posts sent ahead of their acknowledgements; bounds memory and the server's backlog.
-POST_WINDOW = 256
+# At most this many posts await their acknowledgements; bounds what a stalled server costs us.
+POST_WINDOW = 1024
 STDIN_QUEUE_CHUNKS = 4
 
 
@@ -166,6 +166,9 @@ class Channel:
         self.writer = writer
         self.timeout = timeout
         self.secrets = secrets
+        self._framer = LineFramer()
+        self._lines: deque[bytes] = deque()
+        self._at_eof = False
 
     async def receive(self, stage: str) -> bytes:
         """Read one reply line, naming the stage in any error."""
@@ -190,24 +193,39 @@ class Channel:
         return account
 
     async def _read_line(self, stage: str) -> bytes:
+        """Return the next line, reading more only when none is buffered; at EOF, what is left."""
+        while not self._lines:
+            if self._at_eof:
+                return b""
+            block = self._framer.feed(await self._read_chunk(stage))
+            if block:
+                self._lines.extend(line + NEWLINE for line in block[:-1].split(NEWLINE))
+            elif self._at_eof:
+                # An unfinished last line, without its newline, so it reads as incomplete.
+                unfinished = self._framer.flush()[:-1]
+                if unfinished:
+                    self._lines.append(unfinished)
+        return self._lines.popleft()
+
+    async def _read_chunk(self, stage: str) -> bytes:
+        """Read what the server has sent, up to a chunk; one timeout covers a whole burst of replies."""
         try:
-            return await asyncio.wait_for(self.reader.readline(), self.timeout)
+            chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK_BYTES), self.timeout)
         except asyncio.TimeoutError:
             raise ReplyTimeout(
                 f"the server sent nothing for {self.timeout:g} s while we waited for {stage}; "
                 "try again later or raise --reply-timeout"
             ) from None
-        except ValueError:
-            raise ProtocolError(
-                f"the server sent a line longer than {STREAM_LIMIT_BYTES} bytes instead of {stage}"
-            ) from None
         except OSError as error:
             raise ConnectionFailed(
                 f"the connection broke while we waited for {stage}: {describe_error(error)}"
             ) from error
+        self._at_eof = not chunk
+        return chunk
 
     def _log_received(self, line: bytes) -> None:
-        logger.debug("<< %r", redact(line.decode(ENCODING, errors="replace"), self.secrets))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("<< %r", redact(line.decode(ENCODING, errors="replace"), self.secrets))
 
     @staticmethod
     def _check_complete(line: bytes, stage: str) -> None:
@@ -222,7 +240,8 @@ class Channel:
 
     def send(self, data: bytes) -> None:
         """Queue bytes for the server."""
-        logger.debug(">> %r", redact(data.decode(ENCODING), self.secrets))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(">> %r", redact(data.decode(ENCODING), self.secrets))
         self.writer.write(data)
 
     async def drain(self, stage: str) -> None:
@@ -335,8 +354,8 @@ async def run_both(first: Coroutine[object, object, object], second: Coroutine[o
 async def post_messages(channel: Channel, messages: AsyncIterator[str]) -> int:
     """Post every message, sending ahead of the acknowledgements; return how many were acknowledged."""
     pending: deque[int] = deque()
-    window = asyncio.Semaphore(POST_WINDOW)
-    changed = asyncio.Event()
+    changed = asyncio.Event()  # a post was sent, or sending ended
+    room = asyncio.Event()  # the window has drained to its low mark
     finished_sending = False
     acknowledged = 0
 
@@ -344,7 +363,11 @@ async def post_messages(channel: Channel, messages: AsyncIterator[str]) -> int:
         nonlocal finished_sending
         number = 0
         async for text in messages:
-            await window.acquire()
+            if len(pending) >= POST_WINDOW:
+                # Wait for half the window, not one slot: refilling slot by slot would turn the
+                # stream into one tiny write per acknowledgement.
+                room.clear()
+                await room.wait()
             number += 1
             pending.append(number)
             channel.send(encode_post(text))
@@ -364,8 +387,8 @@ async def post_messages(channel: Channel, messages: AsyncIterator[str]) -> int:
             await channel.expect(ACK, f"the acknowledgement of message {pending[0]}")
             pending.popleft()
             acknowledged += 1
-            window.release()
-            logger.debug("message %d acknowledged", acknowledged)
+            if len(pending) <= POST_WINDOW // 2:
+                room.set()
 
     await run_both(send_all(), receive_acknowledgements())
     return acknowledged

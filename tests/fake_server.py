@@ -59,6 +59,7 @@ class FakeMinechatServer:
         self.unknown_tokens: list[str] = []
         self.posts: list[Post] = []
         self.send_transcripts: list[bytearray] = []  # raw bytes received, one per connection
+        self.senders_done = 0  # posting connections whose dialogue has ended
         self.reader_connections = 0
         self.readers: set[asyncio.StreamWriter] = set()
         # Misbehaviour, set by tests.
@@ -175,6 +176,7 @@ class FakeMinechatServer:
             pass
         finally:
             writer.close()
+            self.senders_done += 1
             self._touch()
 
     async def _receive(self, reader: asyncio.StreamReader, transcript: bytearray) -> str:

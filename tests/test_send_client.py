@@ -18,7 +18,7 @@ from conftest import WAIT
 from fake_server import ADJECTIVES, FakeMinechatServer
 
 import send_client
-from chat_io import ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
+from chat_io import ACK, GREETING, Account, ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
 from send_client import DEFAULT_MESSAGE, SenderSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,8 @@ async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp
 async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
     with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
         await send(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
-    await server.wait_until(lambda: not server.send_transcripts or True)
+    # Once the server has seen the connection end, nothing more can have reached it.
+    await server.wait_until(lambda: server.senders_done == 1)
     assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
     assert server.unknown_tokens == ["bogus-token"]
     assert server.registrations == []
@@ -297,6 +298,8 @@ async def run_client(
 
 async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServer, tmp_path: Path) -> None:
     code, out, err = await run_client(server, tmp_path, "--token", "bogus", "--message", "hi")
+    await server.wait_until(lambda: server.senders_done == 1)
+    assert bytes(server.send_transcripts[0]) == b"bogus\n"
     assert code == 5
     assert out == ""
     assert len(err.strip().splitlines()) == 1
@@ -371,3 +374,45 @@ async def test_cli_signal_while_relaying_stdin(
     assert returncode == code
     assert "Traceback" not in err
     assert [post.lines for post in server.posts] == [["first"]]
+
+
+# --- the channel's framing, fed byte by byte -------------------------------------
+
+
+def channel_over(reader: asyncio.StreamReader, timeout: float = WAIT) -> send_client.Channel:
+    return send_client.Channel(reader, None, timeout, set())  # type: ignore[arg-type]
+
+
+async def test_channel_reassembles_replies_fed_byte_by_byte() -> None:
+    reader = asyncio.StreamReader()
+    channel = channel_over(reader)
+    replies = GREETING + '{"nickname": "Ева", "account_hash": "t"}\n'.encode() + ACK
+
+    async def feed() -> None:
+        for byte in replies:
+            reader.feed_data(bytes([byte]))
+            await asyncio.sleep(0)
+
+    feeder = asyncio.ensure_future(feed())
+    await channel.expect(GREETING, "the greeting")
+    assert await channel.receive_account("the login reply") == Account("Ева", "t")
+    await channel.expect(ACK, "the acknowledgement")
+    await feeder
+
+
+async def test_channel_hands_out_lines_that_arrived_together() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(ACK * 3)
+    channel = channel_over(reader, timeout=0.1)
+    for _ in range(3):
+        await channel.expect(ACK, "the acknowledgement")
+    with pytest.raises(ReplyTimeout):
+        await channel.expect(ACK, "the acknowledgement")
+
+
+async def test_channel_reports_unfinished_line_at_eof() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"Hello %user")
+    reader.feed_eof()
+    with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
+        await channel_over(reader).expect(GREETING, "the greeting")
