@@ -15,6 +15,7 @@ from typing import TextIO
 
 import aiofiles
 import aiofiles.os
+import configargparse
 
 from chat_io import (
     DEFAULT_READ_PORT,
@@ -65,6 +66,19 @@ def parse_settings(
     cwd: Path | None = None,
 ) -> ReaderSettings:
     """Build settings from the command line over the environment over .env over defaults."""
+    parser = build_parser()
+    args = parse_arguments(parser, argv, environ, cwd)
+    return ReaderSettings(
+        host=args.host,
+        port=args.port,
+        log_path=Path(args.log_path),
+        connect_timeout=args.connect_timeout,
+        verbose=args.verbose,
+    )
+
+
+def build_parser() -> configargparse.ArgumentParser:
+    """Return read_client's command-line parser."""
     parser = make_parser(
         "Tail the minechat chat: print every line and append it, stamped, to a history file.",
         port_env="READ_PORT",
@@ -78,14 +92,7 @@ def parse_settings(
         default=DEFAULT_LOG_PATH,
         help="history file, appended to and never truncated",
     )
-    args = parse_arguments(parser, argv, environ, cwd)
-    return ReaderSettings(
-        host=args.host,
-        port=args.port,
-        log_path=Path(args.log_path),
-        connect_timeout=args.connect_timeout,
-        verbose=args.verbose,
-    )
+    return parser
 
 
 def open_owner_only(path: str, flags: int) -> int:

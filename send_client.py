@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import configargparse
+
 from chat_io import (
     ACK,
     DEFAULT_SEND_PORT,
@@ -89,6 +91,13 @@ def parse_settings(
     ask_nickname: Callable[[], str | None] | None = None,
 ) -> SenderSettings:
     """Build settings from the command line over the environment over .env over defaults."""
+    parser = build_parser()
+    args = parse_arguments(parser, argv, environ, cwd)
+    return resolve_settings(parser, args, ask_nickname)
+
+
+def build_parser() -> configargparse.ArgumentParser:
+    """Return send_client's command-line parser."""
     parser = make_parser(
         "Post to the minechat chat. With no token found, register a new account and save its token.",
         port_env="SEND_PORT",
@@ -123,7 +132,15 @@ def parse_settings(
         type=positive_seconds,
         help="seconds to wait for each reply of the server",
     )
-    args = parse_arguments(parser, argv, environ, cwd)
+    return parser
+
+
+def resolve_settings(
+    parser: configargparse.ArgumentParser,
+    args: configargparse.Namespace,
+    ask_nickname: Callable[[], str | None] | None,
+) -> SenderSettings:
+    """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
