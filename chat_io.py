@@ -157,8 +157,8 @@ def decode_line(raw: bytes) -> str:
 
 
 def encode_line(text: str) -> bytes:
-    """Encode text as exactly one protocol line."""
-    return flatten_text(text).encode(ENCODING) + NEWLINE
+    """Encode text as exactly one protocol line that cannot drive anybody's terminal."""
+    return sanitize_text(flatten_text(text).replace("\t", " ")).encode(ENCODING) + NEWLINE
 
 
 def format_stamp(when: datetime) -> str:
@@ -396,6 +396,8 @@ def describe_error(error: BaseException) -> str:
         return str(error)
     if isinstance(error, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(error, socket.gaierror) and error.strerror:
+        return error.strerror  # its errno is getaddrinfo's, which os.strerror does not know
     if isinstance(error, OSError) and error.errno:
         return os.strerror(error.errno)
     if isinstance(error, OSError) and error.strerror:

@@ -194,6 +194,7 @@ class ChatTail:
         self.make_delays = make_delays
         self.address = f"{settings.host}:{settings.port}"
         self.received = 0
+        self.connected = False
 
     async def note(self, text: str, level: int = logging.INFO) -> None:
         """Report a connection event on stderr and in the history file."""
@@ -210,12 +211,14 @@ class ChatTail:
     async def receive(self) -> None:
         """Hold one connection until it ends, counting what it delivered in self.received."""
         self.received = 0
+        self.connected = False
         framer = LineFramer()
         await self.note(f"connecting to {self.address}")
         async with open_connection(self.settings.host, self.settings.port, self.settings.connect_timeout) as (
             reader,
             _,
         ):
+            self.connected = True
             await self.note(f"connected to {self.address}")
             try:
                 while chunk := await reader.read(READ_CHUNK_BYTES):
@@ -239,7 +242,8 @@ class ChatTail:
             if self.received:
                 delays = self.make_delays()
             delay = next(delays)
-            await self.note(f"connection lost: {describe_error(error)}; next try in {delay:.1f} s", logging.WARNING)
+            what = f"connection lost: {describe_error(error)}" if self.connected else describe_error(error)
+            await self.note(f"{what}; next try in {delay:.1f} s", logging.WARNING)
             await asyncio.sleep(delay)
 
 

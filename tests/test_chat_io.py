@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import stat
@@ -31,6 +32,7 @@ from chat_io import (
     cancel_and_wait,
     check_token_path,
     decode_line,
+    describe_error,
     encode_line,
     encode_post,
     exit_code_for,
@@ -93,11 +95,19 @@ def test_sanitize_text(text: str, safe: str) -> None:
         ("a\u2028b\u2029c\x85d", b"a b c d\n"),
         ("a\x0bb\x0cc", b"a b c\n"),
         ("привет", "привет\n".encode()),
+        ("tab\there", b"tab here\n"),
+        ("\x1b[31mred\x07", b"\\x1b[31mred\\x07\n"),
+        ("nul\x00 c1\x9b bidi\u202e", b"nul\\x00 c1\\x9b bidi\\u202e\n"),
     ],
 )
 def test_encode_line_keeps_one_line(text: str, line: bytes) -> None:
     assert encode_line(text) == line
     assert encode_line(text).count(b"\n") == 1
+
+
+def test_describe_error_names_dns_failures() -> None:
+    assert describe_error(socket.gaierror(-2, "Name or service not known")) == "Name or service not known"
+    assert describe_error(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")) == os.strerror(111)
 
 
 def test_flatten_text_leaves_plain_text() -> None:

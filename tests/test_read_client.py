@@ -166,7 +166,9 @@ async def test_retries_refused_connection_until_server_comes(start_reader: Start
             await reader.task
     history = read_history(reader.path)
     assert chat_of(history) == ["Late: hello"]
-    assert any("connection lost: cannot connect to 127.0.0.1" in line for line in history)
+    refusals = [line for line in status_of(history) if line.startswith("*** cannot connect to 127.0.0.1")]
+    assert len(refusals) >= 3
+    assert all(line.endswith(" s") and "next try in" in line for line in refusals)
 
 
 async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatServer, start_reader: StartReader) -> None:
