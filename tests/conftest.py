@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
@@ -11,6 +14,30 @@ from fake_server import FakeMinechatServer
 from chat_io import backoff
 
 WAIT = 5.0
+# How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
+STOP_WAIT = 2.0
+ROOT = Path(__file__).resolve().parent.parent
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+CLIENT_VARIABLES = {
+    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
+}  # fmt: skip
+
+
+def client_env() -> dict[str, str]:
+    """This environment without any of the clients' variables, for a client in a subprocess."""
+    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
+
+
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
+    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+    process.send_signal(signum)
+    try:
+        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 class RecordingOut:

@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 import read_client
 import send_client
 
-ROOT = Path(__file__).resolve().parent.parent
 PARSERS = [read_client.build_parser, send_client.build_parser]
 
 

@@ -17,16 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays, RecordingOut
+from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, RecordingOut, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
 
 import read_client
 from chat_io import MAX_LINE_BYTES, format_stamp
 from read_client import ReaderSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
-POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
 
 
 def read_history(path: Path) -> list[str]:
@@ -302,12 +300,6 @@ def test_bad_port_is_a_usage_error(
     assert not (tmp_path / "chat_logs.txt").exists()
 
 
-def subprocess_env() -> dict[str, str]:
-    """The environment without any of the clients' variables."""
-    names = {"HOST", "READ_PORT", "SEND_PORT", "TOKEN", "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT"}
-    return {key: value for key, value in os.environ.items() if key not in names}
-
-
 @POSIX_ONLY
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_signal_stops_cleanly_with_lines_on_disk(
@@ -324,7 +316,7 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         "--log_path",
         str(history),
         cwd=tmp_path,
-        env=subprocess_env(),
+        env=client_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -334,12 +326,8 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         for expected in (b"A: one", b"A: two"):
             line = await asyncio.wait_for(process.stdout.readline(), WAIT)
             assert line.rstrip(b"\n").endswith(expected)
-        process.send_signal(signum)
-        returncode = await asyncio.wait_for(process.wait(), 2)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        returncode = await stop_with_signal(process, signum)
     stderr = (await process.stderr.read()).decode()
     assert returncode == code
     assert "Traceback" not in stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import signal
 import socket
 import stat
@@ -14,20 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import WAIT
+from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
 from fake_server import ADJECTIVES, FakeMinechatServer
 
 import send_client
 from chat_io import ACK, GREETING, Account, ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
 from send_client import DEFAULT_MESSAGE, SenderSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-CLIENT_VARIABLES = {
-    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
-    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
-}  # fmt: skip
 
 
 def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
@@ -277,11 +270,6 @@ def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture
 # --- the real command, in a subprocess ---------------------------------------------
 
 
-def client_env() -> dict[str, str]:
-    """The environment without any of the clients' variables."""
-    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
-
-
 async def run_client(
     server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
 ) -> tuple[int, str, str]:
@@ -363,12 +351,8 @@ async def test_cli_signal_while_relaying_stdin(
         process.stdin.write(b"first\n")
         await process.stdin.drain()
         await server.wait_until(lambda: len(server.posts) == 1, timeout=WAIT * 3)
-        process.send_signal(signum)
-        returncode = await asyncio.wait_for(process.wait(), 2)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        returncode = await stop_with_signal(process, signum)
     assert process.stderr is not None
     err = (await process.stderr.read()).decode()
     assert returncode == code
