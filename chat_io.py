@@ -47,7 +47,7 @@ MAX_LINE_BYTES = 64 * 1024
 STREAM_LIMIT_BYTES = 256 * 1024
 
 CLOSE_TIMEOUT = 2.0
-RECANCEL_SECONDS = 0.1
+RECANCEL_SECONDS = 0.5
 # A dead peer is noticed after about IDLE + INTERVAL * COUNT seconds of silence.
 KEEPALIVE_IDLE_SECONDS = 60
 KEEPALIVE_INTERVAL_SECONDS = 10
@@ -438,7 +438,7 @@ async def open_connection(
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT_BYTES), timeout)
     except asyncio.TimeoutError:
         raise ConnectionFailed(
-            f"no answer from {host}:{port} within {timeout:g} s; check the address or raise the timeout"
+            f"no answer from {host}:{port} within {timeout:g} s; check the address or raise --connect-timeout"
         ) from None
     except OSError as error:
         raise ConnectionFailed(

@@ -61,7 +61,7 @@ StartReader = Callable[..., Awaitable[Reader]]
 async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
     readers: list[Reader] = []
 
-    async def start(port: int | None = None, log_path: Path | None = None) -> Reader:
+    async def start(port: int | None = None, log_path: Path | None = None, out: RecordingOut | None = None) -> Reader:
         settings = ReaderSettings(
             host="127.0.0.1",
             port=port or server.read_port,
@@ -69,7 +69,7 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
             connect_timeout=WAIT,
             verbose=False,
         )
-        out = RecordingOut()
+        out = out or RecordingOut()
         delays = RecordingDelays()
         task = asyncio.create_task(read_client.run(settings, out, delays))
         reader = Reader(task, out, settings.log_path, delays)
@@ -235,6 +235,28 @@ async def test_follows_history_file_after_rotation(
         assert chat_of(read_history(rotated)) == ["A: before"]
     if sys.platform != "win32":
         assert stat.S_IMODE(reader.path.stat().st_mode) == 0o600
+
+
+class ClosedPipe(RecordingOut):
+    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader(out=ClosedPipe())
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: one\n")
+    await reader.out.wait_for_lines(1)
+    await server.broadcast(b"A: two\n")
+    await server.drop_readers()
+    # Lines are recorded before the connection's end is handled, so by the first retry both are in.
+    await reader.delays.wait_for_taken(1)
+    assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
+    assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
+    assert not reader.task.done()
 
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
