@@ -222,6 +222,8 @@ class ChatTail:
             await self.note(f"connected to {self.address}")
             try:
                 while chunk := await reader.read(READ_CHUNK_BYTES):
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("<< %r", chunk)
                     self.received += len(chunk)
                     await self.record(framer.feed(chunk))
             finally:

@@ -148,8 +148,8 @@ def resolve_settings(
     token, source = (args.token or "").strip() or None, "--token or TOKEN"
     if token is None:
         token, source = load_token(token_path), f"the token file {token_path}"
-    if token is not None and (len(token.split()) != 1 or token != flatten_text(token)):
-        parser.error(f"the token from {source} contains spaces or line breaks")
+    if token is not None and any(char.isspace() or not char.isprintable() for char in token):
+        parser.error(f"the token from {source} contains spaces or control characters")
     nickname = args.nickname
     if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
         nickname = ask_nickname()
