@@ -12,12 +12,15 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, TextIO
 
 import configargparse
 from dotenv import dotenv_values
@@ -66,6 +69,7 @@ EXIT_CONNECTION = 3
 EXIT_PROTOCOL = 4
 EXIT_UNKNOWN_TOKEN = 5
 EXIT_FILE = 6
+EXIT_LOCKED = 7
 EXIT_SIGNAL_BASE = 128
 EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + signal.SIGINT
 
@@ -97,7 +101,17 @@ class FileError(ChatError):
     """A local file (history or token) could not be read or written."""
 
 
+class AlreadyRunning(ChatError):
+    """Another client already writes the same file."""
+
+
+class WrongPort(ChatError):
+    """The server on this port speaks the other half of the protocol."""
+
+
 EXIT_CODES: dict[type[ChatError], int] = {
+    AlreadyRunning: EXIT_LOCKED,
+    WrongPort: EXIT_USAGE,
     UnknownTokenError: EXIT_UNKNOWN_TOKEN,
     ProtocolError: EXIT_PROTOCOL,
     ConnectionFailed: EXIT_CONNECTION,
@@ -249,6 +263,80 @@ class LineFramer:
         block = bytes(self._buffer) + NEWLINE
         self._buffer.clear()
         return block
+
+
+class LineStamper:
+    """Turn received bytes into history text: one stamp per line, however long the line.
+
+    A line longer than max_piece is passed on in pieces as it arrives, with no line break
+    between them, so memory stays bounded and nobody can pad a message into a forged line.
+    """
+
+    def __init__(self, max_piece: int = MAX_LINE_BYTES) -> None:
+        self._max_piece = max_piece
+        self._buffer = bytearray()
+        self._continued = False  # the text given out so far ends inside a line
+        self.completed = False  # at least one whole line has been given out
+
+    @property
+    def pending(self) -> int:
+        """Return how many bytes of an unfinished line are held."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes, stamp: str) -> str:
+        """Take received bytes; return the history text for what they complete."""
+        if self._buffer:
+            self._buffer += data
+            end = self._buffer.rfind(NEWLINE)
+            block = bytes(self._buffer[: end + 1])
+            del self._buffer[: end + 1]
+        else:
+            end = data.rfind(NEWLINE)
+            block = data[: end + 1]
+            self._buffer = bytearray(data[end + 1 :])
+        text = ""
+        if block:
+            text = self._format_block(block, stamp)
+            self._continued = False
+            self.completed = True
+        if len(self._buffer) > self._max_piece:
+            text += self._give_pieces(stamp)
+        return text
+
+    def flush(self, stamp: str) -> str:
+        """Return the unfinished last line, ended with a newline, and forget it."""
+        if not self._buffer and not self._continued:
+            return ""
+        text = self._start(stamp) + _escape_piece(bytes(self._buffer)) + "\n"
+        self._buffer.clear()
+        self._continued = False
+        return text
+
+    def _start(self, stamp: str) -> str:
+        return "" if self._continued else stamp + " "
+
+    def _format_block(self, block: bytes, stamp: str) -> str:
+        text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
+        text = _UNSAFE_IN_BLOCK.sub(_escape_char, text)
+        prefix = stamp + " "
+        return self._start(stamp) + text[:-1].replace("\n", "\n" + prefix) + "\n"
+
+    def _give_pieces(self, stamp: str) -> str:
+        """Give out all but the last max_piece bytes of the unfinished line, cut between characters."""
+        pieces = []
+        while len(self._buffer) > self._max_piece:
+            cut = _utf8_cut(self._buffer, self._max_piece)
+            if self._buffer[cut - 1] == ord("\r"):  # keep a CRLF together, so it still reads as one ending
+                cut -= 1
+            pieces.append(self._start(stamp) + _escape_piece(bytes(self._buffer[:cut])))
+            del self._buffer[:cut]
+            self._continued = True
+        return "".join(pieces)
+
+
+def _escape_piece(raw: bytes) -> str:
+    """Decode and escape part of one line."""
+    return sanitize_text(raw.decode(ENCODING, errors="replace"))
 
 
 # --- posting protocol -----------------------------------------------------
@@ -429,6 +517,15 @@ def enable_keepalive(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
+def describe_connect_failure(host: str, port: int, timeout: float, error: BaseException) -> ConnectionFailed:
+    """Return the error to report when a connection could not be made."""
+    if isinstance(error, asyncio.TimeoutError):
+        return ConnectionFailed(
+            f"no answer from {host}:{port} within {timeout:g} s; check the address or raise --connect-timeout"
+        )
+    return ConnectionFailed(f"cannot connect to {host}:{port}: {describe_error(error)}; check --host and --port")
+
+
 @asynccontextmanager
 async def open_connection(
     host: str, port: int, timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -436,14 +533,8 @@ async def open_connection(
     """Connect within timeout, yield the streams, and always close the connection."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT_BYTES), timeout)
-    except asyncio.TimeoutError:
-        raise ConnectionFailed(
-            f"no answer from {host}:{port} within {timeout:g} s; check the address or raise --connect-timeout"
-        ) from None
-    except OSError as error:
-        raise ConnectionFailed(
-            f"cannot connect to {host}:{port}: {describe_error(error)}; check --host and --port"
-        ) from error
+    except (OSError, asyncio.TimeoutError) as error:
+        raise describe_connect_failure(host, port, timeout, error) from error
     try:
         enable_keepalive(writer.get_extra_info("socket"))
         yield reader, writer
@@ -456,13 +547,112 @@ async def open_connection(
             writer.transport.abort()
 
 
+class ChunkSink(Protocol):
+    """Where a receiving connection delivers what it gets, as it gets it."""
+
+    def connected(self, connection: ReceivingConnection) -> None:
+        """The connection is made; nothing has been received yet."""
+
+    def received(self, data: bytes) -> None:
+        """Some bytes arrived; must not raise (call connection.fail to end it)."""
+
+
+class ReceivingConnection(asyncio.Protocol):
+    """A connection we only read from: every chunk goes to the sink in order, and the end comes after all of them.
+
+    Unlike StreamReader, which raises a reset before handing over what it has buffered, this
+    delivers every byte that arrived before the connection ended, however it ended.
+    """
+
+    def __init__(self, sink: ChunkSink) -> None:
+        self._sink = sink
+        self._transport: asyncio.Transport | None = None
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._sink.connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._sink.received(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle(exc)
+
+    def _settle(self, error: BaseException | None) -> None:
+        if self._ended.done():
+            return
+        if error is None:
+            self._ended.set_result(None)
+        else:
+            self._ended.set_exception(error)
+
+    def pause(self, paused: bool) -> None:
+        """Stop or resume reading from the socket, so what we cannot store yet waits in the kernel."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+    def fail(self, error: BaseException) -> None:
+        """End the connection with error, which wait_ended then raises."""
+        self._settle(error)
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_ended(self) -> None:
+        """Return when the server closed the connection; raise what else ended it."""
+        await asyncio.shield(self._ended)
+
+    async def close(self) -> None:
+        """Close the connection and wait briefly for it to go; abort it if it does not."""
+        if self._transport is None:
+            return
+        self._transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ended), CLOSE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError, ChatError):
+            self._transport.abort()
+        finally:
+            if self._ended.done() and not self._ended.cancelled():
+                self._ended.exception()  # retrieved, so asyncio does not log it
+
+
+@asynccontextmanager
+async def open_receiver(
+    host: str, port: int, sink: ChunkSink, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> AsyncIterator[ReceivingConnection]:
+    """Connect within timeout for reading only; yield the connection, and always close it."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, connection = await asyncio.wait_for(
+            loop.create_connection(lambda: ReceivingConnection(sink), host, port), timeout
+        )
+    except (OSError, asyncio.TimeoutError) as error:
+        raise describe_connect_failure(host, port, timeout, error) from error
+    try:
+        enable_keepalive(transport.get_extra_info("socket"))
+        yield connection
+    finally:
+        await connection.close()
+
+
 # --- signals ---------------------------------------------------------------
 
 
 class SignalCatcher:
-    """Within its block, SIGINT and SIGTERM are caught and remembered instead of killing us."""
+    """Within its block, SIGINT, SIGTERM and SIGHUP are caught and remembered instead of killing us."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: the terminal was closed. Windows has none of it.
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    )
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -599,17 +789,25 @@ def parse_arguments(
     return parser.parse_args(list(sys.argv[1:] if argv is None else argv), env_vars=load_environment(environ, cwd))
 
 
-def configure_logging(verbose: bool) -> None:
-    """Send log records to stderr, one line each, with known secrets hidden."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
+def configure_logging(verbose: bool, background: bool = False) -> None:
+    """Send log records to stderr, one line each, with known secrets hidden.
+
+    With background, records are written by a thread, so a stderr nobody reads (a paused
+    terminal) never holds up the caller; what does not fit in a bounded queue is skipped.
+    """
+    if background:
+        handler: logging.Handler = BackgroundHandler(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(SECRETS)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+
+
+def flush_logging() -> None:
+    """Give every log handler a moment to write out what it holds."""
     for handler in logging.getLogger().handlers:
-        handler.addFilter(SECRETS)
+        handler.flush()
 
 
 def make_output_safe(stream: object) -> None:
@@ -618,3 +816,164 @@ def make_output_safe(stream: object) -> None:
     if reconfigure is not None:
         with suppress(ValueError, OSError):
             reconfigure(errors="backslashreplace")
+
+
+# --- terminal output -------------------------------------------------------
+
+OUTPUT_LIMIT_CHARS = 256 * 1024
+OUTPUT_CLOSE_TIMEOUT = 0.5
+OUTPUT_RETRY_SECONDS = 0.01
+
+
+class RawTextOutput:
+    """Writes text straight to a stream's raw file, so a write blocked on a full pipe holds no lock.
+
+    A blocked write inside a buffered stream holds the buffer's lock, and the interpreter aborts
+    at exit when it finds that lock taken; the raw file has no lock to take.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._encoding = getattr(stream, "encoding", None) or ENCODING
+        self._raw = getattr(getattr(stream, "buffer", None), "raw", None)
+
+    def write(self, text: str) -> None:
+        """Write all of text, blocking as long as the reader makes us."""
+        if self._raw is None:  # a stand-in stream without a file, as under test capture
+            self._stream.write(text)
+            self._stream.flush()
+            return
+        data = memoryview(text.encode(self._encoding, errors="backslashreplace"))
+        while data:
+            written = self._raw.write(data)
+            if written is None:  # someone made the file non-blocking: wait, as a blocking write would
+                threading.Event().wait(OUTPUT_RETRY_SECONDS)
+                continue
+            data = data[written:]
+
+    def flush(self) -> None:
+        """Nothing to do: every write goes straight to the file."""
+
+
+class BackgroundWriter:
+    """Writes text from a daemon thread, so the caller never waits for a slow or stuck output.
+
+    At most limit characters wait; what does not fit is skipped and counted, and skip_note(count)
+    takes its place once there is room again. After the first failed write, nothing more is tried.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        skip_note: Callable[[int], str],
+        limit: int = OUTPUT_LIMIT_CHARS,
+        name: str = "output",
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._write = write
+        self._skip_note = skip_note
+        self._limit = limit
+        self._on_failure = on_failure
+        self._chunks: deque[str] = deque()
+        self._size = 0  # queued and being written
+        self._skipped = 0
+        self._at_line_start = True
+        self._closing = False
+        self._stuck = False
+        self._changed = threading.Condition()
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, text: str) -> bool:
+        """Queue text; return False if it was skipped (no room) or cannot be written any more."""
+        with self._changed:
+            if self.failure is not None or self._closing:
+                return False
+            if self._size and self._size + len(text) > self._limit:
+                self._skipped += text.count("\n") or 1
+                return False
+            self._queue_skip_note()
+            self._chunks.append(text)
+            self._size += len(text)
+            self._at_line_start = text.endswith("\n")
+            self._changed.notify_all()
+            return True
+
+    def _queue_skip_note(self) -> None:
+        """Mark the place of a gap (with the lock held)."""
+        if self._skipped:
+            note = ("" if self._at_line_start else "\n") + self._skip_note(self._skipped)
+            self._skipped = 0
+            self._at_line_start = True
+            self._chunks.append(note)
+            self._size += len(note)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                if not self._chunks:
+                    self._queue_skip_note()  # caught up: say now what was skipped, not at the next line
+                while not self._chunks and not self._closing:
+                    self._changed.wait()
+                if not self._chunks:
+                    return
+                text = "".join(self._chunks)
+                self._chunks.clear()
+            try:
+                self._write(text)
+            except Exception as error:  # whatever the output raises, the client goes on without it
+                with self._changed:
+                    self.failure = error
+                    self._chunks.clear()
+                    self._size = 0
+                    self._changed.notify_all()
+                if self._on_failure is not None:
+                    self._on_failure(error)
+                return
+            with self._changed:
+                self._size -= len(text)
+                self._changed.notify_all()
+
+    def wait_written(self, timeout: float = OUTPUT_CLOSE_TIMEOUT) -> bool:
+        """Wait until everything queued is written, at most timeout seconds; tell if it was.
+
+        Once a wait has run out, later ones return at once: the output is stuck, and each
+        further wait would only delay the exit.
+        """
+        with self._changed:
+            if self._stuck:
+                return False
+            written = self._changed.wait_for(lambda: self._size == 0 or self.failure is not None, timeout)
+            self._stuck = not written
+            return written
+
+    def close(self, timeout: float = OUTPUT_CLOSE_TIMEOUT) -> None:
+        """Write out what is queued, waiting at most timeout, then stop the thread (or leave it stuck)."""
+        self.wait_written(timeout)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+
+
+class BackgroundHandler(logging.Handler):
+    """A log handler that writes to a stream through a BackgroundWriter."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._writer = BackgroundWriter(
+            RawTextOutput(stream).write, lambda count: f"{STATUS_MARK} {count} log lines skipped\n", name="log"
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.put(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self._writer.wait_written()
+
+    def close(self) -> None:
+        self._writer.close()
+        super().close()

@@ -41,15 +41,29 @@ async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> 
 
 
 class RecordingOut:
-    """A text stream that remembers what was written and lets a test wait for lines."""
+    """A text stream that remembers what was written and lets a test wait for lines.
+
+    Writes may come from another thread (the client prints from one), so the event that wakes
+    waiting tests is set through the loop.
+    """
 
     def __init__(self) -> None:
         self.text = ""
         self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
 
     def write(self, text: str) -> int:
         self.text += text
-        self._changed.set()
+        if self._loop.is_closed():
+            return len(text)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._changed.set()
+        else:
+            self._loop.call_soon_threadsafe(self._changed.set)
         return len(text)
 
     def flush(self) -> None:

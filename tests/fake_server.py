@@ -15,6 +15,8 @@ import asyncio
 import json
 import logging
 import random
+import socket
+import struct
 import sys
 import uuid
 from collections.abc import Callable
@@ -33,6 +35,9 @@ ADJECTIVES = ("Boring", "Focused", "Brave", "Sleepy", "Clever", "Gentle")
 STAGES = ("greeting", "login_reply", "welcome", "nickname_prompt", "ack")
 SPLIT_PIECE_BYTES = 3
 DEFAULT_WAIT = 5.0
+# Linux's ioctl that tells how many sent bytes the peer has not acknowledged yet.
+SIOCOUTQ = 0x5411
+ACKED_POLL_SECONDS = 0.01
 
 
 class _HangUp(Exception):
@@ -64,6 +69,7 @@ class FakeMinechatServer:
         self.readers: set[asyncio.StreamWriter] = set()
         # Misbehaviour, set by tests.
         self.close_readers_at_once = False
+        self.send_then_close: bytes | None = None  # sent to each new reader, then the server hangs up
         self.stall_at: str | None = None
         self.close_at: str | None = None
         self.login_reply_override: bytes | None = None
@@ -132,6 +138,35 @@ class FakeMinechatServer:
         self.readers.clear()
         self._touch()
 
+    async def reset_readers(self, wait_acked: bool = True) -> None:
+        """Reset every reader (RST, via SO_LINGER 0); first wait until they have all we sent."""
+        for writer in list(self.readers):
+            if wait_acked:
+                await writer.drain()
+                await self.wait_acknowledged(writer)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        self.readers.clear()
+        self._touch()
+
+    @staticmethod
+    async def wait_acknowledged(writer: asyncio.StreamWriter, timeout: float = DEFAULT_WAIT) -> None:
+        """Wait until the peer's kernel has acknowledged every byte sent (Linux only)."""
+        import fcntl  # POSIX only; callers skip elsewhere
+
+        sock = writer.get_extra_info("socket")
+        buffer = bytearray(4)
+
+        async def wait() -> None:
+            while True:
+                fcntl.ioctl(sock.fileno(), SIOCOUTQ, buffer)
+                if struct.unpack("i", buffer)[0] == 0 and not writer.transport.get_write_buffer_size():
+                    return
+                await asyncio.sleep(ACKED_POLL_SECONDS)
+
+        await asyncio.wait_for(wait(), timeout)
+
     def _track(self) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -153,6 +188,9 @@ class FakeMinechatServer:
         self.reader_connections += 1
         try:
             if self.close_readers_at_once:
+                return
+            if self.send_then_close is not None:
+                await self._write(writer, self.send_then_close)
                 return
             self.readers.add(writer)
             self._touch()

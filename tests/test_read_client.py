@@ -21,7 +21,7 @@ from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, RecordingOut, clie
 from fake_server import FakeMinechatServer
 
 import read_client
-from chat_io import MAX_LINE_BYTES, format_stamp
+from chat_io import format_stamp
 from read_client import ReaderSettings
 
 STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
@@ -197,20 +197,6 @@ async def test_escape_sequences_cannot_reach_terminal(server: FakeMinechatServer
     assert chat_of(read_history(reader.path)) == expected
     raw = reader.path.read_bytes()
     assert b"\x1b" not in raw and b"\x07" not in raw and b"\x00" not in raw and b"\r" not in raw
-
-
-async def test_overlong_line_is_kept_in_bounded_pieces(server: FakeMinechatServer, start_reader: StartReader) -> None:
-    reader = await start_reader()
-    await server.wait_until(lambda: len(server.readers) == 1)
-    flood = b"x" * (4 * 1024 * 1024)
-    await server.broadcast(flood + b"\nEve: after\n")
-    pieces = len(flood) // MAX_LINE_BYTES
-    lines = await reader.out.wait_for_lines(pieces + 1, timeout=20)
-    chat = chat_of(read_history(reader.path))
-    assert chat[-1] == "Eve: after"
-    assert all(len(piece) <= MAX_LINE_BYTES for piece in chat[:-1])
-    assert "".join(chat[:-1]) == flood.decode()
-    assert len(lines) == pieces + 1
 
 
 @pytest.mark.parametrize("how", ["rename", "delete"])

@@ -1,0 +1,430 @@
+"""read_client under faults: resets, floods stopped at random moments, blocked outputs, long lines, two copies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import pytest
+from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, RecordingDelays, RecordingOut, client_env, stop_with_signal
+from fake_server import FakeMinechatServer
+from test_read_client import STAMP, chat_of, read_history, status_of
+
+import read_client
+from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
+from read_client import ReaderSettings
+
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's SIOCOUTQ and /proc")
+FILE_POLL_SECONDS = 0.01
+FLOOD_WAIT = 30.0
+
+
+def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
+    """Return chat lines carrying their numbers, so gaps and doubles show."""
+    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
+
+
+def numbers_of(chat: list[str]) -> list[int]:
+    """Return the line numbers of numbered chat lines, in file order."""
+    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
+
+
+async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FLOOD_WAIT) -> bytes:
+    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if predicate(data):
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
+        await asyncio.sleep(FILE_POLL_SECONDS)
+
+
+async def start_process(
+    port: int, history: Path, *extra: str, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """Start read_client.py in a subprocess against 127.0.0.1:port."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "read_client.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log_path",
+        str(history),
+        *extra,
+        cwd=history.parent,
+        env=client_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
+    """Wait for a process to exit on its own; return its exit code and stderr."""
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, err.decode(errors="replace") if err else ""
+
+
+def peak_rss_kb(pid: int) -> int:
+    """Return a process's peak resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
+    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
+    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+    out = out or RecordingOut()
+    delays = RecordingDelays()
+    task = asyncio.create_task(read_client.run(settings, out, delays))
+    try:
+        yield task, out, delays
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+# --- every byte received is recorded ---------------------------------------
+
+
+@LINUX_ONLY
+async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    count = 60_000
+    async with running_reader(server, path) as (_, _, delays):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, count))
+        # The client's kernel has acknowledged every byte, so all of it reached this machine.
+        await server.reset_readers(wait_acked=True)
+        await delays.wait_for_taken(1, timeout=FLOOD_WAIT)
+    history = read_history(path)
+    assert numbers_of(chat_of(history)) == list(range(1, count + 1))
+    assert any(line.startswith("*** connection lost: ") for line in status_of(history))
+
+
+async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.send_then_close = b"x"
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, _, delays):
+        await delays.wait_for_taken(6)
+        await server.wait_until(lambda: server.reader_connections >= 6)
+    # A connection that delivered no complete line does not count as working: no reset.
+    assert delays.resets == 1
+    assert delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    # The byte each one sent was received, so it is recorded.
+    assert chat_of(read_history(path))[:5] == ["x"] * 5
+
+
+async def test_backoff_resets_after_a_complete_line(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.send_then_close = b"A: whole\n"
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, _, delays):
+        await delays.wait_for_taken(4)
+    assert delays.resets >= 4
+    assert set(delays.taken[:4]) == {0.002}
+
+
+# --- a stop under load loses nothing -----------------------------------------
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM])
+async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
+    server: FakeMinechatServer, tmp_path: Path, signum: int
+) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    history = tmp_path / "chat.log"
+    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    flood: asyncio.Task[None] | None = None
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        count = 150_000
+        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
+        threshold = rng.randrange(1, 3_000_000)
+        await wait_for_file(history, lambda data: len(data) >= threshold)
+    finally:
+        code = await stop_with_signal(process, signum)
+        if flood is not None:
+            flood.cancel()
+            with suppress(asyncio.CancelledError, OSError):
+                await flood
+    lines = read_history(history)
+    got = numbers_of(chat_of(lines))
+    assert code == 128 + signum, f"seed {seed}"
+    assert got == list(range(1, len(got) + 1)), f"seed {seed}: a gap or a double"
+    assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name, f"seed {seed}"
+
+
+# --- stdout is only a view -----------------------------------------------------
+
+
+class UnreadPipe:
+    """An OS pipe whose read end the test holds and reads only when it chooses: a paused pager.
+
+    (asyncio's own pipes would make Process.wait() wait for their end, which an unread pipe never reaches.)
+    """
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+
+    def close_write_end(self) -> None:
+        os.close(self.write_end)
+
+    async def read_until(self, pattern: bytes, timeout: float = WAIT) -> bytes:
+        """Read what is there until pattern shows up; fail after timeout."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, data):
+            try:
+                chunk = os.read(self.read_end, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                break
+            if chunk:
+                data += chunk
+                continue
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FILE_POLL_SECONDS)
+        return data
+
+    def close(self) -> None:
+        os.close(self.read_end)
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("verbose", [False, True])
+async def test_stdout_nobody_reads_does_not_stall_the_history(
+    server: FakeMinechatServer, tmp_path: Path, verbose: bool
+) -> None:
+    history = tmp_path / "chat.log"
+    # Both outputs are read by nobody until the flood is on disk: a pager paused, Ctrl-S.
+    out, err = UnreadPipe(), UnreadPipe()
+    process = await start_process(
+        server.read_port, history, *(["-v"] if verbose else []), stdout=out.write_end, stderr=err.write_end
+    )
+    out.close_write_end()
+    err.close_write_end()
+    count = 100_000
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
+        last = f"Bob: {count:07d} ".encode()
+        await wait_for_file(history, lambda data: last in data)
+        await flood
+        if sys.platform.startswith("linux"):
+            assert peak_rss_kb(process.pid) < 40 * 1024
+        # Now the pager scrolls: what it did not take is skipped, and it is told how much.
+        shown = await out.read_until(rb"\*\*\* \d+ lines? not shown here")
+        assert re.search(rb"\*\*\* \d+ lines? not shown here", shown)
+    finally:
+        code = await stop_with_signal(process, signal.SIGINT)
+        out.close()
+        err.close()
+    assert code == 130
+    lines = read_history(history)
+    assert numbers_of(chat_of(lines)) == list(range(1, count + 1))
+    assert status_of(lines)[-1] == "*** stopped by SIGINT"
+
+
+@POSIX_ONLY
+async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    out = UnreadPipe()
+    process = await start_process(server.read_port, history, stdout=out.write_end, stderr=out.write_end)
+    out.close_write_end()
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(numbered(1, 20_000))
+        await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
+    finally:
+        started = time.monotonic()
+        code = await stop_with_signal(process, signal.SIGTERM)
+        out.close()
+    assert code == 143
+    assert time.monotonic() - started < STOP_WAIT
+    assert status_of(read_history(history))[-1] == "*** stopped by SIGTERM"
+
+
+@POSIX_ONLY
+def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "chat.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", str(fifo)],
+        cwd=tmp_path,
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert process.returncode == 6
+    assert "not a regular file" in process.stderr
+    assert str(fifo) in process.stderr
+    assert len(process.stderr.strip().splitlines()) == 1
+
+
+# --- a long line stays one line ------------------------------------------------
+
+FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
+
+
+@pytest.mark.parametrize(
+    "size",
+    sorted(
+        {
+            MAX_LINE_BYTES - 1,
+            MAX_LINE_BYTES,
+            MAX_LINE_BYTES + 1,
+            READ_CHUNK_BYTES * 2 + 1,
+            STREAM_LIMIT_BYTES - 1,
+            STREAM_LIMIT_BYTES + 1,
+            4 * 1024 * 1024,
+        }
+    ),
+)
+async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Path, size: int) -> None:
+    path = tmp_path / "chat.log"
+    # Padded so that the forged text starts exactly at the size.
+    line = b"Eve: " + "ж".encode() * ((size - 5) // 2) + b"y" * ((size - 5) % 2) + FORGED
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
+        await out.wait_for_lines(3, timeout=FLOOD_WAIT)
+        expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
+        assert chat_of(out.lines) == expected
+    history = read_history(path)
+    assert chat_of(history) == expected
+    assert all(re.match(STAMP, entry) for entry in history)
+
+
+@LINUX_ONLY
+async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await wait_for_file(history, lambda data: b"*** connected" in data)
+        before = peak_rss_kb(process.pid)
+        await server.broadcast(b"Eve: " + b"z" * (4 * 1024 * 1024) + b"\nBob: after\n")
+        await wait_for_file(history, lambda data: b"Bob: after" in data)
+        grown = peak_rss_kb(process.pid) - before
+    finally:
+        await stop_with_signal(process, signal.SIGINT)
+    assert grown < 6 * 1024, f"grew by {grown} kB"
+
+
+# --- one reader per history file --------------------------------------------------
+
+
+@POSIX_ONLY
+async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        # The same file by another name.
+        (tmp_path / "sub").mkdir()
+        second = await start_process(server.read_port, tmp_path / "sub" / ".." / "chat.log")
+        code, err = await finish(second)
+        assert code == 7
+        assert len(err.strip().splitlines()) == 1
+        assert "chat.log" in err and str(first.pid) in err
+        assert "Traceback" not in err
+        assert server.reader_connections == 1
+        # A crash releases the lock.
+        first.kill()
+        await first.wait()
+        third = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+        try:
+            await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
+        finally:
+            assert await stop_with_signal(third, signal.SIGINT) == 130
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    lines = read_history(history)
+    assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
+
+
+# --- small ones ------------------------------------------------------------------
+
+
+async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as (_, _, delays):
+        await delays.wait_for_taken(1)
+    history = read_history(path)
+    assert history
+    assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)
+    assert "127.0.0.1\\n[28.11.26 16:52] Admin: forged" in history[0]
+
+
+async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: next\n")
+        await out.wait_for_lines(1)
+    history = read_history(path)
+    assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
+    assert all(re.match(STAMP, line) for line in history[1:])
+    assert chat_of(history) == ["A: cut off by a full disk", "A: next"]
+
+
+@POSIX_ONLY
+async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(b"A: one\n")
+        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+    finally:
+        code = await stop_with_signal(process, signal.SIGHUP)
+    assert code == 129
+    assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
+
+
+async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.write_port, history)
+    code, err = await finish(process)
+    assert code == 2
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert "5000" in errors[0] and str(server.write_port) in errors[0]
+    assert "Traceback" not in err
+    assert "Hello %username%" not in history.read_text(encoding="utf-8")
