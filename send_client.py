@@ -108,7 +108,9 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="TOKEN",
         help="account token; on the command line other users of the machine can see it, so prefer .env",
     )
-    parser.add_argument("--nickname", env_var="NICKNAME", help="nickname for a new account, when no token is found")
+    parser.add_argument(
+        "--nickname", env_var="NICKNAME", help="nickname for a new account; refused when a token is found"
+    )
     parser.add_argument(
         "--token_path",
         "--token-path",
@@ -150,6 +152,13 @@ def resolve_settings(
         token, source = load_token(token_path), f"the token file {token_path}"
     if token is not None and any(char.isspace() or not char.isprintable() for char in token):
         parser.error(f"the token from {source} contains spaces or control characters")
+    if token is not None and args.nickname is not None:
+        # Registering is what --nickname asks for; posting with the old account instead would surprise.
+        parser.error(
+            f"--nickname (or NICKNAME) registers a new account, but a token was found in {source}; "
+            "leave out --nickname to post with that account, or register another one with a --token_path "
+            "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
+        )
     nickname = args.nickname
     if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
         nickname = ask_nickname()
@@ -420,8 +429,6 @@ async def send(settings: SenderSettings, stdin: BinaryIO) -> None:
     async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
         channel = Channel(reader, writer, settings.reply_timeout, secrets)
         if settings.token is not None:
-            if settings.nickname:
-                logger.info("a token was found, so --nickname is not used")
             account = await log_in(channel, settings.token, settings.token_source)
             logger.info("logged in as %s", account.nickname)
             messages = settings.messages or (DEFAULT_MESSAGE,)

@@ -401,3 +401,39 @@ async def test_channel_reports_unfinished_line_at_eof() -> None:
     reader.feed_eof()
     with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
         await channel_over(reader).expect(GREETING, "the greeting")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "token_file", "source"),
+    [
+        (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
+        ([], {"NICKNAME": "NewGuy"}, TOKEN, "the token file"),
+        (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
+    ],
+)
+def test_nickname_with_a_found_token_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    token_file: str | None,
+    source: str,
+) -> None:
+    if token_file is not None:
+        (tmp_path / "token.txt").write_text(token_file + "\n")
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], environ, tmp_path)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"registers a new account, but a token was found in {source}" in err
+    assert "a --token_path that holds no token yet" in err
+
+
+async def test_cli_nickname_with_a_token_posts_nothing(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    (tmp_path / "token.txt").write_text(account + "\n")
+    code, _, err = await run_client(server, tmp_path, "--nickname", "NewGuy")
+    assert code == 2
+    assert "a token was found in the token file token.txt" in err
+    assert server.send_transcripts == []
