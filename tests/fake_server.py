@@ -98,6 +98,7 @@ class FakeMinechatServer:
         self.welcome_override: bytes | None = None
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
+        self.withhold_acks = False  # take every post, acknowledge none
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
@@ -249,6 +250,7 @@ class FakeMinechatServer:
             line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
         except asyncio.TimeoutError:
             self.idle_drops += 1
+            self._touch()
             raise _Drop(reset=False) from None
         transcript += line
         self._touch()
@@ -305,6 +307,9 @@ class FakeMinechatServer:
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.withhold_acks:
+                post = Post(nickname)
+                continue
             await self._reply(writer, "ack", ACK)
             post.acknowledged = True
             acknowledged += 1
