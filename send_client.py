@@ -156,7 +156,7 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="REPLY_TIMEOUT",
         default=DEFAULT_REPLY_TIMEOUT,
         type=positive_seconds,
-        help="seconds to wait for each reply line of the server",
+        help="seconds to wait for each whole reply line of the server",
     )
     return parser
 
