@@ -430,8 +430,8 @@ async def spawn_client(
 async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     # Acknowledge "one", take "two" without acknowledging it; then a connection that takes nothing.
     server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
-    sender = await send(settings_for(server, tmp_path, "--token", account, *["--message", "one", "--message", "two"],
-                                     "--message", "three"))  # fmt: skip
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    sender = await send(settings_for(server, tmp_path, "--token", account, *messages))
     assert texts_of(server) == ["one", "two", "two", "three"]
     assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
     assert len(server.send_transcripts) == 3
@@ -670,8 +670,8 @@ async def test_reading_port_chat_hints_at_the_posting_port(
 async def test_reading_port_silence_hints_at_the_posting_port(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
-    settings = settings_for(server, tmp_path, "--token", account, "--port", str(server.read_port), "--reply-timeout",
-                            "0.2")  # fmt: skip
+    argv = ["--token", account, "--port", str(server.read_port), "--reply-timeout", "0.2"]
+    settings = settings_for(server, tmp_path, *argv)
     with pytest.raises(ReplyTimeout, match=r"the greeting; is this the reading port\? Posts go to port 5050"):
         await send(settings)
 
