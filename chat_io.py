@@ -412,10 +412,16 @@ class SecretFilter(logging.Filter):
 SECRETS = SecretFilter()
 
 
+# Windows Notepad saves UTF-8 with a byte-order mark; it is not part of the token.
+TOKEN_FILE_ENCODING = "utf-8-sig"
+# What the pre-check writes: longer than any token the server hands out (a UUID is 36 characters).
+TOKEN_PROBE = b"0" * 64 + NEWLINE
+
+
 def load_token(path: Path) -> str | None:
     """Return the token saved at path, or None if there is none."""
     try:
-        text = path.read_text(encoding=ENCODING)
+        text = path.read_text(encoding=TOKEN_FILE_ENCODING)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
@@ -423,13 +429,30 @@ def load_token(path: Path) -> str | None:
     return text.strip() or None
 
 
+def resolve_token_path(path: Path) -> Path:
+    """Return the file a token path really names, so a symlink is written through, not replaced."""
+    return Path(os.path.realpath(path))
+
+
+def write_durably(descriptor: int, data: bytes) -> None:
+    """Write all of data to an open file and wait until it is on the disk."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+    os.fsync(descriptor)
+
+
 def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
-    folder = path.parent
+    folder = resolve_token_path(path).parent
     try:
+        # Real bytes, synced: an empty file fits on a full disk, a token does not.
         descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(descriptor)
-        os.unlink(probe)
+        try:
+            write_durably(descriptor, TOKEN_PROBE)
+        finally:
+            os.close(descriptor)
+            os.unlink(probe)
     except OSError as error:
         raise FileError(
             f"cannot save a token in {folder}: {describe_error(error)}; choose another --token_path"
@@ -437,16 +460,17 @@ def check_token_path(path: Path) -> None:
 
 
 def save_token(path: Path, token: str) -> None:
-    """Write the token atomically to a file that only its owner can read."""
+    """Write the token atomically to a file that only its owner can read (through a symlink, to its target)."""
+    target = resolve_token_path(path)
     try:
         # mkstemp creates the file with mode 0600, so the token is never readable by others.
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
-            with os.fdopen(descriptor, "w", encoding=ENCODING) as file:
-                file.write(token + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
+            try:
+                write_durably(descriptor, (token + "\n").encode(ENCODING))
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, target)
         except BaseException:
             with suppress(OSError):
                 os.unlink(temporary)

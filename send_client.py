@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +21,7 @@ from chat_io import (
     ENCODING,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     GREETING,
     NEWLINE,
     NICKNAME_PROMPT,
@@ -30,11 +31,13 @@ from chat_io import (
     Account,
     ChatError,
     ConnectionFailed,
+    FileError,
     LineFramer,
     ProtocolError,
     ReplyTimeout,
     SignalCatcher,
     UnknownTokenError,
+    backoff,
     cancel_and_wait,
     check_token_path,
     configure_logging,
@@ -44,6 +47,7 @@ from chat_io import (
     exit_code_for,
     flatten_text,
     is_blank,
+    is_retryable,
     load_token,
     make_output_safe,
     make_parser,
@@ -54,6 +58,7 @@ from chat_io import (
     quote_reply,
     redact,
     run_until_signal,
+    sanitize_text,
     save_token,
 )
 
@@ -63,9 +68,23 @@ DEFAULT_TOKEN_PATH = "token.txt"
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 STDIN_MARK = "-"
-# At most this many posts await their acknowledgements; bounds what a stalled server costs us.
-POST_WINDOW = 1024
+# The outbox holds at most this many posts or bytes (but always one post): all that a stalled or
+# absent server can cost us in memory, however long it stays away. While it is full, stdin waits.
+OUTBOX_POSTS = 1024
+OUTBOX_BYTES = 16 * 1024 * 1024
+# A stdin line longer than this (far beyond what a command line takes) is posted in pieces this long.
+MAX_STDIN_LINE_BYTES = 1024 * 1024
 STDIN_QUEUE_CHUNKS = 4
+# With fixed messages, a connection lost after login is tried again this many times without progress.
+RESUME_TRIES = 5
+READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
+STDIN_HINT = (
+    "Type a message and press Enter to post it; end with Ctrl-Z, then Enter."
+    if sys.platform == "win32"
+    else "Type a message and press Enter to post it; end with Ctrl-D."
+)
+
+DelayFactory = Callable[[], Iterator[float]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,11 @@ class SenderSettings:
     connect_timeout: float
     reply_timeout: float
     verbose: bool
+
+    @property
+    def streaming(self) -> bool:
+        """Tell whether stdin is relayed, which makes the sender never give up on the network."""
+        return STDIN_MARK in self.messages
 
 
 def parse_settings(
@@ -108,7 +132,9 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="TOKEN",
         help="account token; on the command line other users of the machine can see it, so prefer .env",
     )
-    parser.add_argument("--nickname", env_var="NICKNAME", help="nickname for a new account, when no token is found")
+    parser.add_argument(
+        "--nickname", env_var="NICKNAME", help="nickname for a new account; refused when a token is found"
+    )
     parser.add_argument(
         "--token_path",
         "--token-path",
@@ -130,7 +156,7 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="REPLY_TIMEOUT",
         default=DEFAULT_REPLY_TIMEOUT,
         type=positive_seconds,
-        help="seconds to wait for each reply of the server",
+        help="seconds to wait for each whole reply line of the server",
     )
     return parser
 
@@ -150,6 +176,13 @@ def resolve_settings(
         token, source = load_token(token_path), f"the token file {token_path}"
     if token is not None and any(char.isspace() or not char.isprintable() for char in token):
         parser.error(f"the token from {source} contains spaces or control characters")
+    if token is not None and args.nickname is not None:
+        # Registering is what --nickname asks for; posting with the old account instead would surprise.
+        parser.error(
+            f"--nickname (or NICKNAME) registers a new account, but a token was found in {source}; "
+            "leave out --nickname to post with that account, or register another one with a --token_path "
+            "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
+        )
     nickname = args.nickname
     if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
         nickname = ask_nickname()
@@ -173,130 +206,276 @@ def resolve_settings(
     )
 
 
-class Channel:
-    """The posting dialogue's line I/O: every read has a timeout, every line is logged redacted."""
+# --- the posting dialogue, sans I/O ----------------------------------------------
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float, secrets: set[str]
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.timeout = timeout
-        self.secrets = secrets
+
+@dataclass(frozen=True)
+class Post:
+    """One message on its way: its number in this run and its bytes on the wire."""
+
+    number: int
+    data: bytes
+
+
+class Outbox:
+    """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""
+
+    def __init__(self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES) -> None:
+        self.max_posts = max_posts
+        self.max_bytes = max_bytes
+        self._sent: deque[Post] = deque()
+        self._unsent: deque[Post] = deque()
+        self._bytes = 0
+        self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
+        self.added = 0
+        self.acknowledged = 0
+        self.resent = 0
+
+    def __len__(self) -> int:
+        return len(self._sent) + len(self._unsent)
+
+    @property
+    def full(self) -> bool:
+        """Tell whether no more posts may be added for now."""
+        return len(self) >= self.max_posts or self._bytes >= self.max_bytes
+
+    @property
+    def roomy(self) -> bool:
+        """Tell whether the outbox has drained to half; refilling slot by slot would mean tiny writes."""
+        return len(self) <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
+
+    @property
+    def oldest_sent(self) -> Post | None:
+        """Return the post whose acknowledgement is due next, if any."""
+        return self._sent[0] if self._sent else None
+
+    @property
+    def has_unsent(self) -> bool:
+        """Tell whether some post still has to go out on this connection."""
+        return bool(self._unsent)
+
+    @property
+    def rewound(self) -> int:
+        """Return how many posts went out on an earlier connection and are still to be sent again."""
+        return self._rewound
+
+    def add(self, text: str) -> Post:
+        """Queue a message as the next post."""
+        data = encode_post(text)
+        self.added += 1
+        post = Post(self.added, data)
+        self._unsent.append(post)
+        self._bytes += len(data)
+        return post
+
+    def take_unsent(self) -> list[Post]:
+        """Return the posts to send now, in order, and count them as sent."""
+        posts = list(self._unsent)
+        self._unsent.clear()
+        self._sent.extend(posts)
+        self.resent += self._rewound
+        self._rewound = 0
+        return posts
+
+    def acknowledge(self) -> Post:
+        """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
+        post = self._sent.popleft()
+        self._bytes -= len(post.data)
+        self.acknowledged += 1
+        return post
+
+    def rewind(self) -> int:
+        """Count every sent post as unsent again, as after a lost connection; return how many."""
+        count = len(self._sent)
+        self._unsent.extendleft(reversed(self._sent))
+        self._sent.clear()
+        self._rewound += count
+        return count
+
+
+@dataclass(frozen=True)
+class Greeted:
+    """The server greeted us."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Prompted:
+    """The server asked for a nickname."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """The server knows the token."""
+
+    line: bytes
+    account: Account
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The server made a new account; its token must be saved before anything else."""
+
+    line: bytes
+    account: Account
+
+
+@dataclass(frozen=True)
+class Welcomed:
+    """The server takes posts from now on."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """The server acknowledged a post."""
+
+    line: bytes
+    post: Post
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The server closed the connection while it owed us nothing."""
+
+    line: bytes = b""
+
+
+Event = Greeted | Prompted | LoggedIn | Registered | Welcomed | Acknowledged | Closed
+
+STAGE_GREETING = "the greeting"
+STAGE_LOGIN = "the login reply"
+STAGE_PROMPT = "the nickname prompt"
+STAGE_REGISTRATION = "the registration reply"
+STAGE_WELCOME = "the welcome line"
+STAGE_POSTING = "posting"
+
+
+class PostingDialogue:
+    """One connection's dialogue on the posting port without any I/O, h11-style.
+
+    Fed the server's bytes, it hands out one event per reply line and says what to send; once the
+    server welcomes us it sends the outbox's posts and settles one per acknowledgement.
+    """
+
+    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
+        if token is None and nickname is None:
+            raise ValueError("a token to log in with or a nickname to register is needed")
+        self._outbox = outbox
+        self._token = token
+        self._nickname = nickname
+        self._token_source = token_source or "the token"
+        self._stage = STAGE_GREETING
+        self._to_send: list[bytes] = []
         self._framer = LineFramer()
         self._lines: deque[bytes] = deque()
         self._at_eof = False
 
-    async def receive(self, stage: str) -> bytes:
-        """Read one reply line, naming the stage in any error."""
-        line = await self._read_line(stage)
-        self._log_received(line)
-        self._check_complete(line, stage)
-        return line
+    @property
+    def ready(self) -> bool:
+        """Tell whether the server takes posts on this connection."""
+        return self._stage == STAGE_POSTING
 
-    async def receive_account(self, stage: str) -> Account | None:
-        """Read the login or registration reply; its token is a secret before it is ever logged."""
-        line = await self._read_line(stage)
-        self._check_complete(line, stage)
-        try:
-            account = parse_account(line)
-        except ProtocolError:
-            self._log_received(line)
-            raise
-        if account is not None:
-            self.secrets.add(account.token)
-            SECRETS.secrets.add(account.token)
-        self._log_received(line)
-        return account
+    @property
+    def waiting_for(self) -> str | None:
+        """Name the reply the server owes us, or None when it owes nothing."""
+        if self._stage != STAGE_POSTING:
+            return self._stage
+        post = self._outbox.oldest_sent
+        return None if post is None else f"the acknowledgement of message {post.number}"
 
-    async def _read_line(self, stage: str) -> bytes:
-        """Return the next line, reading more only when none is buffered; at EOF, what is left."""
-        while not self._lines:
-            if self._at_eof:
-                return b""
-            block = self._framer.feed(await self._read_chunk(stage))
-            if block:
-                self._lines.extend(line + NEWLINE for line in block[:-1].split(NEWLINE))
-            elif self._at_eof:
-                # An unfinished last line, without its newline, so it reads as incomplete.
-                unfinished = self._framer.flush()[:-1]
-                if unfinished:
-                    self._lines.append(unfinished)
-        return self._lines.popleft()
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the server; b"" means it closed the connection."""
+        if not data:
+            self._at_eof = True
+            unfinished = self._framer.flush()[:-1]
+            if unfinished:
+                self._lines.append(unfinished)  # without its newline, so it reads as incomplete
+            return
+        block = self._framer.feed(data)
+        if block:
+            self._lines.extend(line + NEWLINE for line in block[:-1].split(NEWLINE))
 
-    async def _read_chunk(self, stage: str) -> bytes:
-        """Read what the server has sent, up to a chunk; one timeout covers a whole burst of replies."""
-        try:
-            chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK_BYTES), self.timeout)
-        except asyncio.TimeoutError:
-            raise ReplyTimeout(
-                f"the server sent nothing for {self.timeout:g} s while we waited for {stage}; "
-                "try again later or raise --reply-timeout"
-            ) from None
-        except OSError as error:
-            raise ConnectionFailed(
-                f"the connection broke while we waited for {stage}: {describe_error(error)}"
-            ) from error
-        self._at_eof = not chunk
-        return chunk
+    def next_event(self) -> Event | None:
+        """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
+        if not self._lines:
+            return self._closed() if self._at_eof else None
+        line = self._lines.popleft()
+        if self._stage == STAGE_POSTING:
+            return self._settle(line)
+        if not line.endswith(NEWLINE):
+            raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
+        return self._advance(line)
 
-    def _log_received(self, line: bytes) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("<< %r", redact(line.decode(ENCODING, errors="replace"), self.secrets))
+    def data_to_send(self) -> list[bytes]:
+        """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
+        pieces, self._to_send = self._to_send, []
+        if self._stage == STAGE_POSTING and self._outbox.has_unsent:
+            pieces.extend(post.data for post in self._outbox.take_unsent())
+        return pieces
 
-    @staticmethod
-    def _check_complete(line: bytes, stage: str) -> None:
-        if not line.endswith(b"\n"):
-            raise ConnectionFailed(f"the server closed the connection while we waited for {stage}")
+    def _closed(self) -> Closed:
+        due = self.waiting_for
+        if due is not None:
+            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
+        return Closed()
 
-    async def expect(self, expected: bytes, stage: str) -> None:
-        """Read one reply and insist that it is exactly the expected line."""
-        line = await self.receive(stage)
+    def _settle(self, line: bytes) -> Acknowledged:
+        due = self.waiting_for
+        if line == ACK and due is not None:
+            return Acknowledged(line, self._outbox.acknowledge())
+        if not line.endswith(NEWLINE) and due is not None:
+            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
+        if due is None:
+            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
+        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
+
+    def _advance(self, line: bytes) -> Event:
+        stage = self._stage
+        if stage == STAGE_GREETING:
+            if line != GREETING:
+                raise ProtocolError(
+                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
+                )
+            if self._token is not None:
+                self._to_send.append(encode_line(self._token))
+                self._stage = STAGE_LOGIN
+            else:
+                self._to_send.append(NEWLINE)
+                self._stage = STAGE_PROMPT
+            return Greeted(line)
+        if stage == STAGE_PROMPT:
+            self._expect(line, NICKNAME_PROMPT)
+            assert self._nickname is not None
+            self._to_send.append(encode_line(self._nickname))
+            self._stage = STAGE_REGISTRATION
+            return Prompted(line)
+        if stage == STAGE_WELCOME:
+            self._expect(line, WELCOME)
+            self._stage = STAGE_POSTING
+            return Welcomed(line)
+        account = parse_account(line)
+        if account is None and stage == STAGE_REGISTRATION:
+            raise ProtocolError("the server answered null to a registration")
+        if account is None:
+            # The server goes on to ask for a nickname; anything we sent now would create a junk account.
+            raise UnknownTokenError(
+                f"the server does not know the token from {self._token_source}; correct it, or remove it "
+                "and give --nickname to register a new account"
+            )
+        self._stage = STAGE_WELCOME
+        return Registered(line, account) if stage == STAGE_REGISTRATION else LoggedIn(line, account)
+
+    def _expect(self, line: bytes, expected: bytes) -> None:
         if line != expected:
-            raise ProtocolError(f"expected {stage} from the server, got {quote_reply(line)}")
-
-    def send(self, data: bytes) -> None:
-        """Queue bytes for the server."""
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(">> %r", redact(data.decode(ENCODING), self.secrets))
-        self.writer.write(data)
-
-    async def drain(self, stage: str) -> None:
-        """Wait until the queued bytes are taken by the network."""
-        try:
-            await self.writer.drain()
-        except OSError as error:
-            raise ConnectionFailed(f"the connection broke while sending {stage}: {describe_error(error)}") from error
+            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")
 
 
-async def log_in(channel: Channel, token: str, source: str) -> Account:
-    """Log in with a token; on an unknown token, stop before the server can register anything."""
-    await channel.expect(GREETING, "the greeting")
-    channel.send(encode_line(token))
-    await channel.drain("the token")
-    account = await channel.receive_account("the login reply")
-    if account is None:
-        # The server goes on to ask for a nickname; anything we sent now would create a junk account.
-        raise UnknownTokenError(
-            f"the server does not know the token from {source}; correct it, or remove it "
-            "and give --nickname to register a new account"
-        )
-    await channel.expect(WELCOME, "the welcome line")
-    return account
-
-
-async def register(channel: Channel, nickname: str) -> Account:
-    """Register a new account with the wanted nickname; return it as the server made it."""
-    await channel.expect(GREETING, "the greeting")
-    channel.send(b"\n")
-    await channel.expect(NICKNAME_PROMPT, "the nickname prompt")
-    channel.send(encode_line(nickname))
-    await channel.drain("the nickname")
-    account = await channel.receive_account("the registration reply")
-    if account is None:
-        raise ProtocolError("the server answered null to a registration")
-    await channel.expect(WELCOME, "the welcome line")
-    return account
+# --- stdin ---------------------------------------------------------------------
 
 
 def choose_reader(stream: BinaryIO) -> Callable[[int], bytes]:
@@ -310,137 +489,384 @@ def choose_reader(stream: BinaryIO) -> Callable[[int], bytes]:
     return lambda size: os.read(descriptor, size)
 
 
-async def read_stdin_lines(stream: BinaryIO) -> AsyncIterator[str]:
-    """Yield the lines of a binary stream as they arrive, without blocking the event loop."""
+def split_stdin_block(block: bytes, encoding: str) -> list[str]:
+    """Split complete stdin lines into messages: only "\\n" ends one; other separators stay inside."""
+    lines = block.decode(encoding, errors="replace")[:-1].split("\n")
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+async def read_stdin_lines(stream: BinaryIO, encoding: str = ENCODING) -> AsyncIterator[list[str]]:
+    """Yield the lines of a binary stream in batches as they arrive, without blocking the event loop."""
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=STDIN_QUEUE_CHUNKS)
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    # Credits bound what is read ahead: the thread takes one per chunk, the loop returns it once used.
+    credits = threading.Semaphore(STDIN_QUEUE_CHUNKS)
     read = choose_reader(stream)
 
     def pump() -> None:
         # A thread, because stdin may be a terminal, a pipe or a file, and only a blocking read
         # works for all of them on every platform. A daemon, so a pending read never holds up exit.
+        # It hands chunks over without waiting on the loop, so nothing of the loop can fail in it.
         chunk = b"x"
         while chunk:
+            credits.acquire()
             try:
                 chunk = read(READ_CHUNK_BYTES)
             except (OSError, ValueError):
                 chunk = b""
             try:
-                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
-            except RuntimeError:  # the loop is gone: we are exiting
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except RuntimeError:  # the loop is closed: we are exiting
                 return
 
     threading.Thread(target=pump, name="stdin", daemon=True).start()
-    framer = LineFramer()
-    encoding = getattr(sys.stdin, "encoding", None) or ENCODING
+    framer = LineFramer(MAX_STDIN_LINE_BYTES)
     while True:
         chunk = await chunks.get()
+        credits.release()
         block = framer.feed(chunk) if chunk else framer.flush()
-        for line in block.decode(encoding, errors="replace").splitlines():
-            yield line
+        if block:
+            yield split_stdin_block(block, encoding)
         if not chunk:
             return
 
 
-async def iterate_messages(messages: Sequence[str], stdin: BinaryIO) -> AsyncIterator[str]:
-    """Yield the messages to post in order, '-' standing for the lines of stdin."""
+async def iterate_messages(
+    messages: Sequence[str], stdin: BinaryIO | None, encoding: str = ENCODING
+) -> AsyncIterator[list[str]]:
+    """Yield the messages to post in order and in batches, '-' standing for the lines of stdin."""
     for message in messages:
         if message != STDIN_MARK:
-            yield message
-            continue
-        async for line in read_stdin_lines(stdin):
-            if is_blank(line):
-                logger.debug("skipping an empty line of stdin")
-                continue
-            yield line
+            yield [message]
+        elif stdin is not None:
+            async for batch in read_stdin_lines(stdin, encoding):
+                yield batch
 
 
-async def run_both(first: Coroutine[object, object, object], second: Coroutine[object, object, object]) -> None:
-    """Run two coroutines together until both end; if one fails, cancel the other and raise."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            await cancel_and_wait(task)
+# --- the connection loop ---------------------------------------------------------
 
 
-async def post_messages(channel: Channel, messages: AsyncIterator[str]) -> int:
-    """Post every message, sending ahead of the acknowledgements; return how many were acknowledged."""
-    pending: deque[int] = deque()
-    changed = asyncio.Event()  # a post was sent, or sending ended
-    room = asyncio.Event()  # the window has drained to its low mark
-    finished_sending = False
-    acknowledged = 0
+def plural(count: int, noun: str) -> str:
+    """Return '1 message' or '2 messages'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
-    async def send_all() -> None:
-        nonlocal finished_sending
-        number = 0
-        async for text in messages:
-            if len(pending) >= POST_WINDOW:
-                # Wait for half the window, not one slot: refilling slot by slot would turn the
-                # stream into one tiny write per acknowledgement.
-                room.clear()
-                await room.wait()
-            number += 1
-            pending.append(number)
-            channel.send(encode_post(text))
-            changed.set()
-            await channel.drain(f"message {number}")
-        finished_sending = True
-        changed.set()
 
-    async def receive_acknowledgements() -> None:
-        nonlocal acknowledged
+class Link:
+    """One connection: feeds the dialogue what arrives, writes what it says, and times each reply line."""
+
+    def __init__(
+        self, sender: Sender, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialogue: PostingDialogue
+    ) -> None:
+        self.sender = sender
+        self.reader = reader
+        self.writer = writer
+        self.dialogue = dialogue
+        self.timeout = sender.settings.reply_timeout
+        self.loop = asyncio.get_running_loop()
+        # When the reply now due must have arrived, whole; None while the server owes us nothing.
+        self.deadline: float | None = self.loop.time() + self.timeout
+
+    def transmit(self) -> None:
+        """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
+        if self.writer.transport.is_closing():
+            return  # what waits stays unsent, for the next connection
+        pieces = self.dialogue.data_to_send()
+        if not pieces:
+            return
+        if logger.isEnabledFor(logging.DEBUG):
+            for piece in pieces:
+                logger.debug(">> %r", redact(piece.decode(ENCODING), self.sender.secrets))
+        self.writer.write(b"".join(pieces))
+        if self.deadline is None and self.dialogue.waiting_for is not None:
+            self.deadline = self.loop.time() + self.timeout
+
+    async def run(self) -> bool:
+        """Converse until everything is posted (True) or the server closes while owing nothing (False)."""
+        reading: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                self.sender.check_producer()
+                self.transmit()
+                if self.sender.finished:
+                    return True
+                if reading is None:
+                    reading = asyncio.ensure_future(self.reader.read(READ_CHUNK_BYTES))
+                await self._wait(reading)
+                if not reading.done():
+                    continue  # woken by new posts or the end of the messages
+                done, reading = reading, None
+                try:
+                    chunk = done.result()
+                except OSError as error:
+                    due = self.dialogue.waiting_for
+                    if due is None:
+                        return False  # a reset while idle is a close while idle
+                    raise ConnectionFailed(
+                        f"the connection broke while we waited for {due}: {describe_error(error)}"
+                    ) from error
+                if not self._receive(chunk):
+                    return False
+        finally:
+            if reading is not None:
+                await cancel_and_wait(reading)
+                if not reading.cancelled():
+                    reading.exception()  # retrieved: the connection is going away anyway
+
+    async def _wait(self, reading: asyncio.Future[bytes]) -> None:
+        """Wait for data; with a reply due, until its deadline; without, also for new posts."""
+        if self.deadline is None:
+            changed = self.sender.changed
+            changed.clear()
+            waker = asyncio.ensure_future(changed.wait())
+            try:
+                await asyncio.wait({reading, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waker.cancel()
+            return
+        remaining = self.deadline - self.loop.time()
+        if remaining > 0:
+            await asyncio.wait({reading}, timeout=remaining)
+        if not reading.done():
+            due = self.dialogue.waiting_for or "a reply"
+            hint = READING_PORT_HINT if due == STAGE_GREETING else ""
+            raise ReplyTimeout(
+                f"no complete reply from the server in {self.timeout:g} s while we waited for {due}{hint}; "
+                "try again later or raise --reply-timeout"
+            )
+
+    def _receive(self, chunk: bytes) -> bool:
+        """Feed what arrived to the dialogue and act on every event; False once the server closed."""
+        self.dialogue.receive_data(chunk)
+        lines = 0
+        while (event := self.dialogue.next_event()) is not None:
+            if isinstance(event, Closed):
+                return False
+            lines += 1
+            self.sender.handle(event)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
+        if lines:
+            self.deadline = None if self.dialogue.waiting_for is None else self.loop.time() + self.timeout
+        return True
+
+
+class Sender:
+    """Logs in or registers, then posts every message, reconnecting and resending what was not acknowledged."""
+
+    def __init__(
+        self, settings: SenderSettings, messages: AsyncIterator[list[str]], make_delays: DelayFactory = backoff
+    ) -> None:
+        self.settings = settings
+        self.messages = messages
+        self.make_delays = make_delays
+        self.outbox = Outbox()
+        self.token = settings.token
+        self.secrets = {settings.token} if settings.token else set()
+        SECRETS.secrets.update(self.secrets)
+        self.account: Account | None = None
+        self.registered = False  # a new account was made and its token saved
+        self.welcomed = False  # some connection got as far as posting
+        self.changed = asyncio.Event()  # new posts, or the end of the messages
+        self._room = asyncio.Event()
+        self._messages_ended = False
+        self._producer: asyncio.Future[None] | None = None
+        self._link: Link | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Tell whether every message is posted and acknowledged."""
+        return self._messages_ended and self.welcomed and not self.outbox
+
+    async def run(self) -> None:
+        """Post everything; raise what ended the work early."""
+        if self.token is None:
+            check_token_path(self.settings.token_path)
+        self._producer = asyncio.ensure_future(self._produce())
+        try:
+            await self._keep_connected()
+        except ChatError as error:
+            if self.registered and not self.welcomed:
+                raise type(error)(
+                    f"{error}; the new account {sanitize_text(self.account.nickname if self.account else '')} "
+                    f"is registered all the same and its token is saved in {self.settings.token_path}"
+                ) from error
+            raise
+        finally:
+            await cancel_and_wait(self._producer)
+            if not self._producer.cancelled():
+                self._producer.exception()  # retrieved; a failure was raised by check_producer already
+        if self.outbox.added:
+            self.report(logging.INFO)
+
+    def report(self, level: int, prefix: str = "") -> None:
+        """Log how many messages were posted and how many were not."""
+        author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
+        text = f"{prefix}posted {plural(self.outbox.acknowledged, 'message')}{author}"
+        if self.outbox.resent:
+            text += f"; {plural(self.outbox.resent, 'message')} had to be sent again, so the chat may show a few twice"
+        if self.outbox:
+            text += f"; {len(self.outbox)} more not acknowledged, so maybe not posted"
+        logger.log(level, "%s", text)
+
+    def check_producer(self) -> None:
+        """Raise what made reading the messages fail, if it did."""
+        producer = self._producer
+        if producer is not None and producer.done() and not producer.cancelled():
+            error = producer.exception()
+            if error is not None:
+                raise error
+
+    async def _produce(self) -> None:
+        """Move the messages into the outbox as fast as the outbox takes them."""
+        try:
+            async for batch in self.messages:
+                for text in batch:
+                    if is_blank(text):
+                        logger.debug("skipping an empty line of stdin")
+                        continue
+                    if self.outbox.full:
+                        self._flush()
+                        logger.debug("the outbox is full; stdin waits for acknowledgements")
+                        self._room.clear()
+                        await self._room.wait()
+                    self.outbox.add(text)
+                self._flush()
+            self._messages_ended = True
+        finally:
+            self.changed.set()
+
+    def _flush(self) -> None:
+        """Send the new posts if a connection takes them now; wake whoever waits for posts."""
+        if self._link is not None:
+            self._link.transmit()
+        self.changed.set()
+
+    async def _keep_connected(self) -> None:
+        """Connect as long as there is something to do; back off and retry after losing a connection."""
+        delays = self.make_delays()
+        failures = 0
         while True:
-            while not pending:
-                if finished_sending:
+            self.check_producer()
+            if self.welcomed and not self.outbox:
+                if self._messages_ended:
                     return
-                changed.clear()
-                await changed.wait()
-            await channel.expect(ACK, f"the acknowledgement of message {pending[0]}")
-            pending.popleft()
-            acknowledged += 1
-            if len(pending) <= POST_WINDOW // 2:
-                room.set()
+                # Nothing to post: connect again only once there is (an idle server may hang up on us).
+                self.changed.clear()
+                await self.changed.wait()
+                continue
+            acknowledged = self.outbox.acknowledged
+            try:
+                if await self._converse():
+                    return
+                continue  # closed while idle
+            except ChatError as error:
+                if not is_retryable(error):
+                    raise
+                if self.outbox.acknowledged > acknowledged:
+                    delays, failures = self.make_delays(), 0
+                failures += 1
+                if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
+                    # Fixed messages fail fast when no connection can be made at all, and after a few
+                    # fruitless tries; only a stream is worth waiting for indefinitely.
+                    if self.welcomed:
+                        raise type(error)(f"{error}; gave up after {RESUME_TRIES} tries") from error
+                    raise
+                delay = next(delays)
+                waiting = f" ({plural(len(self.outbox), 'message')} waiting)" if self.outbox else ""
+                logger.warning("%s; trying again in %.1f s%s", error, delay, waiting)
+                await asyncio.sleep(delay)
 
-    await run_both(send_all(), receive_acknowledgements())
-    return acknowledged
+    async def _converse(self) -> bool:
+        """Hold one connection; True once everything is posted, False if it closed while idle."""
+        settings = self.settings
+        self.outbox.rewind()
+        dialogue = PostingDialogue(
+            self.outbox, self.token, settings.nickname if self.token is None else None, settings.token_source
+        )
+        async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+            self._link = Link(self, reader, writer, dialogue)
+            try:
+                return await self._link.run()
+            finally:
+                self._link = None
+
+    def handle(self, event: Event) -> None:
+        """Act on what the server said."""
+        if isinstance(event, Acknowledged):
+            if not self._room.is_set() and self.outbox.roomy:
+                self._room.set()
+        elif isinstance(event, Registered):
+            self._save_account(event.account)
+        elif isinstance(event, LoggedIn):
+            first = self.account is None
+            self.account = event.account
+            self.secrets.add(event.account.token)
+            SECRETS.secrets.add(event.account.token)
+            logger.log(
+                logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
+            )
+        elif isinstance(event, Welcomed):
+            self.welcomed = True
+            if self.outbox.rewound:
+                logger.info(
+                    "sending %s again that the server had not acknowledged when the connection was lost",
+                    plural(self.outbox.rewound, "message"),
+                )
+
+    def _save_account(self, account: Account) -> None:
+        """Save a new account's token at once, before anything else is read; if that fails, show it."""
+        self.account = account
+        self.token = account.token
+        self.secrets.add(account.token)
+        SECRETS.secrets.add(account.token)
+        nickname = sanitize_text(account.nickname)
+        path = self.settings.token_path
+        # Synchronous on purpose: no signal or cancellation can come between the reply and the save.
+        try:
+            save_token(path, account.token)
+        except FileError as error:
+            # The only copy of the token is in memory: printed (not logged, which hides it), it is not lost.
+            print(
+                f"The new account {nickname} is registered, but its token could not be saved. "
+                f"Its token is {sanitize_text(account.token)} ; put it in {path} (or TOKEN in .env), "
+                "or the account is lost.",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise FileError(f"{error}; the token of the new account is printed above") from error
+        self.registered = True
+        logger.info("registered as %s; the token is saved in %s", nickname, path)
 
 
-async def send(settings: SenderSettings, stdin: BinaryIO) -> None:
-    """Log in or register, then post the messages."""
-    secrets = {settings.token} if settings.token else set()
-    SECRETS.secrets.update(secrets)
-    if settings.token is None:
-        check_token_path(settings.token_path)
-    async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-        channel = Channel(reader, writer, settings.reply_timeout, secrets)
-        if settings.token is not None:
-            if settings.nickname:
-                logger.info("a token was found, so --nickname is not used")
-            account = await log_in(channel, settings.token, settings.token_source)
-            logger.info("logged in as %s", account.nickname)
-            messages = settings.messages or (DEFAULT_MESSAGE,)
-        else:
-            assert settings.nickname is not None
-            account = await register(channel, settings.nickname)
-            await asyncio.to_thread(save_token, settings.token_path, account.token)
-            logger.info("registered as %s; the token is saved in %s", account.nickname, settings.token_path)
-            messages = settings.messages
-        if messages:
-            count = await post_messages(channel, iterate_messages(messages, stdin))
-            logger.info("posted %d message%s as %s", count, "" if count == 1 else "s", account.nickname)
+async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff) -> Sender:
+    """Log in or register, then post the messages; return the sender with its counts."""
+    sender = make_sender(settings, stdin, make_delays)
+    await sender.run()
+    return sender
 
 
-async def run(settings: SenderSettings, stdin: BinaryIO) -> int:
+def make_sender(
+    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+) -> Sender:
+    """Return a sender for the settings, with stdin standing for '-'."""
+    messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
+    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays)
+
+
+async def run(
+    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+) -> int:
     """Send until done or a signal; return the exit code."""
+    sender = make_sender(settings, stdin, make_delays, encoding)
     with SignalCatcher() as signals:
-        if await run_until_signal(send(settings, stdin), signals) is not None:
-            logger.info("interrupted")
+        try:
+            signum = await run_until_signal(sender.run(), signals)
+        except asyncio.CancelledError:
+            # Where signals cannot be caught (Windows), asyncio.run turns Ctrl-C into a cancellation.
+            sender.report(logging.WARNING, "interrupted: ")
+            raise
+        if signum is not None:
+            sender.report(logging.WARNING, "interrupted: ")
             return signals.exit_code
     return EXIT_OK
 
@@ -461,7 +887,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
         configure_logging(settings.verbose)
-        return asyncio.run(run(settings, sys.stdin.buffer))
+        stdin = None
+        if settings.streaming:
+            if sys.stdin is None:
+                logger.error("--message %s reads stdin, but stdin is closed", STDIN_MARK)
+                return EXIT_USAGE
+            if interactive:
+                print(STDIN_HINT, file=sys.stderr, flush=True)
+            stdin = sys.stdin.buffer
+        encoding = getattr(sys.stdin, "encoding", None) or ENCODING
+        return asyncio.run(run(settings, stdin, encoding=encoding))
     except ChatError as error:
         logger.error("%s", error)
         return exit_code_for(error)

@@ -19,7 +19,9 @@ import socket
 import struct
 import sys
 import uuid
+from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("fake_server")
@@ -38,18 +40,41 @@ DEFAULT_WAIT = 5.0
 # Linux's ioctl that tells how many sent bytes the peer has not acknowledged yet.
 SIOCOUTQ = 0x5411
 ACKED_POLL_SECONDS = 0.01
+# The real server's line limit is not on record; this one takes posts far longer than 64 KiB.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+# How long an orderly hang-up waits for the client to close its side before cutting it off.
+HANG_UP_WAIT = 2.0
 
 
 class _HangUp(Exception):
     """Ends one connection's dialogue on the server's side."""
 
 
+class _Drop(Exception):
+    """Ends one connection on purpose, as a failing server or network would."""
+
+    def __init__(self, reset: bool) -> None:
+        super().__init__()
+        self.reset = reset
+
+
 @dataclass
 class Post:
-    """One message as the server took it: the author and the lines before the empty line."""
+    """One message as the server took it: the author, the lines before the empty line, and whether it was acked."""
 
     nickname: str
     lines: list[str] = field(default_factory=list)
+    acknowledged: bool = False
+
+
+@dataclass
+class ConnectionPlan:
+    """How the server treats one posting connection; tests queue these in server.plans."""
+
+    refuse: bool = False  # close right after accepting, before the greeting
+    posts: int | None = None  # acknowledge this many posts, then hang up
+    take_unacked: bool = False  # ...but first take one more post without acknowledging it
+    reset: bool = False  # hang up with a reset instead of an orderly close
 
 
 class FakeMinechatServer:
@@ -74,6 +99,14 @@ class FakeMinechatServer:
         self.close_at: str | None = None
         self.login_reply_override: bytes | None = None
         self.split_writes = False
+        self.welcome_override: bytes | None = None
+        self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
+        self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
+        self.withhold_acks = False  # take every post, acknowledge none
+        self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
+        self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
+        self.refused = 0
+        self.idle_drops = 0
         self.rng = random.Random()
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,7 +123,7 @@ class FakeMinechatServer:
     async def start(self) -> None:
         """Listen on both ports; port 0 picks free ones, stored back on the instance."""
         reading = await asyncio.start_server(self._serve_reader, self.host, self.read_port)
-        writing = await asyncio.start_server(self._serve_sender, self.host, self.write_port)
+        writing = await asyncio.start_server(self._serve_sender, self.host, self.write_port, limit=MAX_LINE_BYTES)
         self._servers = [reading, writing]
         self.read_port = reading.sockets[0].getsockname()[1]
         self.write_port = writing.sockets[0].getsockname()[1]
@@ -174,6 +207,12 @@ class FakeMinechatServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        if self.trickle_interval is not None:
+            for byte in data:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(self.trickle_interval)
+            return
         if not self.split_writes:
             writer.write(data)
             await writer.drain()
@@ -208,8 +247,16 @@ class FakeMinechatServer:
         self._track()
         transcript = bytearray()
         self.send_transcripts.append(transcript)
+        plan = self.plans.popleft() if self.plans else ConnectionPlan()
         try:
-            await self._dialogue(reader, writer, transcript)
+            if plan.refuse:
+                self.refused += 1
+                return
+            try:
+                await self._dialogue(reader, writer, transcript, plan)
+            except _Drop as drop:
+                with suppress(asyncio.TimeoutError):
+                    await self._hang_up(reader, writer, drop.reset)
         except (_HangUp, OSError, asyncio.CancelledError):
             pass
         finally:
@@ -217,8 +264,30 @@ class FakeMinechatServer:
             self.senders_done += 1
             self._touch()
 
+    async def _hang_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reset: bool) -> None:
+        """Drop the connection: a reset at once, or an orderly close after everything written is delivered."""
+        if reset:
+            sock = writer.get_extra_info("socket")
+            # Linger 0: close sends a reset and throws away whatever was not yet delivered.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        # Closing with unread input would send a reset; shut our side and read until the client closes.
+        writer.write_eof()
+        await asyncio.wait_for(self._discard(reader), HANG_UP_WAIT)
+
+    @staticmethod
+    async def _discard(reader: asyncio.StreamReader) -> None:
+        while await reader.read(64 * 1024):
+            pass
+
     async def _receive(self, reader: asyncio.StreamReader, transcript: bytearray) -> str:
-        line = await reader.readline()
+        try:
+            line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+        except asyncio.TimeoutError:
+            self.idle_drops += 1
+            self._touch()
+            raise _Drop(reset=False) from None
         transcript += line
         self._touch()
         if not line:
@@ -233,10 +302,12 @@ class FakeMinechatServer:
             raise _HangUp
         if stage == "login_reply" and self.login_reply_override is not None:
             data = self.login_reply_override
+        if stage == "welcome" and self.welcome_override is not None:
+            data = self.welcome_override
         await self._write(writer, data)
 
     async def _dialogue(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transcript: bytearray
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transcript: bytearray, plan: ConnectionPlan
     ) -> None:
         await self._reply(writer, "greeting", GREETING)
         token = await self._receive(reader, transcript)
@@ -252,19 +323,32 @@ class FakeMinechatServer:
             nickname = f"{self.rng.choice(ADJECTIVES)} {wanted}"
             token = self.add_account(nickname)
             logger.info("registered %r", nickname)
+            if self.on_registration is not None:
+                self.on_registration()
         account = json.dumps({"nickname": nickname, "account_hash": token})
         await self._reply(writer, "login_reply", account.encode() + b"\n")
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
+        acknowledged = 0
         while True:
+            if plan.posts is not None and acknowledged >= plan.posts and not plan.take_unacked:
+                raise _Drop(plan.reset)
             line = await self._receive(reader, transcript)
             if line:
                 post.lines.append(line)
                 continue
             self.posts.append(post)
+            self._touch()
             for text in post.lines:
                 await self.broadcast(f"{nickname}: {text}\n".encode())
+            if plan.posts is not None and acknowledged >= plan.posts:
+                raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.withhold_acks:
+                post = Post(nickname)
+                continue
             await self._reply(writer, "ack", ACK)
+            post.acknowledged = True
+            acknowledged += 1
             post = Post(nickname)
 
 

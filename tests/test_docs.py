@@ -44,3 +44,11 @@ def test_env_example_as_is_gives_the_defaults(tmp_path: Path) -> None:
     assert read_client.parse_settings([], {}, tmp_path) == read_client.parse_settings([], {}, bare)
     argv = ["--nickname", "Eve"]
     assert send_client.parse_settings(argv, {}, tmp_path) == send_client.parse_settings(argv, {}, bare)
+
+
+def test_readme_and_help_state_the_nickname_choice() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    text = " ".join(send_client.build_parser().format_help().split())
+    assert "refused when a token is found" in readme
+    assert "refused when a token is found" in text
+    assert "`--nickname` when a token is found" in readme

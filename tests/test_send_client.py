@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import random
+import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
-from fake_server import ADJECTIVES, FakeMinechatServer
+from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
+from fake_server import ADJECTIVES, ConnectionPlan, FakeMinechatServer
 
 import send_client
-from chat_io import ACK, GREETING, Account, ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
-from send_client import DEFAULT_MESSAGE, SenderSettings
+from chat_io import ConnectionFailed, FileError, ProtocolError, ReplyTimeout, UnknownTokenError
+from send_client import DEFAULT_MESSAGE, RESUME_TRIES, SenderSettings
 
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 
@@ -29,8 +33,46 @@ def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> Send
     return send_client.parse_settings([*base, *argv], {}, tmp_path)
 
 
-async def send(settings: SenderSettings, stdin: bytes = b"") -> None:
-    await send_client.send(settings, io.BytesIO(stdin))
+async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays."""
+    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+
+
+class StdinPipe:
+    """A real pipe standing in for stdin, written by the test as it goes."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        self.reader = os.fdopen(read_end, "rb", buffering=0)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_end, view) :]
+
+    def end(self) -> None:
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+
+    def close(self) -> None:
+        self.end()
+        self.reader.close()
+
+
+@pytest.fixture
+def stdin_pipe() -> Iterator[StdinPipe]:
+    pipe = StdinPipe()
+    yield pipe
+    pipe.close()
+
+
+def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
+    """Return the one-line posts the server took, in order."""
+    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
 
 
 @pytest.fixture
@@ -120,11 +162,18 @@ async def test_registration_with_message_posts_in_same_session(server: FakeMinec
     ],
 )
 async def test_every_reply_has_a_timeout(
-    server: FakeMinechatServer, tmp_path: Path, account: str, stage: str, args: list[str], named: str
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    stage: str,
+    args: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(send_client, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
     server.stall_at = stage
     settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
-    with pytest.raises(ReplyTimeout, match=f"sent nothing for 0.2 s while we waited for {named};"):
+    with pytest.raises(ReplyTimeout, match=f"no complete reply from the server in 0.2 s while we waited for {named}"):
         await send(settings)
 
 
@@ -327,6 +376,7 @@ async def test_cli_posts_thousand_stdin_lines_in_order(
     assert code == 0, err
     assert [post.lines for post in server.posts] == [[line] for line in lines]
     assert "posted 1000 messages as Focused Loyd" in err
+    assert "Ctrl-D" not in err  # the hint is for a terminal only
 
 
 async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: Path) -> None:
@@ -359,45 +409,403 @@ async def test_cli_signal_while_relaying_stdin(
     assert returncode == code
     assert "Traceback" not in err
     assert [post.lines for post in server.posts] == [["first"]]
+    assert "interrupted: posted 1 message as Focused Loyd" in err
 
 
-# --- the channel's framing, fed byte by byte -------------------------------------
+async def spawn_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, **options: object
+) -> asyncio.subprocess.Process:
+    """Start send_client.py against the server, stdin, stdout and stderr piped unless told otherwise."""
+    streams: dict[str, object] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams.update(options)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=cwd, env=client_env(), **streams,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
-def channel_over(reader: asyncio.StreamReader, timeout: float = WAIT) -> send_client.Channel:
-    return send_client.Channel(reader, None, timeout, set())  # type: ignore[arg-type]
+# --- resumable posting -------------------------------------------------------------
 
 
-async def test_channel_reassembles_replies_fed_byte_by_byte() -> None:
-    reader = asyncio.StreamReader()
-    channel = channel_over(reader)
-    replies = GREETING + '{"nickname": "Ева", "account_hash": "t"}\n'.encode() + ACK
-
-    async def feed() -> None:
-        for byte in replies:
-            reader.feed_data(bytes([byte]))
-            await asyncio.sleep(0)
-
-    feeder = asyncio.ensure_future(feed())
-    await channel.expect(GREETING, "the greeting")
-    assert await channel.receive_account("the login reply") == Account("Ева", "t")
-    await channel.expect(ACK, "the acknowledgement")
-    await feeder
+async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    # Acknowledge "one", take "two" without acknowledging it; then a connection that takes nothing.
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    sender = await send(settings_for(server, tmp_path, "--token", account, *messages))
+    assert texts_of(server) == ["one", "two", "two", "three"]
+    assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
+    assert len(server.send_transcripts) == 3
+    assert bytes(server.send_transcripts[2]) == f"{TOKEN}\ntwo\n\nthree\n\n".encode()
+    assert (sender.outbox.acknowledged, sender.outbox.resent) == (3, 4)
 
 
-async def test_channel_hands_out_lines_that_arrived_together() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(ACK * 3)
-    channel = channel_over(reader, timeout=0.1)
-    for _ in range(3):
-        await channel.expect(ACK, "the acknowledgement")
-    with pytest.raises(ReplyTimeout):
-        await channel.expect(ACK, "the acknowledgement")
+async def test_fixed_messages_give_up_after_fruitless_tries(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(RESUME_TRIES + 3))
+    with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; gave up after {RESUME_TRIES} tries"):
+        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+    assert len(server.send_transcripts) == RESUME_TRIES + 1
+    assert texts_of(server) == ["one"] * (RESUME_TRIES + 1)
 
 
-async def test_channel_reports_unfinished_line_at_eof() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(b"Hello %user")
-    reader.feed_eof()
+async def test_fixed_messages_fail_fast_without_any_connection(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.plans.append(ConnectionPlan(refuse=True))
     with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
-        await channel_over(reader).expect(GREETING, "the greeting")
+        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+    assert len(server.send_transcripts) == 1
+
+
+async def test_stream_waits_out_a_refusing_server(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.plans.extend(ConnectionPlan(refuse=True) for _ in range(8))
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
+    assert texts_of(server) == ["one", "two"]
+    assert server.refused == 8
+
+
+async def test_stream_reconnects_after_an_idle_drop(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    server.idle_timeout = 0.2
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.send(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(b"before\n")
+        await server.wait_until(lambda: server.idle_drops == 1)
+        await stdin_pipe.write(b"after\n")
+        stdin_pipe.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    assert texts_of(server) == ["before", "after"]
+    assert len(server.send_transcripts) == 2
+
+
+async def test_stream_of_3000_lines_survives_a_failing_server(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    rng = random.Random(7)
+    for number in range(20):  # at most 2,800 posts acknowledged under plans: all of them come into play
+        if number == 6:
+            server.plans.extend(ConnectionPlan(refuse=True) for _ in range(6))  # out of service for a while
+        server.plans.append(ConnectionPlan(posts=rng.randint(0, 140), take_unacked=rng.random() < 0.5))
+    server.idle_timeout = 0.3
+    lines = [f"line {number} — строка {rng.random()}" for number in range(3000)]
+    data = "".join(f"{line}\n" for line in lines).encode()
+    half = data.index(f"{lines[1500]}\n".encode())
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.run(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(data[:half])
+        # Once the first half is acknowledged the client idles, and the server drops it.
+        await server.wait_until(lambda: len(texts_of(server, acknowledged_only=True)) == 1500, timeout=WAIT * 3)
+        await server.wait_until(lambda: server.senders_done == len(server.send_transcripts))
+        await stdin_pipe.write(data[half:])
+        stdin_pipe.end()
+        assert await asyncio.wait_for(task, WAIT * 3) == 0
+    finally:
+        task.cancel()
+    assert texts_of(server, acknowledged_only=True) == lines  # every line, in order, acknowledged once
+    for index, post in enumerate(server.posts):
+        if not post.acknowledged:  # taken but not acknowledged: the only kind of post sent twice
+            assert server.posts[index + 1].lines == post.lines
+    assert server.refused == 6 and server.idle_drops >= 1 and not server.plans
+
+
+@POSIX_ONLY
+async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.plans.append(ConnectionPlan(posts=3, reset=True))
+    lines = [f"line {number}" for number in range(5000)]
+    stdin = "".join(f"{line}\n" for line in lines).encode()
+    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    assert code == 0, err
+    assert "Traceback" not in err and "never retrieved" not in err
+    assert list(dict.fromkeys(texts_of(server))) == lines
+    assert "trying again in" in err
+    assert "posted 5000 messages as Focused Loyd" in err
+
+
+# --- registration never loses the account --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"), [("close", ConnectionFailed), ("garbage", ProtocolError), ("quiet", ReplyTimeout)]
+)
+async def test_registration_keeps_the_token_whatever_follows(
+    server: FakeMinechatServer, tmp_path: Path, failure: str, error: type[Exception]
+) -> None:
+    if failure == "close":
+        server.close_at = "welcome"
+    elif failure == "garbage":
+        server.welcome_override = b"<html>\n"
+    else:
+        server.stall_at = "welcome"
+    with pytest.raises(error) as caught:
+        await send(settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2", "--message", "hi"))
+    [(token, nickname)] = server.accounts.items()
+    token_file = tmp_path / "token.txt"
+    assert token_file.read_text() == token + "\n"
+    if sys.platform != "win32":
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert f"the new account {nickname} is registered all the same and its token is saved in" in str(caught.value)
+    assert len(server.send_transcripts) == 1  # never registered twice
+
+
+@POSIX_ONLY
+async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.stall_at = "welcome"
+    process = await spawn_client(server, tmp_path, "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL)
+    try:
+        assert process.stderr is not None
+        line = b"x"
+        while line and b"account_hash" not in line:  # the client has read the account reply
+            line = await asyncio.wait_for(process.stderr.readline(), WAIT * 3)
+    finally:
+        code = await stop_with_signal(process, signal.SIGINT)
+    assert code == 130
+    [(token, _)] = server.accounts.items()
+    assert (tmp_path / "token.txt").read_text() == token + "\n"
+
+
+def fill_disk(folder: Path) -> None:
+    """Write until the file system in folder has no space left."""
+    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+async def test_full_disk_is_found_before_registering(
+    server: FakeMinechatServer, tmp_path: Path, tiny_disk: Path
+) -> None:
+    fill_disk(tiny_disk)
+    settings = settings_for(server, tmp_path, "--token_path", str(tiny_disk / "token.txt"), "--nickname", "Eve")
+    with pytest.raises(FileError, match="No space left on device; choose another --token_path"):
+        await send(settings)
+    assert server.send_transcripts == []
+
+
+async def test_token_that_cannot_be_saved_is_shown_once(
+    server: FakeMinechatServer, tmp_path: Path, tiny_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.on_registration = lambda: fill_disk(tiny_disk)  # the disk fills up after the pre-check
+    settings = settings_for(server, tmp_path, "--token_path", str(tiny_disk / "token.txt"), "--nickname", "Eve")
+    with pytest.raises(FileError, match="No space left on device; the token of the new account is printed above"):
+        await send(settings)
+    [(token, nickname)] = server.accounts.items()
+    err = capsys.readouterr().err
+    assert err.count(token) == 1
+    assert f"The new account {nickname} is registered" in err
+    assert f"put it in {tiny_disk / 'token.txt'}" in err
+    assert not (tiny_disk / "token.txt").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+async def test_registration_writes_through_a_symlinked_token_path(server: FakeMinechatServer, tmp_path: Path) -> None:
+    target = tmp_path / "secrets" / "minechat.token"
+    target.parent.mkdir()
+    link = tmp_path / "token.txt"
+    link.symlink_to(target)
+    await send(settings_for(server, tmp_path, "--nickname", "Eve"))
+    [(token, _)] = server.accounts.items()
+    assert link.is_symlink()
+    assert target.read_text() == token + "\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(path.name for path in target.parent.iterdir()) == ["minechat.token"]
+
+
+# --- one stdin line, one post; timeouts; what the user sees ----------------------------
+
+
+async def test_stdin_separators_stay_inside_one_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    stdin = "a\rb\x0cc\x85d\u2028e\x0bf\x1cg\r\nsecond\n".encode()
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
+    assert texts_of(server) == ["a b c d e f g", "second"]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\na b c d e f g\n\nsecond\n\n".encode()
+
+
+async def test_long_stdin_line_is_one_post_as_on_the_command_line(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    long = " ".join(["слово"] * 20_000)  # 220 KB
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
+    await send(settings_for(server, tmp_path, "--token", account, "--message", long))
+    assert [post.lines for post in server.posts] == [[long], [long]]
+    assert server.send_transcripts[0] == server.send_transcripts[1]
+
+
+async def test_last_stdin_line_without_newline_is_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
+    assert texts_of(server) == ["one", "two"]
+
+
+async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.trickle_interval = 0.02  # the greeting alone takes 1.7 s, each byte well within the timeout
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ReplyTimeout, match=r"in 0\.3 s while we waited for the greeting"):
+        await asyncio.wait_for(send(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT)
+    assert loop.time() - started < 1.5
+
+
+async def test_reading_port_chat_hints_at_the_posting_port(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--port", str(server.read_port))
+    task = asyncio.ensure_future(send(settings))
+    await server.wait_until(lambda: bool(server.readers))
+    await server.broadcast(b"Eva: hello\n")
+    with pytest.raises(ProtocolError, match=r'got "Eva: hello"; is this the reading port\? Posts go to port 5050'):
+        await asyncio.wait_for(task, WAIT)
+
+
+async def test_reading_port_silence_hints_at_the_posting_port(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    argv = ["--token", account, "--port", str(server.read_port), "--reply-timeout", "0.2"]
+    settings = settings_for(server, tmp_path, *argv)
+    with pytest.raises(ReplyTimeout, match=r"the greeting; is this the reading port\? Posts go to port 5050"):
+        await send(settings)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "token_file", "source"),
+    [
+        (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
+        ([], {"NICKNAME": "NewGuy"}, TOKEN, "the token file"),
+        (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
+    ],
+)
+def test_nickname_with_a_found_token_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    token_file: str | None,
+    source: str,
+) -> None:
+    if token_file is not None:
+        (tmp_path / "token.txt").write_text(token_file + "\n")
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], environ, tmp_path)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"registers a new account, but a token was found in {source}" in err
+    assert "a --token_path that holds no token yet" in err
+
+
+async def test_cli_nickname_with_a_token_posts_nothing(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    (tmp_path / "token.txt").write_text(account + "\n")
+    code, _, err = await run_client(server, tmp_path, "--nickname", "NewGuy")
+    assert code == 2
+    assert "a token was found in the token file token.txt" in err
+    assert server.send_transcripts == []
+
+
+async def test_cli_server_nickname_is_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
+    token = server.add_account("Evil\x1b[2J\u202eLoyd")
+    code, _, err = await run_client(server, tmp_path, "--token", token, "--message", "hi")
+    assert code == 0, err
+    assert "logged in as Evil\\x1b[2J\\u202eLoyd" in err
+    assert "posted 1 message as Evil\\x1b[2J\\u202eLoyd" in err
+    assert "\x1b" not in err and "\u202e" not in err
+
+
+@POSIX_ONLY
+async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.withhold_acks = True
+    process = await spawn_client(server, tmp_path, "--token", account, "--message", "-")
+    assert process.stdin is not None and process.stderr is not None
+    # Far more than the outbox and the read-ahead take; buffered here, never drained.
+    process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
+    try:
+        # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
+        await server.wait_until(lambda: len(server.posts) >= send_client.OUTBOX_POSTS, timeout=WAIT * 3)
+    finally:
+        code = await stop_with_signal(process, signal.SIGINT)
+        process.stdin.close()
+        with suppress(OSError):
+            await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
+    err = (await process.stderr.read()).decode()
+    assert code == 130
+    # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in err.splitlines()), err
+    assert f"interrupted: posted 0 messages as Focused Loyd; {send_client.OUTBOX_POSTS} more not acknowledged" in err
+
+
+async def test_cancelled_run_says_what_was_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As asyncio.run does on Ctrl-C where signal handlers cannot be installed (Windows).
+    server.withhold_acks = True
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two")
+    task = asyncio.ensure_future(send_client.run(settings, None, RecordingDelays()))
+    await server.wait_until(lambda: len(server.posts) == 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "interrupted: posted 0 messages as Focused Loyd; 2 more not acknowledged" in caplog.text
+
+
+@POSIX_ONLY
+async def test_cli_stdin_on_a_terminal_says_how_to_finish(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        process = await spawn_client(server, tmp_path, "--token", account, "--message", "-", stdin=terminal)
+        os.close(terminal)
+        terminal = -1
+        try:
+            os.write(controller, b"typed by hand\n")
+            await server.wait_until(lambda: len(server.posts) == 1, timeout=WAIT * 3)
+            os.write(controller, b"\x04")  # Ctrl-D at the start of a line: end of input
+            code = await asyncio.wait_for(process.wait(), WAIT * 3)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert process.stderr is not None
+    err = (await process.stderr.read()).decode()
+    assert code == 0, err
+    assert "end with Ctrl-D" in err
+    assert texts_of(server) == ["typed by hand"]
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("message", "code"), [("hi", 0), ("-", 2)])
+async def test_cli_closed_stdin_is_touched_only_for_dash(
+    server: FakeMinechatServer, tmp_path: Path, account: str, message: str, code: int
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "sh", "-c", 'exec "$0" "$@" <&-', sys.executable, str(ROOT / "send_client.py"),
+        "--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", message,
+        cwd=tmp_path, env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err_bytes = await asyncio.wait_for(process.communicate(), 20)
+    err = err_bytes.decode()
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    if code == 0:
+        assert texts_of(server) == ["hi"]
+    else:
+        assert "stdin is closed" in err
+        assert server.send_transcripts == []

@@ -1,0 +1,67 @@
+"""The token file: read whatever an editor saved, write through symlinks, and prove there is room first."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+import send_client
+from chat_io import FileError, check_token_path, load_token, save_token
+
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n",  # Windows Notepad: UTF-8 with a byte-order mark
+        b"  " + TOKEN.encode() + b" \n\n",
+        b"\xef\xbb\xbf\t" + TOKEN.encode(),
+    ],
+)
+def test_token_file_bom_and_whitespace_are_ignored(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "token.txt").write_bytes(content)
+    assert load_token(tmp_path / "token.txt") == TOKEN
+    settings = send_client.parse_settings(["--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
+    assert settings.token == TOKEN
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_save_token_writes_through_a_symlink(tmp_path: Path, target_exists: bool) -> None:
+    target = tmp_path / "elsewhere" / "minechat.token"
+    target.parent.mkdir()
+    if target_exists:
+        target.write_text("old-token\n")
+    link = tmp_path / "token.txt"
+    link.symlink_to(target)
+    save_token(link, TOKEN)
+    assert link.is_symlink()
+    assert target.read_text() == TOKEN + "\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere", "token.txt"]
+    assert sorted(path.name for path in target.parent.iterdir()) == ["minechat.token"]
+
+
+def test_check_token_path_finds_a_full_disk(tiny_disk: Path) -> None:
+    descriptor = os.open(tiny_disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+    # An empty file still fits on a full disk; a token does not.
+    with pytest.raises(FileError, match="No space left on device; choose another --token_path"):
+        check_token_path(tiny_disk / "token.txt")
+    assert sorted(path.name for path in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_check_token_path_leaves_nothing_behind(tmp_path: Path) -> None:
+    check_token_path(tmp_path / "token.txt")
+    assert list(tmp_path.iterdir()) == []
