@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,14 @@ from chat_io import MAX_LINE_BYTES, format_stamp
 from read_client import ReaderSettings
 
 STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
+ODD_ZONE = "ODD-13:37"
+ODD_OFFSET = timedelta(hours=13, minutes=37)
+
+
+def odd_zone_now() -> datetime:
+    """Return the wall-clock time in ODD_ZONE."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
 
 
 def read_history(path: Path) -> list[str]:
@@ -338,22 +346,31 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         "--log_path",
         str(history),
         cwd=tmp_path,
-        env=client_env(),
+        # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
+        env=client_env(TZ=ODD_ZONE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        before = odd_zone_now()
         await server.broadcast(b"A: one\nA: two\nA: unfinish")
+        printed = []
         for expected in (b"A: one", b"A: two"):
             line = await asyncio.wait_for(process.stdout.readline(), WAIT)
             assert line.rstrip(b"\n").endswith(expected)
+            printed.append(line.decode().rstrip("\n"))
+        after = odd_zone_now()
     finally:
         returncode = await stop_with_signal(process, signum)
     stderr = (await process.stderr.read()).decode()
     assert returncode == code
     assert "Traceback" not in stderr
+    # Stamped with the local time of the client's zone, not UTC and not the caller's zone.
+    stamps = {format_stamp(before), format_stamp(after)}
+    assert all(line[: len(format_stamp(before))] in stamps for line in printed)
     lines = read_history(history)
+    assert printed == lines[2:4]
     # The unfinished line was received, so it is on disk too.
     assert chat_of(lines) == ["A: one", "A: two", "A: unfinish"]
     assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name
