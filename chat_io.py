@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -115,10 +116,14 @@ def exit_code_for(error: ChatError) -> int:
 
 # --- text ------------------------------------------------------------------
 
-# C0, DEL, C1, line/paragraph separators and bidi overrides: all can drive a terminal
-# or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
-_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0, DEL, C1, line/paragraph separators, bidi overrides, isolates and marks (ALM, LRM, RLM):
+# all can drive a terminal or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
+_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Letters that draw nothing (Hangul fillers, the blank Braille pattern); format characters
+# (Unicode category Cf: zero-width space, joiners, bidi marks, BOM) draw nothing either.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_FORMAT_CATEGORY = "Cf"
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -287,8 +292,10 @@ def parse_account(raw: bytes) -> Account | None:
 
 
 def is_blank(text: str) -> bool:
-    """Tell whether text would make an empty post."""
-    return not flatten_text(text).strip()
+    """Tell whether text would make an empty post: nothing but spaces, breaks and invisible characters."""
+    return all(
+        char.isspace() or char in _BLANK_LETTERS or unicodedata.category(char) == _FORMAT_CATEGORY for char in text
+    )
 
 
 def encode_post(text: str) -> bytes:

@@ -155,7 +155,7 @@ def resolve_settings(
         nickname = ask_nickname()
     if nickname is not None:
         nickname = flatten_text(nickname).strip()
-        if not nickname:
+        if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
     if token is None and nickname is None:
         parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")

@@ -40,6 +40,7 @@ from chat_io import (
     format_history_block,
     format_history_line,
     format_status_line,
+    is_blank,
     is_retryable,
     load_environment,
     load_token,
@@ -68,6 +69,7 @@ WHEN = datetime(2026, 11, 27, 9, 5)
         (b"a\x00b\tc\rd\n", "a\\x00b\\tc\\rd"),
         ("c1 \u009b31m\n".encode(), "c1 \\x9b31m"),
         ("bidi \u202eevil\n".encode(), "bidi \\u202eevil"),
+        ("marks \u200eL\u200fR\u061cA\n".encode(), "marks \\u200eL\\u200fR\\u061cA"),
         ("sep \u2028x\n".encode(), "sep \\u2028x"),
         (b"\x7f\n", "\\x7f"),
     ],
@@ -78,7 +80,14 @@ def test_decode_line(raw: bytes, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "safe"),
-    [("plain", "plain"), ("two\nlines", "two\\nlines"), ("\x1b[31m", "\\x1b[31m"), ("ü ✓ 😀", "ü ✓ 😀")],
+    [
+        ("plain", "plain"),
+        ("two\nlines", "two\\nlines"),
+        ("\x1b[31m", "\\x1b[31m"),
+        ("ü ✓ 😀", "ü ✓ 😀"),
+        ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"),
+        ("\u202a\u202e\u2066\u2069", "\\u202a\\u202e\\u2066\\u2069"),
+    ],
 )
 def test_sanitize_text(text: str, safe: str) -> None:
     assert sanitize_text(text) == safe
@@ -137,6 +146,13 @@ def test_format_status_line_is_marked() -> None:
 def test_history_block_matches_line_by_line(block: bytes) -> None:
     expected = "".join(format_history_line(decode_line(line), WHEN) for line in block.splitlines(keepends=True))
     assert format_history_block(block, WHEN) == expected
+
+
+def test_history_block_escapes_bidi_controls_and_marks() -> None:
+    block = "A: \u202eevil\u2066x\u2069 \u200eL\u200fR\u061cA\n".encode()
+    assert format_history_block(block, WHEN) == format_history_line(
+        "A: \\u202eevil\\u2066x\\u2069 \\u200eL\\u200fR\\u061cA", WHEN
+    )
 
 
 @pytest.mark.parametrize(
@@ -327,10 +343,18 @@ def test_encode_post(text: str, post: bytes) -> None:
     assert encode_post(text) == post
 
 
-@pytest.mark.parametrize("text", ["", " ", "\n", "\r\n\u2028"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "\n", "\r\n\u2028", "\u200b", " \u200b\u200d\ufeff\u2060 ", "\u200e\u200f\u061c", "\u3164\u2800"]
+)
 def test_encode_post_refuses_empty(text: str) -> None:
+    assert is_blank(text)
     with pytest.raises(ValueError, match="empty message"):
         encode_post(text)
+
+
+@pytest.mark.parametrize("text", ["a", "\u200ba", "\x00", ".", "\u0301"])
+def test_visible_text_is_not_blank(text: str) -> None:
+    assert not is_blank(text)
 
 
 def test_redact() -> None:

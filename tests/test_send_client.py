@@ -240,6 +240,8 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
         (["--token", "x", "--message", "\n \r\n"], "an empty message cannot be posted"),
         ([], "no token found"),
         (["--nickname", " \n"], "an empty nickname cannot be registered"),
+        (["--token", "x", "--message", "\u200b\u200e"], "an empty message cannot be posted"),
+        (["--nickname", "\u200b"], "an empty nickname cannot be registered"),
         (["--token", "two words"], "contains spaces or control characters"),
         (["--token", "tok\x1b[2Jen"], "contains spaces or control characters"),
         (["--token", "x", "--port", "70000"], "argument --port"),
