@@ -43,6 +43,7 @@ from chat_io import (
     encode_post,
     exit_code_for,
     flatten_text,
+    full_path,
     is_blank,
     load_token,
     make_output_safe,
@@ -55,6 +56,7 @@ from chat_io import (
     redact,
     run_until_signal,
     save_token,
+    text_value,
 )
 
 logger = logging.getLogger("send_client")
@@ -93,6 +95,7 @@ def parse_settings(
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
+    args.token_path = full_path(args.token_path, cwd)
     return resolve_settings(parser, args, ask_nickname)
 
 
@@ -102,13 +105,18 @@ def build_parser() -> configargparse.ArgumentParser:
         "Post to the minechat chat. With no token found, register a new account and save its token.",
         port_env="SEND_PORT",
         port_default=DEFAULT_SEND_PORT,
+        port_help="port that takes logins and posts",
+        verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
     )
     parser.add_argument(
         "--token",
         env_var="TOKEN",
+        type=text_value,
         help="account token; on the command line other users of the machine can see it, so prefer .env",
     )
-    parser.add_argument("--nickname", env_var="NICKNAME", help="nickname for a new account, when no token is found")
+    parser.add_argument(
+        "--nickname", env_var="NICKNAME", type=text_value, help="nickname for a new account, when no token is found"
+    )
     parser.add_argument(
         "--token_path",
         "--token-path",
@@ -121,6 +129,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "--message",
         env_var="MESSAGE",
         action="append",
+        type=text_value,
         help=f"message to post; repeat for several; '{STDIN_MARK}' posts each line of stdin as it arrives "
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )

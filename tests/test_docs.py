@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,11 @@ def test_env_example_as_is_gives_the_defaults(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     bare = tmp_path / "bare"
     bare.mkdir()
-    assert read_client.parse_settings([], {}, tmp_path) == read_client.parse_settings([], {}, bare)
+    # Files are looked up in the current directory, so their paths differ by it alone.
+    reader, bare_reader = (read_client.parse_settings([], {}, cwd) for cwd in (tmp_path, bare))
+    assert reader.log_path.relative_to(tmp_path) == bare_reader.log_path.relative_to(bare)
+    assert reader == replace(bare_reader, log_path=reader.log_path)
     argv = ["--nickname", "Eve"]
-    assert send_client.parse_settings(argv, {}, tmp_path) == send_client.parse_settings(argv, {}, bare)
+    sender, bare_sender = (send_client.parse_settings(argv, {}, cwd) for cwd in (tmp_path, bare))
+    assert sender.token_path.relative_to(tmp_path) == bare_sender.token_path.relative_to(bare)
+    assert sender == replace(bare_sender, token_path=sender.token_path, token_source=sender.token_source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import signal
 import socket
 import stat
@@ -224,7 +225,7 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.token_path, settings.messages) == (
         "minechat.dvmn.org",
         5050,
-        Path("t.txt"),
+        tmp_path / "t.txt",
         (),
     )
     settings = send_client.parse_settings(
@@ -246,6 +247,11 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
         (["--token", "tok\x1b[2Jen"], "contains spaces or control characters"),
         (["--token", "x", "--port", "70000"], "argument --port"),
         (["--token", "x", "--reply-timeout", "0"], "argument --reply-timeout"),
+        (["--token", "x", "--mess", "hi"], "unrecognized arguments: --mess hi"),
+        (["--tok", "x"], "unrecognized arguments: --tok x"),
+        (["--token", "x", "--host", "minechat..dvmn.org"], "argument --host: 'minechat..dvmn.org' is not a host name"),
+        (["--token", "x", "--host", "." + "a" * 64], "is not a host name"),
+        (["--token", "x", "--message", "caf\udce9"], "argument --message: not valid UTF-8 text"),
     ],
 )
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], complaint: str) -> None:
@@ -253,6 +259,73 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: 
         send_client.parse_settings([*argv, "--token_path", str(tmp_path / "none.txt")], {}, tmp_path)
     assert stop.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("message", ["[urgent] disk full on [db1]", "[a, b]", "[]", '["a", "b"]', "a, b", "-"])
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_message_variable_is_one_message_verbatim(tmp_path: Path, message: str, where: str) -> None:
+    environ = {"TOKEN": "x"}
+    if where == "environment":
+        environ["MESSAGE"] = message
+    else:
+        (tmp_path / ".env").write_text(f"MESSAGE='{message}'\n")
+    assert send_client.parse_settings([], environ, tmp_path).messages == (message,)
+
+
+def test_command_line_messages_replace_the_variable(tmp_path: Path) -> None:
+    settings = send_client.parse_settings(
+        ["--message", "a", "--message", "b"], {"MESSAGE": "c", "TOKEN": "x"}, tmp_path
+    )
+    assert settings.messages == ("a", "b")
+
+
+def test_empty_values_mean_unset(tmp_path: Path) -> None:
+    # As a user leaves them after uncommenting the lines of .env.example.
+    (tmp_path / ".env").write_text("TOKEN=x\nNICKNAME=\nMESSAGE=\nHOST=\nSEND_PORT=\nTOKEN_PATH=\nREPLY_TIMEOUT=\n")
+    settings = send_client.parse_settings([], {"MESSAGE": "", "NICKNAME": ""}, tmp_path)
+    assert (settings.token, settings.nickname, settings.messages) == ("x", None, ())
+    assert (settings.host, settings.port, settings.token_path) == ("minechat.dvmn.org", 5050, tmp_path / "token.txt")
+    (tmp_path / ".env").write_text("NICKNAME=\n")
+    with pytest.raises(SystemExit):
+        send_client.parse_settings([], {}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("environ", "dotenv", "complaint"),
+    [
+        ({}, "SEND_PORT=70000\n", "SEND_PORT=70000 (from {dotenv}): 70000 is outside 1..65535"),
+        (
+            {"REPLY_TIMEOUT": "soon"},
+            None,
+            "REPLY_TIMEOUT=soon (from the environment): 'soon' is not a number of seconds",
+        ),
+        ({"MESSAGE": "caf\udce9"}, None, "MESSAGE (from the environment): not valid UTF-8 text"),
+        ({"TOKEN": "se\udcffcret"}, None, "TOKEN (from the environment): not valid UTF-8 text"),
+        ({"NICKNAME": "Eve\udcff"}, None, "NICKNAME (from the environment): not valid UTF-8 text"),
+    ],
+)
+def test_usage_errors_name_the_variable_and_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], environ: dict[str, str], dotenv: str | None, complaint: str
+) -> None:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings(["--token_path", str(tmp_path / "none.txt")], {"TOKEN": "x", **environ}, tmp_path)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint.format(dotenv=tmp_path / ".env") in err
+    assert "cret" not in err  # free text such as the token is never shown
+    assert len(err.splitlines()) == 1
+
+
+async def test_ipv6_address_in_brackets_is_used_and_shown_in_brackets(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "[::1]", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    assert settings.host == "::1"
+    with pytest.raises(ConnectionFailed, match=re.escape(f"cannot connect to [::1]:{port}: ")):
+        await send(settings)
 
 
 def test_nickname_is_asked_on_a_terminal(tmp_path: Path) -> None:
@@ -304,7 +377,8 @@ async def test_cli_registration_reports_nickname_never_token(server: FakeMinecha
     assert code == 0
     [(token, nickname)] = server.accounts.items()
     assert nickname.split(" ", 1)[0] in ADJECTIVES and nickname.endswith(" Eve")
-    assert f"registered as {nickname}; the token is saved in token.txt" in err
+    # Files are named with their full path.
+    assert f"registered as {nickname}; the token is saved in {tmp_path.resolve() / 'token.txt'}" in err
     assert token not in out + err
     assert (tmp_path / "token.txt").read_text() == token + "\n"
 
@@ -335,6 +409,39 @@ async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: P
     code, _, err = await run_client(server, tmp_path, "--message", "hi")
     assert code == 2
     assert "no token found" in err
+    assert server.send_transcripts == []
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(
+    ("argv", "variables", "complaint"),
+    [
+        ([b"--host", b"h\xff", b"--token", TOKEN.encode()], {}, "argument --host: not valid UTF-8 text"),
+        ([b"--nickname", b"Eve\xff"], {}, "argument --nickname: not valid UTF-8 text"),
+        ([b"--token", TOKEN.encode(), b"--message", b"caf\xe9"], {}, "argument --message: not valid UTF-8 text"),
+        ([b"--token", TOKEN.encode()], {b"MESSAGE": b"caf\xe9"}, "MESSAGE (from the environment): not valid UTF-8"),
+    ],
+)
+async def test_cli_invalid_utf8_is_a_usage_error(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    argv: list[bytes],
+    variables: dict[bytes, bytes],
+    complaint: str,
+) -> None:
+    # Bytes, as a shell passes them: Python decodes \xff to a lone surrogate that UTF-8 cannot encode.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=tmp_path, env={**client_env(), **variables},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    text = err.decode(errors="replace")
+    assert process.returncode == 2, text
+    assert complaint in text
+    assert len(text.splitlines()) == 1
+    assert "Traceback" not in text
     assert server.send_transcripts == []
 
 
