@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import configargparse
 
@@ -68,6 +68,7 @@ STDIN_MARK = "-"
 # At most this many posts await their acknowledgements; bounds what a stalled server costs us.
 POST_WINDOW = 1024
 STDIN_QUEUE_CHUNKS = 4
+NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
 @dataclass(frozen=True)
@@ -454,12 +455,30 @@ async def run(settings: SenderSettings, stdin: BinaryIO) -> int:
     return EXIT_OK
 
 
-def ask_nickname() -> str | None:
-    """Ask the person at the terminal for a nickname."""
-    try:
-        return input("No token found. Nickname for a new account: ")
-    except EOFError:
-        return None
+def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str | None:
+    """Ask the person at the terminal for a nickname until one is given; None at the end of input."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stderr  # the prompt is not output: stdout may be a file
+    encoding = getattr(stdin, "encoding", None) or ENCODING
+    while True:
+        try:
+            out.write(NICKNAME_QUESTION)
+            out.flush()
+            raw = stdin.buffer.readline()
+        except KeyboardInterrupt:
+            out.write("\n")  # Ctrl-C: end the prompt's line, so the shell's prompt starts on its own
+            out.flush()
+            raise
+        if not raw:  # Ctrl-D
+            out.write("\n")
+            return None
+        try:
+            nickname = raw.decode(encoding)
+        except UnicodeDecodeError:
+            out.write(f"That is not {encoding} text; type the nickname again.\n")
+            continue
+        if not is_blank(nickname):
+            return nickname
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
 import signal
 import socket
@@ -333,6 +334,43 @@ def test_nickname_is_asked_on_a_terminal(tmp_path: Path) -> None:
         ["--token_path", str(tmp_path / "t")], {}, tmp_path, ask_nickname=lambda: "Eve"
     )
     assert settings.nickname == "Eve"
+
+
+def test_nickname_prompt_asks_again_until_a_nickname_is_given() -> None:
+    answers = io.TextIOWrapper(io.BytesIO(b"\n   \n\xe2\x80\x8b\n\xffEve\nEve\n"), encoding="utf-8")
+    out = io.StringIO()
+    assert send_client.ask_nickname(answers, out) == "Eve\n"
+    question = send_client.NICKNAME_QUESTION
+    assert out.getvalue() == question * 4 + "That is not utf-8 text; type the nickname again.\n" + question
+
+
+def test_nickname_prompt_at_end_of_input_gives_none() -> None:
+    out = io.StringIO()
+    assert send_client.ask_nickname(io.TextIOWrapper(io.BytesIO(b"")), out) is None
+    assert out.getvalue() == send_client.NICKNAME_QUESTION + "\n"
+
+
+@POSIX_ONLY
+async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")
+    controller, terminal = pty.openpty()  # stdin must be a terminal for the question to be asked
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", "1",
+            cwd=tmp_path, env=client_env(),
+            stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        question = send_client.NICKNAME_QUESTION.encode()
+        asked = await asyncio.wait_for(process.stderr.readexactly(len(question)), WAIT * 3)
+        assert asked == question
+        returncode = await stop_with_signal(process, signal.SIGINT)
+        rest = await process.stderr.read()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert returncode == 130
+    assert rest == b"\n"  # the question's line is ended; nothing else is said
 
 
 def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
