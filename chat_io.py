@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
+import ipaddress
 import json
 import logging
 import os
@@ -13,6 +16,7 @@ import socket
 import sys
 import tempfile
 import threading
+import unicodedata
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TextIO
+from typing import NoReturn, Protocol, TextIO
 
 import configargparse
 from dotenv import dotenv_values
@@ -129,10 +133,14 @@ def exit_code_for(error: ChatError) -> int:
 
 # --- text ------------------------------------------------------------------
 
-# C0, DEL, C1, line/paragraph separators and bidi overrides: all can drive a terminal
-# or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
-_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0, DEL, C1, line/paragraph separators, bidi overrides, isolates and marks (ALM, LRM, RLM):
+# all can drive a terminal or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
+_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Letters that draw nothing (Hangul fillers, the blank Braille pattern); format characters
+# (Unicode category Cf: zero-width space, joiners, bidi marks, BOM) draw nothing either.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_FORMAT_CATEGORY = "Cf"
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -375,8 +383,10 @@ def parse_account(raw: bytes) -> Account | None:
 
 
 def is_blank(text: str) -> bool:
-    """Tell whether text would make an empty post."""
-    return not flatten_text(text).strip()
+    """Tell whether text would make an empty post: nothing but spaces, breaks and invisible characters."""
+    return all(
+        char.isspace() or char in _BLANK_LETTERS or unicodedata.category(char) == _FORMAT_CATEGORY for char in text
+    )
 
 
 def encode_post(text: str) -> bytes:
@@ -543,11 +553,12 @@ def enable_keepalive(sock: socket.socket | None) -> None:
 
 def describe_connect_failure(host: str, port: int, timeout: float, error: BaseException) -> ConnectionFailed:
     """Return the error to report when a connection could not be made."""
+    address = format_address(host, port)
     if isinstance(error, asyncio.TimeoutError):
         return ConnectionFailed(
-            f"no answer from {host}:{port} within {timeout:g} s; check the address or raise --connect-timeout"
+            f"no answer from {address} within {timeout:g} s; check the address or raise --connect-timeout"
         )
-    return ConnectionFailed(f"cannot connect to {host}:{port}: {describe_error(error)}; check --host and --port")
+    return ConnectionFailed(f"cannot connect to {address}: {describe_error(error)}; check --host and --port")
 
 
 @asynccontextmanager
@@ -745,6 +756,108 @@ async def run_until_signal(work: Coroutine[object, object, object], signals: Sig
 
 # --- settings --------------------------------------------------------------
 
+ENVIRONMENT_SOURCE = "the environment"
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# What a lone surrogate stands for: an undecodable byte of argv, the environment or a name.
+_SURROGATE_ESCAPE_BASE = 0xDC00
+_SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The value of a variable and where it was found, for error messages."""
+
+    value: str
+    source: str
+
+
+class ChatArgumentParser(configargparse.ArgumentParser):
+    """configargparse's parser, naming each option's variable in --help without its generic sentence."""
+
+    def format_help(self) -> str:
+        for action in self._actions:
+            name = getattr(action, "env_var", None)
+            note = f"[env var: {name}]"
+            if name and action.help and note not in action.help:
+                action.help += " " + note
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        """Report a usage error in one line, as every error is, and exit with EXIT_USAGE."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(configargparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only when there is one, and only if the help text does not give it already."""
+
+    def _get_help_string(self, action: configargparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def is_undecodable(text: str) -> bool:
+    """Tell whether text holds bytes that were not valid UTF-8 (lone surrogates, as Python decodes them)."""
+    return _SURROGATES.search(text) is not None
+
+
+def _show_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code in _SURROGATE_ESCAPE_BYTES:
+        return f"\\x{code - _SURROGATE_ESCAPE_BASE:02x}"
+    return f"\\u{code:04x}"
+
+
+def show_value(text: str) -> str:
+    """Escape a value, undecodable bytes included, and cut it for an error message."""
+    return shorten(_SURROGATES.sub(_show_surrogate, text))
+
+
+def format_address(host: str, port: int) -> str:
+    """Return host:port, with an IPv6 address in brackets so the port stands apart."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def text_value(value: str) -> str:
+    """Parse free text for argparse (a message, a nickname, a token): it must be valid UTF-8."""
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    return value
+
+
+def is_ip_address(text: str, version: int | None = None) -> bool:
+    """Tell whether text is an IP address (of the given version, if one is given)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+def host_name(value: str) -> str:
+    """Parse a host for argparse: a name IDNA accepts or an IP address; [IPv6] loses its brackets."""
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    host = value.strip()
+    if "[" in host or "]" in host:
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        if not is_ip_address(inner, version=6):
+            raise configargparse.ArgumentTypeError(f"'{show_value(value)}': only an IPv6 address goes in brackets")
+        return inner
+    if is_ip_address(host):
+        return host
+    try:
+        encoded = host.encode("idna")  # what the resolver will do; it fails on an empty or overlong label
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise configargparse.ArgumentTypeError(
+            f"'{show_value(value)}' is not a host name (every dot-separated part must be 1 to 63 characters)"
+        )
+    return host
+
 
 def port_number(value: str) -> int:
     """Parse a TCP port for argparse."""
@@ -768,27 +881,55 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
-def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, str]:
-    """Return the environment layered over the .env of cwd (the environment wins)."""
-    from_file = dotenv_values(cwd / DOTENV_NAME)
-    merged = {key: value for key, value in from_file.items() if value is not None}
-    merged.update(environ)
+def full_path(value: str, cwd: Path | None = None) -> Path:
+    """Return the path a relative value names from the current directory, so messages show it whole."""
+    return (Path.cwd() if cwd is None else cwd) / value
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Return the variables set in a .env file; a line that is not UTF-8 is skipped with a warning."""
+    if not path.is_file():  # none, or a folder such as a virtual environment named .env
+        return {}
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FileError(f"cannot read {path}: {describe_error(error)}; fix its permissions or remove it") from error
+    lines = []
+    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else ENCODING))
+        except UnicodeDecodeError:
+            logger.warning("skipping line %d of %s: it is not UTF-8 text; save the file as UTF-8", number, path)
+            lines.append("\n")  # keeps the numbers of the lines after it, which python-dotenv reports
+    return {key: value for key, value in dotenv_values(stream=io.StringIO("".join(lines))).items() if value}
+
+
+def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
+    """Return the environment layered over the .env of cwd (the environment wins); an empty value is unset."""
+    dotenv_path = cwd / DOTENV_NAME
+    merged = {key: Setting(value, str(dotenv_path)) for key, value in read_dotenv(dotenv_path).items()}
+    merged.update((key, Setting(value, ENVIRONMENT_SOURCE)) for key, value in environ.items() if value)
     return merged
 
 
-def make_parser(description: str, port_env: str, port_default: int) -> configargparse.ArgumentParser:
+def make_parser(
+    description: str, port_env: str, port_default: int, port_help: str, verbose_help: str
+) -> configargparse.ArgumentParser:
     """Return a parser with the options both clients share."""
-    parser = configargparse.ArgumentParser(
+    parser = ChatArgumentParser(
         description=description,
-        formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         default_config_files=[],
+        add_env_var_help=False,
+        allow_abbrev=False,
         epilog=(
             "Every option can also be set in the environment or in a .env file in the current "
-            "directory; the command line wins over the environment, the environment over .env."
+            "directory; the command line wins over the environment, the environment over .env. "
+            "An empty value counts as unset."
         ),
     )
-    parser.add_argument("--host", env_var="HOST", default=DEFAULT_HOST, help="chat server host")
-    parser.add_argument("--port", env_var=port_env, default=port_default, type=port_number, help="chat server port")
+    parser.add_argument("--host", env_var="HOST", default=DEFAULT_HOST, type=host_name, help="chat server host")
+    parser.add_argument("--port", env_var=port_env, default=port_default, type=port_number, help=port_help)
     parser.add_argument(
         "--connect-timeout",
         "--connect_timeout",
@@ -797,8 +938,45 @@ def make_parser(description: str, port_env: str, port_default: int) -> configarg
         type=positive_seconds,
         help="seconds to wait for a connection",
     )
-    parser.add_argument("-v", "--verbose", env_var="VERBOSE", action="store_true", help="log at debug level")
+    parser.add_argument("-v", "--verbose", env_var="VERBOSE", action="store_true", help=verbose_help)
     return parser
+
+
+def check_variable(action: configargparse.Action, setting: Setting) -> str | None:
+    """Return what is wrong with a variable's value for this option, or None if nothing is."""
+    if action.nargs == 0:  # a flag
+        if setting.value.lower() not in TRUE_WORDS + FALSE_WORDS:
+            return f"expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}"
+        return None
+    if action.type is not None:
+        try:
+            action.type(setting.value)
+        except (configargparse.ArgumentTypeError, TypeError, ValueError) as error:
+            return str(error)
+    return None
+
+
+def environment_values(
+    parser: configargparse.ArgumentParser, argv: Sequence[str], settings: Mapping[str, Setting]
+) -> dict[str, str]:
+    """Check the variables that the command line leaves in force; return them as configargparse takes them."""
+    values = {}
+    for action in parser._actions:
+        name = getattr(action, "env_var", None)
+        setting = settings.get(name) if name else None
+        if setting is None or configargparse.already_on_command_line(argv, action.option_strings, parser.prefix_chars):
+            continue
+        problem = check_variable(action, setting)
+        if problem is not None:
+            # Free text is not shown: it may be the token.
+            shown = "" if action.type is text_value else f"={show_value(setting.value)}"
+            parser.error(f"{name}{shown} (from {setting.source}): {problem}")
+        value = setting.value
+        if isinstance(action, argparse._AppendAction):
+            # One variable is one value, verbatim: configargparse would split "[a, b]" into a list.
+            value = json.dumps([value])
+        values[name] = value
+    return values
 
 
 def parse_arguments(
@@ -810,7 +988,12 @@ def parse_arguments(
     """Parse argv over the environment and .env; usage errors exit through parser.error."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
-    return parser.parse_args(list(sys.argv[1:] if argv is None else argv), env_vars=load_environment(environ, cwd))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_environment(environ, cwd)
+    except FileError as error:
+        parser.error(str(error))
+    return parser.parse_args(arguments, env_vars=environment_values(parser, arguments, settings))
 
 
 def configure_logging(verbose: bool, background: bool = False) -> None:

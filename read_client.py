@@ -40,8 +40,10 @@ from chat_io import (
     describe_error,
     exit_code_for,
     flush_logging,
+    format_address,
     format_stamp,
     format_status_line,
+    full_path,
     is_retryable,
     make_output_safe,
     make_parser,
@@ -81,7 +83,7 @@ def parse_settings(
     return ReaderSettings(
         host=args.host,
         port=args.port,
-        log_path=Path(args.log_path),
+        log_path=full_path(args.log_path, cwd),
         connect_timeout=args.connect_timeout,
         verbose=args.verbose,
     )
@@ -93,6 +95,8 @@ def build_parser() -> configargparse.ArgumentParser:
         "Tail the minechat chat: print every line and append it, stamped, to a history file.",
         port_env="READ_PORT",
         port_default=DEFAULT_READ_PORT,
+        port_help="port that streams the chat",
+        verbose_help="log at debug level",
     )
     parser.add_argument(
         "--log_path",
@@ -424,7 +428,7 @@ class ChatTail:
         self.settings = settings
         self.journal = journal
         self.make_delays = make_delays
-        self.address = f"{settings.host}:{settings.port}"
+        self.address = format_address(settings.host, settings.port)
         self.connected = False
 
     def note(self, text: str, level: int = logging.INFO) -> None:
@@ -503,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
     make_output_safe(sys.stdout)
     make_output_safe(sys.stderr)
+    configure_logging(verbose=False)  # for warnings about .env while the settings are read
     settings = parse_settings(argv)
     configure_logging(settings.verbose, background=True)
     try:

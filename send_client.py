@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import configargparse
 
@@ -46,6 +46,7 @@ from chat_io import (
     encode_post,
     exit_code_for,
     flatten_text,
+    full_path,
     is_blank,
     is_retryable,
     load_token,
@@ -60,6 +61,7 @@ from chat_io import (
     run_until_signal,
     sanitize_text,
     save_token,
+    text_value,
 )
 
 logger = logging.getLogger("send_client")
@@ -85,6 +87,7 @@ STDIN_HINT = (
 )
 
 DelayFactory = Callable[[], Iterator[float]]
+NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def parse_settings(
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
+    args.token_path = full_path(args.token_path, cwd)
     return resolve_settings(parser, args, ask_nickname)
 
 
@@ -126,14 +130,20 @@ def build_parser() -> configargparse.ArgumentParser:
         "Post to the minechat chat. With no token found, register a new account and save its token.",
         port_env="SEND_PORT",
         port_default=DEFAULT_SEND_PORT,
+        port_help="port that takes logins and posts",
+        verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
     )
     parser.add_argument(
         "--token",
         env_var="TOKEN",
+        type=text_value,
         help="account token; on the command line other users of the machine can see it, so prefer .env",
     )
     parser.add_argument(
-        "--nickname", env_var="NICKNAME", help="nickname for a new account; refused when a token is found"
+        "--nickname",
+        env_var="NICKNAME",
+        type=text_value,
+        help="nickname for a new account; refused when a token is found",
     )
     parser.add_argument(
         "--token_path",
@@ -147,6 +157,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "--message",
         env_var="MESSAGE",
         action="append",
+        type=text_value,
         help=f"message to post; repeat for several; '{STDIN_MARK}' posts each line of stdin as it arrives "
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )
@@ -188,7 +199,7 @@ def resolve_settings(
         nickname = ask_nickname()
     if nickname is not None:
         nickname = flatten_text(nickname).strip()
-        if not nickname:
+        if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
     if token is None and nickname is None:
         parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")
@@ -871,12 +882,30 @@ async def run(
     return EXIT_OK
 
 
-def ask_nickname() -> str | None:
-    """Ask the person at the terminal for a nickname."""
-    try:
-        return input("No token found. Nickname for a new account: ")
-    except EOFError:
-        return None
+def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str | None:
+    """Ask the person at the terminal for a nickname until one is given; None at the end of input."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stderr  # the prompt is not output: stdout may be a file
+    encoding = getattr(stdin, "encoding", None) or ENCODING
+    while True:
+        try:
+            out.write(NICKNAME_QUESTION)
+            out.flush()
+            raw = stdin.buffer.readline()
+        except KeyboardInterrupt:
+            out.write("\n")  # Ctrl-C: end the prompt's line, so the shell's prompt starts on its own
+            out.flush()
+            raise
+        if not raw:  # Ctrl-D
+            out.write("\n")
+            return None
+        try:
+            nickname = raw.decode(encoding)
+        except UnicodeDecodeError:
+            out.write(f"That is not {encoding} text; type the nickname again.\n")
+            continue
+        if not is_blank(nickname):
+            return nickname
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -25,9 +26,22 @@ CLIENT_VARIABLES = {
 }  # fmt: skip
 
 
-def client_env() -> dict[str, str]:
-    """This environment without any of the clients' variables, for a client in a subprocess."""
-    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
+# Variables of the caller that would change what a client in a subprocess does, beyond its own:
+# PYTHONUNBUFFERED would hide a missing flush of stdout, TZ is set on purpose where stamps are checked.
+CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
+    kept = {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES | CALLER_VARIABLES}
+    return {**kept, **extra}
+
+
+@pytest.fixture(autouse=True)
+def no_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the caller's HOST, TOKEN, VERBOSE and the like away from clients run in-process."""
+    for name in CLIENT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
@@ -111,6 +125,19 @@ class RecordingDelays:
                 await self._changed.wait()
 
         await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo what a client's main() did to the root logger, whose stream the test's capture closes."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

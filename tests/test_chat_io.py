@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import socket
 import stat
 import sys
 from datetime import datetime
 from pathlib import Path
 
+import configargparse
 import fake_server
 import pytest
 
@@ -26,6 +28,7 @@ from chat_io import (
     FileError,
     LineFramer,
     ProtocolError,
+    Setting,
     SignalCatcher,
     UnknownTokenError,
     backoff,
@@ -37,9 +40,12 @@ from chat_io import (
     encode_post,
     exit_code_for,
     flatten_text,
+    format_address,
     format_history_block,
     format_history_line,
     format_status_line,
+    host_name,
+    is_blank,
     is_retryable,
     load_environment,
     load_token,
@@ -49,6 +55,7 @@ from chat_io import (
     run_until_signal,
     sanitize_text,
     save_token,
+    text_value,
 )
 
 WHEN = datetime(2026, 11, 27, 9, 5)
@@ -68,6 +75,7 @@ WHEN = datetime(2026, 11, 27, 9, 5)
         (b"a\x00b\tc\rd\n", "a\\x00b\\tc\\rd"),
         ("c1 \u009b31m\n".encode(), "c1 \\x9b31m"),
         ("bidi \u202eevil\n".encode(), "bidi \\u202eevil"),
+        ("marks \u200eL\u200fR\u061cA\n".encode(), "marks \\u200eL\\u200fR\\u061cA"),
         ("sep \u2028x\n".encode(), "sep \\u2028x"),
         (b"\x7f\n", "\\x7f"),
     ],
@@ -78,7 +86,14 @@ def test_decode_line(raw: bytes, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "safe"),
-    [("plain", "plain"), ("two\nlines", "two\\nlines"), ("\x1b[31m", "\\x1b[31m"), ("ü ✓ 😀", "ü ✓ 😀")],
+    [
+        ("plain", "plain"),
+        ("two\nlines", "two\\nlines"),
+        ("\x1b[31m", "\\x1b[31m"),
+        ("ü ✓ 😀", "ü ✓ 😀"),
+        ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"),
+        ("\u202a\u202e\u2066\u2069", "\\u202a\\u202e\\u2066\\u2069"),
+    ],
 )
 def test_sanitize_text(text: str, safe: str) -> None:
     assert sanitize_text(text) == safe
@@ -137,6 +152,13 @@ def test_format_status_line_is_marked() -> None:
 def test_history_block_matches_line_by_line(block: bytes) -> None:
     expected = "".join(format_history_line(decode_line(line), WHEN) for line in block.splitlines(keepends=True))
     assert format_history_block(block, WHEN) == expected
+
+
+def test_history_block_escapes_bidi_controls_and_marks() -> None:
+    block = "A: \u202eevil\u2066x\u2069 \u200eL\u200fR\u061cA\n".encode()
+    assert format_history_block(block, WHEN) == format_history_line(
+        "A: \\u202eevil\\u2066x\\u2069 \\u200eL\\u200fR\\u061cA", WHEN
+    )
 
 
 @pytest.mark.parametrize(
@@ -237,13 +259,92 @@ def test_exit_codes(error: ChatError, code: int) -> None:
 def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text('HOST="from-dotenv"\nTOKEN=abc\nEMPTY\n')
     merged = load_environment({"HOST": "from-env"}, tmp_path)
-    assert merged["HOST"] == "from-env"
-    assert merged["TOKEN"] == "abc"
+    assert merged["HOST"] == Setting("from-env", "the environment")
+    assert merged["TOKEN"] == Setting("abc", str(tmp_path / ".env"))
     assert "EMPTY" not in merged
 
 
 def test_no_dotenv_is_fine(tmp_path: Path) -> None:
-    assert load_environment({"A": "1"}, tmp_path) == {"A": "1"}
+    assert load_environment({"A": "1"}, tmp_path) == {"A": Setting("1", "the environment")}
+
+
+def test_empty_values_are_unset(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("HOST=\nNICKNAME=''\nTOKEN=abc\n")
+    merged = load_environment({"TOKEN": "", "MESSAGE": ""}, tmp_path)
+    assert merged == {"TOKEN": Setting("abc", str(tmp_path / ".env"))}
+
+
+def test_dotenv_lines_not_utf8_are_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A comment and a value saved in cp1251, and a UTF-8 byte-order mark as Notepad writes it.
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbf# \xcf\xf0\xe8\nHOST=h.example\nNICKNAME=\xc5\xe2\xe0\nTOKEN=abc\n")
+    merged = load_environment({}, tmp_path)
+    assert {key: setting.value for key, setting in merged.items()} == {"HOST": "h.example", "TOKEN": "abc"}
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        f"skipping line {number} of {tmp_path / '.env'}: it is not UTF-8 text; save the file as UTF-8"
+        for number in (1, 3)
+    ]
+
+
+def test_a_folder_named_dotenv_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").mkdir()  # a virtual environment, say
+    assert load_environment({}, tmp_path) == {}
+
+
+def test_unreadable_dotenv_is_a_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("HOST=h.example\n")
+
+    def refuse(path: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(FileError, match=f"cannot read {re.escape(str(tmp_path / '.env'))}: Permission denied"):
+        load_environment({}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("minechat.dvmn.org", "minechat.dvmn.org"),
+        ("minechat.dvmn.org.", "minechat.dvmn.org."),
+        (" localhost ", "localhost"),
+        ("пример.рф", "пример.рф"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("::1", "::1"),
+        ("[::1]", "::1"),
+        ("[2001:db8::5]", "2001:db8::5"),
+        ("a" * 63 + ".org", "a" * 63 + ".org"),
+    ],
+)
+def test_host_name_accepts(value: str, host: str) -> None:
+    assert host_name(value) == host
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["minechat..dvmn.org", ".minechat.dvmn.org", "a" * 64 + ".org", "", " ", "[minechat.dvmn.org]", "[::1", "h\udcff"],
+)
+def test_host_name_refuses(value: str) -> None:
+    with pytest.raises(configargparse.ArgumentTypeError):
+        host_name(value)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "address"),
+    [
+        ("minechat.dvmn.org", 5000, "minechat.dvmn.org:5000"),
+        ("127.0.0.1", 1, "127.0.0.1:1"),
+        ("::1", 5000, "[::1]:5000"),
+    ],
+)
+def test_format_address(host: str, port: int, address: str) -> None:
+    assert format_address(host, port) == address
+
+
+def test_text_value_refuses_undecodable_bytes() -> None:
+    assert text_value("café") == "café"
+    with pytest.raises(configargparse.ArgumentTypeError, match="not valid UTF-8 text"):
+        text_value("caf\udce9")
 
 
 async def test_cancel_and_wait_survives_a_swallowed_cancel() -> None:
@@ -327,10 +428,18 @@ def test_encode_post(text: str, post: bytes) -> None:
     assert encode_post(text) == post
 
 
-@pytest.mark.parametrize("text", ["", " ", "\n", "\r\n\u2028"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "\n", "\r\n\u2028", "\u200b", " \u200b\u200d\ufeff\u2060 ", "\u200e\u200f\u061c", "\u3164\u2800"]
+)
 def test_encode_post_refuses_empty(text: str) -> None:
+    assert is_blank(text)
     with pytest.raises(ValueError, match="empty message"):
         encode_post(text)
+
+
+@pytest.mark.parametrize("text", ["a", "\u200ba", "\x00", ".", "\u0301"])
+def test_visible_text_is_not_blank(text: str) -> None:
+    assert not is_blank(text)
 
 
 def test_redact() -> None:

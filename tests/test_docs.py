@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,9 +44,80 @@ def test_env_example_as_is_gives_the_defaults(tmp_path: Path) -> None:
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     bare = tmp_path / "bare"
     bare.mkdir()
-    assert read_client.parse_settings([], {}, tmp_path) == read_client.parse_settings([], {}, bare)
+    # Files are looked up in the current directory, so their paths differ by it alone.
+    reader, bare_reader = (read_client.parse_settings([], {}, cwd) for cwd in (tmp_path, bare))
+    assert reader.log_path.relative_to(tmp_path) == bare_reader.log_path.relative_to(bare)
+    assert reader == replace(bare_reader, log_path=reader.log_path)
     argv = ["--nickname", "Eve"]
-    assert send_client.parse_settings(argv, {}, tmp_path) == send_client.parse_settings(argv, {}, bare)
+    sender, bare_sender = (send_client.parse_settings(argv, {}, cwd) for cwd in (tmp_path, bare))
+    assert sender.token_path.relative_to(tmp_path) == bare_sender.token_path.relative_to(bare)
+    assert sender == replace(bare_sender, token_path=sender.token_path, token_source=sender.token_source)
+
+
+def readme_table(script: str) -> dict[str, list[str]]:
+    """Return the README's option table for a script: each option's cells (variable, default, meaning)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split(f"### {script}\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if len(cells) == 4 and cells[0].startswith("`-"):
+            for option in re.findall(r"`(-[^`]+)`", cells[0]):
+                rows[option] = cells[1:]
+    return rows
+
+
+def readme_default(default: object) -> str:
+    """Return how the README's tables write a default."""
+    if default is None:
+        return "none"
+    if default is False:
+        return "off"
+    return f"`{default:g}`" if isinstance(default, float) else f"`{default}`"
+
+
+@pytest.mark.parametrize(("script", "build"), [("read_client.py", PARSERS[0]), ("send_client.py", PARSERS[1])])
+def test_help_and_readme_table_agree(script: str, build: object) -> None:
+    table = readme_table(script)
+    parser = build()  # type: ignore[operator]
+    for action in parser._actions:
+        if "--help" in action.option_strings:
+            continue
+        variable, default, meaning = table[action.option_strings[0]]
+        assert variable == f"`{action.env_var}`"
+        help_text, _, own_default = action.help.partition(" (default: ")
+        assert meaning.replace("`", "'") == help_text
+        if own_default:  # the help explains a default that depends on what happens
+            assert default.endswith(own_default.rstrip(")").split("' ", 1)[-1])
+        else:
+            assert default == readme_default(action.default)
+
+
+@pytest.mark.parametrize("build", PARSERS)
+def test_help_says_each_thing_once(build: object) -> None:
+    text = " ".join(build().format_help().split())  # type: ignore[operator]
+    assert "(default: None)" not in text
+    assert "(default: False)" not in text
+    assert text.count("the command line wins over the environment") == 1
+    assert "In general, command-line values override" not in text
+    for line in build().format_help().split("\n  -"):  # type: ignore[operator]
+        assert line.count("(default:") <= 1, line
+
+
+def test_files_the_readme_makes_are_ignored_by_git() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    patterns = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    made = set(re.findall(r"--(?:token_path|log_path) (\S+)", readme))
+    made |= {".env", read_client.DEFAULT_LOG_PATH, send_client.DEFAULT_TOKEN_PATH}
+    assert len(made) > 3
+    for name in made:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+
+
+def test_readme_starts_a_dotenv_from_the_example() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "cp .env.example .env" in readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+
 
 
 def test_readme_and_help_state_the_nickname_choice() -> None:

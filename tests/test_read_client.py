@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,14 @@ from chat_io import format_stamp
 from read_client import ReaderSettings
 
 STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
+ODD_ZONE = "ODD-13:37"
+ODD_OFFSET = timedelta(hours=13, minutes=37)
+
+
+def odd_zone_now() -> datetime:
+    """Return the wall-clock time in ODD_ZONE."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
 
 
 def read_history(path: Path) -> list[str]:
@@ -61,9 +69,11 @@ StartReader = Callable[..., Awaitable[Reader]]
 async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
     readers: list[Reader] = []
 
-    async def start(port: int | None = None, log_path: Path | None = None, out: RecordingOut | None = None) -> Reader:
+    async def start(
+        port: int | None = None, log_path: Path | None = None, out: RecordingOut | None = None, host: str = "127.0.0.1"
+    ) -> Reader:
         settings = ReaderSettings(
-            host="127.0.0.1",
+            host=host,
             port=port or server.read_port,
             log_path=log_path or tmp_path / "chat.log",
             connect_timeout=WAIT,
@@ -324,22 +334,31 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         "--log_path",
         str(history),
         cwd=tmp_path,
-        env=client_env(),
+        # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
+        env=client_env(TZ=ODD_ZONE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        before = odd_zone_now()
         await server.broadcast(b"A: one\nA: two\nA: unfinish")
+        printed = []
         for expected in (b"A: one", b"A: two"):
             line = await asyncio.wait_for(process.stdout.readline(), WAIT)
             assert line.rstrip(b"\n").endswith(expected)
+            printed.append(line.decode().rstrip("\n"))
+        after = odd_zone_now()
     finally:
         returncode = await stop_with_signal(process, signum)
     stderr = (await process.stderr.read()).decode()
     assert returncode == code
     assert "Traceback" not in stderr
+    # Stamped with the local time of the client's zone, not UTC and not the caller's zone.
+    stamps = {format_stamp(before), format_stamp(after)}
+    assert all(line[: len(format_stamp(before))] in stamps for line in printed)
     lines = read_history(history)
+    assert printed == lines[2:4]
     # The unfinished line was received, so it is on disk too.
     assert chat_of(lines) == ["A: one", "A: two", "A: unfinish"]
     assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name
@@ -383,7 +402,143 @@ def test_configuration_precedence(
     if dotenv is not None:
         (tmp_path / ".env").write_text(dotenv)
     settings = read_client.parse_settings(argv, environ, tmp_path)
-    assert settings == replace(settings, host=host, port=port, log_path=Path(log_path))
+    assert settings == replace(settings, host=host, port=port, log_path=tmp_path / log_path)
+
+
+@pytest.mark.parametrize(
+    ("environ", "dotenv", "complaint"),
+    [
+        ({"READ_PORT": "0"}, None, "READ_PORT=0 (from the environment): 0 is outside 1..65535"),
+        ({}, "READ_PORT=0\n", "READ_PORT=0 (from {dotenv}): 0 is outside 1..65535"),
+        ({}, "CONNECT_TIMEOUT=-1\n", "CONNECT_TIMEOUT=-1 (from {dotenv}): -1 must be more than 0"),
+        ({"VERBOSE": "maybe"}, None, "VERBOSE=maybe (from the environment): expected one of true, yes, on, 1, false"),
+        (
+            {"HOST": "minechat..dvmn.org"},
+            None,
+            "HOST=minechat..dvmn.org (from the environment): 'minechat..dvmn.org' is",
+        ),
+        ({}, "HOST=[minechat.dvmn.org]\n", "HOST=[minechat.dvmn.org] (from {dotenv}): '[minechat.dvmn.org]': only an"),
+    ],
+)
+def test_usage_errors_name_the_variable_and_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], environ: dict[str, str], dotenv: str | None, complaint: str
+) -> None:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings([], environ, tmp_path)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint.format(dotenv=tmp_path / ".env") in err
+    assert "argument --" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_command_line_overrides_a_bad_variable(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("HOST=minechat..dvmn.org\n")
+    settings = read_client.parse_settings(["--port", "5001", "--host=h.example"], {"READ_PORT": "0"}, tmp_path)
+    assert (settings.host, settings.port) == ("h.example", 5001)
+
+
+def test_empty_values_mean_unset(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("HOST=\nREAD_PORT=\nLOG_PATH=\nCONNECT_TIMEOUT=\nVERBOSE=\n")
+    settings = read_client.parse_settings([], {"HOST": "", "READ_PORT": ""}, tmp_path)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert settings == replace(read_client.parse_settings([], {}, bare), log_path=tmp_path / "chat_logs.txt")
+
+
+@pytest.mark.parametrize("argv", [["--log", "x.log"], ["--verb"], ["--hos", "h.example"], ["--connect", "3"]])
+def test_abbreviations_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings(argv, {}, tmp_path)
+    assert stop.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_bracketed_ipv6_host_is_accepted(tmp_path: Path) -> None:
+    assert read_client.parse_settings(["--host", "[::1]"], {}, tmp_path).host == "::1"
+
+
+async def test_ipv6_address_is_shown_in_brackets(start_reader: StartReader) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = await start_reader(port=port, host="::1")
+    await reader.delays.wait_for_taken(2)  # the first failure is noted before the second delay is taken
+    statuses = status_of(read_history(reader.path))
+    assert statuses[0] == f"*** connecting to [::1]:{port}"
+    assert statuses[1].startswith(f"*** cannot connect to [::1]:{port}: ")
+
+
+@pytest.mark.parametrize("host", ["minechat..dvmn.org", ".minechat.dvmn.org", "a" * 64 + ".dvmn.org"])
+def test_host_that_idna_refuses_is_a_usage_error(
+    host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = run_main(["--host", host, "--log_path", "chat.log"], capsys)
+    assert code == 2
+    assert f"argument --host: '{host}' is not a host name" in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
+    assert not (tmp_path / "chat.log").exists()
+
+
+@POSIX_ONLY
+def test_invalid_utf8_host_is_a_usage_error(tmp_path: Path) -> None:
+    # Bytes, as a shell passes them: Python decodes h\xff to a lone surrogate that UTF-8 cannot encode.
+    result = subprocess.run(
+        [sys.executable.encode(), str(ROOT / "read_client.py").encode(), b"--host", b"h\xff"],
+        cwd=tmp_path, env=client_env(), capture_output=True, timeout=WAIT * 4, check=False,
+    )  # fmt: skip
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, err
+    assert err.endswith("error: argument --host: not valid UTF-8 text\n")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "chat_logs.txt").exists()
+
+
+@pytest.mark.parametrize("relative", ["missing/chat.log", "chat.log"])
+def test_messages_name_files_with_their_full_path(
+    relative: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if relative == "chat.log":
+        (tmp_path / relative).mkdir()
+    code, err = run_main(["--host", "127.0.0.1", "--port", "1", "--log_path", relative], capsys)
+    assert code == 6
+    assert f"cannot open history file {Path.cwd() / relative}: " in err
+
+
+def test_dotenv_that_is_not_utf8_is_read_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(b"# \xcf\xf0\xe8\xec\xe5\xf0\nREAD_PORT=0\n")  # a comment in cp1251
+    code, err = run_main([], capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    warning, error = err.splitlines()
+    dotenv = Path.cwd() / ".env"
+    assert warning.endswith(f"WARNING skipping line 1 of {dotenv}: it is not UTF-8 text; save the file as UTF-8")
+    assert error.endswith(f"error: READ_PORT=0 (from {dotenv}): 0 is outside 1..65535")
+
+
+def test_unreadable_dotenv_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("HOST=127.0.0.1\n")
+
+    def refuse(path: Path) -> bytes:  # as for a file mode 000, which root could read all the same
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    code, err = run_main([], capsys)
+    assert code == 2
+    dotenv = Path.cwd() / ".env"
+    assert err.endswith(f"error: cannot read {dotenv}: Permission denied; fix its permissions or remove it\n")
+    assert len(err.splitlines()) == 1
 
 
 def test_help_names_every_variable_and_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -273,7 +273,7 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.token_path, settings.messages) == (
         "minechat.dvmn.org",
         5050,
-        Path("t.txt"),
+        tmp_path / "t.txt",
         (),
     )
     settings = send_client.parse_settings(
@@ -289,10 +289,17 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
         (["--token", "x", "--message", "\n \r\n"], "an empty message cannot be posted"),
         ([], "no token found"),
         (["--nickname", " \n"], "an empty nickname cannot be registered"),
+        (["--token", "x", "--message", "\u200b\u200e"], "an empty message cannot be posted"),
+        (["--nickname", "\u200b"], "an empty nickname cannot be registered"),
         (["--token", "two words"], "contains spaces or control characters"),
         (["--token", "tok\x1b[2Jen"], "contains spaces or control characters"),
         (["--token", "x", "--port", "70000"], "argument --port"),
         (["--token", "x", "--reply-timeout", "0"], "argument --reply-timeout"),
+        (["--token", "x", "--mess", "hi"], "unrecognized arguments: --mess hi"),
+        (["--tok", "x"], "unrecognized arguments: --tok x"),
+        (["--token", "x", "--host", "minechat..dvmn.org"], "argument --host: 'minechat..dvmn.org' is not a host name"),
+        (["--token", "x", "--host", "." + "a" * 64], "is not a host name"),
+        (["--token", "x", "--message", "caf\udce9"], "argument --message: not valid UTF-8 text"),
     ],
 )
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], complaint: str) -> None:
@@ -302,11 +309,115 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: 
     assert complaint in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("message", ["[urgent] disk full on [db1]", "[a, b]", "[]", '["a", "b"]', "a, b", "-"])
+@pytest.mark.parametrize("where", ["environment", ".env"])
+def test_message_variable_is_one_message_verbatim(tmp_path: Path, message: str, where: str) -> None:
+    environ = {"TOKEN": "x"}
+    if where == "environment":
+        environ["MESSAGE"] = message
+    else:
+        (tmp_path / ".env").write_text(f"MESSAGE='{message}'\n")
+    assert send_client.parse_settings([], environ, tmp_path).messages == (message,)
+
+
+def test_command_line_messages_replace_the_variable(tmp_path: Path) -> None:
+    settings = send_client.parse_settings(
+        ["--message", "a", "--message", "b"], {"MESSAGE": "c", "TOKEN": "x"}, tmp_path
+    )
+    assert settings.messages == ("a", "b")
+
+
+def test_empty_values_mean_unset(tmp_path: Path) -> None:
+    # As a user leaves them after uncommenting the lines of .env.example.
+    (tmp_path / ".env").write_text("TOKEN=x\nNICKNAME=\nMESSAGE=\nHOST=\nSEND_PORT=\nTOKEN_PATH=\nREPLY_TIMEOUT=\n")
+    settings = send_client.parse_settings([], {"MESSAGE": "", "NICKNAME": ""}, tmp_path)
+    assert (settings.token, settings.nickname, settings.messages) == ("x", None, ())
+    assert (settings.host, settings.port, settings.token_path) == ("minechat.dvmn.org", 5050, tmp_path / "token.txt")
+    (tmp_path / ".env").write_text("NICKNAME=\n")
+    with pytest.raises(SystemExit):
+        send_client.parse_settings([], {}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("environ", "dotenv", "complaint"),
+    [
+        ({}, "SEND_PORT=70000\n", "SEND_PORT=70000 (from {dotenv}): 70000 is outside 1..65535"),
+        (
+            {"REPLY_TIMEOUT": "soon"},
+            None,
+            "REPLY_TIMEOUT=soon (from the environment): 'soon' is not a number of seconds",
+        ),
+        ({"MESSAGE": "caf\udce9"}, None, "MESSAGE (from the environment): not valid UTF-8 text"),
+        ({"TOKEN": "se\udcffcret"}, None, "TOKEN (from the environment): not valid UTF-8 text"),
+        ({"NICKNAME": "Eve\udcff"}, None, "NICKNAME (from the environment): not valid UTF-8 text"),
+    ],
+)
+def test_usage_errors_name_the_variable_and_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], environ: dict[str, str], dotenv: str | None, complaint: str
+) -> None:
+    if dotenv is not None:
+        (tmp_path / ".env").write_text(dotenv)
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings(["--token_path", str(tmp_path / "none.txt")], {"TOKEN": "x", **environ}, tmp_path)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint.format(dotenv=tmp_path / ".env") in err
+    assert "cret" not in err  # free text such as the token is never shown
+    assert len(err.splitlines()) == 1
+
+
+async def test_ipv6_address_in_brackets_is_used_and_shown_in_brackets(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "[::1]", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    assert settings.host == "::1"
+    with pytest.raises(ConnectionFailed, match=re.escape(f"cannot connect to [::1]:{port}: ")):
+        await send(settings)
+
+
 def test_nickname_is_asked_on_a_terminal(tmp_path: Path) -> None:
     settings = send_client.parse_settings(
         ["--token_path", str(tmp_path / "t")], {}, tmp_path, ask_nickname=lambda: "Eve"
     )
     assert settings.nickname == "Eve"
+
+
+def test_nickname_prompt_asks_again_until_a_nickname_is_given() -> None:
+    answers = io.TextIOWrapper(io.BytesIO(b"\n   \n\xe2\x80\x8b\n\xffEve\nEve\n"), encoding="utf-8")
+    out = io.StringIO()
+    assert send_client.ask_nickname(answers, out) == "Eve\n"
+    question = send_client.NICKNAME_QUESTION
+    assert out.getvalue() == question * 4 + "That is not utf-8 text; type the nickname again.\n" + question
+
+
+def test_nickname_prompt_at_end_of_input_gives_none() -> None:
+    out = io.StringIO()
+    assert send_client.ask_nickname(io.TextIOWrapper(io.BytesIO(b"")), out) is None
+    assert out.getvalue() == send_client.NICKNAME_QUESTION + "\n"
+
+
+@POSIX_ONLY
+async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -> None:
+    pty = pytest.importorskip("pty")
+    controller, terminal = pty.openpty()  # stdin must be a terminal for the question to be asked
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", "1",
+            cwd=tmp_path, env=client_env(),
+            stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        question = send_client.NICKNAME_QUESTION.encode()
+        asked = await asyncio.wait_for(process.stderr.readexactly(len(question)), WAIT * 3)
+        assert asked == question
+        returncode = await stop_with_signal(process, signal.SIGINT)
+        rest = await process.stderr.read()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert returncode == 130
+    assert rest == b"\n"  # the question's line is ended; nothing else is said
 
 
 def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -351,7 +462,8 @@ async def test_cli_registration_reports_nickname_never_token(server: FakeMinecha
     assert code == 0
     [(token, nickname)] = server.accounts.items()
     assert nickname.split(" ", 1)[0] in ADJECTIVES and nickname.endswith(" Eve")
-    assert f"registered as {nickname}; the token is saved in token.txt" in err
+    # Files are named with their full path.
+    assert f"registered as {nickname}; the token is saved in {tmp_path.resolve() / 'token.txt'}" in err
     assert token not in out + err
     assert (tmp_path / "token.txt").read_text() == token + "\n"
 
@@ -383,6 +495,39 @@ async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: P
     code, _, err = await run_client(server, tmp_path, "--message", "hi")
     assert code == 2
     assert "no token found" in err
+    assert server.send_transcripts == []
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(
+    ("argv", "variables", "complaint"),
+    [
+        ([b"--host", b"h\xff", b"--token", TOKEN.encode()], {}, "argument --host: not valid UTF-8 text"),
+        ([b"--nickname", b"Eve\xff"], {}, "argument --nickname: not valid UTF-8 text"),
+        ([b"--token", TOKEN.encode(), b"--message", b"caf\xe9"], {}, "argument --message: not valid UTF-8 text"),
+        ([b"--token", TOKEN.encode()], {b"MESSAGE": b"caf\xe9"}, "MESSAGE (from the environment): not valid UTF-8"),
+    ],
+)
+async def test_cli_invalid_utf8_is_a_usage_error(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    argv: list[bytes],
+    variables: dict[bytes, bytes],
+    complaint: str,
+) -> None:
+    # Bytes, as a shell passes them: Python decodes \xff to a lone surrogate that UTF-8 cannot encode.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=tmp_path, env={**client_env(), **variables},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    text = err.decode(errors="replace")
+    assert process.returncode == 2, text
+    assert complaint in text
+    assert len(text.splitlines()) == 1
+    assert "Traceback" not in text
     assert server.send_transcripts == []
 
 
@@ -708,7 +853,7 @@ async def test_cli_nickname_with_a_token_posts_nothing(
     (tmp_path / "token.txt").write_text(account + "\n")
     code, _, err = await run_client(server, tmp_path, "--nickname", "NewGuy")
     assert code == 2
-    assert "a token was found in the token file token.txt" in err
+    assert f"a token was found in the token file {tmp_path / 'token.txt'}" in err
     assert server.send_transcripts == []
 
 
