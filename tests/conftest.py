@@ -22,11 +22,13 @@ CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
 }  # fmt: skip
+# Set when the tests themselves run under systemd: a client under test must not report to it.
+SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
 
 def client_env() -> dict[str, str]:
     """This environment without any of the clients' variables, for a client in a subprocess."""
-    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES}
+    return {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES | SERVICE_VARIABLES}
 
 
 async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
@@ -96,6 +98,13 @@ class RecordingDelays:
                 await self._changed.wait()
 
         await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture(autouse=True)
+def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep clients run in-process from notifying a service manager the tests may run under."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
