@@ -26,6 +26,7 @@ from chat_io import (
     ConnectionFailed,
     FileError,
     LineFramer,
+    ServiceNotifier,
     SignalCatcher,
     backoff,
     configure_logging,
@@ -187,7 +188,14 @@ class Echo:
 class ChatTail:
     """Receives the chat and records it, reconnecting forever."""
 
-    def __init__(self, settings: ReaderSettings, history: HistoryFile, out: TextIO, make_delays: DelayFactory) -> None:
+    def __init__(
+        self,
+        settings: ReaderSettings,
+        history: HistoryFile,
+        out: TextIO,
+        make_delays: DelayFactory,
+        service: ServiceNotifier | None = None,
+    ) -> None:
         self.settings = settings
         self.history = history
         self.echo = Echo(out)
@@ -195,11 +203,13 @@ class ChatTail:
         self.address = f"{settings.host}:{settings.port}"
         self.received = 0
         self.connected = False
+        self.service = service or ServiceNotifier({})  # an empty environment: one that never sends
 
     async def note(self, text: str, level: int = logging.INFO) -> None:
         """Report a connection event on stderr and in the history file."""
         logger.log(level, "%s", text)
         await self.history.write(format_status_line(text, datetime.now()))
+        self.service.status(text)
 
     async def record(self, block: bytes) -> None:
         """Write a block of complete lines to the history file, then print it."""
@@ -251,9 +261,10 @@ class ChatTail:
 
 async def run(settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff) -> int:
     """Tail the chat until a signal; return the exit code."""
-    with SignalCatcher() as signals:
-        async with HistoryFile(settings.log_path) as history:
-            tail = ChatTail(settings, history, out, make_delays)
+    with SignalCatcher() as signals, ServiceNotifier() as service:
+        async with HistoryFile(settings.log_path) as history, service.watchdog():
+            tail = ChatTail(settings, history, out, make_delays, service)
+            service.ready()  # the history file is open, so the service has started
             signum = await run_until_signal(tail.run(), signals)
             await tail.note(f"stopped by {signal.Signals(signum or signal.SIGINT).name}")
             return signals.exit_code

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import signal
 import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import WAIT
+from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
+from fake_server import FakeMinechatServer
 
 import chat_io
 from chat_io import ServiceNotifier, parse_notify_address, parse_watchdog_period
@@ -167,3 +172,82 @@ async def test_watchdog_task_only_when_asked(notify_socket: tuple[socket.socket,
             (pinger,) = asyncio.all_tasks() - before
             assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 65536), WAIT) == b"WATCHDOG=1"
         assert pinger.done()
+
+
+class Listener:
+    """Collects datagrams from a notify socket, each with the time it arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.messages: list[tuple[float, str]] = []
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 65536)
+            self.messages.append((time.monotonic(), data.decode()))
+            self._changed.set()
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for _, text in self.messages]
+
+    async def wait_until(self, predicate: Callable[[list[str]], bool], timeout: float = WAIT) -> list[str]:
+        async def wait() -> None:
+            while not predicate(self.texts):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return self.texts
+
+
+@pytest.fixture
+async def listener(notify_socket: tuple[socket.socket, str]) -> AsyncIterator[Listener]:
+    collecting = Listener(notify_socket[0])
+    task = asyncio.create_task(collecting.run())
+    yield collecting
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+@POSIX_ONLY
+async def test_reader_reports_ready_status_watchdog_and_stopping(
+    server: FakeMinechatServer, tmp_path: Path, notify_socket: tuple[socket.socket, str], listener: Listener
+) -> None:
+    address = f"127.0.0.1:{server.read_port}"
+    connected = f"STATUS=connected to {address}"
+    env = client_env() | {"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "read_client.py"),
+        *("--host", "127.0.0.1", "--port", str(server.read_port), "--log_path", str(tmp_path / "chat.log")),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await listener.wait_until(lambda texts: connected in texts, START_WAIT)
+        # A dropped connection shows as retrying, then connected again.
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.drop_readers()
+        await listener.wait_until(lambda texts: texts.count(connected) == 2)
+        await listener.wait_until(lambda texts: texts.count("WATCHDOG=1") >= PINGS_TO_MEASURE)
+    finally:
+        returncode = await stop_with_signal(process, signal.SIGTERM)
+    await listener.wait_until(lambda texts: "STOPPING=1" in texts)
+    stderr = (await process.stderr.read()).decode()
+    assert returncode == 143, stderr
+    texts = [text for text in listener.texts if text != "WATCHDOG=1"]
+    assert texts[:3] == ["READY=1", f"STATUS=connecting to {address}", connected]
+    assert texts[3].startswith("STATUS=connection lost: ") and " next try in " in texts[3]
+    assert texts[4:] == [f"STATUS=connecting to {address}", connected, "STATUS=stopped by SIGTERM", "STOPPING=1"]
+    pings = [when for when, text in listener.messages if text == "WATCHDOG=1"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+    period = WATCHDOG_USEC / 1_000_000
+    # The promise is at least two pings a period; one late ping must still beat the deadline.
+    assert statistics.median(gaps) <= period / 2
+    assert max(gaps) < period
