@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -22,7 +23,14 @@ from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
 
 import chat_io
-from chat_io import ServiceNotifier, parse_notify_address, parse_watchdog_period
+from chat_io import (
+    EXIT_FILE,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+    ServiceNotifier,
+    parse_notify_address,
+    parse_watchdog_period,
+)
 
 # AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
 MAX_SOCKET_PATH = 100
@@ -251,3 +259,63 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     # The promise is at least two pings a period; one late ping must still beat the deadline.
     assert statistics.median(gaps) <= period / 2
     assert max(gaps) < period
+
+
+# --- the systemd unit -------------------------------------------------------
+
+UNIT = ROOT / "contrib" / "minechat-read.service"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """Return every key of the unit file with its values, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_matches_the_clients_exit_codes() -> None:
+    settings = unit_settings()
+    assert settings["Type"] == ["notify"]
+    assert settings["ExecStart"] == ["%h/.local/bin/minechat-read"]
+    assert settings["Restart"] == ["on-failure"]
+    assert settings["WatchdogSec"]
+    assert {int(code) for code in settings["RestartPreventExitStatus"][0].split()} == {EXIT_USAGE, EXIT_FILE}
+    stops = {EXIT_SIGNAL_BASE + signum for signum in (1, 2, 15)}  # SIGHUP, SIGINT, SIGTERM (Windows has no SIGHUP)
+    assert {int(code) for code in settings["SuccessExitStatus"][0].split()} == stops
+    assert settings["ReadWritePaths"] == settings["WorkingDirectory"]
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists that ExecStart's program exists and is executable: give a home of our own one.
+    home = tmp_path / "home"
+    command = home / ".local" / "bin" / "minechat-read"
+    command.parent.mkdir(parents=True)
+    command.write_text("#!/bin/sh\n", encoding="utf-8")
+    command.chmod(0o755)
+    (home / "minechat").mkdir()
+    runtime = tmp_path / "runtime"  # a user manager, even a pretend one, needs XDG_RUNTIME_DIR
+    runtime.mkdir(mode=0o700)
+    env = os.environ | {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE, "--user", "verify", str(UNIT)], env=env, capture_output=True, text=True, timeout=60
+    )
+    # Unknown keys and values it cannot parse are only warned about, with exit code 0: so no output at all.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_readme_shows_how_to_run_it_around_the_clock() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Run it around the clock") :]
+    for command in (
+        "contrib/minechat-read.service ~/.config/systemd/user/",
+        "systemctl --user daemon-reload",
+        "systemctl --user enable --now minechat-read",
+        "journalctl --user -u minechat-read",
+        "loginctl enable-linger",
+    ):
+        assert command in section
