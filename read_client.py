@@ -32,6 +32,7 @@ from chat_io import (
     LineStamper,
     RawTextOutput,
     ReceivingConnection,
+    ServiceNotifier,
     SignalCatcher,
     WrongPort,
     backoff,
@@ -424,18 +425,26 @@ class ConnectionLog:
 class ChatTail:
     """Receives the chat into the journal, reconnecting forever."""
 
-    def __init__(self, settings: ReaderSettings, journal: Journal, make_delays: DelayFactory) -> None:
+    def __init__(
+        self,
+        settings: ReaderSettings,
+        journal: Journal,
+        make_delays: DelayFactory,
+        service: ServiceNotifier | None = None,
+    ) -> None:
         self.settings = settings
         self.journal = journal
         self.make_delays = make_delays
         self.address = format_address(settings.host, settings.port)
         self.connected = False
+        self.service = service or ServiceNotifier({})  # an empty environment: one that never sends
 
     def note(self, text: str, level: int = logging.INFO) -> None:
         """Report a connection event on stderr and in the history file."""
         text = sanitize_text(text)
         logger.log(level, "%s", text)
         self.journal.add(format_status_line(text, datetime.now()), show=False)
+        self.service.status(text)
 
     async def receive(self, log: ConnectionLog) -> None:
         """Hold one connection until it ends; whatever ends it, what arrived is in the journal."""
@@ -484,15 +493,17 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
 
 async def run(settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff) -> int:
     """Tail the chat until a signal; return the exit code."""
-    with SignalCatcher() as signals:
+    with SignalCatcher() as signals, ServiceNotifier() as service:
         history = HistoryFile(settings.log_path)
         await asyncio.to_thread(history.open)
         echo = Echo(out, settings.log_path)
         try:
             recorder = Recorder(history, echo)
-            tail = ChatTail(settings, recorder.journal, make_delays)
+            tail = ChatTail(settings, recorder.journal, make_delays, service)
             try:
-                signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
+                async with service.watchdog():
+                    service.ready()  # the history file is open and locked: we are working
+                    signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
                 tail.note(f"stopped by {signal.Signals(signum or signal.SIGINT).name}")
             finally:
                 # Whatever stopped us, every line received goes to disk before we exit.

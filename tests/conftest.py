@@ -24,6 +24,8 @@ CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
 }  # fmt: skip
+# Set when the tests themselves run under systemd: a client under test must not report to it.
+SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
 
 # Variables of the caller that would change what a client in a subprocess does, beyond its own:
@@ -33,7 +35,8 @@ CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
 
 def client_env(**extra: str) -> dict[str, str]:
     """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
-    kept = {key: value for key, value in os.environ.items() if key not in CLIENT_VARIABLES | CALLER_VARIABLES}
+    dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
+    kept = {key: value for key, value in os.environ.items() if key not in dropped}
     return {**kept, **extra}
 
 
@@ -138,6 +141,13 @@ def restore_logging() -> Iterator[None]:
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep clients run in-process from notifying a service manager the tests may run under."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
