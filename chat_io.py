@@ -333,9 +333,8 @@ class LineStamper:
         """Give out all but the last max_piece bytes of the unfinished line, cut between characters."""
         pieces = []
         while len(self._buffer) > self._max_piece:
+            # The last byte always stays held, so a CR waiting for its LF is never given out alone.
             cut = _utf8_cut(self._buffer, self._max_piece)
-            if self._buffer[cut - 1] == ord("\r"):  # keep a CRLF together, so it still reads as one ending
-                cut -= 1
             pieces.append(self._start(stamp) + _escape_piece(bytes(self._buffer[:cut])))
             del self._buffer[:cut]
             self._continued = True
@@ -1083,7 +1082,8 @@ class BackgroundWriter:
         self._on_failure = on_failure
         self._chunks: deque[str] = deque()
         self._size = 0  # queued and being written
-        self._skipped = 0
+        self._skipped = 0  # line ends skipped, not yet reported
+        self._skipping_line = False  # skipping up to the end of a line whose start was skipped
         self._at_line_start = True
         self._closing = False
         self._stuck = False
@@ -1097,8 +1097,19 @@ class BackgroundWriter:
         with self._changed:
             if self.failure is not None or self._closing:
                 return False
+            if self._skipping_line:
+                # The start of this line was skipped: its rest must not pass for a line of its own.
+                end = text.find("\n")
+                if end < 0:
+                    return False
+                self._skipping_line = False
+                self._skipped += 1
+                text = text[end + 1 :]
+                if not text:
+                    return False
             if self._size and self._size + len(text) > self._limit:
-                self._skipped += text.count("\n") or 1
+                self._skipped += text.count("\n")
+                self._skipping_line = not text.endswith("\n")
                 return False
             self._queue_skip_note()
             self._chunks.append(text)

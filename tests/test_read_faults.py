@@ -94,6 +94,12 @@ def peak_rss_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+async def wait_until_shown(out: RecordingOut, text: str, timeout: float = FLOOD_WAIT) -> None:
+    """Wait until a line ending in text is on the recorded stdout."""
+    while not any(line.endswith(text) for line in out.lines):
+        await out.wait_for_lines(len(out.lines) + 1, timeout)
+
+
 @asynccontextmanager
 async def running_reader(
     server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
@@ -320,9 +326,12 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
     async with running_reader(server, path) as (_, out, _):
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
-        await out.wait_for_lines(3, timeout=FLOOD_WAIT)
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
-        assert chat_of(out.lines) == expected
+        await wait_until_shown(out, "Bob: after")
+        # stdout may skip what it could not take in time, but never shows a forged line.
+        shown = chat_of(out.lines)
+        assert all(re.match(STAMP, entry) for entry in out.lines)
+        assert shown == expected or (shown[-1] == "Bob: after" and set(shown) <= set(expected))
     history = read_history(path)
     assert chat_of(history) == expected
     assert all(re.match(STAMP, entry) for entry in history)

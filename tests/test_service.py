@@ -25,6 +25,7 @@ from fake_server import FakeMinechatServer
 import chat_io
 from chat_io import (
     EXIT_FILE,
+    EXIT_LOCKED,
     EXIT_SIGNAL_BASE,
     EXIT_USAGE,
     ServiceNotifier,
@@ -283,7 +284,8 @@ def test_unit_matches_the_clients_exit_codes() -> None:
     assert settings["ExecStart"] == ["%h/.local/bin/minechat-read"]
     assert settings["Restart"] == ["on-failure"]
     assert settings["WatchdogSec"]
-    assert {int(code) for code in settings["RestartPreventExitStatus"][0].split()} == {EXIT_USAGE, EXIT_FILE}
+    final = {EXIT_USAGE, EXIT_FILE, EXIT_LOCKED}
+    assert {int(code) for code in settings["RestartPreventExitStatus"][0].split()} == final
     stops = {EXIT_SIGNAL_BASE + signum for signum in (1, 2, 15)}  # SIGHUP, SIGINT, SIGTERM (Windows has no SIGHUP)
     assert {int(code) for code in settings["SuccessExitStatus"][0].split()} == stops
     assert settings["ReadWritePaths"] == settings["WorkingDirectory"]
