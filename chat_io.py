@@ -591,25 +591,30 @@ class ChunkSink(Protocol):
         """Some bytes arrived; must not raise (call connection.fail to end it)."""
 
 
-class ReceivingConnection(asyncio.Protocol):
+class ReceivingConnection(asyncio.BufferedProtocol):
     """A connection we only read from: every chunk goes to the sink in order, and the end comes after all of them.
 
     Unlike StreamReader, which raises a reset before handing over what it has buffered, this
-    delivers every byte that arrived before the connection ended, however it ended.
+    delivers every byte that arrived before the connection ended, however it ended. It reads
+    into one buffer of its own, READ_CHUNK_BYTES at a time, which bounds what each chunk costs.
     """
 
     def __init__(self, sink: ChunkSink) -> None:
         self._sink = sink
         self._transport: asyncio.Transport | None = None
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer = memoryview(bytearray(READ_CHUNK_BYTES))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._sink.connected(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._sink.received(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._sink.received(bytes(self._buffer[:nbytes]))
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -1026,7 +1031,7 @@ def make_output_safe(stream: object) -> None:
 
 # --- terminal output -------------------------------------------------------
 
-OUTPUT_LIMIT_CHARS = 256 * 1024
+OUTPUT_LIMIT_CHARS = 64 * 1024
 OUTPUT_CLOSE_TIMEOUT = 0.5
 OUTPUT_RETRY_SECONDS = 0.01
 

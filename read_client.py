@@ -117,7 +117,7 @@ LOCK_SUFFIX = ".lock"
 # Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
 WINDOWS_LOCK_OFFSET = 1 << 30
 # What the journal may hold before we stop reading the socket until the writer has taken it.
-JOURNAL_HIGH_CHARS = 256 * 1024
+JOURNAL_HIGH_CHARS = 64 * 1024
 
 
 def identify_file(stat_result: os.stat_result) -> tuple[int, int]:

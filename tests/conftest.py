@@ -7,7 +7,8 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from chat_io import backoff
 WAIT = 5.0
 # How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
 STOP_WAIT = 2.0
+# How long a client may take to put a flood on disk, and how often a test looks at the file.
+FILE_WAIT = 30.0
+FILE_POLL_SECONDS = 0.01
 ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
 CLIENT_VARIABLES = {
@@ -56,6 +60,21 @@ async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> 
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FILE_WAIT) -> bytes:
+    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if predicate(data):
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
+        await asyncio.sleep(FILE_POLL_SECONDS)
 
 
 class RecordingOut:

@@ -17,7 +17,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, RecordingOut, client_env, stop_with_signal
+from conftest import (
+    POSIX_ONLY,
+    ROOT,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    client_env,
+    stop_with_signal,
+    wait_for_file,
+)
 from fake_server import FakeMinechatServer
 
 import read_client
@@ -248,8 +257,8 @@ async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServe
     await reader.out.wait_for_lines(1)
     await server.broadcast(b"A: two\n")
     await server.drop_readers()
-    # Lines are recorded before the connection's end is handled, so by the first retry both are in.
     await reader.delays.wait_for_taken(1)
+    await wait_for_file(reader.path, lambda data: b"A: two" in data)
     assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
     assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
     assert not reader.task.done()

@@ -10,12 +10,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, RecordingDelays, RecordingOut, client_env, stop_with_signal
+from conftest import (
+    FILE_POLL_SECONDS,
+    POSIX_ONLY,
+    ROOT,
+    STOP_WAIT,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    client_env,
+    stop_with_signal,
+    wait_for_file,
+)
 from fake_server import FakeMinechatServer
 from test_read_client import STAMP, chat_of, read_history, status_of
 
@@ -24,7 +35,6 @@ from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 from read_client import ReaderSettings
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's SIOCOUTQ and /proc")
-FILE_POLL_SECONDS = 0.01
 FLOOD_WAIT = 30.0
 
 
@@ -36,21 +46,6 @@ def numbered(first: int, count: int, pad: str = "ну и погода сегод
 def numbers_of(chat: list[str]) -> list[int]:
     """Return the line numbers of numbered chat lines, in file order."""
     return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
-
-
-async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FLOOD_WAIT) -> bytes:
-    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        if predicate(data):
-            return data
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
-        await asyncio.sleep(FILE_POLL_SECONDS)
 
 
 async def start_process(
@@ -328,10 +323,12 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
         await wait_until_shown(out, "Bob: after")
-        # stdout may skip what it could not take in time, but never shows a forged line.
-        shown = chat_of(out.lines)
+        # stdout may skip what it could not take in time (a slow test stream), but every line it
+        # shows starts with a stamp, so none is forged; what it shows of a line is that line's start.
         assert all(re.match(STAMP, entry) for entry in out.lines)
-        assert shown == expected or (shown[-1] == "Bob: after" and set(shown) <= set(expected))
+        shown = chat_of(out.lines)
+        assert shown[-1] == "Bob: after"
+        assert all(any(whole.startswith(part) for whole in expected) for part in shown)
     history = read_history(path)
     assert chat_of(history) == expected
     assert all(re.match(STAMP, entry) for entry in history)
