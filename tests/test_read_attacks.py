@@ -167,3 +167,28 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
     assert b"Traceback" not in shown
     assert stopped_in_time
     assert status_of(read_history(history))[-1] == "*** stopped by SIGINT"
+
+
+@pytest.mark.xfail(strict=True, reason="the lock file NAME.lock is opened with O_CREAT and truncated, whoever's it is")
+def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
+    # --log_path poetry, in a project folder: poetry.lock belongs to another tool.
+    precious = tmp_path / "poetry.lock"
+    precious.write_text("[[package]]\nname = 'aiofiles'\n", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", "poetry"],
+        cwd=tmp_path,
+        env=client_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The first note is written after the history is opened and locked.
+        deadline = time.monotonic() + WAIT
+        history = tmp_path / "poetry"
+        while not (history.exists() and b"*** connecting" in history.read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=WAIT)
+    assert precious.read_text(encoding="utf-8") == "[[package]]\nname = 'aiofiles'\n"
