@@ -18,7 +18,7 @@ from fake_server import FakeMinechatServer
 from test_read_client import STAMP, chat_of, read_history, status_of
 from test_read_faults import UnreadPipe, numbered, peak_rss_kb, start_process, wait_for_file
 
-from chat_io import MAX_LINE_BYTES
+from chat_io import EXIT_LOCKED, MAX_LINE_BYTES
 
 FORGED = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
 
@@ -213,3 +213,22 @@ async def test_four_mib_line_of_invalid_utf8_keeps_memory_bounded(server: FakeMi
     finally:
         await stop_with_signal(process, signal.SIGINT)
     assert grown < 6 * 1024, f"grew by {grown} kB"  # the bound of test_four_mib_line_keeps_memory_bounded
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="README's exit-code table lacks 7 (another reader has the history) and 129 (SIGHUP), and says the reader "
+    "ends only with 2, 6, 130 or 143",
+)
+def test_readme_lists_every_exit_code_of_the_reader() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Exit codes") :]
+    table = table[: table.index("\n\n", table.index("| code |"))]
+    for code in (EXIT_LOCKED, 128 + signal.SIGHUP):
+        assert f"| {code} |" in table, code
+
+
+@pytest.mark.xfail(strict=True, reason="README says a line over 64 KiB is split over several history lines; it is one")
+def test_readme_says_a_long_line_stays_one_line() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "split over several history lines" not in readme
