@@ -113,7 +113,10 @@ def build_parser() -> configargparse.ArgumentParser:
 OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
 # Opening a FIFO for writing would wait for a reader forever; non-blocking, it fails or opens at once.
 PROBE_FLAGS = getattr(os, "O_NONBLOCK", 0)
-LOCK_SUFFIX = ".lock"
+# Hidden and specific, so it cannot be another tool's file (`--log_path poetry` must not touch poetry.lock).
+LOCK_SUFFIX = ".read_client.lock"
+# What a long line cut by a rotation says where it goes on in the new file.
+CONTINUED = "(continued) "
 # Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
 WINDOWS_LOCK_OFFSET = 1 << 30
 # What the journal may hold before we stop reading the socket until the writer has taken it.
@@ -128,7 +131,7 @@ def identify_file(stat_result: os.stat_result) -> tuple[int, int]:
 def lock_path_for(path: Path) -> Path:
     """Return the lock file that guards a history file, the same whatever name the history is given."""
     real = Path(os.path.realpath(path))
-    return real.with_name(real.name + LOCK_SUFFIX)
+    return real.with_name(f".{real.name}{LOCK_SUFFIX}")
 
 
 def try_lock(descriptor: int) -> bool:
@@ -148,14 +151,24 @@ def try_lock(descriptor: int) -> bool:
     return True
 
 
-def read_holder(descriptor: int) -> str:
-    """Return the process id the lock holder wrote into the lock file, or '?'."""
+def read_holder(descriptor: int | None) -> str | None:
+    """Return the process id the lock holder wrote into the lock file, or None."""
+    if descriptor is None:
+        return None
     try:
         os.lseek(descriptor, 0, os.SEEK_SET)
         text = os.read(descriptor, 32).decode("ascii", errors="replace").strip()
     except OSError:
-        return "?"
-    return text if text.isdigit() else "?"
+        return None
+    return text if text.isdigit() else None
+
+
+def already_running(path: Path, holder: str | None) -> AlreadyRunning:
+    """Return the error for a history file that another reader writes."""
+    who = f"another read_client (process {holder})" if holder else "another read_client"
+    return AlreadyRunning(
+        f"{path} is already being written by {who}; stop that one, or give this one another --log_path"
+    )
 
 
 class HistoryFile:
@@ -167,12 +180,12 @@ class HistoryFile:
         self._lock: int | None = None
         self._identity: tuple[int, int] | None = None
         self._needs_newline = False
+        self._at_line_start = True  # what was written last ends a line
 
     def open(self) -> None:
         """Open (creating owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
         try:
             self._open_file()
-            self._take_lock()
         except OSError as error:
             self.close()
             raise FileError(
@@ -191,6 +204,11 @@ class HistoryFile:
         self._refuse_unless_regular(status)
         if PROBE_FLAGS:
             os.set_blocking(descriptor, True)
+        self._take_lock()
+        # The file itself is locked too, so a second reader finds it by any name, a hard link included.
+        if not try_lock(descriptor):
+            # Our lock file was free, so whoever holds this file knows it by another name.
+            raise already_running(self.path, None)
         self._identity = identify_file(status)
         self._needs_newline = status.st_size > 0 and not self._ends_with_newline()
 
@@ -207,16 +225,19 @@ class HistoryFile:
             return file.read(1) == NEWLINE
 
     def _take_lock(self) -> None:
+        """Lock the file beside the history that names us; the first reader keeps it until it ends."""
         if self._lock is not None:
             return
         lock_path = lock_path_for(self.path)
-        self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
+        try:
+            self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
+        except OSError as error:
+            raise FileError(
+                f"cannot create the lock file {lock_path} beside the history: {describe_error(error)}; "
+                "choose another --log_path"
+            ) from error
         if not try_lock(self._lock):
-            holder = read_holder(self._lock)
-            raise AlreadyRunning(
-                f"{self.path} is already being written by another read_client (process {holder}); "
-                "stop that one, or give this one another --log_path"
-            )
+            raise already_running(self.path, read_holder(self._lock))
         os.lseek(self._lock, 0, os.SEEK_SET)
         pid = f"{os.getpid()}\n".encode()
         os.write(self._lock, pid)
@@ -239,6 +260,10 @@ class HistoryFile:
             return False
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
         if self._descriptor is not None:
+            if not self._at_line_start:
+                # End the cut line where it began, so the moved file ends whole.
+                with contextlib.suppress(OSError):
+                    os.write(self._descriptor, NEWLINE)
             os.close(self._descriptor)
             self._descriptor = None
         self._open_file()
@@ -248,8 +273,13 @@ class HistoryFile:
         """Append text, whole, to the file now at the configured path (blocking: call it from a thread)."""
         try:
             if self._follow_path():
+                now = datetime.now()
                 note = "history continues here; the earlier file was moved or deleted"
-                text = format_status_line(note, datetime.now()) + text
+                if not self._at_line_start:
+                    # The rest of a cut line gets a stamp of ours: it must not start a line the chat chose.
+                    text = f"{format_stamp(now)} {CONTINUED}{text}"
+                    self._at_line_start = True
+                text = format_status_line(note, now) + text
             if self._needs_newline:
                 # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
                 text = "\n" + text
@@ -258,6 +288,7 @@ class HistoryFile:
             data = memoryview(text.encode(ENCODING))
             while data:
                 data = data[os.write(self._descriptor, data) :]
+            self._at_line_start = text.endswith("\n")
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
 
@@ -519,9 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_output_safe(sys.stdout)
     make_output_safe(sys.stderr)
     configure_logging(verbose=False)  # for warnings about .env while the settings are read
-    settings = parse_settings(argv)
-    configure_logging(settings.verbose, background=True)
     try:
+        settings = parse_settings(argv)
+        configure_logging(settings.verbose, background=True)
         return asyncio.run(run(settings, RawTextOutput(sys.stdout)))
     except ChatError as error:
         logger.error("%s", error)
@@ -529,7 +560,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
+        # We are on the way out: another Ctrl-C must not break off the last writes with a traceback.
+        ignore_stop_signals()
         flush_logging()
+
+
+def ignore_stop_signals() -> None:
+    """Let SIGINT, SIGTERM and SIGHUP do nothing from now on."""
+    for signum in SignalCatcher.SIGNALS:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: not the main thread
+            signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

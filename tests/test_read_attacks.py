@@ -1,4 +1,4 @@
-"""Attacks on read_client's promises; each xfail(strict) test documents a defect that is still there."""
+"""Attacks on read_client's promises, each found by a review that set out to break them, each fixed since."""
 
 from __future__ import annotations
 
@@ -13,21 +13,18 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, client_env, stop_with_signal
+from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, client_env, stop_with_signal, wait_for_file
 from fake_server import FakeMinechatServer
 from test_read_client import STAMP, chat_of, read_history, status_of
-from test_read_faults import UnreadPipe, numbered, peak_rss_kb, start_process, wait_for_file
+from test_read_faults import UnreadPipe, finish, numbered, peak_rss_kb, start_process
 
+import read_client
 from chat_io import EXIT_LOCKED, MAX_LINE_BYTES
 
 FORGED = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
 
 
 @POSIX_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdout skips a long line's first piece, then prints its unstamped rest as a line of its own: a forged line",
-)
 async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
@@ -64,10 +61,6 @@ async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechat
     assert FORGED.decode() not in printed, "stdout shows a forged line"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a rotation inside a long line, the new file starts with the line's unstamped rest: a forged line",
-)
 @pytest.mark.parametrize("how", ["rename", "delete"])
 async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
     history = tmp_path / "chat.log"
@@ -92,7 +85,6 @@ async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatSer
 
 
 @POSIX_ONLY
-@pytest.mark.xfail(strict=True, reason="the lock goes by name (realpath), not by file: a hard link gets a 2nd reader")
 async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
@@ -100,42 +92,27 @@ async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinech
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         os.link(history, tmp_path / "same.log")
         second = await start_process(server.read_port, tmp_path / "same.log", stdout=subprocess.DEVNULL)
-        # Refused, it exits at once; let in, it connects.
-        ended = asyncio.ensure_future(second.wait())
-        await server.wait_until(lambda: ended.done() or server.reader_connections == 2, timeout=15)
-        code = ended.result() if ended.done() else await stop_with_signal(second, signal.SIGINT)
-        await ended
+        # Refused, it exits at once; let in, it would run until finish() kills it.
+        code, err = await finish(second)
     finally:
         await stop_with_signal(first, signal.SIGINT)
+    assert "same.log is already being written by another read_client;" in err
     assert code == 7
 
 
-@POSIX_ONLY
-@pytest.mark.xfail(strict=True, reason="Ctrl-C while the settings are read (or modules imported) gives a traceback")
-def test_ctrl_c_while_reading_settings_gives_no_traceback(tmp_path: Path) -> None:
-    # A big .env holds the client in parse_settings long enough to be interrupted there.
-    (tmp_path / ".env").write_text("# comment\n" * 300_000 + "HOST=127.0.0.1\n", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "read_client.py"), "--port", "9", "--log_path", str(tmp_path / "chat.log")],
-        cwd=tmp_path,
-        env=client_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(0.5)  # past the interpreter's start, well inside the .env
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    assert b"Traceback" not in err
-    assert process.returncode == 130
+def test_ctrl_c_while_reading_settings_gives_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Reading a large .env can take a while; Ctrl-C then lands in parse_settings.
+    def interrupted(argv: object = None) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(read_client, "parse_settings", interrupted)
+    assert read_client.main([]) == 130
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @POSIX_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="a further Ctrl-C while main() waits for a blocked stderr (flush_logging, after the signal handlers are "
-    "gone) raises KeyboardInterrupt there: the process dies by SIGINT (-2, not 130), or hangs writing a traceback",
-)
 async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     # A paused terminal: neither stdout nor stderr is read; -v keeps stderr's queue full.
@@ -169,7 +146,6 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
     assert status_of(read_history(history))[-1] == "*** stopped by SIGINT"
 
 
-@pytest.mark.xfail(strict=True, reason="the lock file NAME.lock is opened with O_CREAT and truncated, whoever's it is")
 def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
     # --log_path poetry, in a project folder: poetry.lock belongs to another tool.
     precious = tmp_path / "poetry.lock"
@@ -195,11 +171,6 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory for a long line is bounded, but 3x the ASCII case when the bytes are invalid UTF-8 "
-    "(each becomes U+FFFD: a UCS-2 str, then 3 bytes again); test_four_mib_line_keeps_memory_bounded uses only 'z'",
-)
 async def test_four_mib_line_of_invalid_utf8_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
@@ -215,11 +186,6 @@ async def test_four_mib_line_of_invalid_utf8_keeps_memory_bounded(server: FakeMi
     assert grown < 6 * 1024, f"grew by {grown} kB"  # the bound of test_four_mib_line_keeps_memory_bounded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README's exit-code table lacks 7 (another reader has the history) and 129 (SIGHUP), and says the reader "
-    "ends only with 2, 6, 130 or 143",
-)
 def test_readme_lists_every_exit_code_of_the_reader() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("## Exit codes") :]
@@ -228,7 +194,6 @@ def test_readme_lists_every_exit_code_of_the_reader() -> None:
         assert f"| {code} |" in table, code
 
 
-@pytest.mark.xfail(strict=True, reason="README says a line over 64 KiB is split over several history lines; it is one")
 def test_readme_says_a_long_line_stays_one_line() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert "split over several history lines" not in readme
