@@ -1031,7 +1031,7 @@ def make_output_safe(stream: object) -> None:
 
 # --- terminal output -------------------------------------------------------
 
-OUTPUT_LIMIT_CHARS = 64 * 1024
+OUTPUT_LIMIT_CHARS = 256 * 1024
 OUTPUT_CLOSE_TIMEOUT = 0.5
 OUTPUT_RETRY_SECONDS = 0.01
 

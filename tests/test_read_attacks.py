@@ -57,7 +57,7 @@ async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechat
     lines = read_history(history)
     assert chat_of(lines)[-2:] == [(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED).decode(), "Bob: after"]
     # stdout: every line either starts with a stamp and is what the history holds, or is a note.
-    printed = shown.decode().splitlines()
+    printed = shown.decode(errors="replace").splitlines()  # the read may start inside a character
     assert FORGED.decode() not in printed, "stdout shows a forged line"
 
 

@@ -90,8 +90,8 @@ def peak_rss_kb(pid: int) -> int:
 
 
 async def wait_until_shown(out: RecordingOut, text: str, timeout: float = FLOOD_WAIT) -> None:
-    """Wait until a line ending in text is on the recorded stdout."""
-    while not any(line.endswith(text) for line in out.lines):
+    """Wait until stdout shows a line ending in text, or says that it skipped what it could not take."""
+    while not any(line.endswith(text) or " not shown here " in line for line in out.lines):
         await out.wait_for_lines(len(out.lines) + 1, timeout)
 
 
@@ -322,12 +322,12 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
+        await wait_for_file(path, lambda data: b"Bob: after" in data)
         await wait_until_shown(out, "Bob: after")
         # stdout may skip what it could not take in time (a slow test stream), but every line it
         # shows starts with a stamp, so none is forged; what it shows of a line is that line's start.
         assert all(re.match(STAMP, entry) for entry in out.lines)
         shown = chat_of(out.lines)
-        assert shown[-1] == "Bob: after"
         assert all(any(whole.startswith(part) for whole in expected) for part in shown)
     history = read_history(path)
     assert chat_of(history) == expected
