@@ -111,13 +111,19 @@ class RecordingOut:
         return self.text.splitlines()
 
     async def wait_for_lines(self, count: int, timeout: float = WAIT) -> list[str]:
+        await self.wait_for(lambda text: len(text.splitlines()) >= count, timeout)
+        return self.lines
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Wait until what was written satisfies predicate; return it."""
+
         async def wait() -> None:
-            while len(self.lines) < count:
+            while not predicate(self.text):
                 self._changed.clear()
                 await self._changed.wait()
 
         await asyncio.wait_for(wait(), timeout)
-        return self.lines
+        return self.text
 
 
 class RecordingDelays:
