@@ -126,6 +126,16 @@ class RecordingOut:
         return self.text
 
 
+class FakeTime:
+    """A clock the test moves by hand."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
 class RecordingDelays:
     """A backoff factory with tiny delays that counts resets and delays taken."""
 
