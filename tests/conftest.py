@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
-    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
 }  # fmt: skip
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}

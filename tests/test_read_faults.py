@@ -402,7 +402,7 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
     async with running_reader(server, path) as (_, out, _):
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: next\n")
-        await out.wait_for_lines(1)
+        await out.wait_for(lambda text: "A: next\n" in text)
     history = read_history(path)
     assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
     assert all(re.match(STAMP, line) for line in history[1:])
