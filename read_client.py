@@ -4,36 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
+import json
 import logging
 import os
+import re
 import signal
 import stat
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import aiofiles.os
 import configargparse
 
 from chat_io import (
     DEFAULT_READ_PORT,
+    DEFAULT_TIME_FORMAT,
     ENCODING,
     EXIT_INTERRUPTED,
     GREETING,
+    MAX_LINE_BYTES,
     NEWLINE,
+    NICK_SEPARATOR,
+    RECORD_END,
+    STATUS_MARK,
     AlreadyRunning,
     BackgroundWriter,
     ChatError,
     ConnectionFailed,
     FileError,
+    JsonLineStamper,
     LineStamper,
+    Moment,
     RawTextOutput,
     ReceivingConnection,
     ServiceNotifier,
     SignalCatcher,
+    StampClock,
     WrongPort,
     backoff,
     cancel_and_wait,
@@ -42,9 +54,8 @@ from chat_io import (
     exit_code_for,
     flush_logging,
     format_address,
+    format_json_record,
     format_stamp,
-    format_status_line,
-    full_path,
     is_retryable,
     make_output_safe,
     make_parser,
@@ -52,12 +63,19 @@ from chat_io import (
     parse_arguments,
     run_until_signal,
     sanitize_text,
+    split_strftime,
+    text_value,
+    utf8_cut,
 )
 
 logger = logging.getLogger("read_client")
 
 DEFAULT_LOG_PATH = "chat_logs.txt"
+DEFAULT_BACKLOG = 10
+TEXT_FORMAT = "text"
+JSONL_FORMAT = "jsonl"
 OWNER_ONLY = 0o600
+OWNER_ONLY_FOLDER = 0o700
 
 DelayFactory = Callable[[], Iterator[float]]
 
@@ -68,9 +86,12 @@ class ReaderSettings:
 
     host: str
     port: int
-    log_path: Path
+    log_path: Path  # may hold strftime fields, and %% for a literal %
     connect_timeout: float
     verbose: bool
+    time_format: str = DEFAULT_TIME_FORMAT
+    history_format: str = TEXT_FORMAT
+    backlog: int = DEFAULT_BACKLOG
 
 
 def parse_settings(
@@ -84,10 +105,64 @@ def parse_settings(
     return ReaderSettings(
         host=args.host,
         port=args.port,
-        log_path=full_path(args.log_path, cwd),
+        log_path=full_pattern(args.log_path, cwd),
         connect_timeout=args.connect_timeout,
         verbose=args.verbose,
+        time_format=args.time_format,
+        history_format=args.history_format,
+        backlog=args.backlog,
     )
+
+
+# Fields a history path may hold: those of the C standard, which every platform's strftime knows.
+# %f is left out: it would start a new file for every chunk received.
+PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWxXyYzZGuV")
+
+
+def log_path_value(value: str) -> str:
+    """Parse --log_path for argparse: strftime fields are checked, a literal % must be written %%."""
+    try:
+        parts = split_strftime(value)
+    except ValueError as error:
+        raise configargparse.ArgumentTypeError(str(error)) from None
+    unknown = sorted({text for text, is_field in parts if is_field and text not in PATH_FIELDS})
+    if unknown:
+        fields = ", ".join(f"%{field}" for field in unknown)
+        raise configargparse.ArgumentTypeError(f"{fields} is no date or time field; a literal % is written %%")
+    return value
+
+
+def time_format_value(value: str) -> str:
+    """Parse --time-format for argparse: a strftime format that gives a stamp on one line."""
+    text_value(value)
+    try:
+        sample = datetime.now().astimezone().strftime(value)
+    except ValueError as error:  # Windows refuses unknown fields
+        raise configargparse.ArgumentTypeError(f"not a strftime format: {error}") from None
+    if not sample.strip():
+        raise configargparse.ArgumentTypeError("it gives an empty stamp")
+    if sanitize_text(sample) != sample:
+        raise configargparse.ArgumentTypeError("it gives a stamp with control characters or line breaks")
+    return value
+
+
+def backlog_count(value: str) -> int:
+    """Parse --backlog for argparse: a number of lines, 0 or more."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of lines") from None
+    if count < 0:
+        raise configargparse.ArgumentTypeError(f"{count} is less than 0")
+    return count
+
+
+def full_pattern(value: str, cwd: Path | None = None) -> Path:
+    """Return the history path pattern a value names from the current directory (whose % stay literal)."""
+    if Path(value).is_absolute():
+        return Path(value)
+    folder = str(Path.cwd() if cwd is None else cwd)
+    return Path(folder.replace("%", "%%")) / value
 
 
 def build_parser() -> configargparse.ArgumentParser:
@@ -105,7 +180,32 @@ def build_parser() -> configargparse.ArgumentParser:
         dest="log_path",
         env_var="LOG_PATH",
         default=DEFAULT_LOG_PATH,
-        help="history file, appended to and never truncated",
+        type=log_path_value,
+        help="history file, appended to and never truncated; date fields start a new file each day",
+    )
+    parser.add_argument(
+        "--time-format",
+        "--time_format",
+        dest="time_format",
+        env_var="TIME_FORMAT",
+        default=DEFAULT_TIME_FORMAT,
+        type=time_format_value,
+        help="strftime format of the time stamp of each line, in the text history and on stdout",
+    )
+    parser.add_argument(
+        "--format",
+        dest="history_format",
+        env_var="FORMAT",
+        default=TEXT_FORMAT,
+        choices=(TEXT_FORMAT, JSONL_FORMAT),
+        help="history file format: text lines, or jsonl (one JSON object per line); stdout is text",
+    )
+    parser.add_argument(
+        "--backlog",
+        env_var="BACKLOG",
+        default=DEFAULT_BACKLOG,
+        type=backlog_count,
+        help="how many chat lines of the history to show at start, before live chat; 0 shows none",
     )
     return parser
 
@@ -132,6 +232,84 @@ def lock_path_for(path: Path) -> Path:
     """Return the lock file that guards a history file, the same whatever name the history is given."""
     real = Path(os.path.realpath(path))
     return real.with_name(f".{real.name}{LOCK_SUFFIX}")
+
+
+# Fields that expand to digits only; every other field (names of days and months, zones) to a word.
+DIGIT_FIELDS = frozenset("dHIjmMSUwWyYGuV")
+# What stands for a path separator in the name of a dated history's lock file ("%_" is no strftime field).
+LOCK_SEPARATOR = "%_"
+
+
+def has_fields(pattern: str) -> bool:
+    """Tell whether a path pattern holds strftime fields."""
+    return any(is_field for _, is_field in split_strftime(pattern))
+
+
+def unescape(pattern: str) -> str:
+    """Return a path pattern without fields as the path it names (%% becomes %)."""
+    return "".join(text for text, _ in split_strftime(pattern))
+
+
+class HistoryPattern:
+    """The history path, perhaps with strftime fields: which file holds which moment, its lock, its earlier files."""
+
+    def __init__(self, pattern: Path) -> None:
+        self.text = str(pattern)
+        self._parts = split_strftime(self.text)
+        self.dated = any(is_field for _, is_field in self._parts)
+        self._fixed = "" if self.dated else unescape(self.text)
+
+    def expand(self, when: datetime) -> str:
+        """Return the history file for a moment (local time)."""
+        if not self.dated:
+            return self._fixed
+        # Field by field: the literal parts may hold bytes that are not UTF-8, which strftime refuses.
+        return "".join(when.strftime("%" + text) if is_field else text for text, is_field in self._parts)
+
+    def lock_path(self) -> Path:
+        """Return the lock file that guards every file of this history, the same whatever name it is given.
+
+        For dated files it lies in the last folder without fields, named after the rest of the pattern.
+        """
+        if not self.dated:
+            return lock_path_for(Path(self._fixed))
+        parts = Path(self.text).parts
+        first = next(index for index, part in enumerate(parts) if has_fields(part))
+        folder = os.path.realpath(Path(*(unescape(part) for part in parts[:first])))
+        return Path(folder) / f".{LOCK_SEPARATOR.join(parts[first:])}{LOCK_SUFFIX}"
+
+    def earlier_files(self, current: Path) -> list[Path]:
+        """Return the other files this pattern matches, last modified first (none without fields)."""
+        if not self.dated:
+            return []
+        wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
+        shape = re.compile(
+            "".join(
+                (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
+                for text, is_field in self._parts
+            )
+        )
+        own = os.path.normcase(os.path.abspath(current))
+        found = []
+        for name in glob.glob(wildcard):
+            if not shape.fullmatch(name) or os.path.normcase(os.path.abspath(name)) == own:
+                continue
+            with contextlib.suppress(OSError):
+                status = os.stat(name)
+                if stat.S_ISREG(status.st_mode):
+                    found.append((status.st_mtime, name))
+        return [Path(name) for _, name in sorted(found, reverse=True)]
+
+
+def make_folders(folder: Path) -> None:
+    """Create a folder and the missing ones above it, each readable by its owner only."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process was quicker
+            os.mkdir(path, OWNER_ONLY_FOLDER)
 
 
 def try_lock(descriptor: int) -> bool:
@@ -171,19 +349,32 @@ def already_running(path: Path, holder: str | None) -> AlreadyRunning:
     )
 
 
-class HistoryFile:
-    """The history file: opened once for appending, locked against a second reader, reopened if moved."""
+REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+class HistoryFile:
+    """The history file: opened for appending, locked against a second reader, reopened if moved.
+
+    With a dated pattern, write() moves on to the next file when the entries it gets name another one,
+    with a note at the end of the old file and at the start of the new.
+    """
+
+    def __init__(self, pattern: HistoryPattern, history_format: HistoryFormat, clock: StampClock) -> None:
+        self.pattern = pattern
+        self.path = Path(pattern.text)  # the file written now, once open
+        self._name = ""  # its name as the clock gives it, which entries are compared with
+        self._format = history_format
+        self._clock = clock
         self._descriptor: int | None = None
         self._lock: int | None = None
         self._identity: tuple[int, int] | None = None
         self._needs_newline = False
         self._at_line_start = True  # what was written last ends a line
+        self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
 
-    def open(self) -> None:
-        """Open (creating owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
+    def open(self, path: str) -> None:
+        """Open path (made owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
+        self._name, self.path = path, Path(path)
         try:
             self._open_file()
         except OSError as error:
@@ -196,6 +387,8 @@ class HistoryFile:
             raise
 
     def _open_file(self) -> None:
+        if self.pattern.dated:
+            make_folders(self.path.parent)  # logs/%Y/ gets a new folder each year
         with contextlib.suppress(FileNotFoundError):
             self._refuse_unless_regular(os.stat(self.path))
         descriptor = os.open(self.path, OPEN_FLAGS | PROBE_FLAGS, OWNER_ONLY)
@@ -225,10 +418,10 @@ class HistoryFile:
             return file.read(1) == NEWLINE
 
     def _take_lock(self) -> None:
-        """Lock the file beside the history that names us; the first reader keeps it until it ends."""
+        """Lock the file that names us, beside the history or its pattern; the first reader keeps it until it ends."""
         if self._lock is not None:
             return
-        lock_path = lock_path_for(self.path)
+        lock_path = self.pattern.lock_path()
         try:
             self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
         except OSError as error:
@@ -250,6 +443,9 @@ class HistoryFile:
                 os.close(descriptor)
         self._descriptor = self._lock = None
 
+    def _note(self, text: str, event: str, details: Mapping[str, object]) -> str:
+        return self._format.note(self._clock.fresh(), text, event, details)
+
     def _follow_path(self) -> bool:
         """Reopen at the configured path if the file there is no longer ours; tell if we did."""
         try:
@@ -259,51 +455,126 @@ class HistoryFile:
         if current == self._identity:
             return False
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
-        if self._descriptor is not None:
-            if not self._at_line_start:
-                # End the cut line where it began, so the moved file ends whole.
-                with contextlib.suppress(OSError):
-                    os.write(self._descriptor, NEWLINE)
-            os.close(self._descriptor)
-            self._descriptor = None
+        with contextlib.suppress(OSError):  # the moved file may be gone
+            self._end_cut_line()
+        self._close_file()
         self._open_file()
         return True
 
-    def write(self, text: str) -> None:
-        """Append text, whole, to the file now at the configured path (blocking: call it from a thread)."""
+    def _end_cut_line(self) -> None:
+        """End a line that a move cut short where it is, so the file left behind ends whole."""
+        if not self._at_line_start:
+            self._line_cut = True
+            self._write_now(self._format.cut_end)
+
+    def _close_file(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def _switch(self, path: str) -> None:
+        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new."""
+        old = self.path
+        self._end_cut_line()  # never needed: a line goes on in the file where it began
+        self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
+        self._close_file()
+        self._name, self.path = path, Path(path)
+        self._open_file()
+        self._write_now(self._note(f"history continues from {old}", "file_started", {"previous_file": str(old)}))
+
+    def write(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread)."""
         try:
-            if self._follow_path():
-                now = datetime.now()
-                note = "history continues here; the earlier file was moved or deleted"
-                if not self._at_line_start:
-                    # The rest of a cut line gets a stamp of ours: it must not start a line the chat chose.
-                    text = f"{format_stamp(now)} {CONTINUED}{text}"
-                    self._at_line_start = True
-                text = format_status_line(note, now) + text
-            if self._needs_newline:
-                # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
-                text = "\n" + text
-                self._needs_newline = False
-            assert self._descriptor is not None
-            data = memoryview(text.encode(ENCODING))
-            while data:
-                data = data[os.write(self._descriptor, data) :]
-            self._at_line_start = text.endswith("\n")
+            for path, text in entries:
+                if path != self._name:
+                    self._switch(path)
+                elif self._follow_path():
+                    self._write_now(self._note(REOPENED_NOTE, "file_reopened", {}))
+                if self._line_cut:
+                    # The rest of a cut line gets a start of ours: it must not start a line the chat chose.
+                    text = self._format.continued(self._clock.fresh()) + text
+                    self._line_cut = False
+                self._write_now(text)
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
+
+    def _write_now(self, text: str) -> None:
+        if not text:
+            return
+        if self._needs_newline:
+            # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
+            text = "\n" + text
+            self._needs_newline = False
+        assert self._descriptor is not None
+        data = memoryview(text.encode(ENCODING))
+        while data:
+            data = data[os.write(self._descriptor, data) :]
+        self._at_line_start = text.endswith("\n")
+
+
+class TextHistory:
+    """History as text lines: the stamp, a space, the line; notes are marked with ***."""
+
+    separate_display = False  # stdout shows the very text written to the file
+
+    def make_stamper(self) -> LineStamper:
+        return LineStamper()
+
+    def stamp(self, moment: Moment) -> str:
+        return moment.stamp
+
+    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
+        return f"{moment.stamp} {STATUS_MARK} {text}\n"
+
+    cut_end = "\n"  # ends a line cut short by a move
+
+    def continued(self, moment: Moment) -> str:
+        """Return what starts the rest of a cut line in the new file."""
+        return f"{moment.stamp} {CONTINUED}"
+
+
+class JsonHistory:
+    """History as JSON Lines: {"time", "nick", "text"} per chat line; notes add "event" and its details."""
+
+    separate_display = True  # stdout stays text
+
+    def make_stamper(self) -> LineStamper:
+        return JsonLineStamper()
+
+    def stamp(self, moment: Moment) -> str:
+        return moment.iso
+
+    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
+        return format_json_record(moment.iso, text, event=event, **details)
+
+    # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
+    cut_end = RECORD_END
+
+    def continued(self, moment: Moment) -> str:
+        """Return what opens a record for the rest of a cut line in the new file."""
+        return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
+
+
+HistoryFormat = TextHistory | JsonHistory
+HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
+
+
+def format_status(moment: Moment, text: str) -> str:
+    """Return a status line for stdout."""
+    return f"{moment.stamp} {STATUS_MARK} {text}\n"
 
 
 class Echo:
     """Prints received chat from a thread: the history never waits for stdout, and stdout memory is bounded."""
 
-    def __init__(self, out: TextIO, history_path: Path) -> None:
+    def __init__(self, out: TextIO, history_path: Callable[[], Path], clock: StampClock) -> None:
         def write(text: str) -> None:
             out.write(text)
             out.flush()
 
         def skip_note(count: int) -> str:
             what = f"{count} line{'' if count == 1 else 's'} not shown here (stdout was too slow)"
-            return format_status_line(f"{what}; they are in {history_path}", datetime.now())
+            return format_status(clock.fresh(), f"{what}; they are in {history_path()}")
 
         def on_failure(error: BaseException) -> None:
             logger.warning("cannot print chat any more (%s); still writing the history file", describe_error(error))
@@ -320,33 +591,40 @@ class Echo:
 
 
 class Journal:
-    """Text received but not yet on disk, in order; asks to pause the connection while it holds too much."""
+    """Text received but not yet on disk, in order, each with its file; asks to pause while it holds too much."""
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
-        self._shown: list[str] = []  # the part of it that goes to stdout too: chat, not notes
+        self._entries: list[tuple[str, list[str]]] = []  # (history file, its texts), in order
+        self._shown: list[str] = []  # what goes to stdout: chat, not notes
         self._size = 0
         self._ready = asyncio.Event()
         self._paused = False
         self.pause: Callable[[bool], None] | None = None  # the current connection's
 
-    def add(self, text: str, show: bool = True) -> None:
-        """Queue text for the history file, and for stdout if show."""
-        if not text:
+    def add(self, path: str, text: str, shown: str = "") -> None:
+        """Queue text for the history file at path, and shown for stdout."""
+        if text:
+            if self._entries and self._entries[-1][0] == path:
+                self._entries[-1][1].append(text)
+            else:
+                self._entries.append((path, [text]))
+            self._size += len(text)
+        if shown:
+            self._shown.append(shown)
+            if shown is not text:
+                self._size += len(shown)
+        if not (text or shown):
             return
-        self._parts.append(text)
-        if show:
-            self._shown.append(text)
-        self._size += len(text)
         self._ready.set()
         if self._size > JOURNAL_HIGH_CHARS and not self._paused and self.pause is not None:
             self._paused = True
             self.pause(True)
 
-    def take(self) -> tuple[str, str]:
-        """Return everything queued for the history and for stdout, and forget it."""
-        text, shown = "".join(self._parts), "".join(self._shown)
-        self._parts.clear()
+    def take(self) -> tuple[list[tuple[str, str]], str]:
+        """Return everything queued, as (history file, text) entries and text for stdout, and forget it."""
+        entries = [(path, "".join(texts)) for path, texts in self._entries]
+        shown = "".join(self._shown)
+        self._entries.clear()
         self._shown.clear()
         self._size = 0
         self._ready.clear()
@@ -354,12 +632,12 @@ class Journal:
             self._paused = False
             if self.pause is not None:
                 self.pause(False)
-        return text, shown
+        return entries, shown
 
     @property
     def empty(self) -> bool:
         """Tell whether nothing is queued."""
-        return not self._parts
+        return not self._entries and not self._shown
 
     async def wait(self) -> None:
         """Return once there is something to take."""
@@ -384,9 +662,9 @@ class Recorder:
     async def _write_forever(self) -> None:
         while True:
             await self.journal.wait()
-            text, shown = self.journal.take()
-            if text:
-                await self._write(text)
+            entries, shown = self.journal.take()
+            if entries:
+                await self._write(entries)
             if shown:
                 self._echo.show(shown)
             if self._closing and self.journal.empty:
@@ -404,7 +682,10 @@ class ConnectionLog:
 
     def __init__(self, tail: ChatTail) -> None:
         self._tail = tail
-        self._stamper = LineStamper()
+        self._format = tail.history_format
+        self._stamper = self._format.make_stamper()
+        self._display = LineStamper() if self._format.separate_display else None  # stdout's text
+        self._line_path = ""  # the file of the line still open, if one is
         self._head: bytearray | None = bytearray()  # the first bytes, until we know they are chat
         self._connection: ReceivingConnection | None = None
 
@@ -417,7 +698,7 @@ class ConnectionLog:
         self._connection = connection
         self._tail.connected = True
         self._tail.journal.pause = connection.pause
-        self._tail.note(f"connected to {self._tail.address}")
+        self._tail.note(f"connected to {self._tail.address}", "connected", address=self._tail.address)
 
     def received(self, data: bytes) -> None:
         if logger.isEnabledFor(logging.DEBUG):
@@ -425,7 +706,30 @@ class ConnectionLog:
         if self._head is not None:
             data = self._check_head(data)
         if data:
-            self._tail.journal.add(self._stamper.feed(data, format_stamp(datetime.now())))
+            self._record(data)
+
+    def _record(self, data: bytes, end: bool = False) -> None:
+        """Stamp data (and with end, whatever is held of an unfinished line) into the journal."""
+        moment = self._tail.clock.read()
+        # A line stays in the file where it began, even if a new day began while it came in.
+        line_path = self._line_path if self._stamper.continued else moment.path
+        stamp = self._format.stamp(moment)
+        text = self._stamper.feed(data, stamp) if data else ""
+        shown = self._display.feed(data, moment.stamp) if self._display is not None and data else text
+        if end:
+            text += self._stamper.flush(stamp)
+            if self._display is not None:
+                shown += self._display.flush(moment.stamp)
+            else:
+                shown = text
+        ended = True
+        if line_path != moment.path:
+            line_end = text.find("\n") + 1
+            ended = line_end > 0
+            head, text = (text[:line_end], text[line_end:]) if ended else (text, "")
+            self._tail.journal.add(line_path, head)
+        self._tail.journal.add(moment.path, text, shown)
+        self._line_path = moment.path if ended else line_path
 
     def _check_head(self, data: bytes) -> bytes:
         """Hold the first bytes while they could still be the posting port's greeting."""
@@ -445,12 +749,11 @@ class ConnectionLog:
             return b""
         return head
 
-    def flush(self) -> str:
-        """Return what is held of an unfinished line, as history text."""
-        stamp = format_stamp(datetime.now())
-        held = self._stamper.feed(bytes(self._head), stamp) if self._head else ""
+    def finish(self) -> None:
+        """Put what is held of an unfinished line into the journal, ended."""
+        held = bytes(self._head) if self._head else b""
         self._head = None
-        return held + self._stamper.flush(stamp)
+        self._record(held, end=True)
 
 
 class ChatTail:
@@ -462,6 +765,7 @@ class ChatTail:
         journal: Journal,
         make_delays: DelayFactory,
         service: ServiceNotifier | None = None,
+        clock: StampClock | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -469,18 +773,21 @@ class ChatTail:
         self.address = format_address(settings.host, settings.port)
         self.connected = False
         self.service = service or ServiceNotifier({})  # an empty environment: one that never sends
+        self.history_format = HISTORY_FORMATS[settings.history_format]
+        self.clock = clock or StampClock(settings.time_format, HistoryPattern(settings.log_path).expand)
 
-    def note(self, text: str, level: int = logging.INFO) -> None:
+    def note(self, text: str, event: str, level: int = logging.INFO, **details: object) -> None:
         """Report a connection event on stderr and in the history file."""
         text = sanitize_text(text)
         logger.log(level, "%s", text)
-        self.journal.add(format_status_line(text, datetime.now()), show=False)
+        moment = self.clock.read()
+        self.journal.add(moment.path, self.history_format.note(moment, text, event, details))
         self.service.status(text)
 
     async def receive(self, log: ConnectionLog) -> None:
         """Hold one connection until it ends; whatever ends it, what arrived is in the journal."""
         self.connected = False
-        self.note(f"connecting to {self.address}")
+        self.note(f"connecting to {self.address}", "connecting", address=self.address)
         try:
             async with open_receiver(self.settings.host, self.settings.port, log, self.settings.connect_timeout) as (
                 connection
@@ -488,7 +795,7 @@ class ChatTail:
                 await connection.wait_ended()
         finally:
             self.journal.pause = None
-            self.journal.add(log.flush())
+            log.finish()
 
     async def run(self) -> None:
         """Receive forever; back off between tries, starting over after a connection that delivered a line."""
@@ -505,8 +812,11 @@ class ChatTail:
             if log.delivered_line:
                 delays = self.make_delays()
             delay = next(delays)
-            what = f"connection lost: {describe_error(error)}" if self.connected else describe_error(error)
-            self.note(f"{what}; next try in {delay:.1f} s", logging.WARNING)
+            reason = sanitize_text(describe_error(error))
+            what, event = (f"connection lost: {reason}", "lost") if self.connected else (reason, "retrying")
+            self.note(
+                f"{what}; next try in {delay:.1f} s", event, logging.WARNING, error=reason, retry_in=round(delay, 1)
+            )
             await asyncio.sleep(delay)
 
 
@@ -522,20 +832,168 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
     task.result()
 
 
-async def run(settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff) -> int:
+# --- backlog -------------------------------------------------------------------
+
+BACKLOG_BLOCK_BYTES = 64 * 1024
+# A backlog line longer than this is shown cut, with CUT_MARK; the history keeps it whole.
+BACKLOG_LINE_BYTES = MAX_LINE_BYTES
+CUT_MARK = " [...]"
+# All backlog lines together are at most this long; older lines past it are left out.
+BACKLOG_TOTAL_CHARS = 4 * 1024 * 1024
+
+
+def lines_from_end(
+    file: BinaryIO, block_size: int = BACKLOG_BLOCK_BYTES, limit: int = BACKLOG_LINE_BYTES
+) -> Iterator[tuple[bytes, bool]]:
+    """Yield a file's non-empty lines, last first, reading blocks back from its end; cut to limit bytes (then True).
+
+    Lines are split at newline bytes before anything is decoded, so a character cut at a block's
+    edge is whole again in its line; memory stays within a block and a line's first limit bytes.
+    """
+    position = file.seek(0, os.SEEK_END)
+    partial = b""  # the line that began before position: the first limit bytes seen of it
+    cut = False
+    while position > 0:
+        start = max(0, position - block_size)
+        file.seek(start)
+        data = file.read(position - start) + partial
+        position = start
+        lines = data.split(NEWLINE)
+        for index in range(len(lines) - 1, 0, -1):
+            line = lines[index]
+            if line:
+                yield trim_line(line, limit, cut and index == len(lines) - 1)
+            cut = False
+        partial, cut = trim_line(lines[0], limit, cut)
+    if partial:
+        yield partial, cut
+
+
+def trim_line(line: bytes, limit: int, cut: bool) -> tuple[bytes, bool]:
+    """Return a line's first limit bytes (between characters) and whether anything is cut off."""
+    if len(line) <= limit:
+        return line, cut
+    return line[: utf8_cut(line, limit)], True
+
+
+def status_shape(time_format: str) -> re.Pattern[str]:
+    """Return a pattern for a text status line stamped with time_format: the stamp's shape, then ***."""
+    sample = datetime.now().astimezone().strftime(time_format)
+    pieces = []
+    for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
+        if re.fullmatch(r"\d+", token):
+            pieces.append(r"\d+")
+        elif re.fullmatch(r"[^\W\d_]+", token):
+            pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
+        elif token.isspace():
+            pieces.append(r"\s+")
+        elif token in "+-":
+            pieces.append("[+-]")  # a UTC offset's sign
+        else:
+            pieces.append(re.escape(token))
+    return re.compile("".join(pieces) + re.escape(f" {STATUS_MARK} "))
+
+
+def parse_record(line: str) -> dict[str, object] | None:
+    """Return a JSON Lines history record, or None if the line is not one."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("time"), str) and isinstance(record.get("text"), str):
+        return record
+    return None
+
+
+def show_record(record: dict[str, object], time_format: str) -> str:
+    """Return a chat record as a text line, stamped with time_format."""
+    try:
+        stamp = format_stamp(datetime.fromisoformat(str(record["time"])), time_format)
+    except ValueError:
+        stamp = str(record["time"])
+    nick = record.get("nick")
+    text = f"{nick}{NICK_SEPARATOR}{record['text']}" if isinstance(nick, str) else str(record["text"])
+    return f"{stamp} {text}"
+
+
+def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
+    """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
+    shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
+    for path in paths:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 (closed below, after the generator is done with it)
+        except FileNotFoundError:
+            continue
+        with file:
+            for raw, cut in lines_from_end(file):
+                line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
+                record = parse_record(line)
+                if record is not None:
+                    if "event" in record:
+                        continue
+                    line = show_record(record, time_format)
+                elif any(shape.match(line) for shape in shapes):
+                    continue
+                yield sanitize_text(line) + (CUT_MARK if cut else "")
+
+
+def read_backlog(paths: Iterable[Path], count: int, time_format: str) -> list[str]:
+    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS."""
+    found: list[str] = []
+    size = 0
+    for line in backlog_lines(paths, time_format):
+        size += len(line) + 1
+        if len(found) == count or size > BACKLOG_TOTAL_CHARS:
+            break
+        found.append(line)
+    return found[::-1]
+
+
+async def show_backlog(settings: ReaderSettings, history: HistoryFile, echo: Echo, clock: StampClock) -> None:
+    """Print the last chat lines of the history, then a status line that marks where live chat begins."""
+
+    def read() -> list[str]:
+        paths = [history.path, *history.pattern.earlier_files(history.path)]
+        return read_backlog(paths, settings.backlog, settings.time_format)
+
+    try:
+        lines = await asyncio.to_thread(read)
+    except OSError as error:
+        logger.warning("cannot show the backlog: %s", describe_error(error))
+        return
+    if lines:
+        what = f"the last {len(lines)} chat line{'' if len(lines) == 1 else 's'} of the history"
+        echo.show("".join(line + "\n" for line in lines) + format_status(clock.fresh(), f"{what}; live chat follows"))
+
+
+# --- running ---------------------------------------------------------------------
+
+
+async def run(
+    settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
+) -> int:
     """Tail the chat until a signal; return the exit code."""
     with SignalCatcher() as signals, ServiceNotifier() as service:
-        history = HistoryFile(settings.log_path)
-        await asyncio.to_thread(history.open)
-        echo = Echo(out, settings.log_path)
+        pattern = HistoryPattern(settings.log_path)
+        history_format = HISTORY_FORMATS[settings.history_format]
+        clock = StampClock(settings.time_format, pattern.expand, now)
+
+        history = HistoryFile(pattern, history_format, clock)
+        await asyncio.to_thread(history.open, clock.read().path)
+        echo = Echo(out, lambda: history.path, clock)
         try:
+            if settings.backlog:
+                await show_backlog(settings, history, echo, clock)
             recorder = Recorder(history, echo)
-            tail = ChatTail(settings, recorder.journal, make_delays, service)
+            tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
             try:
                 async with service.watchdog():
                     service.ready()  # the history file is open and locked: we are working
                     signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
-                tail.note(f"stopped by {signal.Signals(signum or signal.SIGINT).name}")
+                name = signal.Signals(signum or signal.SIGINT).name
+                tail.note(f"stopped by {name}", "stopped", signal=name)
             finally:
                 # Whatever stopped us, every line received goes to disk before we exit.
                 await recorder.close()

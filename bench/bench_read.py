@@ -3,8 +3,11 @@
 Prints, for both: throughput on a flood, the delay until one line on a quiet connection is on
 disk, and read_client's peak memory for 100,000 and 1,000,000 lines. Targets (issue 2): at least
 5x the pipeline's throughput, under 5 ms per quiet line, under 32 MB peak and flat.
+Then (issue 10) the same flood into a JSON Lines history (--format jsonl), and the time from
+start until the backlog of a 1,000,000-line history is on stdout, for both formats, beside the
+time a start without backlog takes to connect.
 
-    python bench/bench_read.py [--lines 200000] [--quiet-lines 20]
+    python bench/bench_read.py [--lines 200000] [--quiet-lines 100] [--history-lines 1000000]
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from chat_io import JsonLineStamper  # noqa: E402 (the checkout's own module, found through the line above)
+
 STAMP_BYTES = len("[27.11.26 09:05] ")
 LINES = [
     "Boring Eve: привет всем, как дела?".encode(),
@@ -41,8 +48,11 @@ def make_payload(count: int) -> bytes:
     return b"".join(LINES[i % len(LINES)] + b"\n" for i in range(count))
 
 
-def history_bytes(payload: bytes) -> int:
+def history_bytes(payload: bytes, history_format: str = "text") -> int:
     """Return how many bytes the payload takes in a stamped history file."""
+    if history_format == "jsonl":
+        iso = datetime.now().astimezone().isoformat(timespec="seconds")  # the same length as the client's
+        return len(JsonLineStamper().feed(payload, iso).encode())
     return len(payload) + payload.count(b"\n") * STAMP_BYTES
 
 
@@ -69,7 +79,7 @@ def wait_for_size(path: Path, size: int, timeout: float = WAIT_SECONDS) -> float
 CLIENT_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 
-def start_ours(port: int, path: Path) -> subprocess.Popen[bytes]:
+def start_ours(port: int, path: Path, *options: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -80,8 +90,9 @@ def start_ours(port: int, path: Path) -> subprocess.Popen[bytes]:
             str(port),
             "--log_path",
             str(path),
+            *options,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.DEVNULL,
         cwd=path.parent,
         env=CLIENT_ENV,
@@ -96,6 +107,10 @@ def start_ours_piped(port: int, path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         ["sh", "-c", command], start_new_session=True, cwd=path.parent, stderr=subprocess.DEVNULL, env=CLIENT_ENV
     )
+
+
+def start_jsonl(port: int, path: Path) -> subprocess.Popen[bytes]:
+    return start_ours(port, path, "--format", "jsonl")
 
 
 def start_pipeline(port: int, path: Path) -> subprocess.Popen[bytes]:
@@ -126,7 +141,10 @@ def peak_rss_mb(pid: int) -> float | None:
 class Session:
     """One client under test, connected to a server socket of ours."""
 
-    def __init__(self, start: Callable[[int, Path], subprocess.Popen[bytes]], folder: Path) -> None:
+    def __init__(
+        self, start: Callable[[int, Path], subprocess.Popen[bytes]], folder: Path, history_format: str = "text"
+    ) -> None:
+        self.history_format = history_format
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(WAIT_SECONDS)
         self.path = folder / "history.log"
@@ -138,7 +156,7 @@ class Session:
 
     def flood(self, payload: bytes) -> float:
         """Send the payload at once; return seconds until all of it is on disk."""
-        target = file_size(self.path) + history_bytes(payload)
+        target = file_size(self.path) + history_bytes(payload, self.history_format)
         sender = threading.Thread(target=self.connection.sendall, args=(payload,))
         started = time.perf_counter()
         sender.start()
@@ -152,7 +170,7 @@ class Session:
         line = LINES[0] + b"\n"
         for _ in range(count):
             time.sleep(QUIET_GAP_SECONDS)
-            target = file_size(self.path) + history_bytes(line)
+            target = file_size(self.path) + history_bytes(line, self.history_format)
             started = time.perf_counter()
             self.connection.sendall(line)
             delays.append((wait_for_size(self.path, target) - started) * 1000)
@@ -167,9 +185,13 @@ class Session:
 
 
 def measure(
-    start: Callable[[int, Path], subprocess.Popen[bytes]], folder: Path, lines: int, quiet: int
+    start: Callable[[int, Path], subprocess.Popen[bytes]],
+    folder: Path,
+    lines: int,
+    quiet: int,
+    history_format: str = "text",
 ) -> dict[str, float]:
-    session = Session(start, folder)
+    session = Session(start, folder, history_format)
     try:
         seconds = session.flood(make_payload(lines))
         delays = session.quiet_delays(quiet)
@@ -193,10 +215,53 @@ def measure_memory(folder: Path, lines: int) -> float | None:
     return rss
 
 
+def write_history(path: Path, lines: int, history_format: str) -> None:
+    """Write a history of lines chat lines, with a connection note every 1,000, in blocks."""
+    block = 10_000
+    with open(path, "wb") as file:
+        for first in range(0, lines, block):
+            if history_format == "jsonl":
+                iso = "2026-11-27T09:05:00+03:00"
+                notes = f'{{"time": "{iso}", "nick": null, "text": "connected to h:5000", "event": "connected"}}\n'
+                chat = JsonLineStamper().feed(make_payload(1000), iso)
+            else:
+                notes = "[27.11.26 09:05] *** connected to h:5000\n"
+                chat = "".join(f"[27.11.26 09:05] {line.decode()}\n" for line in make_payload(1000).splitlines())
+            file.write(((notes + chat) * (min(block, lines - first) // 1000)).encode())
+
+
+def measure_backlog(folder: Path, history_lines: int, history_format: str, backlog: int) -> dict[str, float]:
+    """Start read_client on a large history; return seconds until the backlog is shown and until it connects."""
+    path = folder / f"big-{history_format}.log"
+    if not path.exists():
+        write_history(path, history_lines, history_format)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WAIT_SECONDS)
+    options = ("--format", history_format, "--backlog", str(backlog))
+    started = time.perf_counter()
+    process = start_ours(listener.getsockname()[1], path, *options, stdout=subprocess.PIPE)
+    try:
+        shown = started
+        if backlog:
+            assert process.stdout is not None
+            for _ in range(backlog + 1):  # the lines, then the status line that ends them
+                process.stdout.readline()
+            shown = time.perf_counter()
+        connection, _ = listener.accept()
+        connected = time.perf_counter()
+        connection.close()
+    finally:
+        listener.close()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=10)
+    return {"shown": shown - started, "connected": connected - started, "size_mb": path.stat().st_size / 1e6}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--quiet-lines", type=int, default=100)
+    parser.add_argument("--history-lines", type=int, default=1_000_000)
     args = parser.parse_args()
     have_baseline = shutil.which("nc") and shutil.which("ts") and shutil.which("tee")
     with tempfile.TemporaryDirectory() as folder:
@@ -206,6 +271,14 @@ def main() -> int:
         base = measure(start_pipeline, work, args.lines, args.quiet_lines) if have_baseline else None
         small = measure_memory(work, 100_000)
         large = measure_memory(work, 1_000_000)
+        jsonl = measure(start_jsonl, work, args.lines, args.quiet_lines, "jsonl")
+        backlogs = {
+            history_format: (
+                measure_backlog(work, args.history_lines, history_format, 10),
+                measure_backlog(work, args.history_lines, history_format, 0),
+            )
+            for history_format in ("text", "jsonl")
+        }
     print(f"flood of {args.lines:,} lines, quiet line x{args.quiet_lines}, loopback")
     print(f"{'':28}{'read_client':>14}{'| cat':>14}{'nc|ts|tee':>14}")
     rows = [
@@ -233,6 +306,18 @@ def main() -> int:
     print(
         f"read_client peak memory: {show(small)} for 100,000 lines, {show(large)} for 1,000,000 (target: < 32 MB, flat)"
     )
+    print(f"flood of {args.lines:,} lines into a JSON Lines history (--format jsonl), quiet line x{args.quiet_lines}")
+    print(f"{'':28}{'text':>14}{'jsonl':>14}")
+    for label, key, form in rows:
+        print(f"{label:28}{form.format(ours[key]):>14}{form.format(jsonl[key]):>14}")
+    if base:
+        print(f"jsonl throughput ratio: {jsonl['rate'] / base['rate']:.1f}x the pipeline")
+    for history_format, (shown, bare) in backlogs.items():
+        print(
+            f"backlog of 10 from a {args.history_lines:,}-line {history_format} history ({shown['size_mb']:.0f} MB): "
+            f"on stdout {shown['shown'] * 1000:.0f} ms after start, connected at {shown['connected'] * 1000:.0f} ms; "
+            f"with --backlog 0 connected at {bare['connected'] * 1000:.0f} ms"
+        )
     return 0
 
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
-    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
 }  # fmt: skip
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
@@ -111,13 +111,29 @@ class RecordingOut:
         return self.text.splitlines()
 
     async def wait_for_lines(self, count: int, timeout: float = WAIT) -> list[str]:
+        await self.wait_for(lambda text: len(text.splitlines()) >= count, timeout)
+        return self.lines
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Wait until what was written satisfies predicate; return it."""
+
         async def wait() -> None:
-            while len(self.lines) < count:
+            while not predicate(self.text):
                 self._changed.clear()
                 await self._changed.wait()
 
         await asyncio.wait_for(wait(), timeout)
-        return self.lines
+        return self.text
+
+
+class FakeTime:
+    """A clock the test moves by hand."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
 
 
 class RecordingDelays:

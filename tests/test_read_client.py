@@ -136,7 +136,7 @@ async def test_history_is_appended_not_truncated(
     reader = await start_reader()
     await server.wait_until(lambda: len(server.readers) == 1)
     await server.broadcast(b"New: line\n")
-    await reader.out.wait_for_lines(1)
+    await reader.out.wait_for(lambda text: "New: line\n" in text)
     assert chat_of(read_history(path)) == ["Old: line", "New: line"]
 
 

@@ -89,12 +89,6 @@ def peak_rss_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-async def wait_until_shown(out: RecordingOut, text: str, timeout: float = FLOOD_WAIT) -> None:
-    """Wait until stdout shows a line ending in text, or says that it skipped what it could not take."""
-    while not any(line.endswith(text) or " not shown here " in line for line in out.lines):
-        await out.wait_for_lines(len(out.lines) + 1, timeout)
-
-
 @asynccontextmanager
 async def running_reader(
     server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
@@ -298,6 +292,7 @@ def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
 # --- a long line stays one line ------------------------------------------------
 
 FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
+SKIPPED = "not shown here (stdout was too slow)"
 
 
 @pytest.mark.parametrize(
@@ -323,12 +318,16 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
         await wait_for_file(path, lambda data: b"Bob: after" in data)
-        await wait_until_shown(out, "Bob: after")
-        # stdout may skip what it could not take in time (a slow test stream), but every line it
-        # shows starts with a stamp, so none is forged; what it shows of a line is that line's start.
-        assert all(re.match(STAMP, entry) for entry in out.lines)
-        shown = chat_of(out.lines)
-        assert all(any(whole.startswith(part) for whole in expected) for part in shown)
+        # stdout may skip what it could not take in time (a slow test stream), "Bob: after" too;
+        # then it says so once it has caught up.
+        text = await out.wait_for(lambda text: text.endswith("Bob: after\n") or SKIPPED in text, FLOOD_WAIT)
+    # Every line shown starts with a stamp, so none is forged; what it shows of a line is that line's start.
+    complete = text.split("\n")[:-1]
+    assert all(re.match(STAMP, entry) for entry in complete)
+    shown = chat_of(complete)
+    assert all(any(whole.startswith(part) for whole in expected) for part in shown)
+    if SKIPPED not in text:
+        assert shown == expected
     history = read_history(path)
     assert chat_of(history) == expected
     assert all(re.match(STAMP, entry) for entry in history)
@@ -403,7 +402,7 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
     async with running_reader(server, path) as (_, out, _):
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: next\n")
-        await out.wait_for_lines(1)
+        await out.wait_for(lambda text: "A: next\n" in text)
     history = read_history(path)
     assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
     assert all(re.match(STAMP, line) for line in history[1:])

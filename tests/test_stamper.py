@@ -1,12 +1,16 @@
-"""The sans-IO parts of the reader's path, from tables: LineStamper and BackgroundWriter."""
+"""The sans-IO parts of the reader's path, from tables: LineStamper, BackgroundWriter, the clock, JSON Lines."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
+from datetime import datetime
 
 import pytest
+from conftest import FakeTime
 
-from chat_io import BackgroundWriter, LineStamper
+from chat_io import BackgroundWriter, JsonLineStamper, LineStamper, StampClock, format_json_record, split_strftime
 
 S = "[S]"  # a stamp; the stamper takes whatever it is given
 T = "[T]"
@@ -172,3 +176,130 @@ def test_background_writer_gives_up_after_a_failure_and_after_a_stuck_wait() -> 
     # Once stuck, a further wait does not delay the exit again.
     assert not stuck.wait_written(60)
     gate.open.set()
+
+
+# --- time stamps (issue 10) -------------------------------------------------------------
+
+
+def test_clock_formats_once_a_second() -> None:
+    now = FakeTime(datetime(2026, 3, 1, 12, 0, 5).timestamp() + 0.25)
+    clock = StampClock("%H:%M:%S", lambda when: when.strftime("day-%d.log"), now)
+    first = clock.read()
+    now.value += 0.5
+    assert clock.read() is first  # the same second: nothing formatted again
+    assert first.stamp == "12:00:05"
+    assert first.path == "day-01.log"
+    now.value += 0.5
+    assert clock.read().stamp == "12:00:06"
+
+
+def test_clock_formats_fractions_on_every_call() -> None:
+    now = FakeTime(datetime(2026, 3, 1, 12, 0, 5, 250_000).timestamp())
+    clock = StampClock("%S.%f", now=now)
+    assert clock.read().stamp == "05.250000"
+    now.value += 0.125
+    assert clock.read().stamp == "05.375000"
+
+
+def test_clock_iso_time_carries_the_offset() -> None:
+    moment = StampClock().read()
+    when = datetime.fromisoformat(moment.iso)
+    assert when.utcoffset() is not None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d(:\d\d)?", moment.iso)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "parts"),
+    [
+        ("chat.log", [("chat.log", False)]),
+        ("logs/%Y/%m-%d.txt", [("logs/", False), ("Y", True), ("/", False), ("m", True), ("-", False), ("d", True),
+                               (".txt", False)]),
+        ("100%%/%d.log", [("100%/", False), ("d", True), (".log", False)]),
+        ("%%Y", [("%Y", False)]),
+    ],
+)  # fmt: skip
+def test_split_strftime(pattern: str, parts: list[tuple[str, bool]]) -> None:
+    assert split_strftime(pattern) == parts
+
+
+def test_split_strftime_refuses_a_lone_percent_at_the_end() -> None:
+    with pytest.raises(ValueError, match="%%"):
+        split_strftime("chat%")
+
+
+# --- JSON Lines (issue 10) -------------------------------------------------------
+
+ISO = "2026-11-28T09:05:00+03:00"
+
+
+def records_of(text: str) -> list[dict[str, object]]:
+    """Parse JSON Lines; every line must be one object."""
+    assert text.endswith("\n") or not text
+    return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"Eve: hi\n", [("Eve", "hi")]),
+        (b"Boring Eve: a: b\n", [("Boring Eve", "a: b")]),
+        (b"no nick here\n", [(None, "no nick here")]),
+        (b"Eve:no space\n", [(None, "Eve:no space")]),
+        ("Ева: привет\r\n".encode(), [("Ева", "привет")]),
+        (b"A: caf\xc3\nB: \xff\n", [("A", "caf\ufffd"), ("B", "\ufffd")]),
+        (b'Q: "quoted" \\ back\n', [("Q", '"quoted" \\ back')]),
+        (b"E: \x1b[2J\x00\x07 lone\rcr\n", [("E", "\x1b[2J\x00\x07 lone\rcr")]),
+        ("C: \u009b31m \u202eevil \u2028sep \x7f\n".encode(), [("C", "\u009b31m \u202eevil \u2028sep \x7f")]),
+    ],
+)
+def test_json_records_keep_the_text_and_split_the_nick(data: bytes, expected: list[tuple[str | None, str]]) -> None:
+    text = JsonLineStamper().feed(data, ISO)
+    records = records_of(text)
+    assert [(record["nick"], record["text"]) for record in records] == expected
+    assert all(record["time"] == ISO and set(record) == {"time", "nick", "text"} for record in records)
+    # JSON's escapes, and ours for what it leaves raw, keep the file free of anything a terminal acts on.
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text[:-1].replace("\n", ""))
+    assert text.count("\n") == len(expected)
+
+
+def test_json_long_line_is_streamed_as_one_record() -> None:
+    stamper = JsonLineStamper(max_piece=8)
+    pieces = [
+        stamper.feed(b"Eve: 0123456789", "T1"),
+        stamper.feed("абвгдеёжзий".encode(), "T2"),
+        stamper.feed(b"end\nBob: after\nopen", "T3"),
+    ]
+    # While the line comes in, what is given out is an open record; memory holds at most a piece.
+    assert pieces[0].startswith('{"time": "T1", "nick": "Eve", "text": "') and "\n" not in pieces[0]
+    assert stamper.pending <= 8 * 2
+    text = "".join(pieces) + stamper.flush("T4")
+    assert records_of(text) == [
+        {"time": "T1", "nick": "Eve", "text": "0123456789абвгдеёжзийend"},
+        {"time": "T3", "nick": "Bob", "text": "after"},
+        {"time": "T4", "nick": None, "text": "open"},
+    ]
+
+
+def test_json_flush_closes_a_streamed_record() -> None:
+    stamper = JsonLineStamper(max_piece=4)
+    text = stamper.feed(b"x: 123456789", "T1") + stamper.flush("T2")
+    assert records_of(text) == [{"time": "T1", "nick": "x", "text": "123456789"}]
+
+
+def test_json_note_record() -> None:
+    record = json.loads(format_json_record(ISO, "connected to h:5000", event="connected", address="h:5000"))
+    assert record == {
+        "time": ISO,
+        "nick": None,
+        "text": "connected to h:5000",
+        "event": "connected",
+        "address": "h:5000",
+    }
+
+
+def test_text_stamper_says_when_a_line_is_open() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.feed(b"abcdefghij", "[s]") == "[s] abcdefgh"
+    assert stamper.continued
+    assert stamper.feed(b"\n", "[t]") == "ij\n"
+    assert not stamper.continued
