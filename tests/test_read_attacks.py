@@ -16,7 +16,7 @@ import pytest
 from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, client_env, stop_with_signal, wait_for_file
 from fake_server import FakeMinechatServer
 from test_read_client import STAMP, chat_of, read_history, status_of
-from test_read_faults import UnreadPipe, finish, numbered, peak_rss_kb, start_process
+from test_read_faults import UnreadPipe, finish, numbered, start_process
 
 import read_client
 from chat_io import EXIT_LOCKED, MAX_LINE_BYTES
@@ -168,22 +168,6 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=WAIT)
     assert precious.read_text(encoding="utf-8") == "[[package]]\nname = 'aiofiles'\n"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
-async def test_four_mib_line_of_invalid_utf8_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await wait_for_file(history, lambda data: b"*** connected" in data)
-        before = peak_rss_kb(process.pid)
-        await server.broadcast(b"Eve: " + b"\xff" * (4 * 1024 * 1024) + b"\nBob: after\n")
-        await wait_for_file(history, lambda data: b"Bob: after" in data)
-        grown = peak_rss_kb(process.pid) - before
-    finally:
-        await stop_with_signal(process, signal.SIGINT)
-    assert grown < 6 * 1024, f"grew by {grown} kB"  # the bound of test_four_mib_line_keeps_memory_bounded
 
 
 def test_readme_lists_every_exit_code_of_the_reader() -> None:
