@@ -1,0 +1,208 @@
+"""Attacks on the history features of issue 10 (backlog, dated files, time formats, JSON Lines).
+
+Each test documents a defect found in review: it is marked xfail(strict=True), so it must fail
+until the defect is fixed (then the mark comes off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from contextlib import suppress
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import POSIX_ONLY, WAIT, FakeTime, RecordingDelays, RecordingOut, stop_with_signal, wait_for_file
+from fake_server import FakeMinechatServer
+from test_history import spawn_reader
+
+import read_client
+from chat_io import JsonLineStamper
+from read_client import HistoryPattern, ReaderSettings, read_backlog
+
+DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
+ISO = "2026-11-27T10:00:00+00:00"
+
+
+# --- the backlog -------------------------------------------------------------------------
+
+
+@POSIX_ONLY
+@pytest.mark.xfail(
+    strict=True,
+    reason="parse_record catches ValueError only: json.loads of a deeply nested line raises RecursionError, "
+    "so a history holding one ends the reader at start with a traceback and exit code 1 (a restart loop)",
+)
+async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    history = tmp_path / "chat.log"
+    history.write_bytes(b"[27.11.26 10:00] Eve: hi\n" + b'{"a": ' + b"[" * 5000 + b"\n")
+    process = await spawn_reader(server.read_port, "--log_path", str(history), cwd=tmp_path, zone="UTC0")
+    connected = asyncio.ensure_future(server.wait_until(lambda: len(server.readers) == 1, timeout=15))
+    ended = asyncio.ensure_future(process.wait())
+    try:
+        await asyncio.wait({connected, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        connected.cancel()
+        with suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await connected
+        if process.returncode is None:
+            await stop_with_signal(process, signal.SIGTERM)
+        ended.cancel()
+    err = (await process.stderr.read()).decode(errors="replace")
+    assert "Traceback" not in err
+    assert process.returncode == 143, err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a JSON Lines record longer than 64 KiB is cut before it is parsed, so the backlog shows "
+    'the raw record ({"time": ..., "text": "zzz... [...]) instead of a stamped chat line',
+)
+def test_backlog_of_a_long_jsonl_line_is_shown_as_chat(tmp_path: Path) -> None:
+    history = tmp_path / "chat.jsonl"
+    long = b"Eve: " + b"z" * (100 * 1024)
+    history.write_text(JsonLineStamper().feed(long + b"\nBob: short\n", ISO), encoding="utf-8")
+    shown = read_backlog([history], 10, DEFAULT_FORMAT)
+    assert shown[1] == "[27.11.26 10:00] Bob: short"
+    assert shown[0].startswith("[27.11.26 10:00] Eve: zzzz"), shown[0][:60]
+    assert shown[0].endswith("z [...]")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status_shape() turns the stamp of *now* into a pattern: a space-padded field (%l, %e, %k) makes "
+    "notes stamped with one digit fail to match when now has two (and the reverse), so notes show as chat",
+)
+def test_backlog_hides_notes_stamped_with_a_space_padded_field(tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    # '%l' is the hour 1..12, padded with a space: one of these two notes has the other shape than now.
+    history.write_text(
+        " 9:00 AM *** connecting to minechat.dvmn.org:5000\n"
+        "10:00 AM *** connecting to minechat.dvmn.org:5000\n"
+        "10:01 AM Eve: hi\n",
+        encoding="utf-8",
+    )
+    assert read_backlog([history], 10, "%l:%M %p") == ["10:01 AM Eve: hi"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="earlier_files() globs the pattern literally: with '..' after a field (logs/%Y/../chat-%d.log) "
+    "the same file is found once per year folder, and the backlog shows its lines twice",
+)
+def test_backlog_reads_an_earlier_file_once_whatever_path_finds_it(tmp_path: Path) -> None:
+    for year in ("2025", "2026"):
+        (tmp_path / "logs" / year).mkdir(parents=True)
+    (tmp_path / "logs" / "chat-27.log").write_text("[27.11.26 10:00] Eve: yesterday\n", encoding="utf-8")
+    pattern = HistoryPattern(tmp_path / "logs" / "%Y" / ".." / "chat-%d.log")
+    current = Path(pattern.expand(datetime(2026, 11, 28, 12, 0)))
+    current.write_text("", encoding="utf-8")
+    earlier = pattern.earlier_files(current)
+    assert read_backlog([current, *earlier], 10, DEFAULT_FORMAT) == ["[27.11.26 10:00] Eve: yesterday"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="%x is accepted in --log_path but expands to 11/28/26 (slashes: nested folders); earlier_files() "
+    "expects one path component per field, so the backlog never finds the earlier days",
+)
+def test_a_log_path_with_x_either_is_refused_or_its_earlier_days_are_found(tmp_path: Path) -> None:
+    try:
+        settings = read_client.parse_settings(["--log_path", "chat-%x.log"], {}, tmp_path)
+    except SystemExit:
+        return  # refused as a usage error: fine
+    pattern = HistoryPattern(settings.log_path)
+    files = [Path(pattern.expand(datetime(2026, 11, day, 12, 0))) for day in (27, 28)]
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("[27.11.26 10:00] Eve: hi\n", encoding="utf-8")
+    assert pattern.earlier_files(files[1]) == [files[0]]
+
+
+# --- JSON Lines --------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a jsonl history cut off inside a streamed record (full disk, power loss) only gets a line "
+    "break on restart: the unterminated record stays, so the file no longer has one JSON object per line",
+)
+async def test_jsonl_history_cut_inside_a_record_is_one_record_per_line_after_a_restart(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    history = tmp_path / "chat.jsonl"
+    stamper = JsonLineStamper()
+    cut = stamper.feed(b"Eve: " + b"z" * (100 * 1024), ISO)  # the start of a long line, as streamed
+    assert cut.startswith('{"time"') and not cut.endswith("\n")
+    history.write_text(cut, encoding="utf-8")
+    settings = ReaderSettings("127.0.0.1", server.read_port, history, WAIT, False, history_format="jsonl", backlog=0)
+    out = RecordingOut()
+    task = asyncio.create_task(read_client.run(settings, out, RecordingDelays()))
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"Bob: after the restart\n")
+        await wait_for_file(history, lambda data: b"after the restart" in data, WAIT)
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    bad = []
+    for line in history.read_text(encoding="utf-8").splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            bad.append(line[:60])
+    assert not bad, bad
+
+
+# --- time formats ----------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the check looks at the stamp, and C strftime stops at a NUL: TIME_FORMAT='[%H:%M]\\x00...' (from "
+    ".env) is accepted and every stamp silently loses everything after it",
+)
+def test_a_time_format_with_a_nul_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings([], {"TIME_FORMAT": "%H:%M\x00 %d.%m.%y"}, tmp_path)
+    assert stop.value.code == 2
+
+
+# --- midnight --------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the new day's file cannot be opened at midnight, the batch that crossed midnight is dropped: "
+    "received lines reach neither a file nor stdout, and the old file ends saying the history continues elsewhere",
+)
+async def test_lines_that_cross_midnight_into_an_unusable_file_are_not_lost(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    midnight = datetime(2026, 2, 1).timestamp()
+    now = FakeTime(midnight - 1.5)
+    (tmp_path / "01.log").mkdir()  # the new day's path is taken by a folder
+    settings = ReaderSettings(
+        "127.0.0.1", server.read_port, tmp_path / "%d.log", WAIT, False, time_format="%d %H:%M:%S", backlog=0
+    )
+    out = RecordingOut()
+    task = asyncio.create_task(read_client.run(settings, out, RecordingDelays(), now))
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: before\n")
+        await out.wait_for_lines(1)
+        now.value = midnight + 0.5
+        await server.broadcast(b"A: after midnight\n")
+        with pytest.raises(read_client.FileError):
+            await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError, read_client.FileError):
+            await task
+    old = (tmp_path / "31.log").read_text(encoding="utf-8")
+    assert "A: after midnight" in old + out.text
