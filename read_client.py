@@ -116,7 +116,8 @@ def parse_settings(
 
 # Fields a history path may hold: those of the C standard, which every platform's strftime knows.
 # %f is left out: it would start a new file for every chunk received.
-PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWxXyYzZGuV")
+# Not %x: its slashes (11/28/26) would make folders of a date.
+PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWXyYzZGuV")
 
 
 def log_path_value(value: str) -> str:
@@ -135,6 +136,8 @@ def log_path_value(value: str) -> str:
 def time_format_value(value: str) -> str:
     """Parse --time-format for argparse: a strftime format that gives a stamp on one line."""
     text_value(value)
+    if "\0" in value:  # strftime would stop there, silently
+        raise configargparse.ArgumentTypeError("it holds a NUL character")
     try:
         sample = datetime.now().astimezone().strftime(value)
     except ValueError as error:  # Windows refuses unknown fields
@@ -289,11 +292,14 @@ class HistoryPattern:
                 for text, is_field in self._parts
             )
         )
-        own = os.path.normcase(os.path.abspath(current))
+        # By real path: with .. in the pattern, one file can be found by several names.
+        seen = {os.path.normcase(os.path.realpath(current))}
         found = []
         for name in glob.glob(wildcard):
-            if not shape.fullmatch(name) or os.path.normcase(os.path.abspath(name)) == own:
+            real = os.path.normcase(os.path.realpath(name))
+            if not shape.fullmatch(name) or real in seen:
                 continue
+            seen.add(real)
             with contextlib.suppress(OSError):
                 status = os.stat(name)
                 if stat.S_ISREG(status.st_mode):
@@ -473,14 +479,34 @@ class HistoryFile:
             self._descriptor = None
 
     def _switch(self, path: str) -> None:
-        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new."""
-        old = self.path
+        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new.
+
+        If the new file cannot be had (a folder in its place, another reader on it), the history
+        stays in the old one, with a note: received lines are never dropped for want of a file.
+        """
+        old_path = self.path
+        old_file = (self._descriptor, self._identity, self._needs_newline)
+        self._descriptor = None
+        self._name, self.path = path, Path(path)
+        try:
+            self._open_file()
+        except (OSError, ChatError) as error:
+            if self._descriptor is not None:
+                os.close(self._descriptor)
+            self._descriptor, self._identity, self._needs_newline = old_file
+            self.path = old_path  # entries for the refused date now go on here, without trying again
+            logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
+            reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
+            self._write_now(self._note(reason, "file_refused", {"file": path}))
+            return
+        new_file = (self._descriptor, self._identity, self._needs_newline)
+        self._descriptor, self._identity, self._needs_newline = old_file
         self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
         self._close_file()
-        self._name, self.path = path, Path(path)
-        self._open_file()
-        self._write_now(self._note(f"history continues from {old}", "file_started", {"previous_file": str(old)}))
+        self._descriptor, self._identity, self._needs_newline = new_file
+        started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
+        self._write_now(started)
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
         """Append each (file, text) entry, whole, to its file (blocking: call it from a thread)."""
@@ -900,7 +926,7 @@ def parse_record(line: str) -> dict[str, object] | None:
         return None
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # a damaged line, or one nested beyond the parser's depth
         return None
     if isinstance(record, dict) and isinstance(record.get("time"), str) and isinstance(record.get("text"), str):
         return record
@@ -960,7 +986,7 @@ async def show_backlog(settings: ReaderSettings, history: HistoryFile, echo: Ech
 
     try:
         lines = await asyncio.to_thread(read)
-    except OSError as error:
+    except Exception as error:  # the backlog is a courtesy: a damaged history must not keep us from the chat
         logger.warning("cannot show the backlog: %s", describe_error(error))
         return
     if lines:
