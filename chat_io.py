@@ -13,6 +13,7 @@ import random
 import re
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -145,6 +146,9 @@ _UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\
 # (Unicode category Cf: zero-width space, joiners, bidi marks, BOM) draw nothing either.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _FORMAT_CATEGORY = "Cf"
+# Marks that show nothing even alone (variation selectors, the grapheme joiner, Mongolian ones);
+# a lone accent such as U+0301 does show, on a dotted circle, so it counts as text.
+_INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -529,7 +533,8 @@ def quote_reply(raw: bytes) -> str:
     """Quote a server reply for an error message: escaped, shortened, never raw."""
     if not raw:
         return "nothing (the connection was closed)"
-    return f'"{shorten(decode_line(raw), QUOTE_LIMIT)}"'
+    # Hide known secrets before shortening: a token cut in half would slip past the log filter.
+    return f'"{shorten(redact(decode_line(raw), SECRETS.secrets), QUOTE_LIMIT)}"'
 
 
 def parse_account(raw: bytes) -> Account | None:
@@ -549,7 +554,11 @@ def parse_account(raw: bytes) -> Account | None:
 def is_blank(text: str) -> bool:
     """Tell whether text would make an empty post: nothing but spaces, breaks and invisible characters."""
     return all(
-        char.isspace() or char in _BLANK_LETTERS or unicodedata.category(char) == _FORMAT_CATEGORY for char in text
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) == _FORMAT_CATEGORY
+        or _INVISIBLE_MARKS.match(char)
+        for char in text
     )
 
 
@@ -588,6 +597,8 @@ SECRETS = SecretFilter()
 
 # Windows Notepad saves UTF-8 with a byte-order mark; it is not part of the token.
 TOKEN_FILE_ENCODING = "utf-8-sig"
+# A token is a UUID; a file far longer than that is not a token file (or is /dev/zero).
+TOKEN_FILE_LIMIT = 4096
 # What the pre-check writes: longer than any token the server hands out (a UUID is 36 characters).
 TOKEN_PROBE = b"0" * 64 + NEWLINE
 
@@ -595,7 +606,14 @@ TOKEN_PROBE = b"0" * 64 + NEWLINE
 def load_token(path: Path) -> str | None:
     """Return the token saved at path, or None if there is none."""
     try:
-        text = path.read_text(encoding=TOKEN_FILE_ENCODING)
+        # A FIFO would wait for a writer forever and /dev/zero never ends: only a regular file is read.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FileError(f"cannot read the token file {path}: it is not a regular file; choose another --token_path")
+        with open(path, "rb") as file:
+            raw = file.read(TOKEN_FILE_LIMIT + 1)
+        if len(raw) > TOKEN_FILE_LIMIT:
+            raise FileError(f"cannot read the token file {path}: it is far too long for a token; check --token_path")
+        text = raw.decode(TOKEN_FILE_ENCODING)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
@@ -897,6 +915,13 @@ class SignalCatcher:
     def exit_code(self) -> int:
         """Return the conventional exit code for the signal that stopped us."""
         return EXIT_SIGNAL_BASE + (self.received or signal.SIGINT)
+
+
+def ignore_stop_signals() -> None:
+    """Let SIGINT, SIGTERM and SIGHUP do nothing from now on."""
+    for signum in SignalCatcher.SIGNALS:
+        with suppress(OSError, ValueError):  # ValueError: not the main thread
+            signal.signal(signum, signal.SIG_IGN)
 
 
 async def cancel_and_wait(task: asyncio.Future[object]) -> None:

@@ -56,6 +56,7 @@ from chat_io import (
     format_address,
     format_json_record,
     format_stamp,
+    ignore_stop_signals,
     is_retryable,
     make_output_safe,
     make_parser,
@@ -1048,12 +1049,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ignore_stop_signals()
         flush_logging()
 
-
-def ignore_stop_signals() -> None:
-    """Let SIGINT, SIGTERM and SIGHUP do nothing from now on."""
-    for signum in SignalCatcher.SIGNALS:
-        with contextlib.suppress(OSError, ValueError):  # ValueError: not the main thread
-            signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

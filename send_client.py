@@ -46,7 +46,9 @@ from chat_io import (
     encode_post,
     exit_code_for,
     flatten_text,
+    flush_logging,
     full_path,
+    ignore_stop_signals,
     is_blank,
     is_retryable,
     load_token,
@@ -87,6 +89,8 @@ STDIN_HINT = (
 )
 
 DelayFactory = Callable[[], Iterator[float]]
+# The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
+UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
@@ -587,9 +591,17 @@ class Link:
         if logger.isEnabledFor(logging.DEBUG):
             for piece in pieces:
                 logger.debug(">> %r", redact(piece.decode(ENCODING), self.sender.secrets))
-        self.writer.write(b"".join(pieces))
-        if self.deadline is None and self.dialogue.waiting_for is not None:
-            self.deadline = self.loop.time() + self.timeout
+        data = b"".join(pieces)
+        self.writer.write(data)
+        if self.dialogue.waiting_for is None:
+            return
+        # The server cannot answer what has not reached it: a long post over a slow uplink gets the
+        # time it needs at UPLOAD_FLOOR too, or it would time out, be resent and be posted again and again.
+        upload = len(data) / UPLOAD_FLOOR_BYTES_PER_SECOND
+        if self.deadline is None:
+            self.deadline = self.loop.time() + self.timeout + upload
+        else:
+            self.deadline += upload
 
     async def run(self) -> bool:
         """Converse until everything is posted (True) or the server closes while owing nothing (False)."""
@@ -915,7 +927,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     interactive = sys.stdin is not None and sys.stdin.isatty()
     try:
         settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
-        configure_logging(settings.verbose)
+        # From a thread: a stderr nobody reads must not freeze the posting, nor Ctrl-C.
+        configure_logging(settings.verbose, background=True)
         stdin = None
         if settings.streaming:
             if sys.stdin is None:
@@ -931,6 +944,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code_for(error)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        # On the way out: another Ctrl-C must not break off the last words with a traceback.
+        ignore_stop_signals()
+        flush_logging()
 
 
 if __name__ == "__main__":

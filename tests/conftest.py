@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 
-from chat_io import backoff
+from chat_io import SECRETS, backoff
 
 WAIT = 5.0
 # How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
@@ -176,6 +176,15 @@ def restore_logging() -> Iterator[None]:
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def restore_secrets() -> Iterator[None]:
+    """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
+    known = set(SECRETS.secrets)
+    yield
+    SECRETS.secrets.clear()
+    SECRETS.secrets.update(known)
 
 
 @pytest.fixture(autouse=True)
