@@ -770,6 +770,8 @@ class Sender:
         failures = 0
         while True:
             self.check_producer()
+            if self._messages_ended and not self.outbox.added and self.token is not None:
+                return  # the messages ended with nothing to post, so there is nothing to connect for
             if self.welcomed and not self.outbox:
                 if self._messages_ended:
                     return

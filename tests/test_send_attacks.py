@@ -183,11 +183,6 @@ async def test_registration_reply_cut_before_its_newline_keeps_the_token(tmp_pat
 # --- 1. the stream ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --message - the sender finishes only after some connection got as far as the welcome: a stdin "
-    "with nothing to post (empty, or blank lines only) never ends while the server is down",
-)
 async def test_stream_with_nothing_to_post_ends_while_the_server_is_down(tmp_path: Path) -> None:
     settings = settings_at(free_port(), tmp_path, "--token", TOKEN, "--message", "-")
     await asyncio.wait_for(send_client.send(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
