@@ -662,6 +662,9 @@ def save_token(path: Path, token: str) -> None:
                 write_durably(descriptor, (token + "\n").encode(ENCODING))
             finally:
                 os.close(descriptor)
+            if load_token(target) is not None:
+                # Another registration saved its token here meanwhile: replacing it would lose that account.
+                raise FileError(f"cannot save the token to {path}: it holds another token now (saved meanwhile)")
             os.replace(temporary, target)
         except BaseException:
             with suppress(OSError):

@@ -370,6 +370,14 @@ STAGE_WELCOME = "the welcome line"
 STAGE_POSTING = "posting"
 
 
+def is_whole_account(line: bytes) -> bool:
+    """Tell whether a line, newline or not, is a complete account reply."""
+    try:
+        return parse_account(line) is not None
+    except ProtocolError:
+        return False
+
+
 class PostingDialogue:
     """One connection's dialogue on the posting port without any I/O, h11-style.
 
@@ -423,6 +431,9 @@ class PostingDialogue:
         if self._stage == STAGE_POSTING:
             return self._settle(line)
         if not line.endswith(NEWLINE):
+            if self._stage == STAGE_REGISTRATION and is_whole_account(line):
+                # Cut off before its newline, the new account is whole all the same: keep its token.
+                return self._advance(line + NEWLINE)
             raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
         return self._advance(line)
 

@@ -461,7 +461,8 @@ def test_protocol_strings_match_the_record() -> None:
 def test_token_file_round_trip_is_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "token.txt"
     assert load_token(path) is None
-    path.write_text("old\n")
+    path.write_text("\n")  # an empty file, as `touch` leaves it (a token there would be kept)
+    path.chmod(0o644)
     save_token(path, "new-token")
     assert path.read_text() == "new-token\n"
     assert load_token(path) == "new-token"

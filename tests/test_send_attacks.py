@@ -135,12 +135,6 @@ async def test_token_path_that_is_a_device_is_refused_without_a_traceback(tmp_pa
     assert code == EXIT_FILE, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_token replaces the token file unconditionally: two registrations that both started when no "
-    "token was saved (two senders at once) both report 'the token is saved', and the first account's token "
-    "is silently overwritten and lost",
-)
 async def test_concurrent_registrations_on_one_token_path_lose_no_account(
     server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -157,11 +151,6 @@ async def test_concurrent_registrations_on_one_token_path_lose_no_account(
     assert not lost, f"registered, then neither saved nor shown: {lost}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an account reply that arrives whole but without its newline before the server hangs up is thrown "
-    "away as 'incomplete': the account exists, its token reached the client, and it is not saved",
-)
 async def test_registration_reply_cut_before_its_newline_keeps_the_token(tmp_path: Path) -> None:
     new_token = "11111111-74ca-11e9-9d4f-0242ac110002"
 

@@ -36,7 +36,7 @@ def test_save_token_writes_through_a_symlink(tmp_path: Path, target_exists: bool
     target = tmp_path / "elsewhere" / "minechat.token"
     target.parent.mkdir()
     if target_exists:
-        target.write_text("old-token\n")
+        target.write_text("\n")  # there, but holding no token (a token there would be kept: see below)
     link = tmp_path / "token.txt"
     link.symlink_to(target)
     save_token(link, TOKEN)
@@ -45,6 +45,16 @@ def test_save_token_writes_through_a_symlink(tmp_path: Path, target_exists: bool
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert sorted(path.name for path in tmp_path.iterdir()) == ["elsewhere", "token.txt"]
     assert sorted(path.name for path in target.parent.iterdir()) == ["minechat.token"]
+
+
+def test_save_token_never_replaces_another_token(tmp_path: Path) -> None:
+    # Registering only happens when no token was found; one there now was saved meanwhile.
+    path = tmp_path / "token.txt"
+    path.write_text("saved-meanwhile\n")
+    with pytest.raises(FileError, match="holds another token now"):
+        save_token(path, TOKEN)
+    assert path.read_text() == "saved-meanwhile\n"
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["token.txt"]
 
 
 def test_check_token_path_finds_a_full_disk(tiny_disk: Path) -> None:
