@@ -553,6 +553,9 @@ def parse_account(raw: bytes) -> Account | None:
 
 def is_blank(text: str) -> bool:
     """Tell whether text would make an empty post: nothing but spaces, breaks and invisible characters."""
+    first = text.lstrip()[:1]
+    if first.isalnum() and first not in _BLANK_LETTERS:
+        return False  # the common case, decided at the first character: this runs twice per post
     return all(
         char.isspace()
         or char in _BLANK_LETTERS
