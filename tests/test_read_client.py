@@ -242,14 +242,17 @@ class ClosedPipe(RecordingOut):
 
 
 async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    from test_read_faults import wait_for_file  # not at the top: test_read_faults imports this module
+
     reader = await start_reader(out=ClosedPipe())
     await server.wait_until(lambda: len(server.readers) == 1)
     await server.broadcast(b"A: one\n")
     await reader.out.wait_for_lines(1)
     await server.broadcast(b"A: two\n")
     await server.drop_readers()
-    # Lines are recorded before the connection's end is handled, so by the first retry both are in.
+    # Lines are journaled before the connection's end is handled; the file gets them a moment later.
     await reader.delays.wait_for_taken(1)
+    await wait_for_file(reader.path, lambda data: b"A: two" in data)
     assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
     assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
     assert not reader.task.done()
