@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 
-from chat_io import backoff
+from chat_io import SECRETS, backoff
 
 WAIT = 5.0
 # How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
