@@ -1,0 +1,77 @@
+"""read_client behaviours that mutation testing found unchecked: each test here kills mutants the rest let live."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, RecordingOut
+from fake_server import FakeMinechatServer
+from test_read_client import chat_of, read_history, status_of
+from test_read_faults import running_reader
+
+import read_client
+from chat_io import MAX_LINE_BYTES
+from read_client import ReaderSettings
+
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
+
+
+async def test_bidi_controls_are_escaped_in_stdout_and_history(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(f"Eve: {BIDI_CONTROLS}txt\n".encode())
+        await out.wait_for_lines(1)
+    assert chat_of(out.lines) == [f"Eve: {BIDI_ESCAPED}txt"]
+    assert chat_of(read_history(path)) == [f"Eve: {BIDI_ESCAPED}txt"]
+
+
+async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    # The first cut falls inside the emoji unless it backs up over all three continuation bytes.
+    line = "E: " + "a" * (MAX_LINE_BYTES - 4) + "😀" * 4 + "b" * MAX_LINE_BYTES
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(f"{line}\nBob: after\n".encode())
+        await out.wait_for_lines(2)
+    assert chat_of(read_history(path)) == [line, "Bob: after"]
+
+
+@LINUX_ONLY
+async def test_a_reset_mid_read_is_retried(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, out, delays):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: before\nA: unfinish")
+        await server.reset_readers(wait_acked=True)
+        await server.wait_until(lambda: len(server.readers) == 1 and server.reader_connections == 2)
+        await server.broadcast(b"A: after\n")
+        await out.wait_for_lines(3)
+    assert chat_of(read_history(path)) == ["A: before", "A: unfinish", "A: after"]
+    assert delays.resets == 2  # the first connection delivered a whole line: backoff starts over
+    lost = [line for line in status_of(read_history(path)) if line.startswith("*** connection lost")]
+    assert lost == ["*** connection lost: Connection reset by peer; next try in 0.0 s"]
+
+
+async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.close_readers_at_once = True
+    settings = ReaderSettings("127.0.0.1", server.read_port, tmp_path / "chat.log", WAIT, verbose=False)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), lambda: itertools.repeat(0.2)))
+    try:
+        await server.wait_until(lambda: server.reader_connections >= 3, timeout=WAIT)
+        assert loop.time() - started >= 0.4
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert status_of(read_history(settings.log_path))[2] == (
+        "*** connection lost: the server closed the connection; next try in 0.2 s"
+    )
