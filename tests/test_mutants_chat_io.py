@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
 import configargparse
 import pytest
+from conftest import WAIT
 from fake_server import FakeMinechatServer
 
 import chat_io
 from chat_io import (
     MAX_PORT,
     SECRETS,
+    BackgroundWriter,
     LineFramer,
     LineStamper,
+    RawTextOutput,
     configure_logging,
     decode_line,
     encode_line,
@@ -178,3 +183,367 @@ def test_port_65535_reaches_the_connection(tmp_path: Path) -> None:
 
     settings = read_client.parse_settings(["--port", "65535"], {}, tmp_path)
     assert settings.port == 65535
+
+
+# --- cuts in bytes that are not UTF-8 ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_line", "line", "pieces"),
+    [
+        # Three continuation bytes are backed over, never a fourth; with nothing left, the cut stays put.
+        (4, b"\x80" * 6, [b"\x80", b"\x80", b"\x80" * 4]),
+        (2, b"\x80" * 3, [b"\x80" * 2, b"\x80"]),
+        (3, "😀".encode(), [b"\xf0\x9f\x98", b"\x80"]),
+    ],
+)
+def test_framer_cuts_continuation_bytes_at_most_three_back(max_line: int, line: bytes, pieces: list[bytes]) -> None:
+    assert LineFramer(max_line=max_line).feed(line + b"\n") == b"".join(piece + b"\n" for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "blocks"),
+    [
+        ([b"abcd\nab"], [b"abcd\n"]),  # a first line of exactly the limit is not cut
+        ([b"ab", b"cd\n"], [b"", b"abcd\n"]),
+        ([b"ab\nabcd"], [b"ab\n"]),  # a chunk of five bytes holding an unfinished line of four
+        ([b"a\nb\nabcde\n"], [b"a\nb\nabcd\ne\n"]),  # the last line is cut, not the first
+    ],
+)
+def test_framer_cuts_only_lines_over_the_limit(chunks: list[bytes], blocks: list[bytes]) -> None:
+    framer = LineFramer(max_line=4)
+    assert [framer.feed(chunk) for chunk in chunks] == blocks
+
+
+# --- the stamper ----------------------------------------------------------------------
+
+
+def test_stamper_holds_an_unfinished_line_of_exactly_the_limit() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.pending == 0 and stamper.completed is False
+    assert stamper.feed(b"abcd", STAMP) == ""
+    assert stamper.pending == 4
+    assert stamper.feed(b"\n", STAMP) == f"{STAMP} abcd\n"
+    assert stamper.completed is True
+
+
+def test_stamper_gives_whole_lines_and_pieces_from_one_chunk() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.feed(b"x\nabcdefgh", STAMP) == f"{STAMP} x\n{STAMP} abcd"
+    assert stamper.flush(STAMP) == "efgh\n"
+    assert stamper.feed(b"y\n", STAMP) == f"{STAMP} y\n"  # after a flush, a line starts afresh
+    assert stamper.flush(STAMP) == ""
+
+
+def test_stamper_pieces_replace_bytes_that_are_not_utf8() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.feed(b"\xff" * 5, STAMP) == f"{STAMP} " + "\ufffd" * 4
+    assert stamper.flush(STAMP) == "\ufffd\n"
+
+
+def test_stamper_piece_never_splits_a_character_after_a_carriage_return() -> None:
+    stamper = LineStamper(max_piece=4)
+    text = stamper.feed("abc\rЖЖ".encode(), STAMP) + stamper.flush(STAMP)
+    assert text == f"{STAMP} abc\\rЖЖ\n"
+
+
+# --- escapes and quotes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("char", "escape"), [("\x9f", "\\x9f"), ("\u061c", "\\u061c"), ("\u2028", "\\u2028")])
+def test_escape_width_follows_the_code_point(char: str, escape: str) -> None:
+    assert sanitize_text(char) == escape
+
+
+def test_shorten_cuts_only_past_the_limit() -> None:
+    assert chat_io.shorten("a" * 80) == "a" * 80
+    assert chat_io.shorten("a" * 81) == "a" * 77 + "..."
+    assert chat_io.shorten("abcdef", 5) == "ab..."
+
+
+def test_quote_reply() -> None:
+    assert chat_io.quote_reply(b"") == "nothing (the connection was closed)"
+    assert chat_io.quote_reply(b"x" * 100 + b"\n") == '"' + "x" * 77 + '..."'
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (TimeoutError(), "timed out"),
+        (OSError(None, "odd failure"), "odd failure"),
+        (ValueError("bad value"), "bad value"),
+        (ValueError(), "ValueError"),
+        (chat_io.FileError("disk full"), "disk full"),
+    ],
+)
+def test_describe_error(error: BaseException, text: str) -> None:
+    assert chat_io.describe_error(error) == text
+
+
+def test_unreadable_token_file_says_why(tmp_path: Path) -> None:
+    (tmp_path / "token.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(chat_io.FileError, match=r"^cannot read the token file .*token\.txt: 'utf-8' codec can't"):
+        chat_io.load_token(tmp_path / "token.txt")
+
+
+def test_empty_message_error_says_so() -> None:
+    with pytest.raises(ValueError, match=r"^an empty message cannot be posted$"):
+        chat_io.encode_post(" ")
+
+
+@pytest.mark.parametrize("function", [chat_io.save_token, chat_io.check_token_path])
+def test_temporary_token_files_are_hidden_siblings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: object
+) -> None:
+    made: list[str] = []
+    real_mkstemp = chat_io.tempfile.mkstemp
+
+    def mkstemp(**options: str) -> tuple[int, str]:
+        descriptor, name = real_mkstemp(**options)
+        made.append(name)
+        return descriptor, name
+
+    monkeypatch.setattr(chat_io.tempfile, "mkstemp", mkstemp)
+    args = (tmp_path / "token.txt", "t") if function is chat_io.save_token else (tmp_path / "token.txt",)
+    function(*args)  # type: ignore[operator]
+    [name] = made
+    assert Path(name).parent == tmp_path
+    assert Path(name).name.startswith(".token.txt.") and name.endswith(".tmp")
+
+
+# --- terminal output --------------------------------------------------------------------
+
+
+class GatedOutput:
+    """An output whose writes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.written.append(text)
+
+
+def skip_note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+def test_background_writer_skips_what_does_not_fit_and_says_how_much() -> None:
+    out = GatedOutput()
+    writer = BackgroundWriter(out.write, skip_note, limit=10)
+    assert writer.put("abc\n") is True
+    assert out.entered.wait(WAIT)  # being written, still counted
+    assert writer.put("defgh\n") is True  # exactly the limit
+    assert writer.put("x\ny\nz") is False  # two lines skipped
+    assert writer.put("w") is False  # and a piece of one
+    out.gate.set()
+    writer.close(WAIT)
+    writer._thread.join(WAIT)
+    assert "".join(out.written) == "abc\ndefgh\n*** 3 skipped\n"
+    assert writer.put("late\n") is False
+
+
+def test_background_writer_puts_its_note_on_a_line_of_its_own() -> None:
+    out = GatedOutput()
+    writer = BackgroundWriter(out.write, skip_note, limit=4)
+    assert writer.put("ab") is True
+    assert out.entered.wait(WAIT)
+    assert writer.put("cdefg\n") is False
+    assert writer.put("h") is True  # it fits: the note of the skipped line goes before it
+    out.gate.set()
+    writer.close(WAIT)
+    writer._thread.join(WAIT)
+    assert "".join(out.written) == "ab\n*** 1 skipped\nh"
+
+
+def test_background_writer_stops_after_a_failed_write() -> None:
+    failures: list[BaseException] = []
+
+    def fail(text: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    writer = BackgroundWriter(fail, skip_note, on_failure=failures.append)
+    assert writer.put("a\n") is True
+    writer._thread.join(WAIT)
+    assert isinstance(writer.failure, OSError) and failures == [writer.failure]
+    assert writer.wait_written(WAIT) is True
+    assert writer.put("b\n") is False
+
+
+def test_background_writer_stuck_output_is_waited_for_once() -> None:
+    out = GatedOutput()
+    writer = BackgroundWriter(out.write, skip_note, name="stuck")
+    assert writer._thread.name == "stuck" and writer._thread.daemon
+    writer.put("a\n")
+    assert out.entered.wait(WAIT)
+    assert writer.wait_written(0.05) is False
+    assert writer.wait_written(WAIT) is False  # at once: the output is stuck
+    writer.close(WAIT)
+    out.gate.set()
+    writer._thread.join(WAIT)
+    assert not writer._thread.is_alive()
+    assert out.written == ["a\n"]
+
+
+def test_raw_text_output_writes_encoded_bytes_straight_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    with open(path, "w", encoding="ascii") as stream:
+        output = RawTextOutput(stream)
+        output.write("café ✓\n")
+        output.flush()
+        assert path.read_bytes() == b"caf\\xe9 \\u2713\n"  # written before the stream is flushed
+
+
+class SlowRaw:
+    """A raw file that is non-blocking: it sometimes takes nothing (None), and then one byte at a time."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.calls = 0
+
+    def write(self, data: memoryview) -> int | None:
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        self.data += bytes(data[:1])
+        return 1
+
+
+def test_raw_text_output_waits_out_a_non_blocking_file() -> None:
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    output = RawTextOutput(stream)
+    raw = SlowRaw()
+    output._raw = raw
+    output.write("ЖX")
+    assert raw.data == "ЖX".encode()
+
+
+def test_raw_text_output_without_a_file_writes_to_the_stream() -> None:
+    stream = io.StringIO()
+    RawTextOutput(stream).write("a\n")  # type: ignore[arg-type]
+    assert stream.getvalue() == "a\n"
+
+
+def test_make_output_safe_lets_a_narrow_console_print_escapes() -> None:
+    buffer = io.BytesIO()
+    stream = io.TextIOWrapper(buffer, encoding="ascii")
+    chat_io.make_output_safe(stream)
+    stream.write("é\n")
+    stream.flush()
+    assert buffer.getvalue() == b"\\xe9\n"
+
+
+@pytest.mark.parametrize("error", [ValueError("detached"), OSError(9, "bad file")])
+def test_make_output_safe_ignores_streams_it_cannot_change(error: Exception) -> None:
+    class Stubborn:
+        def reconfigure(self, **options: str) -> None:
+            raise error
+
+    chat_io.make_output_safe(Stubborn())
+    chat_io.make_output_safe(object())
+
+
+# --- keepalive elsewhere: Windows and macOS names ---------------------------------------------
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def setsockopt(self, *args: object) -> None:
+        self.calls.append(("setsockopt", *args))
+
+    def ioctl(self, *args: object) -> None:
+        self.calls.append(("ioctl", *args))
+
+
+def test_keepalive_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "SIO_KEEPALIVE_VALS", 98, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("ioctl", 98, (1, 60_000, 10_000)),
+    ]
+
+
+def test_keepalive_on_macos(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    monkeypatch.setattr(socket, "TCP_KEEPALIVE", 16, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("setsockopt", socket.IPPROTO_TCP, 16, 60),
+    ]
+
+
+def test_keepalive_failure_is_ignored() -> None:
+    class Refusing(FakeSocket):
+        def setsockopt(self, *args: object) -> None:
+            raise OSError(92, "Protocol not available")
+
+    chat_io.enable_keepalive(Refusing())  # type: ignore[arg-type]
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def test_help_shows_description_epilog_variables_and_defaults() -> None:
+    parser = chat_io.make_parser("Do a thing.", "SOME_PORT", 7, "port of things", "say more")
+    parser.add_argument("--flag", env_var="FLAG", action="store_true", help="a flag")
+    parser.add_argument("--given", env_var="GIVEN", default="g", help="shown (default: elsewhere)")
+    text = " ".join(parser.format_help().split())
+    assert "Do a thing." in text
+    assert (
+        "Every option can also be set in the environment or in a .env file in the current directory; the "
+        "command line wins over the environment, the environment over .env. An empty value counts as unset."
+    ) in text
+    assert "port of things [env var: SOME_PORT] (default: 7)" in text
+    assert "a flag [env var: FLAG]" in text and "a flag [env var: FLAG] (default" not in text
+    assert "shown (default: elsewhere) [env var: GIVEN]" in text and "(default: g)" not in text
+    assert "-h, --help show this help message and exit" in text
+    assert text == " ".join(parser.format_help().split())  # asking twice adds nothing
+
+
+def test_parser_spellings(tmp_path: Path) -> None:
+    parser = chat_io.make_parser("d", "SOME_PORT", 7, "p", "v")
+    args = chat_io.parse_arguments(parser, ["-v", "--connect_timeout", "2"], {}, tmp_path)
+    assert args.verbose is True and args.connect_timeout == 2.0
+    args = chat_io.parse_arguments(parser, ["--connect-timeout", "3"], {}, tmp_path)
+    assert args.verbose is False and args.connect_timeout == 3.0
+
+
+def test_parse_arguments_reads_the_command_line_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["prog", "--port", "7001"])
+    parser = chat_io.make_parser("d", "SOME_PORT", 7, "p", "v")
+    assert chat_io.parse_arguments(parser, None, {}, tmp_path).port == 7001
+
+
+@pytest.mark.parametrize(("value", "complaint"), [("x", "'x' is not a port number"), ("", "'' is not a port number")])
+def test_port_number_names_what_is_not_a_number(value: str, complaint: str) -> None:
+    with pytest.raises(configargparse.ArgumentTypeError, match=f"^{complaint}$"):
+        port_number(value)
+
+
+def test_dotenv_byte_order_mark_only_on_the_first_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfHOST=h.example\nNICKNAME=\xef\xbb\xbfEve\n")
+    merged = chat_io.load_environment({}, tmp_path)
+    assert merged["HOST"].value == "h.example"
+    assert merged["NICKNAME"].value == "\ufeffEve"  # kept: only a file starts with a byte-order mark
+
+
+def test_host_name_complaints() -> None:
+    with pytest.raises(configargparse.ArgumentTypeError, match=r"^not valid UTF-8 text$"):
+        chat_io.host_name("h\udcff")
+    with pytest.raises(configargparse.ArgumentTypeError, match="only an IPv6 address goes in brackets"):
+        chat_io.host_name("[127.0.0.1]")
+    with pytest.raises(configargparse.ArgumentTypeError, match="only an IPv6 address goes in brackets"):
+        chat_io.host_name("::1]")
+    assert chat_io.host_name("EXAMPLE.org") == "EXAMPLE.org"
+    assert chat_io.is_ip_address("127.0.0.1") and not chat_io.is_ip_address("127.0.0.1", version=6)
