@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import json
+import logging
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingDelays
-from fake_server import GREETING, ConnectionPlan, FakeMinechatServer
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionPlan, FakeMinechatServer
 from test_send_client import TOKEN, StdinPipe, settings_for, texts_of
 
 import send_client
-from chat_io import EXIT_CONNECTION, EXIT_FILE, EXIT_PROTOCOL, FileError
+from chat_io import (
+    EXIT_CONNECTION,
+    EXIT_FILE,
+    EXIT_PROTOCOL,
+    EXIT_USAGE,
+    ConnectionFailed,
+    FileError,
+    ProtocolError,
+    UnknownTokenError,
+)
 from send_client import OUTBOX_POSTS
 
 
@@ -34,7 +47,15 @@ def stdin_pipe() -> Iterator[StdinPipe]:
 async def run_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
     monkeypatch.chdir(cwd)
-    return await asyncio.wait_for(asyncio.to_thread(send_client.main, argv), WAIT * 2)
+
+    def call() -> int:
+        try:
+            return send_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
 
 
 def error_lines(err: str) -> list[str]:
@@ -248,3 +269,242 @@ async def test_last_stdin_line_without_newline_alone(server: FakeMinechatServer,
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     await send_client.send(settings, StdinBytes(b"only"), RecordingDelays())  # type: ignore[arg-type]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nonly\n\n".encode()
+
+
+# --- what the user reads -----------------------------------------------------------------
+
+
+async def test_a_resumed_run_says_what_it_sends_again_and_what_it_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert infos == [
+        "logged in as Focused Loyd",  # once: the later logins are at debug level
+        "sending 2 messages again that the server had not acknowledged when the connection was lost",
+        "sending 2 messages again that the server had not acknowledged when the connection was lost",
+        "posted 3 messages as Focused Loyd; 4 messages had to be sent again, so the chat may show a few twice",
+    ]
+
+
+async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    await send_client.send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
+    [(token, nickname)] = server.accounts.items()
+    dialogue = [record.getMessage() for record in caplog.records if record.getMessage()[:3] in (">> ", "<< ")]
+    account_line = json.dumps({"nickname": nickname, "account_hash": "<token>"}) + "\n"
+    assert dialogue == [
+        f"<< {GREETING.decode()!r}",
+        ">> " + repr("\n"),
+        f"<< {NICKNAME_PROMPT.decode()!r}",
+        ">> " + repr("Eve\n"),
+        f"<< {account_line!r}",
+        f"<< {WELCOME.decode()!r}",
+        ">> " + repr("hi\n\n"),
+        f"<< {ACK.decode()!r}",
+    ]
+    assert token not in caplog.text
+    infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert infos == [
+        f"registered as {nickname}; the token is saved in {tmp_path / 'token.txt'}",
+        f"posted 1 message as {nickname}",
+    ]
+
+
+def test_plural() -> None:
+    assert [send_client.plural(count, "message") for count in (0, 1, 2)] == ["0 messages", "1 message", "2 messages"]
+
+
+def test_report_without_an_account_names_nobody(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    settings = send_client.parse_settings(["--token", TOKEN, "--token_path", str(tmp_path / "t")], {}, tmp_path)
+    sender = send_client.make_sender(settings, None)
+    sender.report(logging.WARNING, "interrupted: ")
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
+        (logging.WARNING, "interrupted: posted 0 messages")
+    ]
+
+
+# --- the dialogue's replies --------------------------------------------------------------------
+
+
+def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
+    outbox = send_client.Outbox(max_posts=100, max_bytes=10)
+    outbox.add("aaaa")  # six bytes on the wire
+    outbox.add("bbbb")
+    assert outbox.full
+    outbox.take_unsent()
+    outbox.acknowledge()
+    assert not outbox.full and not outbox.roomy
+    outbox.acknowledge()
+    assert outbox.roomy and not outbox.full
+
+
+def welcomed_dialogue(messages: list[str]) -> send_client.PostingDialogue:
+    outbox = send_client.Outbox()
+    for text in messages:
+        outbox.add(text)
+    dialogue = send_client.PostingDialogue(outbox, TOKEN)
+    for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
+        dialogue.receive_data(line)
+        assert dialogue.next_event() is not None
+    dialogue.data_to_send()
+    return dialogue
+
+
+def test_a_cut_acknowledgement_is_a_lost_connection() -> None:
+    dialogue = welcomed_dialogue(["one"])
+    dialogue.receive_data(ACK[:10])
+    assert dialogue.next_event() is None
+    dialogue.receive_data(b"")
+    with pytest.raises(
+        ConnectionFailed,
+        match=r"^the server closed the connection while we waited for the acknowledgement of message 1$",
+    ):
+        dialogue.next_event()
+
+
+def test_a_reply_when_none_is_due_is_quoted() -> None:
+    dialogue = welcomed_dialogue([])
+    dialogue.receive_data(b"surprise\n")
+    with pytest.raises(ProtocolError, match=r'^the server sent "surprise" when no reply was due$'):
+        dialogue.next_event()
+
+
+def test_unknown_token_and_null_registration_say_what_to_do() -> None:
+    dialogue = send_client.PostingDialogue(send_client.Outbox(), TOKEN, token_source="the token file t.txt")
+    dialogue.receive_data(GREETING + b"null\n")
+    dialogue.next_event()
+    with pytest.raises(UnknownTokenError) as caught:
+        dialogue.next_event()
+    assert str(caught.value) == (
+        "the server does not know the token from the token file t.txt; correct it, or remove it "
+        "and give --nickname to register a new account"
+    )
+    dialogue = send_client.PostingDialogue(send_client.Outbox(), None, "Eve")
+    dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
+    dialogue.next_event()
+    dialogue.next_event()
+    with pytest.raises(ProtocolError, match=r"^the server answered null to a registration$"):
+        dialogue.next_event()
+
+
+# --- stdin ---------------------------------------------------------------------------------------
+
+
+async def test_stdin_in_another_encoding_and_bytes_that_are_not_text(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    stdin = StdinBytes("Привет\n".encode("cp1251") + b"\x98 odd\n")
+    sender = send_client.make_sender(settings, stdin, RecordingDelays(), encoding="cp1251")  # type: ignore[arg-type]
+    await sender.run()
+    assert texts_of(server) == ["Привет", "\ufffd odd"]
+
+
+class FailingStdin(StdinBytes):
+    """A stdin that gives its bytes, then fails as a vanished terminal does."""
+
+    def read(self, size: int) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            raise OSError(5, "Input/output error")
+        return chunk
+
+
+async def test_a_failing_stdin_ends_the_messages(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    await send_client.send(settings, FailingStdin(b"one\ntwo"), RecordingDelays())  # type: ignore[arg-type]
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+# --- main, in-process ------------------------------------------------------------------------------
+
+
+class TerminalStdin:
+    """A stdin that says it is a terminal."""
+
+    encoding = "utf-8"
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_cli_closed_stdin_with_dash_is_a_usage_error(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", TOKEN, "--message", "-"]
+    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(" ERROR --message - reads stdin, but stdin is closed")
+    assert server.send_transcripts == []
+
+
+async def test_cli_terminal_stdin_gets_the_hint_and_is_posted(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", TerminalStdin("один\n".encode()))
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
+    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["один"]
+    assert capsys.readouterr().err.startswith(send_client.STDIN_HINT + "\n")
+
+
+async def test_cli_asks_for_a_nickname_only_at_a_terminal(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--message", "hi"]
+    monkeypatch.setattr(sys, "stdin", TerminalStdin(b"Eve\n"))
+    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert server.registrations == ["Eve"]
+    assert capsys.readouterr().err.startswith(send_client.NICKNAME_QUESTION)
+    (tmp_path / "token.txt").unlink()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Bob\n")))  # not a terminal
+    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    assert server.registrations == ["Eve"]
+
+
+def test_ask_nickname_uses_the_terminal_encoding_and_ends_the_line_on_ctrl_c() -> None:
+    class Terminal:
+        encoding = "cp1251"
+        buffer = io.BytesIO("Ева\n".encode("cp1251"))
+
+    out = io.StringIO()
+    assert send_client.ask_nickname(Terminal(), out) == "Ева\n"  # type: ignore[arg-type]
+
+    class Interrupted:
+        class buffer:
+            @staticmethod
+            def readline() -> bytes:
+                raise KeyboardInterrupt
+
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        send_client.ask_nickname(Interrupted(), out)  # type: ignore[arg-type]
+    assert out.getvalue() == send_client.NICKNAME_QUESTION + "\n"
+
+
+async def test_cli_verbose_logs_the_dialogue(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "-v", "--message", "x"]
+    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert " DEBUG >> '<token>\\n'" in err and account not in err
