@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import os
+import signal
 import socket
 import sys
 import threading
@@ -547,3 +550,69 @@ def test_host_name_complaints() -> None:
         chat_io.host_name("::1]")
     assert chat_io.host_name("EXAMPLE.org") == "EXAMPLE.org"
     assert chat_io.is_ip_address("127.0.0.1") and not chat_io.is_ip_address("127.0.0.1", version=6)
+
+
+# --- the service manager -----------------------------------------------------------------------
+
+needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
+
+
+def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="chat_io")
+    assert chat_io.parse_notify_address("vsock:2:1") is None
+    assert [record.getMessage() for record in caplog.records] == [
+        "NOTIFY_SOCKET 'vsock:2:1' is neither a path nor an abstract name; not notifying"
+    ]
+
+
+@needs_af_unix
+def test_notifier_failures_are_logged_with_their_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="chat_io")
+    with chat_io.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+        service.ready()
+    assert caplog.records[0].getMessage() == ("cannot notify the service manager: No such file or directory")
+    caplog.clear()
+
+    def no_socket(*args: object) -> socket.socket:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", no_socket)
+    with chat_io.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+        service.ready()
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot open a socket to the service manager: Too many open files"
+    ]
+
+
+@needs_af_unix
+def test_notifier_sends_assignments_in_one_datagram_and_long_statuses(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        with chat_io.ServiceNotifier({"NOTIFY_SOCKET": path}) as service:
+            service.notify("A=1", "B=2")
+            service.status("s" * 150)
+        assert sock.recv(1024) == b"A=1\nB=2"
+        assert sock.recv(1024) == b"STATUS=" + b"s" * 150
+
+
+def test_notifier_watchdog_is_for_this_process_by_default() -> None:
+    environ = {"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
+    assert chat_io.ServiceNotifier(environ).watchdog_period == 3.0
+    assert chat_io.ServiceNotifier(environ, pid=os.getpid() + 1).watchdog_period is None
+
+
+# --- signals -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_signal_catcher_catches_a_real_signal() -> None:
+    with chat_io.SignalCatcher() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(signals.wait(), WAIT)
+        assert signals.received == signal.SIGTERM
+        assert signals.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
