@@ -7,6 +7,8 @@ import io
 import itertools
 import json
 import logging
+import os
+import signal
 import socket
 import struct
 import sys
@@ -508,3 +510,24 @@ async def test_cli_verbose_logs_the_dialogue(
     assert await run_main(argv, tmp_path, monkeypatch) == 0
     err = capsys.readouterr().err
     assert " DEBUG >> '<token>\\n'" in err and account not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_a_signal_stops_the_run_and_says_what_was_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.withhold_acks = True
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "one")
+    task = asyncio.ensure_future(send_client.run(settings, None, RecordingDelays()))
+    await server.wait_until(lambda: len(server.posts) == 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == ["interrupted: posted 0 messages as Focused Loyd; 1 more not acknowledged, so maybe not posted"]
+
+
+async def test_run_reads_stdin_in_the_given_encoding(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    stdin = StdinBytes("Ж\n".encode("cp1251"))
+    assert await send_client.run(settings, stdin, RecordingDelays(), encoding="cp1251") == 0  # type: ignore[arg-type]
+    assert texts_of(server) == ["Ж"]
