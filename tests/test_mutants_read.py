@@ -75,3 +75,42 @@ async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_pa
     assert status_of(read_history(settings.log_path))[2] == (
         "*** connection lost: the server closed the connection; next try in 0.2 s"
     )
+
+
+async def run_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return read_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+async def test_cli_posting_port_is_exit_2_with_one_error_line(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    verbose: bool,
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--log_path", "chat.log", *(["-v"] * verbose)]
+    assert await run_main(argv, tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err.splitlines()
+    address = f"127.0.0.1:{server.write_port}"
+    errors = [line for line in err if " ERROR " in line]
+    assert [line.split(" ", 1)[1] for line in errors] == [
+        f"ERROR {address} is minechat's posting port, not the chat stream; "
+        "read the chat from port 5000 (--port or READ_PORT)"
+    ]
+    assert any(" DEBUG << b'Hello %username%" in line for line in err) is verbose
+    assert status_of(read_history(tmp_path / "chat.log")) == [
+        f"*** connecting to {address}",
+        f"*** connected to {address}",
+    ]
+    assert chat_of(read_history(tmp_path / "chat.log")) == []
