@@ -29,6 +29,7 @@ from chat_io import (
     ConnectionFailed,
     FileError,
     ProtocolError,
+    ReplyTimeout,
     UnknownTokenError,
 )
 from send_client import OUTBOX_POSTS
@@ -531,3 +532,110 @@ async def test_run_reads_stdin_in_the_given_encoding(server: FakeMinechatServer,
     stdin = StdinBytes("Ж\n".encode("cp1251"))
     assert await send_client.run(settings, stdin, RecordingDelays(), encoding="cp1251") == 0  # type: ignore[arg-type]
     assert texts_of(server) == ["Ж"]
+
+
+# --- reconnecting ---------------------------------------------------------------------------------
+
+
+async def test_retries_say_what_waits(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        "the server closed the connection while we waited for the acknowledgement of message 2; "
+        "trying again in 0.0 s (2 messages waiting)"
+    ]
+
+
+async def test_progress_gives_the_sender_its_tries_afresh(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    # One connection acknowledges a post, then RESUME_TRIES - 1 acknowledge none: still within the tries.
+    server.plans.extend(
+        [ConnectionPlan(posts=1), *(ConnectionPlan(posts=0) for _ in range(send_client.RESUME_TRIES - 1))]
+    )
+    messages = ["--message", "one", "--message", "two"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+async def test_a_reset_while_idle_is_a_close_while_idle(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    server.plans.append(ConnectionPlan(posts=1, reset=True))
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.run(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(b"one\n")
+        await server.wait_until(lambda: server.senders_done == 1)
+        await stdin_pipe.write(b"two\n")
+        stdin_pipe.end()
+        assert await asyncio.wait_for(task, WAIT) == 0
+    finally:
+        task.cancel()
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+async def test_a_fatal_error_while_stdin_waits_is_reported_as_itself(
+    server: FakeMinechatServer, tmp_path: Path, stdin_pipe: StdinPipe
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", "unknown", "--message", "-")
+    with pytest.raises(UnknownTokenError):
+        await asyncio.wait_for(send_client.send(settings, stdin_pipe.reader, RecordingDelays()), WAIT)
+
+
+async def test_a_failure_reading_the_messages_ends_the_run(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    async def messages() -> AsyncIterator[list[str]]:
+        yield ["one"]
+        raise RuntimeError("the messages broke")
+
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    sender = send_client.Sender(settings, messages(), RecordingDelays())
+    with pytest.raises(RuntimeError, match="the messages broke"):
+        await asyncio.wait_for(sender.run(), WAIT)
+
+
+async def test_timeouts_after_the_greeting_give_no_port_hint(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.stall_at = "login_reply"
+    settings = settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.1")
+    with pytest.raises(ReplyTimeout) as caught:
+        await send_client.send(settings, None, RecordingDelays())
+    assert str(caught.value) == (
+        "no complete reply from the server in 0.1 s while we waited for the login reply; "
+        "try again later or raise --reply-timeout"
+    )
+
+
+def test_a_line_cut_by_the_close_is_quoted_whole() -> None:
+    dialogue = welcomed_dialogue([])
+    dialogue.receive_data(b"bye")
+    dialogue.receive_data(b"")
+    with pytest.raises(ProtocolError, match=r'^the server sent "bye" when no reply was due$'):
+        dialogue.next_event()
+
+
+def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
+    with pytest.raises(ValueError, match=r"^a token to log in with or a nickname to register is needed$"):
+        send_client.PostingDialogue(send_client.Outbox(), None, None)
+    dialogue = send_client.PostingDialogue(send_client.Outbox(), TOKEN)
+    dialogue.receive_data(GREETING + b"null\n")
+    dialogue.next_event()
+    with pytest.raises(UnknownTokenError, match=r"^the server does not know the token from the token; "):
+        dialogue.next_event()
+
+
+def test_outbox_counts_every_rewind() -> None:
+    outbox = send_client.Outbox()
+    outbox.add("one")
+    outbox.add("two")
+    outbox.take_unsent()
+    assert outbox.rewind() == 2
+    assert outbox.rewind() == 0  # a connection lost before the welcome sends nothing
+    assert outbox.rewound == 2
