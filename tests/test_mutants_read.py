@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from test_read_client import chat_of, read_history, status_of
 from test_read_faults import running_reader
 
 import read_client
-from chat_io import MAX_LINE_BYTES
+from chat_io import MAX_LINE_BYTES, AlreadyRunning
 from read_client import ReaderSettings
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
@@ -114,3 +116,114 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
         f"*** connected to {address}",
     ]
     assert chat_of(read_history(tmp_path / "chat.log")) == []
+
+
+# --- the history file and its lock --------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock semantics")
+def test_second_history_file_on_one_path_names_the_holder(tmp_path: Path) -> None:
+    first = read_client.HistoryFile(tmp_path / "chat.log")
+    first.open()
+    try:
+        second = read_client.HistoryFile(tmp_path / "chat.log")
+        with pytest.raises(AlreadyRunning) as caught:
+            second.open()
+        assert str(caught.value) == (
+            f"{tmp_path / 'chat.log'} is already being written by another read_client (process {os.getpid()}); "
+            "stop that one, or give this one another --log_path"
+        )
+        assert (tmp_path / "chat.log.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        first.close()
+    second.open()  # the lock went with the first
+    second.close()
+
+
+def test_lock_holder_that_is_not_a_number_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    path.write_text("garbage\n")
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        assert read_client.read_holder(descriptor) == "?"
+    finally:
+        os.close(descriptor)
+    assert read_client.read_holder(descriptor) == "?"  # closed: an OSError
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_lock_is_next_to_the_real_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link.log").symlink_to(tmp_path / "real" / "chat.log")
+    assert read_client.lock_path_for(tmp_path / "link.log") == tmp_path / "real" / "chat.log.lock"
+
+
+def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"old")
+    history = read_client.HistoryFile(path)
+    history.open()
+    try:
+        history.write("a\n")
+        history.write("b\n")
+    finally:
+        history.close()
+    assert path.read_bytes() == b"old\na\nb\n"
+
+
+# --- the journal ---------------------------------------------------------------------------------
+
+
+async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
+    journal = read_client.Journal()
+    calls: list[bool] = []
+    journal.pause = calls.append
+    journal.add("x" * read_client.JOURNAL_HIGH_CHARS)
+    assert calls == []
+    journal.add("y")
+    journal.add("z")
+    assert calls == [True]
+    text, shown = journal.take()
+    assert len(text) == read_client.JOURNAL_HIGH_CHARS + 2 and shown == text
+    assert calls == [True, False]
+    journal.add("note", show=False)
+    journal.add("")
+    assert journal.take() == ("note", "")
+    assert calls == [True, False] and journal.empty
+
+
+# --- the head of a connection ----------------------------------------------------------------------
+
+
+async def test_text_that_only_starts_like_the_greeting_is_chat(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"Hello %username%")
+        await server.broadcast(b"! is my name\nBob: hi\n")
+        await out.wait_for_lines(2)
+    assert chat_of(read_history(path)) == ["Hello %username%! is my name", "Bob: hi"]
+
+
+async def test_a_greeting_prefix_cut_by_the_close_is_kept(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.send_then_close = b"Hello"
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, _, delays):
+        await delays.wait_for_taken(1)
+    assert chat_of(read_history(path))[0] == "Hello"
+
+
+# --- stopping ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (task, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: last\n")
+        await out.wait_for_lines(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+    assert status_of(read_history(path))[-1] == "*** stopped by SIGTERM"
+    assert chat_of(read_history(path)) == ["A: last"]
