@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingOut
-from fake_server import FakeMinechatServer
+from fake_server import GREETING, FakeMinechatServer
 from test_read_client import chat_of, read_history, status_of
 from test_read_faults import running_reader
 
@@ -168,6 +168,7 @@ def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> N
         history.write("b\n")
     finally:
         history.close()
+    history.close()  # closing twice is harmless
     assert path.read_bytes() == b"old\na\nb\n"
 
 
@@ -227,3 +228,36 @@ async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer,
         assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
     assert status_of(read_history(path))[-1] == "*** stopped by SIGTERM"
     assert chat_of(read_history(path)) == ["A: last"]
+
+
+def test_settings_spellings(tmp_path: Path) -> None:
+    settings = read_client.parse_settings(
+        ["--connect-timeout", "3", "--log-path", "x.log", "--port", "65535"], {}, tmp_path
+    )
+    assert (settings.connect_timeout, settings.log_path, settings.port) == (3.0, tmp_path / "x.log", 65535)
+    text = " ".join(read_client.build_parser().format_help().split())
+    assert "Tail the minechat chat: print every line and append it, stamped, to a history file." in text
+
+
+async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replies = [b"A: hi\n", GREETING]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(replies.pop(0) if replies else b"")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        argv = ["--host", "127.0.0.1", "--port", str(port), "--log_path", "chat.log"]
+        assert await run_main(argv, tmp_path, monkeypatch) == 2
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    out, err = capsys.readouterr()
+    assert chat_of(out.splitlines()) == ["A: hi"]
+    assert chat_of(read_history(tmp_path / "chat.log")) == ["A: hi"]
+    assert "is minechat's posting port" in err
