@@ -616,3 +616,42 @@ async def test_signal_catcher_catches_a_real_signal() -> None:
         assert signals.received == signal.SIGTERM
         assert signals.exit_code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# --- the receiving connection ---------------------------------------------------------------------
+
+
+class PausableTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+async def test_receiving_connection_pauses_and_resumes_only_while_open() -> None:
+    sink = Sink()
+    connection = chat_io.ReceivingConnection(sink)
+    connection.pause(True)  # not connected yet: nothing to pause
+    transport = PausableTransport()
+    connection.connection_made(transport)
+    assert sink.connection is connection
+    connection.pause(True)
+    connection.pause(False)
+    transport.closing = True
+    connection.pause(True)
+    assert transport.calls == ["pause", "resume"]
+
+
+async def test_leaving_the_receiver_closes_the_connection(server: FakeMinechatServer) -> None:
+    async with open_receiver("127.0.0.1", server.read_port, Sink()):
+        await server.wait_until(lambda: len(server.readers) == 1)
+    await server.wait_until(lambda: not server.readers)
