@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import signal
+import socket
+import stat
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingOut
+from conftest import WAIT, RecordingDelays, RecordingOut
 from fake_server import GREETING, FakeMinechatServer
 from test_read_client import chat_of, read_history, status_of
 from test_read_faults import running_reader
 
+import chat_io
 import read_client
-from chat_io import MAX_LINE_BYTES, AlreadyRunning
+from chat_io import MAX_LINE_BYTES, AlreadyRunning, FileError
 from read_client import ReaderSettings
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
@@ -261,3 +266,153 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
     assert chat_of(out.splitlines()) == ["A: hi"]
     assert chat_of(read_history(tmp_path / "chat.log")) == ["A: hi"]
     assert "is minechat's posting port" in err
+
+
+# --- what stdout and stderr say --------------------------------------------------------------------
+
+
+class BlockedOut:
+    """A stdout that takes nothing until the test lets it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
+def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
+    out = BlockedOut()
+    echo = read_client.Echo(out, tmp_path / "chat.log")  # type: ignore[arg-type]
+    echo.show("first\n")
+    assert out.entered.wait(WAIT)
+    echo.show(skipped + "x" * chat_io.OUTPUT_LIMIT_CHARS)
+    out.gate.set()
+    echo.close()
+    echo._writer._thread.join(WAIT)
+    first, note = out.text.splitlines()
+    assert first == "first"
+    assert status_of([note]) == [
+        f"*** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}"
+    ]
+
+
+def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def write(self, text: str) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    echo = read_client.Echo(Broken(), tmp_path / "chat.log")  # type: ignore[arg-type]
+    echo.show("a\n")
+    echo._writer._thread.join(WAIT)
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot print chat any more (Broken pipe); still writing the history file"
+    ]
+
+
+async def test_connection_events_are_logged_at_their_levels(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="read_client")
+    server.close_readers_at_once = True
+    async with running_reader(server, tmp_path / "chat.log") as (_, _, delays):
+        await delays.wait_for_taken(1)
+    address = f"127.0.0.1:{server.read_port}"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records][:3] == [
+        (logging.INFO, f"connecting to {address}"),
+        (logging.INFO, f"connected to {address}"),
+        (logging.WARNING, "connection lost: the server closed the connection; next try in 0.0 s"),
+    ]
+
+
+# --- the history file follows its path -----------------------------------------------------------------
+
+
+def test_history_moved_away_continues_in_a_new_file_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "chat.log"
+    history = read_client.HistoryFile(path)
+    history.open()
+    try:
+        history.write("a\n")
+        path.rename(tmp_path / "chat.log.1")
+        history.write("b\n")
+    finally:
+        history.close()
+    assert (tmp_path / "chat.log.1").read_text() == "a\n"
+    [note, line] = read_history(path)
+    assert status_of([note]) == ["*** history continues here; the earlier file was moved or deleted"]
+    assert line == "b"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"history file {path} was moved or deleted; continuing in a new one"
+    ]
+
+
+def test_one_byte_history_without_newline_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"x")
+    history = read_client.HistoryFile(path)
+    history.open()
+    try:
+        history.write("a\n")
+    finally:
+        history.close()
+    assert path.read_bytes() == b"x\na\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_lock_file_is_owner_only(tmp_path: Path) -> None:
+    history = read_client.HistoryFile(tmp_path / "chat.log")
+    history.open()
+    history.close()
+    assert stat.S_IMODE((tmp_path / "chat.log.lock").stat().st_mode) == 0o600
+
+
+def test_full_disk_while_writing_the_history_is_a_file_error(tiny_disk: Path) -> None:
+    history = read_client.HistoryFile(tiny_disk / "chat.log")
+    history.open()
+    try:
+        with pytest.raises(FileError) as caught:
+            history.write("x" * 1024 * 1024)
+    finally:
+        history.close()
+    assert str(caught.value) == f"cannot write history file {tiny_disk / 'chat.log'}: No space left on device"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = ReaderSettings("127.0.0.1", port, tmp_path / "chat.log", 0.3, verbose=False)
+            delays = RecordingDelays()
+            task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), delays))
+            try:
+                await delays.wait_for_taken(1)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            for filler in fillers:
+                filler.close()
+    notes = status_of(read_history(tmp_path / "chat.log"))
+    assert notes[1] == (
+        f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
+        "next try in 0.0 s"
+    )
