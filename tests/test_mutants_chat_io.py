@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -655,3 +656,81 @@ async def test_leaving_the_receiver_closes_the_connection(server: FakeMinechatSe
     async with open_receiver("127.0.0.1", server.read_port, Sink()):
         await server.wait_until(lambda: len(server.readers) == 1)
     await server.wait_until(lambda: not server.readers)
+
+
+# --- odds and ends ----------------------------------------------------------------------------------
+
+
+def test_parse_account_quotes_what_it_got() -> None:
+    with pytest.raises(chat_io.ProtocolError) as caught:
+        chat_io.parse_account(b"[]\n")
+    assert str(caught.value) == 'expected account details from the server, got "[]"'
+
+
+def test_a_fresh_secret_filter_hides_what_it_is_taught() -> None:
+    secrets = chat_io.SecretFilter()
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("abc",), None)
+    assert secrets.filter(record) and record.getMessage() == "token abc"
+    secrets.secrets.add("abc")
+    assert secrets.filter(record) and record.getMessage() == "token <token>"
+
+
+def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPALIVE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+
+
+def test_dotenv_byte_order_mark_counts_only_at_the_start_of_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"HOST=h.example\n\xef\xbb\xbfNICKNAME=Eve\n")
+    assert set(chat_io.load_environment({}, tmp_path)) == {"HOST", "\ufeffNICKNAME"}
+
+
+def test_log_lines_start_with_the_time(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(verbose=False)
+    logging.getLogger("anyone").warning("hi")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING hi\n", capsys.readouterr().err)
+
+
+def test_raw_text_output_to_a_stream_without_an_encoding() -> None:
+    class Bare:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    stream = Bare()
+    RawTextOutput(stream).write("ж\n")  # type: ignore[arg-type]
+    assert stream.text == "ж\n"
+
+
+def test_background_writer_close_waits_no_longer_than_told() -> None:
+    out = GatedOutput()
+    writer = BackgroundWriter(out.write, skip_note)
+    assert writer._thread.name == "output"
+    writer.put("a\n")
+    assert out.entered.wait(WAIT)
+    writer.close(0.05)  # the output is stuck: closing does not wait for it
+    assert out.written == [] and writer.failure is None
+    out.gate.set()
+    writer._thread.join(WAIT)
+    assert out.written == ["a\n"]
+
+
+def test_background_log_handler_thread_is_named() -> None:
+    handler = chat_io.BackgroundHandler(io.StringIO())  # type: ignore[arg-type]
+    try:
+        assert handler._writer._thread.name == "log"
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize(("value", "shown"), [("h\udcff", "h\\xff"), ("h\ud800", "h\\ud800"), ("a\x1b", "a\\x1b")])
+def test_show_value_escapes_undecodable_bytes(value: str, shown: str) -> None:
+    assert chat_io.show_value(value) == shown
