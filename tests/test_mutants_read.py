@@ -147,12 +147,13 @@ def test_second_history_file_on_one_path_names_the_holder(tmp_path: Path) -> Non
 
 def test_lock_holder_that_is_not_a_number_is_unknown(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    path.write_text("garbage\n")
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        assert read_client.read_holder(descriptor) == "?"
-    finally:
-        os.close(descriptor)
+    for content in (b"garbage\n", b"\xff\xfe12\n"):
+        path.write_bytes(content)
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            assert read_client.read_holder(descriptor) == "?"
+        finally:
+            os.close(descriptor)
     assert read_client.read_holder(descriptor) == "?"  # closed: an OSError
 
 
@@ -192,6 +193,9 @@ async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_tak
     text, shown = journal.take()
     assert len(text) == read_client.JOURNAL_HIGH_CHARS + 2 and shown == text
     assert calls == [True, False]
+    journal.add("x" * read_client.JOURNAL_HIGH_CHARS)  # counted afresh from nothing
+    assert calls == [True, False]
+    journal.take()
     journal.add("note", show=False)
     journal.add("")
     assert journal.take() == ("note", "")
@@ -202,6 +206,7 @@ async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_tak
 
 
 async def test_text_that_only_starts_like_the_greeting_is_chat(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.trickle_interval = 0.001  # byte by byte: the head is held across many reads
     path = tmp_path / "chat.log"
     async with running_reader(server, path) as (_, out, _):
         await server.wait_until(lambda: len(server.readers) == 1)
@@ -292,6 +297,7 @@ class BlockedOut:
 def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
     out = BlockedOut()
     echo = read_client.Echo(out, tmp_path / "chat.log")  # type: ignore[arg-type]
+    assert echo._writer._thread.name == "stdout"
     echo.show("first\n")
     assert out.entered.wait(WAIT)
     echo.show(skipped + "x" * chat_io.OUTPUT_LIMIT_CHARS)
@@ -415,4 +421,14 @@ async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
     assert notes[1] == (
         f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
         "next try in 0.0 s"
+    )
+
+
+def test_unusable_history_path_says_why(tmp_path: Path) -> None:
+    history = read_client.HistoryFile(tmp_path / "missing" / "chat.log")
+    with pytest.raises(FileError) as caught:
+        history.open()
+    assert str(caught.value) == (
+        f"cannot open history file {tmp_path / 'missing' / 'chat.log'}: No such file or directory; "
+        "choose another --log_path"
     )
