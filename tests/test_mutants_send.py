@@ -639,3 +639,74 @@ def test_outbox_counts_every_rewind() -> None:
     assert outbox.rewind() == 2
     assert outbox.rewind() == 0  # a connection lost before the welcome sends nothing
     assert outbox.rewound == 2
+
+
+# --- settings: exact words ------------------------------------------------------------------------------
+
+
+def usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    return line.split(": error: ", 1)[1]
+
+
+def test_usage_errors_word_for_word(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_error(tmp_path, capsys, ["--token", "x", "--message", " "]) == (
+        "argument --message: an empty message cannot be posted"
+    )
+    assert usage_error(tmp_path, capsys, ["--nickname", "\u200b"]) == (
+        "argument --nickname: an empty nickname cannot be registered"
+    )
+    with_token = usage_error(tmp_path, capsys, ["--token", "x", "--nickname", "Eve"])
+    assert with_token.endswith("a --token_path that holds no token yet and without --token or TOKEN")
+    (tmp_path / "token.txt").write_text("t\n")
+    from_file = usage_error(tmp_path, capsys, ["--nickname", "Eve"])
+    assert from_file.endswith("a --token_path that holds no token yet")
+
+
+def test_help_and_spellings(tmp_path: Path) -> None:
+    text = " ".join(send_client.build_parser().format_help().split())
+    assert "Post to the minechat chat. With no token found, register a new account and save its token." in text
+    settings = send_client.parse_settings(["--token", "t", "--reply_timeout", "4", "--token-path", "x"], {}, tmp_path)
+    assert (settings.reply_timeout, settings.token_path) == (4.0, tmp_path / "x")
+
+
+def test_outbox_starts_empty_in_bytes() -> None:
+    outbox = send_client.Outbox(max_posts=10, max_bytes=6)
+    outbox.add("aaa")  # five bytes on the wire
+    assert not outbox.full
+
+
+async def test_blank_stdin_lines_are_skipped_not_the_rest_of_the_batch(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    await send_client.send(settings, StdinBytes(b"one\n\ntwo\n"), RecordingDelays())  # type: ignore[arg-type]
+    assert texts_of(server) == ["one", "two"]
+    assert "skipping an empty line of stdin" in [record.getMessage() for record in caplog.records]
+
+
+async def test_a_full_outbox_is_logged(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    sender = send_client.make_sender(settings, StdinBytes(b"a\nb\nc\n"), RecordingDelays())  # type: ignore[arg-type]
+    sender.outbox = send_client.Outbox(max_posts=1)
+    await sender.run()
+    assert texts_of(server) == ["a", "b", "c"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("the outbox is full; stdin waits for acknowledgements") == 2
+
+
+async def test_an_account_hash_the_server_hands_out_is_hidden_too(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "other-hash"}\n'
+    await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
+    assert "other-hash" not in caplog.text
+    assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text
