@@ -710,3 +710,14 @@ async def test_an_account_hash_the_server_hands_out_is_hidden_too(
     await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
     assert "other-hash" not in caplog.text
     assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text
+
+
+async def test_cli_reads_stdin_in_its_own_encoding(
+    server: FakeMinechatServer, tmp_path: Path, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin = TerminalStdin("Ж\n".encode("cp1251"))
+    stdin.encoding = "cp1251"
+    monkeypatch.setattr(sys, "stdin", stdin)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
+    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["Ж"]
