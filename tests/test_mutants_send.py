@@ -721,3 +721,12 @@ async def test_cli_reads_stdin_in_its_own_encoding(
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
     assert await run_main(argv, tmp_path, monkeypatch) == 0
     assert texts_of(server) == ["Ж"]
+
+
+async def test_cli_closed_stdin_is_fine_without_dash(
+    server: FakeMinechatServer, tmp_path: Path, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
+    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["hi"]
