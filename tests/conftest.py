@@ -35,11 +35,19 @@ SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 # Variables of the caller that would change what a client in a subprocess does, beyond its own:
 # PYTHONUNBUFFERED would hide a missing flush of stdout, TZ is set on purpose where stamps are checked.
 CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
+# Under mutmut, a client in a subprocess inherits the mutant under test, so it runs that mutant (of
+# chat_io: a script run as __main__ keeps its own code). While mutmut only records which tests reach
+# which functions ("stats"), a subprocess cannot report and would look for mutmut's settings in its
+# own folder, and fail: it runs unmutated instead.
+MUTMUT_VARIABLE = "MUTANT_UNDER_TEST"
+MUTMUT_STATS = "stats"
 
 
 def client_env(**extra: str) -> dict[str, str]:
     """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
     dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
+    if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
+        dropped |= {MUTMUT_VARIABLE}
     kept = {key: value for key, value in os.environ.items() if key not in dropped}
     return {**kept, **extra}
 

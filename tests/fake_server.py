@@ -20,7 +20,7 @@ import struct
 import sys
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -103,6 +103,7 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.withhold_acks = False  # take every post, acknowledge none
+        self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
@@ -306,6 +307,22 @@ class FakeMinechatServer:
             data = self.welcome_override
         await self._write(writer, data)
 
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ack_when_open(self, writer: asyncio.StreamWriter, held: list[Post]) -> None:
+        """Once the ack gate opens, acknowledge every post held back, at once."""
+        assert self.ack_gate is not None
+        await self.ack_gate.wait()
+        with suppress(OSError):
+            await self._write(writer, ACK * len(held))
+            for post in held:
+                post.acknowledged = True
+            held.clear()
+            self._touch()
+
     async def _dialogue(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transcript: bytearray, plan: ConnectionPlan
     ) -> None:
@@ -330,6 +347,7 @@ class FakeMinechatServer:
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
         acknowledged = 0
+        held: list[Post] = []  # taken while the ack gate is shut
         while True:
             if plan.posts is not None and acknowledged >= plan.posts and not plan.take_unacked:
                 raise _Drop(plan.reset)
@@ -344,6 +362,12 @@ class FakeMinechatServer:
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
             if self.withhold_acks:
+                post = Post(nickname)
+                continue
+            if self.ack_gate is not None and not self.ack_gate.is_set():
+                held.append(post)
+                if len(held) == 1:
+                    self._spawn(self._ack_when_open(writer, held))
                 post = Post(nickname)
                 continue
             await self._reply(writer, "ack", ACK)
