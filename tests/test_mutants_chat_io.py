@@ -342,8 +342,9 @@ def test_background_writer_skips_what_does_not_fit_and_says_how_much() -> None:
     assert writer.put("abc\n") is True
     assert out.entered.wait(WAIT)  # being written, still counted
     assert writer.put("defgh\n") is True  # exactly the limit
-    assert writer.put("x\ny\nz") is False  # two lines skipped
-    assert writer.put("w") is False  # and a piece of one
+    assert writer.put("x\ny\nz") is False  # two line ends skipped, and the start of a third line
+    assert writer.put("w") is False  # more of that line: skipped, its end not seen yet
+    assert writer.put("v\n") is False  # its end: the third skipped line; nothing after it to show
     out.gate.set()
     writer.close(WAIT)
     writer._thread.join(WAIT)
