@@ -11,17 +11,18 @@ import socket
 import stat
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays, RecordingOut
+from conftest import WAIT, FakeTime, RecordingDelays, RecordingOut
 from fake_server import GREETING, FakeMinechatServer
 from test_read_client import chat_of, read_history, status_of
 from test_read_faults import running_reader
 
 import chat_io
 import read_client
-from chat_io import MAX_LINE_BYTES, AlreadyRunning, FileError
+from chat_io import DEFAULT_TIME_FORMAT, MAX_LINE_BYTES, AlreadyRunning, FileError, StampClock
 from read_client import ReaderSettings
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
@@ -125,53 +126,84 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
 
 # --- the history file and its lock --------------------------------------------------------------
 
+# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
+FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
+FIXED_STAMP = "[04.03.26 05:06]"
+
+
+def fixed_clock(pattern: read_client.HistoryPattern | None = None) -> StampClock:
+    """Return the clock run() would build for a pattern, stopped at FIXED_TIME."""
+    expand = pattern.expand if pattern is not None else (lambda when: "")
+    return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
+
+
+def make_history(path: Path) -> read_client.HistoryFile:
+    """Return a text history file for path, as run() builds it, not yet open."""
+    pattern = read_client.HistoryPattern(path)
+    return read_client.HistoryFile(pattern, read_client.HISTORY_FORMATS["text"], fixed_clock(pattern))
+
+
+def open_history(path: Path) -> read_client.HistoryFile:
+    """Return a text history file for path, open and locked."""
+    history = make_history(path)
+    history.open(str(path))
+    return history
+
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock semantics")
 def test_second_history_file_on_one_path_names_the_holder(tmp_path: Path) -> None:
-    first = read_client.HistoryFile(tmp_path / "chat.log")
-    first.open()
+    path = tmp_path / "chat.log"
+    first = open_history(path)
     try:
-        second = read_client.HistoryFile(tmp_path / "chat.log")
+        second = make_history(path)
         with pytest.raises(AlreadyRunning) as caught:
-            second.open()
+            second.open(str(path))
         assert str(caught.value) == (
-            f"{tmp_path / 'chat.log'} is already being written by another read_client (process {os.getpid()}); "
+            f"{path} is already being written by another read_client (process {os.getpid()}); "
             "stop that one, or give this one another --log_path"
         )
-        assert (tmp_path / "chat.log.lock").read_text() == f"{os.getpid()}\n"
+        assert (tmp_path / ".chat.log.read_client.lock").read_text() == f"{os.getpid()}\n"
     finally:
         first.close()
-    second.open()  # the lock went with the first
+    second.open(str(path))  # the lock went with the first
     second.close()
 
 
 def test_lock_holder_that_is_not_a_number_is_unknown(tmp_path: Path) -> None:
+    # The holder is now None when unknown (it was "?"), and already_running() then names no process.
     path = tmp_path / "lock"
-    for content in (b"garbage\n", b"\xff\xfe12\n"):
+    for content, holder in ((b"garbage\n", None), (b"\xff\xfe12\n", None), (b"", None), (b" 4321 \n", "4321")):
         path.write_bytes(content)
         descriptor = os.open(path, os.O_RDONLY)
         try:
-            assert read_client.read_holder(descriptor) == "?"
+            os.lseek(descriptor, 0, os.SEEK_END)  # read_holder reads from the start, wherever the file is
+            assert read_client.read_holder(descriptor) == holder
         finally:
             os.close(descriptor)
-    assert read_client.read_holder(descriptor) == "?"  # closed: an OSError
+    assert read_client.read_holder(descriptor) is None  # closed: an OSError
+    assert read_client.read_holder(None) is None
+    assert str(read_client.already_running(path, None)) == (
+        f"{path} is already being written by another read_client; stop that one, or give this one another --log_path"
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
 def test_lock_is_next_to_the_real_file(tmp_path: Path) -> None:
+    # The lock file is now hidden and named for read_client: .NAME.read_client.lock beside the real file.
     (tmp_path / "real").mkdir()
     (tmp_path / "link.log").symlink_to(tmp_path / "real" / "chat.log")
-    assert read_client.lock_path_for(tmp_path / "link.log") == tmp_path / "real" / "chat.log.lock"
+    expected = tmp_path / "real" / ".chat.log.read_client.lock"
+    assert read_client.lock_path_for(tmp_path / "link.log") == expected
+    assert read_client.HistoryPattern(tmp_path / "link.log").lock_path() == expected
 
 
 def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     path.write_bytes(b"old")
-    history = read_client.HistoryFile(path)
-    history.open()
+    history = open_history(path)
     try:
-        history.write("a\n")
-        history.write("b\n")
+        history.write([(str(path), "a\n")])
+        history.write([(str(path), "b\n")])
     finally:
         history.close()
     history.close()  # closing twice is harmless
@@ -182,24 +214,33 @@ def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> N
 
 
 async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
+    high = read_client.JOURNAL_HIGH_CHARS
     journal = read_client.Journal()
     calls: list[bool] = []
     journal.pause = calls.append
-    journal.add("x" * read_client.JOURNAL_HIGH_CHARS)
+    text = "x" * high
+    journal.add("a.log", text, text)  # shown as the very text written: counted once
     assert calls == []
-    journal.add("y")
-    journal.add("z")
+    journal.add("a.log", "y", "y")
+    journal.add("b.log", "z", "z")
     assert calls == [True]
-    text, shown = journal.take()
-    assert len(text) == read_client.JOURNAL_HIGH_CHARS + 2 and shown == text
+    entries, shown = journal.take()
+    assert entries == [("a.log", text + "y"), ("b.log", "z")] and shown == text + "yz"
     assert calls == [True, False]
-    journal.add("x" * read_client.JOURNAL_HIGH_CHARS)  # counted afresh from nothing
+    journal.add("a.log", text, text)  # counted afresh from nothing
     assert calls == [True, False]
     journal.take()
-    journal.add("note", show=False)
-    journal.add("")
-    assert journal.take() == ("note", "")
-    assert calls == [True, False] and journal.empty
+    half = high // 2
+    journal.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
+    assert calls == [True, False]
+    journal.add("a.log", "note")
+    assert calls == [True, False, True]
+    journal.take()
+    journal.add("a.log", "note")
+    journal.add("a.log", "")
+    journal.add("b.log", "", "")
+    assert journal.take() == ([("a.log", "note")], "")
+    assert calls == [True, False, True, False] and journal.empty
 
 
 # --- the head of a connection ----------------------------------------------------------------------
@@ -296,7 +337,7 @@ class BlockedOut:
 @pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
 def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
     out = BlockedOut()
-    echo = read_client.Echo(out, tmp_path / "chat.log")  # type: ignore[arg-type]
+    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
     assert echo._writer._thread.name == "stdout"
     echo.show("first\n")
     assert out.entered.wait(WAIT)
@@ -304,11 +345,9 @@ def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Pat
     out.gate.set()
     echo.close()
     echo._writer._thread.join(WAIT)
-    first, note = out.text.splitlines()
-    assert first == "first"
-    assert status_of([note]) == [
-        f"*** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}"
-    ]
+    assert out.text == (
+        f"first\n{FIXED_STAMP} *** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}\n"
+    )
 
 
 def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -316,7 +355,7 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
         def write(self, text: str) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
-    echo = read_client.Echo(Broken(), tmp_path / "chat.log")  # type: ignore[arg-type]
+    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
     echo.show("a\n")
     echo._writer._thread.join(WAIT)
     assert [record.getMessage() for record in caplog.records] == [
@@ -346,18 +385,17 @@ def test_history_moved_away_continues_in_a_new_file_with_a_note(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "chat.log"
-    history = read_client.HistoryFile(path)
-    history.open()
+    history = open_history(path)
     try:
-        history.write("a\n")
+        history.write([(str(path), "a\n")])
         path.rename(tmp_path / "chat.log.1")
-        history.write("b\n")
+        history.write([(str(path), "b\n")])
     finally:
         history.close()
-    assert (tmp_path / "chat.log.1").read_text() == "a\n"
-    [note, line] = read_history(path)
-    assert status_of([note]) == ["*** history continues here; the earlier file was moved or deleted"]
-    assert line == "b"
+    assert (tmp_path / "chat.log.1").read_bytes() == b"a\n"
+    assert path.read_bytes() == (
+        f"{FIXED_STAMP} *** history continues here; the earlier file was moved or deleted\nb\n".encode()
+    )
     assert [record.getMessage() for record in caplog.records] == [
         f"history file {path} was moved or deleted; continuing in a new one"
     ]
@@ -366,10 +404,9 @@ def test_history_moved_away_continues_in_a_new_file_with_a_note(
 def test_one_byte_history_without_newline_gets_one(tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     path.write_bytes(b"x")
-    history = read_client.HistoryFile(path)
-    history.open()
+    history = open_history(path)
     try:
-        history.write("a\n")
+        history.write([(str(path), "a\n")])
     finally:
         history.close()
     assert path.read_bytes() == b"x\na\n"
@@ -377,21 +414,21 @@ def test_one_byte_history_without_newline_gets_one(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_lock_file_is_owner_only(tmp_path: Path) -> None:
-    history = read_client.HistoryFile(tmp_path / "chat.log")
-    history.open()
+    history = open_history(tmp_path / "chat.log")
     history.close()
-    assert stat.S_IMODE((tmp_path / "chat.log.lock").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / ".chat.log.read_client.lock").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "chat.log").stat().st_mode) == 0o600
 
 
 def test_full_disk_while_writing_the_history_is_a_file_error(tiny_disk: Path) -> None:
-    history = read_client.HistoryFile(tiny_disk / "chat.log")
-    history.open()
+    path = tiny_disk / "chat.log"
+    history = open_history(path)
     try:
         with pytest.raises(FileError) as caught:
-            history.write("x" * 1024 * 1024)
+            history.write([(str(path), "x" * 1024 * 1024)])
     finally:
         history.close()
-    assert str(caught.value) == f"cannot write history file {tiny_disk / 'chat.log'}: No space left on device"
+    assert str(caught.value) == f"cannot write history file {path}: No space left on device"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
@@ -425,10 +462,11 @@ async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
 
 
 def test_unusable_history_path_says_why(tmp_path: Path) -> None:
-    history = read_client.HistoryFile(tmp_path / "missing" / "chat.log")
+    path = tmp_path / "missing" / "chat.log"
+    history = make_history(path)
     with pytest.raises(FileError) as caught:
-        history.open()
+        history.open(str(path))
     assert str(caught.value) == (
-        f"cannot open history file {tmp_path / 'missing' / 'chat.log'}: No such file or directory; "
-        "choose another --log_path"
+        f"cannot open history file {path}: No such file or directory; choose another --log_path"
     )
+    assert not (tmp_path / "missing").exists()  # an undated history makes no folders
