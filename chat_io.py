@@ -290,14 +290,19 @@ class StampClock:
         return Moment(when.strftime(self._time_format), when.isoformat(timespec="seconds"), self._expand_path(when))
 
 
+def stamp_following_lines(block: bytes, prefix: str) -> str:
+    """Decode and escape a block of complete lines, with prefix before every line but the first."""
+    text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
+    text = _UNSAFE_IN_BLOCK.sub(_escape_char, text)
+    return text[:-1].replace("\n", "\n" + prefix) + "\n"
+
+
 def format_history_block(block: bytes, when: datetime) -> str:
     """Stamp every line of a block of complete received lines; the same as line by line, faster."""
     if not block:
         return ""
-    text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
-    text = _UNSAFE_IN_BLOCK.sub(_escape_char, text)
     prefix = format_stamp(when) + " "
-    return prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
+    return prefix + stamp_following_lines(block, prefix)
 
 
 def utf8_cut(data: bytes | bytearray, limit: int) -> int:
@@ -422,10 +427,7 @@ class LineStamper:
 
     def _format_block(self, block: bytes, stamp: str) -> str:
         """Format complete lines (the first may end a line begun earlier)."""
-        text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
-        text = _UNSAFE_IN_BLOCK.sub(_escape_char, text)
-        prefix = stamp + " "
-        return self._start(stamp) + text[:-1].replace("\n", "\n" + prefix) + "\n"
+        return self._start(stamp) + stamp_following_lines(block, stamp + " ")
 
     def _format_piece(self, raw: bytes, stamp: str) -> str:
         """Format part of a line that goes on (it may begin the line)."""
