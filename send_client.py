@@ -7,63 +7,54 @@ import logging
 import os
 import sys
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 import configargparse
 
+from _minechat.dialogue import (
+    READING_PORT_HINT,
+    STAGE_GREETING,
+    Account,
+    Acknowledged,
+    Closed,
+    Event,
+    LoggedIn,
+    Outbox,
+    PostingDialogue,
+    Registered,
+    Welcomed,
+    is_blank,
+)
+from _minechat.output import SECRETS, configure_logging, flush_logging, make_output_safe, plural
+from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, ignore_stop_signals, run_until_signal
 from chat_io import (
-    ACK,
     DEFAULT_SEND_PORT,
     ENCODING,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    GREETING,
-    NEWLINE,
-    NICKNAME_PROMPT,
     READ_CHUNK_BYTES,
-    SECRETS,
-    WELCOME,
-    Account,
     ChatError,
     ConnectionFailed,
+    DelayFactory,
     FileError,
     LineFramer,
-    ProtocolError,
     ReplyTimeout,
-    SignalCatcher,
-    UnknownTokenError,
     backoff,
-    cancel_and_wait,
     check_token_path,
-    configure_logging,
     describe_error,
-    encode_line,
-    encode_post,
     exit_code_for,
     flatten_text,
-    flush_logging,
-    full_path,
-    ignore_stop_signals,
-    is_blank,
     is_retryable,
     load_token,
-    make_output_safe,
-    make_parser,
     open_connection,
-    parse_account,
-    parse_arguments,
-    positive_seconds,
-    quote_reply,
     redact,
-    run_until_signal,
     sanitize_text,
     save_token,
-    text_value,
 )
 
 logger = logging.getLogger("send_client")
@@ -72,23 +63,16 @@ DEFAULT_TOKEN_PATH = "token.txt"
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 STDIN_MARK = "-"
-# The outbox holds at most this many posts or bytes (but always one post): all that a stalled or
-# absent server can cost us in memory, however long it stays away. While it is full, stdin waits.
-OUTBOX_POSTS = 1024
-OUTBOX_BYTES = 16 * 1024 * 1024
 # A stdin line longer than this (far beyond what a command line takes) is posted in pieces this long.
 MAX_STDIN_LINE_BYTES = 1024 * 1024
 STDIN_QUEUE_CHUNKS = 4
 # With fixed messages, a connection lost after login is tried again this many times without progress.
 RESUME_TRIES = 5
-READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
 STDIN_HINT = (
     "Type a message and press Enter to post it; end with Ctrl-Z, then Enter."
     if sys.platform == "win32"
     else "Type a message and press Enter to post it; end with Ctrl-D."
 )
-
-DelayFactory = Callable[[], Iterator[float]]
 # The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
 UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
@@ -221,289 +205,6 @@ def resolve_settings(
     )
 
 
-# --- the posting dialogue, sans I/O ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Post:
-    """One message on its way: its number in this run and its bytes on the wire."""
-
-    number: int
-    data: bytes
-
-
-class Outbox:
-    """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""
-
-    def __init__(self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES) -> None:
-        self.max_posts = max_posts
-        self.max_bytes = max_bytes
-        self._sent: deque[Post] = deque()
-        self._unsent: deque[Post] = deque()
-        self._bytes = 0
-        self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
-        self.added = 0
-        self.acknowledged = 0
-        self.resent = 0
-
-    def __len__(self) -> int:
-        return len(self._sent) + len(self._unsent)
-
-    @property
-    def full(self) -> bool:
-        """Tell whether no more posts may be added for now."""
-        return len(self) >= self.max_posts or self._bytes >= self.max_bytes
-
-    @property
-    def roomy(self) -> bool:
-        """Tell whether the outbox has drained to half; refilling slot by slot would mean tiny writes."""
-        return len(self) <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
-
-    @property
-    def oldest_sent(self) -> Post | None:
-        """Return the post whose acknowledgement is due next, if any."""
-        return self._sent[0] if self._sent else None
-
-    @property
-    def has_unsent(self) -> bool:
-        """Tell whether some post still has to go out on this connection."""
-        return bool(self._unsent)
-
-    @property
-    def rewound(self) -> int:
-        """Return how many posts went out on an earlier connection and are still to be sent again."""
-        return self._rewound
-
-    def add(self, text: str) -> Post:
-        """Queue a message as the next post."""
-        data = encode_post(text)
-        self.added += 1
-        post = Post(self.added, data)
-        self._unsent.append(post)
-        self._bytes += len(data)
-        return post
-
-    def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent."""
-        posts = list(self._unsent)
-        self._unsent.clear()
-        self._sent.extend(posts)
-        self.resent += self._rewound
-        self._rewound = 0
-        return posts
-
-    def acknowledge(self) -> Post:
-        """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
-        post = self._sent.popleft()
-        self._bytes -= len(post.data)
-        self.acknowledged += 1
-        return post
-
-    def rewind(self) -> int:
-        """Count every sent post as unsent again, as after a lost connection; return how many."""
-        count = len(self._sent)
-        self._unsent.extendleft(reversed(self._sent))
-        self._sent.clear()
-        self._rewound += count
-        return count
-
-
-@dataclass(frozen=True)
-class Greeted:
-    """The server greeted us."""
-
-    line: bytes
-
-
-@dataclass(frozen=True)
-class Prompted:
-    """The server asked for a nickname."""
-
-    line: bytes
-
-
-@dataclass(frozen=True)
-class LoggedIn:
-    """The server knows the token."""
-
-    line: bytes
-    account: Account
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The server made a new account; its token must be saved before anything else."""
-
-    line: bytes
-    account: Account
-
-
-@dataclass(frozen=True)
-class Welcomed:
-    """The server takes posts from now on."""
-
-    line: bytes
-
-
-@dataclass(frozen=True)
-class Acknowledged:
-    """The server acknowledged a post."""
-
-    line: bytes
-    post: Post
-
-
-@dataclass(frozen=True)
-class Closed:
-    """The server closed the connection while it owed us nothing."""
-
-    line: bytes = b""
-
-
-Event = Greeted | Prompted | LoggedIn | Registered | Welcomed | Acknowledged | Closed
-
-STAGE_GREETING = "the greeting"
-STAGE_LOGIN = "the login reply"
-STAGE_PROMPT = "the nickname prompt"
-STAGE_REGISTRATION = "the registration reply"
-STAGE_WELCOME = "the welcome line"
-STAGE_POSTING = "posting"
-
-
-def is_whole_account(line: bytes) -> bool:
-    """Tell whether a line, newline or not, is a complete account reply."""
-    try:
-        return parse_account(line) is not None
-    except ProtocolError:
-        return False
-
-
-class PostingDialogue:
-    """One connection's dialogue on the posting port without any I/O, h11-style.
-
-    Fed the server's bytes, it hands out one event per reply line and says what to send; once the
-    server welcomes us it sends the outbox's posts and settles one per acknowledgement.
-    """
-
-    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
-        if token is None and nickname is None:
-            raise ValueError("a token to log in with or a nickname to register is needed")
-        self._outbox = outbox
-        self._token = token
-        self._nickname = nickname
-        self._token_source = token_source or "the token"
-        self._stage = STAGE_GREETING
-        self._to_send: list[bytes] = []
-        self._framer = LineFramer()
-        self._lines: deque[bytes] = deque()
-        self._at_eof = False
-
-    @property
-    def ready(self) -> bool:
-        """Tell whether the server takes posts on this connection."""
-        return self._stage == STAGE_POSTING
-
-    @property
-    def waiting_for(self) -> str | None:
-        """Name the reply the server owes us, or None when it owes nothing."""
-        if self._stage != STAGE_POSTING:
-            return self._stage
-        post = self._outbox.oldest_sent
-        return None if post is None else f"the acknowledgement of message {post.number}"
-
-    def receive_data(self, data: bytes) -> None:
-        """Take bytes from the server; b"" means it closed the connection."""
-        if not data:
-            self._at_eof = True
-            unfinished = self._framer.flush()[:-1]
-            if unfinished:
-                self._lines.append(unfinished)  # without its newline, so it reads as incomplete
-            return
-        block = self._framer.feed(data)
-        if block:
-            self._lines.extend(line + NEWLINE for line in block[:-1].split(NEWLINE))
-
-    def next_event(self) -> Event | None:
-        """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
-        if not self._lines:
-            return self._closed() if self._at_eof else None
-        line = self._lines.popleft()
-        if self._stage == STAGE_POSTING:
-            return self._settle(line)
-        if not line.endswith(NEWLINE):
-            if self._stage == STAGE_REGISTRATION and is_whole_account(line):
-                # Cut off before its newline, the new account is whole all the same: keep its token.
-                return self._advance(line + NEWLINE)
-            raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
-        return self._advance(line)
-
-    def data_to_send(self) -> list[bytes]:
-        """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
-        pieces, self._to_send = self._to_send, []
-        if self._stage == STAGE_POSTING and self._outbox.has_unsent:
-            pieces.extend(post.data for post in self._outbox.take_unsent())
-        return pieces
-
-    def _closed(self) -> Closed:
-        due = self.waiting_for
-        if due is not None:
-            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
-        return Closed()
-
-    def _settle(self, line: bytes) -> Acknowledged:
-        due = self.waiting_for
-        if line == ACK and due is not None:
-            return Acknowledged(line, self._outbox.acknowledge())
-        if not line.endswith(NEWLINE) and due is not None:
-            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
-        if due is None:
-            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
-        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
-
-    def _advance(self, line: bytes) -> Event:
-        stage = self._stage
-        if stage == STAGE_GREETING:
-            if line != GREETING:
-                raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
-                )
-            if self._token is not None:
-                self._to_send.append(encode_line(self._token))
-                self._stage = STAGE_LOGIN
-            else:
-                self._to_send.append(NEWLINE)
-                self._stage = STAGE_PROMPT
-            return Greeted(line)
-        if stage == STAGE_PROMPT:
-            self._expect(line, NICKNAME_PROMPT)
-            assert self._nickname is not None
-            self._to_send.append(encode_line(self._nickname))
-            self._stage = STAGE_REGISTRATION
-            return Prompted(line)
-        if stage == STAGE_WELCOME:
-            self._expect(line, WELCOME)
-            self._stage = STAGE_POSTING
-            return Welcomed(line)
-        account = parse_account(line)
-        if account is None and stage == STAGE_REGISTRATION:
-            raise ProtocolError("the server answered null to a registration")
-        if account is None:
-            # The server goes on to ask for a nickname; anything we sent now would create a junk account.
-            raise UnknownTokenError(
-                f"the server does not know the token from {self._token_source}; correct it, or remove it "
-                "and give --nickname to register a new account"
-            )
-        self._stage = STAGE_WELCOME
-        return Registered(line, account) if stage == STAGE_REGISTRATION else LoggedIn(line, account)
-
-    def _expect(self, line: bytes, expected: bytes) -> None:
-        if line != expected:
-            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")
-
-
-# --- stdin ---------------------------------------------------------------------
-
-
 def choose_reader(stream: BinaryIO) -> Callable[[int], bytes]:
     """Return a read function for stream that returns what is available, up to n bytes."""
     try:
@@ -567,14 +268,6 @@ async def iterate_messages(
         elif stdin is not None:
             async for batch in read_stdin_lines(stdin, encoding):
                 yield batch
-
-
-# --- the connection loop ---------------------------------------------------------
-
-
-def plural(count: int, noun: str) -> str:
-    """Return '1 message' or '2 messages'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 class Link:

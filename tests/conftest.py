@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 
-from chat_io import SECRETS, backoff
+from _minechat.output import SECRETS
+from chat_io import backoff
 
 WAIT = 5.0
 # How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).

@@ -16,46 +16,36 @@ import configargparse
 import fake_server
 import pytest
 
+from _minechat.dialogue import Account, encode_post, is_blank, parse_account
+from _minechat.settings import Setting, host_name, load_environment, text_value
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_until_signal
+from _minechat.stamping import format_history_block, format_history_line, format_status_line
 from chat_io import (
     ACK,
     GREETING,
     MAX_LINE_BYTES,
     NICKNAME_PROMPT,
     WELCOME,
-    Account,
     ChatError,
     ConnectionFailed,
     FileError,
     LineFramer,
     ProtocolError,
-    Setting,
-    SignalCatcher,
     UnknownTokenError,
     backoff,
-    cancel_and_wait,
     check_token_path,
     decode_line,
     describe_error,
     encode_line,
-    encode_post,
     exit_code_for,
     flatten_text,
     format_address,
-    format_history_block,
-    format_history_line,
-    format_status_line,
-    host_name,
-    is_blank,
     is_retryable,
-    load_environment,
     load_token,
     open_connection,
-    parse_account,
     redact,
-    run_until_signal,
     sanitize_text,
     save_token,
-    text_value,
 )
 
 WHEN = datetime(2026, 11, 27, 9, 5)

@@ -119,7 +119,6 @@ def test_readme_starts_a_dotenv_from_the_example() -> None:
     assert "cp .env.example .env" in readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
 
 
-
 def test_readme_and_help_state_the_nickname_choice() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     text = " ".join(send_client.build_parser().format_help().split())

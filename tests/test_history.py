@@ -33,11 +33,12 @@ from conftest import (
 from fake_server import FakeMinechatServer
 from test_read_client import ODD_OFFSET, ODD_ZONE, STAMP, chat_of, status_of
 
+import _minechat.backlog
 import read_client
-from chat_io import (
-    AlreadyRunning,
-)
-from read_client import HistoryPattern, ReaderSettings, lines_from_end, read_backlog
+from _minechat.backlog import lines_from_end, read_backlog
+from _minechat.history import HistoryPattern
+from chat_io import AlreadyRunning
+from read_client import ReaderSettings
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 ISO_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
@@ -319,7 +320,7 @@ async def test_backlog_shows_the_last_chat_lines_and_does_not_write_them_again(
     old.insert(-2, "[01.01.26 11:00] *** connection lost: reset; next try in 0.5 s")
     for _ in range(64):  # pad the last line until the first block read back begins inside a character
         data = ("\n".join(old) + "\n").encode()
-        if data[len(data) - read_client.BACKLOG_BLOCK_BYTES] & 0xC0 == 0x80:
+        if data[len(data) - _minechat.backlog.BACKLOG_BLOCK_BYTES] & 0xC0 == 0x80:
             break
         old[-1] += " "
     else:

@@ -19,8 +19,10 @@ from fake_server import FakeMinechatServer
 from test_history import spawn_reader
 
 import read_client
-from chat_io import JsonLineStamper
-from read_client import HistoryPattern, ReaderSettings, read_backlog
+from _minechat.backlog import read_backlog
+from _minechat.history import HistoryPattern
+from _minechat.stamping import JsonLineStamper
+from read_client import ReaderSettings
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
 ISO = "2026-11-27T10:00:00+00:00"

@@ -19,23 +19,16 @@ import pytest
 from conftest import WAIT
 from fake_server import FakeMinechatServer
 
+import _minechat.dialogue
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import chat_io
-from chat_io import (
-    MAX_PORT,
-    SECRETS,
-    BackgroundWriter,
-    LineFramer,
-    LineStamper,
-    RawTextOutput,
-    configure_logging,
-    decode_line,
-    encode_line,
-    format_history_block,
-    open_connection,
-    open_receiver,
-    port_number,
-    sanitize_text,
-)
+from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure_logging
+from _minechat.settings import MAX_PORT, port_number
+from _minechat.stamping import LineStamper, format_history_block
+from chat_io import LineFramer, decode_line, encode_line, open_connection, open_receiver, sanitize_text
 
 STAMP = "[27.11.26 09:05]"
 # Bidi embeddings, overrides and isolates, and the marks: each can reorder what a terminal shows.
@@ -111,7 +104,7 @@ def test_configured_logging_hides_known_secrets(
     log = logging.getLogger("anyone")
     log.warning("the server said %r", "bad sekrit-token here")
     log.debug("not shown at info level")
-    chat_io.flush_logging()
+    _minechat.output.flush_logging()
     err = capsys.readouterr().err
     assert err.endswith(" WARNING the server said 'bad <token> here'\n")
     assert "sekrit" not in err
@@ -266,8 +259,8 @@ def test_shorten_cuts_only_past_the_limit() -> None:
 
 
 def test_quote_reply() -> None:
-    assert chat_io.quote_reply(b"") == "nothing (the connection was closed)"
-    assert chat_io.quote_reply(b"x" * 100 + b"\n") == '"' + "x" * 77 + '..."'
+    assert _minechat.dialogue.quote_reply(b"") == "nothing (the connection was closed)"
+    assert _minechat.dialogue.quote_reply(b"x" * 100 + b"\n") == '"' + "x" * 77 + '..."'
 
 
 @pytest.mark.parametrize(
@@ -292,7 +285,7 @@ def test_unreadable_token_file_says_why(tmp_path: Path) -> None:
 
 def test_empty_message_error_says_so() -> None:
     with pytest.raises(ValueError, match=r"^an empty message cannot be posted$"):
-        chat_io.encode_post(" ")
+        _minechat.dialogue.encode_post(" ")
 
 
 @pytest.mark.parametrize("function", [chat_io.save_token, chat_io.check_token_path])
@@ -436,7 +429,7 @@ def test_raw_text_output_without_a_file_writes_to_the_stream() -> None:
 def test_make_output_safe_lets_a_narrow_console_print_escapes() -> None:
     buffer = io.BytesIO()
     stream = io.TextIOWrapper(buffer, encoding="ascii")
-    chat_io.make_output_safe(stream)
+    _minechat.output.make_output_safe(stream)
     stream.write("é\n")
     stream.flush()
     assert buffer.getvalue() == b"\\xe9\n"
@@ -448,8 +441,8 @@ def test_make_output_safe_ignores_streams_it_cannot_change(error: Exception) -> 
         def reconfigure(self, **options: str) -> None:
             raise error
 
-    chat_io.make_output_safe(Stubborn())
-    chat_io.make_output_safe(object())
+    _minechat.output.make_output_safe(Stubborn())
+    _minechat.output.make_output_safe(object())
 
 
 # --- keepalive elsewhere: Windows and macOS names ---------------------------------------------
@@ -500,7 +493,7 @@ def test_keepalive_failure_is_ignored() -> None:
 
 
 def test_help_shows_description_epilog_variables_and_defaults() -> None:
-    parser = chat_io.make_parser("Do a thing.", "SOME_PORT", 7, "port of things", "say more")
+    parser = _minechat.settings.make_parser("Do a thing.", "SOME_PORT", 7, "port of things", "say more")
     parser.add_argument("--flag", env_var="FLAG", action="store_true", help="a flag")
     parser.add_argument("--given", env_var="GIVEN", default="g", help="shown (default: elsewhere)")
     text = " ".join(parser.format_help().split())
@@ -517,17 +510,17 @@ def test_help_shows_description_epilog_variables_and_defaults() -> None:
 
 
 def test_parser_spellings(tmp_path: Path) -> None:
-    parser = chat_io.make_parser("d", "SOME_PORT", 7, "p", "v")
-    args = chat_io.parse_arguments(parser, ["-v", "--connect_timeout", "2"], {}, tmp_path)
+    parser = _minechat.settings.make_parser("d", "SOME_PORT", 7, "p", "v")
+    args = _minechat.settings.parse_arguments(parser, ["-v", "--connect_timeout", "2"], {}, tmp_path)
     assert args.verbose is True and args.connect_timeout == 2.0
-    args = chat_io.parse_arguments(parser, ["--connect-timeout", "3"], {}, tmp_path)
+    args = _minechat.settings.parse_arguments(parser, ["--connect-timeout", "3"], {}, tmp_path)
     assert args.verbose is False and args.connect_timeout == 3.0
 
 
 def test_parse_arguments_reads_the_command_line_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["prog", "--port", "7001"])
-    parser = chat_io.make_parser("d", "SOME_PORT", 7, "p", "v")
-    assert chat_io.parse_arguments(parser, None, {}, tmp_path).port == 7001
+    parser = _minechat.settings.make_parser("d", "SOME_PORT", 7, "p", "v")
+    assert _minechat.settings.parse_arguments(parser, None, {}, tmp_path).port == 7001
 
 
 @pytest.mark.parametrize(("value", "complaint"), [("x", "'x' is not a port number"), ("", "'' is not a port number")])
@@ -538,20 +531,22 @@ def test_port_number_names_what_is_not_a_number(value: str, complaint: str) -> N
 
 def test_dotenv_byte_order_mark_only_on_the_first_line(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfHOST=h.example\nNICKNAME=\xef\xbb\xbfEve\n")
-    merged = chat_io.load_environment({}, tmp_path)
+    merged = _minechat.settings.load_environment({}, tmp_path)
     assert merged["HOST"].value == "h.example"
     assert merged["NICKNAME"].value == "\ufeffEve"  # kept: only a file starts with a byte-order mark
 
 
 def test_host_name_complaints() -> None:
     with pytest.raises(configargparse.ArgumentTypeError, match=r"^not valid UTF-8 text$"):
-        chat_io.host_name("h\udcff")
+        _minechat.settings.host_name("h\udcff")
     with pytest.raises(configargparse.ArgumentTypeError, match="only an IPv6 address goes in brackets"):
-        chat_io.host_name("[127.0.0.1]")
+        _minechat.settings.host_name("[127.0.0.1]")
     with pytest.raises(configargparse.ArgumentTypeError, match="only an IPv6 address goes in brackets"):
-        chat_io.host_name("::1]")
-    assert chat_io.host_name("EXAMPLE.org") == "EXAMPLE.org"
-    assert chat_io.is_ip_address("127.0.0.1") and not chat_io.is_ip_address("127.0.0.1", version=6)
+        _minechat.settings.host_name("::1]")
+    assert _minechat.settings.host_name("EXAMPLE.org") == "EXAMPLE.org"
+    assert _minechat.settings.is_ip_address("127.0.0.1") and not _minechat.settings.is_ip_address(
+        "127.0.0.1", version=6
+    )
 
 
 # --- the service manager -----------------------------------------------------------------------
@@ -560,8 +555,8 @@ needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF
 
 
 def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="chat_io")
-    assert chat_io.parse_notify_address("vsock:2:1") is None
+    caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
+    assert _minechat.systemd.parse_notify_address("vsock:2:1") is None
     assert [record.getMessage() for record in caplog.records] == [
         "NOTIFY_SOCKET 'vsock:2:1' is neither a path nor an abstract name; not notifying"
     ]
@@ -571,8 +566,8 @@ def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
 def test_notifier_failures_are_logged_with_their_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="chat_io")
-    with chat_io.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+    caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
+    with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
         service.ready()
     assert caplog.records[0].getMessage() == ("cannot notify the service manager: No such file or directory")
     caplog.clear()
@@ -581,7 +576,7 @@ def test_notifier_failures_are_logged_with_their_reason(
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(socket, "socket", no_socket)
-    with chat_io.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+    with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
         service.ready()
     assert [record.getMessage() for record in caplog.records] == [
         "cannot open a socket to the service manager: Too many open files"
@@ -594,7 +589,7 @@ def test_notifier_sends_assignments_in_one_datagram_and_long_statuses(tmp_path: 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
         sock.setblocking(False)
-        with chat_io.ServiceNotifier({"NOTIFY_SOCKET": path}) as service:
+        with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": path}) as service:
             service.notify("A=1", "B=2")
             service.status("s" * 150)
         assert sock.recv(1024) == b"A=1\nB=2"
@@ -603,8 +598,8 @@ def test_notifier_sends_assignments_in_one_datagram_and_long_statuses(tmp_path: 
 
 def test_notifier_watchdog_is_for_this_process_by_default() -> None:
     environ = {"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
-    assert chat_io.ServiceNotifier(environ).watchdog_period == 3.0
-    assert chat_io.ServiceNotifier(environ, pid=os.getpid() + 1).watchdog_period is None
+    assert _minechat.systemd.ServiceNotifier(environ).watchdog_period == 3.0
+    assert _minechat.systemd.ServiceNotifier(environ, pid=os.getpid() + 1).watchdog_period is None
 
 
 # --- signals -------------------------------------------------------------------------------------
@@ -612,7 +607,7 @@ def test_notifier_watchdog_is_for_this_process_by_default() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 async def test_signal_catcher_catches_a_real_signal() -> None:
-    with chat_io.SignalCatcher() as signals:
+    with _minechat.shutdown.SignalCatcher() as signals:
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(signals.wait(), WAIT)
         assert signals.received == signal.SIGTERM
@@ -664,12 +659,12 @@ async def test_leaving_the_receiver_closes_the_connection(server: FakeMinechatSe
 
 def test_parse_account_quotes_what_it_got() -> None:
     with pytest.raises(chat_io.ProtocolError) as caught:
-        chat_io.parse_account(b"[]\n")
+        _minechat.dialogue.parse_account(b"[]\n")
     assert str(caught.value) == 'expected account details from the server, got "[]"'
 
 
 def test_a_fresh_secret_filter_hides_what_it_is_taught() -> None:
-    secrets = chat_io.SecretFilter()
+    secrets = _minechat.output.SecretFilter()
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("abc",), None)
     assert secrets.filter(record) and record.getMessage() == "token abc"
     secrets.secrets.add("abc")
@@ -686,7 +681,7 @@ def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_dotenv_byte_order_mark_counts_only_at_the_start_of_the_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"HOST=h.example\n\xef\xbb\xbfNICKNAME=Eve\n")
-    assert set(chat_io.load_environment({}, tmp_path)) == {"HOST", "\ufeffNICKNAME"}
+    assert set(_minechat.settings.load_environment({}, tmp_path)) == {"HOST", "\ufeffNICKNAME"}
 
 
 def test_log_lines_start_with_the_time(capsys: pytest.CaptureFixture[str]) -> None:
@@ -725,7 +720,7 @@ def test_background_writer_close_waits_no_longer_than_told() -> None:
 
 
 def test_background_log_handler_thread_is_named() -> None:
-    handler = chat_io.BackgroundHandler(io.StringIO())  # type: ignore[arg-type]
+    handler = _minechat.output.BackgroundHandler(io.StringIO())  # type: ignore[arg-type]
     try:
         assert handler._writer._thread.name == "log"
     finally:
@@ -734,4 +729,4 @@ def test_background_log_handler_thread_is_named() -> None:
 
 @pytest.mark.parametrize(("value", "shown"), [("h\udcff", "h\\xff"), ("h\ud800", "h\\ud800"), ("a\x1b", "a\\x1b")])
 def test_show_value_escapes_undecodable_bytes(value: str, shown: str) -> None:
-    assert chat_io.show_value(value) == shown
+    assert _minechat.settings.show_value(value) == shown

@@ -20,9 +20,11 @@ from fake_server import GREETING, FakeMinechatServer
 from test_read_client import chat_of, read_history, status_of
 from test_read_faults import running_reader
 
-import chat_io
+import _minechat.history
+import _minechat.output
 import read_client
-from chat_io import DEFAULT_TIME_FORMAT, MAX_LINE_BYTES, AlreadyRunning, FileError, StampClock
+from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
+from chat_io import MAX_LINE_BYTES, AlreadyRunning, FileError
 from read_client import ReaderSettings
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
@@ -131,19 +133,19 @@ FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
 FIXED_STAMP = "[04.03.26 05:06]"
 
 
-def fixed_clock(pattern: read_client.HistoryPattern | None = None) -> StampClock:
+def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:
     """Return the clock run() would build for a pattern, stopped at FIXED_TIME."""
     expand = pattern.expand if pattern is not None else (lambda when: "")
     return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
 
 
-def make_history(path: Path) -> read_client.HistoryFile:
+def make_history(path: Path) -> _minechat.history.HistoryFile:
     """Return a text history file for path, as run() builds it, not yet open."""
-    pattern = read_client.HistoryPattern(path)
-    return read_client.HistoryFile(pattern, read_client.HISTORY_FORMATS["text"], fixed_clock(pattern))
+    pattern = _minechat.history.HistoryPattern(path)
+    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
 
 
-def open_history(path: Path) -> read_client.HistoryFile:
+def open_history(path: Path) -> _minechat.history.HistoryFile:
     """Return a text history file for path, open and locked."""
     history = make_history(path)
     history.open(str(path))
@@ -177,12 +179,12 @@ def test_lock_holder_that_is_not_a_number_is_unknown(tmp_path: Path) -> None:
         descriptor = os.open(path, os.O_RDONLY)
         try:
             os.lseek(descriptor, 0, os.SEEK_END)  # read_holder reads from the start, wherever the file is
-            assert read_client.read_holder(descriptor) == holder
+            assert _minechat.history.read_holder(descriptor) == holder
         finally:
             os.close(descriptor)
-    assert read_client.read_holder(descriptor) is None  # closed: an OSError
-    assert read_client.read_holder(None) is None
-    assert str(read_client.already_running(path, None)) == (
+    assert _minechat.history.read_holder(descriptor) is None  # closed: an OSError
+    assert _minechat.history.read_holder(None) is None
+    assert str(_minechat.history.already_running(path, None)) == (
         f"{path} is already being written by another read_client; stop that one, or give this one another --log_path"
     )
 
@@ -193,8 +195,8 @@ def test_lock_is_next_to_the_real_file(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link.log").symlink_to(tmp_path / "real" / "chat.log")
     expected = tmp_path / "real" / ".chat.log.read_client.lock"
-    assert read_client.lock_path_for(tmp_path / "link.log") == expected
-    assert read_client.HistoryPattern(tmp_path / "link.log").lock_path() == expected
+    assert _minechat.history.lock_path_for(tmp_path / "link.log") == expected
+    assert _minechat.history.HistoryPattern(tmp_path / "link.log").lock_path() == expected
 
 
 def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> None:
@@ -341,7 +343,7 @@ def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Pat
     assert echo._writer._thread.name == "stdout"
     echo.show("first\n")
     assert out.entered.wait(WAIT)
-    echo.show(skipped + "x" * chat_io.OUTPUT_LIMIT_CHARS)
+    echo.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
     out.gate.set()
     echo.close()
     echo._writer._thread.join(WAIT)

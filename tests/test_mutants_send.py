@@ -20,7 +20,10 @@ from conftest import WAIT, RecordingDelays
 from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionPlan, FakeMinechatServer
 from test_send_client import TOKEN, StdinPipe, settings_for, texts_of
 
+import _minechat.dialogue
+import _minechat.output
 import send_client
+from _minechat.dialogue import OUTBOX_POSTS
 from chat_io import (
     EXIT_CONNECTION,
     EXIT_FILE,
@@ -32,7 +35,6 @@ from chat_io import (
     ReplyTimeout,
     UnknownTokenError,
 )
-from send_client import OUTBOX_POSTS
 
 
 @pytest.fixture
@@ -235,7 +237,7 @@ async def test_a_server_that_never_acknowledges_gets_the_window_and_a_timeout(
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-", "--reply-timeout", "0.3")
     stdin = StdinBytes(b"".join(b"post %d\n" % number for number in range(5)))
     sender = send_client.make_sender(settings, stdin, RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = send_client.Outbox(max_posts=3)
+    sender.outbox = _minechat.dialogue.Outbox(max_posts=3)
     task = asyncio.ensure_future(sender.run())
     try:
         await server.wait_until(lambda: len(server.send_transcripts) >= 2, timeout=WAIT)
@@ -320,7 +322,11 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
 
 
 def test_plural() -> None:
-    assert [send_client.plural(count, "message") for count in (0, 1, 2)] == ["0 messages", "1 message", "2 messages"]
+    assert [_minechat.output.plural(count, "message") for count in (0, 1, 2)] == [
+        "0 messages",
+        "1 message",
+        "2 messages",
+    ]
 
 
 def test_report_without_an_account_names_nobody(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -337,7 +343,7 @@ def test_report_without_an_account_names_nobody(tmp_path: Path, caplog: pytest.L
 
 
 def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
-    outbox = send_client.Outbox(max_posts=100, max_bytes=10)
+    outbox = _minechat.dialogue.Outbox(max_posts=100, max_bytes=10)
     outbox.add("aaaa")  # six bytes on the wire
     outbox.add("bbbb")
     assert outbox.full
@@ -348,11 +354,11 @@ def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
     assert outbox.roomy and not outbox.full
 
 
-def welcomed_dialogue(messages: list[str]) -> send_client.PostingDialogue:
-    outbox = send_client.Outbox()
+def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
+    outbox = _minechat.dialogue.Outbox()
     for text in messages:
         outbox.add(text)
-    dialogue = send_client.PostingDialogue(outbox, TOKEN)
+    dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
     for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
         dialogue.receive_data(line)
         assert dialogue.next_event() is not None
@@ -380,7 +386,9 @@ def test_a_reply_when_none_is_due_is_quoted() -> None:
 
 
 def test_unknown_token_and_null_registration_say_what_to_do() -> None:
-    dialogue = send_client.PostingDialogue(send_client.Outbox(), TOKEN, token_source="the token file t.txt")
+    dialogue = _minechat.dialogue.PostingDialogue(
+        _minechat.dialogue.Outbox(), TOKEN, token_source="the token file t.txt"
+    )
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError) as caught:
@@ -389,7 +397,7 @@ def test_unknown_token_and_null_registration_say_what_to_do() -> None:
         "the server does not know the token from the token file t.txt; correct it, or remove it "
         "and give --nickname to register a new account"
     )
-    dialogue = send_client.PostingDialogue(send_client.Outbox(), None, "Eve")
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, "Eve")
     dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
     dialogue.next_event()
     dialogue.next_event()
@@ -623,8 +631,8 @@ def test_a_line_cut_by_the_close_is_quoted_whole() -> None:
 
 def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
     with pytest.raises(ValueError, match=r"^a token to log in with or a nickname to register is needed$"):
-        send_client.PostingDialogue(send_client.Outbox(), None, None)
-    dialogue = send_client.PostingDialogue(send_client.Outbox(), TOKEN)
+        _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, None)
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), TOKEN)
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError, match=r"^the server does not know the token from the token; "):
@@ -632,7 +640,7 @@ def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
 
 
 def test_outbox_counts_every_rewind() -> None:
-    outbox = send_client.Outbox()
+    outbox = _minechat.dialogue.Outbox()
     outbox.add("one")
     outbox.add("two")
     outbox.take_unsent()
@@ -674,7 +682,7 @@ def test_help_and_spellings(tmp_path: Path) -> None:
 
 
 def test_outbox_starts_empty_in_bytes() -> None:
-    outbox = send_client.Outbox(max_posts=10, max_bytes=6)
+    outbox = _minechat.dialogue.Outbox(max_posts=10, max_bytes=6)
     outbox.add("aaa")  # five bytes on the wire
     assert not outbox.full
 
@@ -695,7 +703,7 @@ async def test_a_full_outbox_is_logged(
     caplog.set_level(logging.DEBUG, logger="send_client")
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     sender = send_client.make_sender(settings, StdinBytes(b"a\nb\nc\n"), RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = send_client.Outbox(max_posts=1)
+    sender.outbox = _minechat.dialogue.Outbox(max_posts=1)
     await sender.run()
     assert texts_of(server) == ["a", "b", "c"]
     messages = [record.getMessage() for record in caplog.records]

@@ -1,4 +1,4 @@
-"""pyproject.toml installs the three modules and two commands, with requirements.txt as its dependencies."""
+"""pyproject.toml installs the three modules, the private package and two commands (dependencies: requirements.txt)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from conftest import ROOT
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 MODULES = {"chat_io", "read_client", "send_client"}
+PACKAGE = "_minechat"
 COMMANDS = {"minechat-read": "read_client:main", "minechat-send": "send_client:main"}
 # What setuptools reads from a requirements file: one requirement per line, no pip options.
 PLAIN_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*[<>=!~][^;#\s]*(\s*,\s*[<>=!~][^;#\s]*)*")
@@ -36,10 +37,12 @@ def test_dependencies_are_requirements_txt(pyproject: dict[str, Any]) -> None:
         assert PLAIN_REQUIREMENT.fullmatch(requirement), f"setuptools cannot read {requirement!r} as a dependency"
 
 
-def test_only_the_three_modules_are_installed(pyproject: dict[str, Any]) -> None:
+def test_only_the_three_modules_and_the_package_are_installed(pyproject: dict[str, Any]) -> None:
     setuptools = pyproject["tool"]["setuptools"]
     assert set(setuptools["py-modules"]) == MODULES
-    assert "packages" not in setuptools
+    assert setuptools["packages"] == [PACKAGE]
+    # A package with sub-packages would need them listed: the layout has one flat private package.
+    assert not [path for path in (ROOT / PACKAGE).iterdir() if path.is_dir() and path.name != "__pycache__"]
     # A new top-level module would be left out of the package: the guide allows none.
     assert {path.stem for path in ROOT.glob("*.py")} == MODULES
 

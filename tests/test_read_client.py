@@ -30,7 +30,7 @@ from conftest import (
 from fake_server import FakeMinechatServer
 
 import read_client
-from chat_io import format_stamp
+from _minechat.stamping import format_stamp
 from read_client import ReaderSettings
 
 STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "

@@ -20,6 +20,7 @@ import pytest
 from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
 
+import _minechat.shutdown
 import send_client
 from chat_io import ACK, EXIT_FILE, GREETING, NICKNAME_PROMPT, WELCOME, ChatError, ReplyTimeout
 
@@ -203,7 +204,7 @@ async def test_long_post_over_a_slow_upload_is_posted_once(tmp_path: Path) -> No
             await asyncio.wait({task, waiter}, timeout=WAIT * 2, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-            await send_client.cancel_and_wait(task)
+            await _minechat.shutdown.cancel_and_wait(task)
     if task.done() and not task.cancelled():
         with suppress(ReplyTimeout):
             task.exception()

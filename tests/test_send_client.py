@@ -20,6 +20,7 @@ import pytest
 from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 from fake_server import ADJECTIVES, ConnectionPlan, FakeMinechatServer
 
+import _minechat.dialogue
 import send_client
 from chat_io import ConnectionFailed, FileError, ProtocolError, ReplyTimeout, UnknownTokenError
 from send_client import DEFAULT_MESSAGE, RESUME_TRIES, SenderSettings
@@ -877,7 +878,7 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
     try:
         # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
-        await server.wait_until(lambda: len(server.posts) >= send_client.OUTBOX_POSTS, timeout=WAIT * 3)
+        await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=WAIT * 3)
     finally:
         code = await stop_with_signal(process, signal.SIGINT)
         process.stdin.close()
@@ -887,7 +888,10 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     assert code == 130
     # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.
     assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in err.splitlines()), err
-    assert f"interrupted: posted 0 messages as Focused Loyd; {send_client.OUTBOX_POSTS} more not acknowledged" in err
+    assert (
+        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.dialogue.OUTBOX_POSTS} more not acknowledged"
+        in err
+    )
 
 
 async def test_cancelled_run_says_what_was_posted(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from _minechat.dialogue import Closed, Outbox, PostingDialogue
 from chat_io import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionFailed, ProtocolError, UnknownTokenError
-from send_client import Closed, Outbox, PostingDialogue
 
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()

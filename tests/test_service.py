@@ -22,16 +22,9 @@ import pytest
 from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
 
-import chat_io
-from chat_io import (
-    EXIT_FILE,
-    EXIT_LOCKED,
-    EXIT_SIGNAL_BASE,
-    EXIT_USAGE,
-    ServiceNotifier,
-    parse_notify_address,
-    parse_watchdog_period,
-)
+import _minechat.output
+from _minechat.systemd import ServiceNotifier, parse_notify_address, parse_watchdog_period
+from chat_io import EXIT_FILE, EXIT_LOCKED, EXIT_SIGNAL_BASE, EXIT_USAGE
 
 # AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
 MAX_SOCKET_PATH = 100
@@ -141,8 +134,8 @@ def test_missing_listener_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tokens that earlier tests taught the process-wide secret filter would be hidden in this text too.
-    monkeypatch.setattr(chat_io.SECRETS, "secrets", set())
-    caplog.set_level(logging.DEBUG, logger="chat_io")
+    monkeypatch.setattr(_minechat.output.SECRETS, "secrets", set())
+    caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
     with ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
         service.ready()
     assert "cannot notify the service manager" in caplog.text

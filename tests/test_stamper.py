@@ -10,7 +10,8 @@ from datetime import datetime
 import pytest
 from conftest import FakeTime
 
-from chat_io import BackgroundWriter, JsonLineStamper, LineStamper, StampClock, format_json_record, split_strftime
+from _minechat.output import BackgroundWriter
+from _minechat.stamping import JsonLineStamper, LineStamper, StampClock, format_json_record, split_strftime
 
 S = "[S]"  # a stamp; the stamper takes whatever it is given
 T = "[T]"

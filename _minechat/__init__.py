@@ -1,0 +1,1 @@
+"""The minechat clients' machinery: private, for read_client.py and send_client.py only."""

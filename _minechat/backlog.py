@@ -1,0 +1,154 @@
+"""Reading the history back: the last chat lines, from the end of its files, without the notes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from _minechat.history import HistoryFile, format_status
+from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp
+from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_BLOCK_BYTES = 64 * 1024
+# A backlog line longer than this is shown cut, with CUT_MARK; the history keeps it whole.
+BACKLOG_LINE_BYTES = MAX_LINE_BYTES
+CUT_MARK = " [...]"
+# All backlog lines together are at most this long; older lines past it are left out.
+BACKLOG_TOTAL_CHARS = 4 * 1024 * 1024
+
+
+def lines_from_end(
+    file: BinaryIO, block_size: int = BACKLOG_BLOCK_BYTES, limit: int = BACKLOG_LINE_BYTES
+) -> Iterator[tuple[bytes, bool]]:
+    """Yield a file's non-empty lines, last first, reading blocks back from its end; cut to limit bytes (then True).
+
+    Lines are split at newline bytes before anything is decoded, so a character cut at a block's
+    edge is whole again in its line; memory stays within a block and a line's first limit bytes.
+    """
+    position = file.seek(0, os.SEEK_END)
+    partial = b""  # the line that began before position: the first limit bytes seen of it
+    cut = False
+    while position > 0:
+        start = max(0, position - block_size)
+        file.seek(start)
+        data = file.read(position - start) + partial
+        position = start
+        lines = data.split(NEWLINE)
+        for index in range(len(lines) - 1, 0, -1):
+            line = lines[index]
+            if line:
+                yield trim_line(line, limit, cut and index == len(lines) - 1)
+            cut = False
+        partial, cut = trim_line(lines[0], limit, cut)
+    if partial:
+        yield partial, cut
+
+
+def trim_line(line: bytes, limit: int, cut: bool) -> tuple[bytes, bool]:
+    """Return a line's first limit bytes (between characters) and whether anything is cut off."""
+    if len(line) <= limit:
+        return line, cut
+    return line[: utf8_cut(line, limit)], True
+
+
+def status_shape(time_format: str) -> re.Pattern[str]:
+    """Return a pattern for a text status line stamped with time_format: the stamp's shape, then ***."""
+    sample = datetime.now().astimezone().strftime(time_format)
+    pieces = []
+    for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
+        if re.fullmatch(r"\d+", token):
+            pieces.append(r"\d+")
+        elif re.fullmatch(r"[^\W\d_]+", token):
+            pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
+        elif token.isspace():
+            pieces.append(r"\s+")
+        elif token in "+-":
+            pieces.append("[+-]")  # a UTC offset's sign
+        else:
+            pieces.append(re.escape(token))
+    return re.compile("".join(pieces) + re.escape(f" {STATUS_MARK} "))
+
+
+def parse_record(line: str) -> dict[str, object] | None:
+    """Return a JSON Lines history record, or None if the line is not one."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # a damaged line, or one nested beyond the parser's depth
+        return None
+    if isinstance(record, dict) and isinstance(record.get("time"), str) and isinstance(record.get("text"), str):
+        return record
+    return None
+
+
+def show_record(record: dict[str, object], time_format: str) -> str:
+    """Return a chat record as a text line, stamped with time_format."""
+    try:
+        stamp = format_stamp(datetime.fromisoformat(str(record["time"])), time_format)
+    except ValueError:
+        stamp = str(record["time"])
+    nick = record.get("nick")
+    text = f"{nick}{NICK_SEPARATOR}{record['text']}" if isinstance(nick, str) else str(record["text"])
+    return f"{stamp} {text}"
+
+
+def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
+    """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
+    shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
+    for path in paths:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 (closed below, after the generator is done with it)
+        except FileNotFoundError:
+            continue
+        with file:
+            for raw, cut in lines_from_end(file):
+                line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
+                record = parse_record(line)
+                if record is not None:
+                    if "event" in record:
+                        continue
+                    line = show_record(record, time_format)
+                elif any(shape.match(line) for shape in shapes):
+                    continue
+                yield sanitize_text(line) + (CUT_MARK if cut else "")
+
+
+def read_backlog(paths: Iterable[Path], count: int, time_format: str) -> list[str]:
+    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS."""
+    found: list[str] = []
+    size = 0
+    for line in backlog_lines(paths, time_format):
+        size += len(line) + 1
+        if len(found) == count or size > BACKLOG_TOTAL_CHARS:
+            break
+        found.append(line)
+    return found[::-1]
+
+
+async def show_backlog(
+    history: HistoryFile, count: int, time_format: str, show: Callable[[str], object], clock: StampClock
+) -> None:
+    """Show the last chat lines of the history, then a status line that marks where live chat begins."""
+
+    def read() -> list[str]:
+        paths = [history.path, *history.pattern.earlier_files(history.path)]
+        return read_backlog(paths, count, time_format)
+
+    try:
+        lines = await asyncio.to_thread(read)
+    except Exception as error:  # the backlog is a courtesy: a damaged history must not keep us from the chat
+        logger.warning("cannot show the backlog: %s", describe_error(error))
+        return
+    if lines:
+        what = f"the last {len(lines)} chat line{'' if len(lines) == 1 else 's'} of the history"
+        show("".join(line + "\n" for line in lines) + format_status(clock.fresh(), f"{what}; live chat follows"))

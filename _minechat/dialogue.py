@@ -1,0 +1,372 @@
+"""The sender's sans-IO core: account replies, posts, the outbox and the posting dialogue."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import deque
+from dataclasses import dataclass
+
+from _minechat.output import SECRETS
+from chat_io import (
+    ACK,
+    DEFAULT_SEND_PORT,
+    ENCODING,
+    GREETING,
+    NEWLINE,
+    NICKNAME_PROMPT,
+    WELCOME,
+    ConnectionFailed,
+    LineFramer,
+    ProtocolError,
+    UnknownTokenError,
+    decode_line,
+    encode_line,
+    redact,
+    shorten,
+)
+
+# Letters that draw nothing (Hangul fillers, the blank Braille pattern); format characters
+# (Unicode category Cf: zero-width space, joiners, bidi marks, BOM) draw nothing either.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_FORMAT_CATEGORY = "Cf"
+# Marks that show nothing even alone (variation selectors, the grapheme joiner, Mongolian ones);
+# a lone accent such as U+0301 does show, on a dotted circle, so it counts as text.
+_INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+QUOTE_LIMIT = 80
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account as the server describes it after login or registration."""
+
+    nickname: str
+    token: str
+
+
+def quote_reply(raw: bytes) -> str:
+    """Quote a server reply for an error message: escaped, shortened, never raw."""
+    if not raw:
+        return "nothing (the connection was closed)"
+    # Hide known secrets before shortening: a token cut in half would slip past the log filter.
+    return f'"{shorten(redact(decode_line(raw), SECRETS.secrets), QUOTE_LIMIT)}"'
+
+
+def parse_account(raw: bytes) -> Account | None:
+    """Parse the login reply: the account, or None for the server's null (an unknown token)."""
+    try:
+        data = json.loads(raw.decode(ENCODING))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}") from None
+    if data is None:
+        return None
+    fields = data if isinstance(data, dict) else {}
+    if not (isinstance(fields.get("nickname"), str) and isinstance(fields.get("account_hash"), str)):
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}")
+    return Account(nickname=data["nickname"], token=data["account_hash"])
+
+
+def is_blank(text: str) -> bool:
+    """Tell whether text would make an empty post: nothing but spaces, breaks and invisible characters."""
+    first = text.lstrip()[:1]
+    if first.isalnum() and first not in _BLANK_LETTERS:
+        return False  # the common case, decided at the first character: this runs twice per post
+    return all(
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) == _FORMAT_CATEGORY
+        or _INVISIBLE_MARKS.match(char)
+        for char in text
+    )
+
+
+def encode_post(text: str) -> bytes:
+    """Encode a message as one post: a single line, then the empty line that ends it."""
+    if is_blank(text):
+        raise ValueError("an empty message cannot be posted")
+    return encode_line(text) + NEWLINE
+
+
+# The outbox holds at most this many posts or bytes (but always one post): all that a stalled or
+# absent server can cost us in memory, however long it stays away. While it is full, stdin waits.
+OUTBOX_POSTS = 1024
+OUTBOX_BYTES = 16 * 1024 * 1024
+READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
+
+
+@dataclass(frozen=True)
+class Post:
+    """One message on its way: its number in this run and its bytes on the wire."""
+
+    number: int
+    data: bytes
+
+
+class Outbox:
+    """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""
+
+    def __init__(self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES) -> None:
+        self.max_posts = max_posts
+        self.max_bytes = max_bytes
+        self._sent: deque[Post] = deque()
+        self._unsent: deque[Post] = deque()
+        self._bytes = 0
+        self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
+        self.added = 0
+        self.acknowledged = 0
+        self.resent = 0
+
+    def __len__(self) -> int:
+        return len(self._sent) + len(self._unsent)
+
+    @property
+    def full(self) -> bool:
+        """Tell whether no more posts may be added for now."""
+        return len(self) >= self.max_posts or self._bytes >= self.max_bytes
+
+    @property
+    def roomy(self) -> bool:
+        """Tell whether the outbox has drained to half; refilling slot by slot would mean tiny writes."""
+        return len(self) <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
+
+    @property
+    def oldest_sent(self) -> Post | None:
+        """Return the post whose acknowledgement is due next, if any."""
+        return self._sent[0] if self._sent else None
+
+    @property
+    def has_unsent(self) -> bool:
+        """Tell whether some post still has to go out on this connection."""
+        return bool(self._unsent)
+
+    @property
+    def rewound(self) -> int:
+        """Return how many posts went out on an earlier connection and are still to be sent again."""
+        return self._rewound
+
+    def add(self, text: str) -> Post:
+        """Queue a message as the next post."""
+        data = encode_post(text)
+        self.added += 1
+        post = Post(self.added, data)
+        self._unsent.append(post)
+        self._bytes += len(data)
+        return post
+
+    def take_unsent(self) -> list[Post]:
+        """Return the posts to send now, in order, and count them as sent."""
+        posts = list(self._unsent)
+        self._unsent.clear()
+        self._sent.extend(posts)
+        self.resent += self._rewound
+        self._rewound = 0
+        return posts
+
+    def acknowledge(self) -> Post:
+        """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
+        post = self._sent.popleft()
+        self._bytes -= len(post.data)
+        self.acknowledged += 1
+        return post
+
+    def rewind(self) -> int:
+        """Count every sent post as unsent again, as after a lost connection; return how many."""
+        count = len(self._sent)
+        self._unsent.extendleft(reversed(self._sent))
+        self._sent.clear()
+        self._rewound += count
+        return count
+
+
+@dataclass(frozen=True)
+class Greeted:
+    """The server greeted us."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Prompted:
+    """The server asked for a nickname."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """The server knows the token."""
+
+    line: bytes
+    account: Account
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The server made a new account; its token must be saved before anything else."""
+
+    line: bytes
+    account: Account
+
+
+@dataclass(frozen=True)
+class Welcomed:
+    """The server takes posts from now on."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """The server acknowledged a post."""
+
+    line: bytes
+    post: Post
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The server closed the connection while it owed us nothing."""
+
+    line: bytes = b""
+
+
+Event = Greeted | Prompted | LoggedIn | Registered | Welcomed | Acknowledged | Closed
+
+STAGE_GREETING = "the greeting"
+STAGE_LOGIN = "the login reply"
+STAGE_PROMPT = "the nickname prompt"
+STAGE_REGISTRATION = "the registration reply"
+STAGE_WELCOME = "the welcome line"
+STAGE_POSTING = "posting"
+
+
+def is_whole_account(line: bytes) -> bool:
+    """Tell whether a line, newline or not, is a complete account reply."""
+    try:
+        return parse_account(line) is not None
+    except ProtocolError:
+        return False
+
+
+class PostingDialogue:
+    """One connection's dialogue on the posting port without any I/O, h11-style.
+
+    Fed the server's bytes, it hands out one event per reply line and says what to send; once the
+    server welcomes us it sends the outbox's posts and settles one per acknowledgement.
+    """
+
+    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
+        if token is None and nickname is None:
+            raise ValueError("a token to log in with or a nickname to register is needed")
+        self._outbox = outbox
+        self._token = token
+        self._nickname = nickname
+        self._token_source = token_source or "the token"
+        self._stage = STAGE_GREETING
+        self._to_send: list[bytes] = []
+        self._framer = LineFramer()
+        self._lines: deque[bytes] = deque()
+        self._at_eof = False
+
+    @property
+    def ready(self) -> bool:
+        """Tell whether the server takes posts on this connection."""
+        return self._stage == STAGE_POSTING
+
+    @property
+    def waiting_for(self) -> str | None:
+        """Name the reply the server owes us, or None when it owes nothing."""
+        if self._stage != STAGE_POSTING:
+            return self._stage
+        post = self._outbox.oldest_sent
+        return None if post is None else f"the acknowledgement of message {post.number}"
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the server; b"" means it closed the connection."""
+        if not data:
+            self._at_eof = True
+            unfinished = self._framer.flush()[:-1]
+            if unfinished:
+                self._lines.append(unfinished)  # without its newline, so it reads as incomplete
+            return
+        block = self._framer.feed(data)
+        if block:
+            self._lines.extend(line + NEWLINE for line in block[:-1].split(NEWLINE))
+
+    def next_event(self) -> Event | None:
+        """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
+        if not self._lines:
+            return self._closed() if self._at_eof else None
+        line = self._lines.popleft()
+        if self._stage == STAGE_POSTING:
+            return self._settle(line)
+        if not line.endswith(NEWLINE):
+            if self._stage == STAGE_REGISTRATION and is_whole_account(line):
+                # Cut off before its newline, the new account is whole all the same: keep its token.
+                return self._advance(line + NEWLINE)
+            raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
+        return self._advance(line)
+
+    def data_to_send(self) -> list[bytes]:
+        """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
+        pieces, self._to_send = self._to_send, []
+        if self._stage == STAGE_POSTING and self._outbox.has_unsent:
+            pieces.extend(post.data for post in self._outbox.take_unsent())
+        return pieces
+
+    def _closed(self) -> Closed:
+        due = self.waiting_for
+        if due is not None:
+            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
+        return Closed()
+
+    def _settle(self, line: bytes) -> Acknowledged:
+        due = self.waiting_for
+        if line == ACK and due is not None:
+            return Acknowledged(line, self._outbox.acknowledge())
+        if not line.endswith(NEWLINE) and due is not None:
+            raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
+        if due is None:
+            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
+        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
+
+    def _advance(self, line: bytes) -> Event:
+        stage = self._stage
+        if stage == STAGE_GREETING:
+            if line != GREETING:
+                raise ProtocolError(
+                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
+                )
+            if self._token is not None:
+                self._to_send.append(encode_line(self._token))
+                self._stage = STAGE_LOGIN
+            else:
+                self._to_send.append(NEWLINE)
+                self._stage = STAGE_PROMPT
+            return Greeted(line)
+        if stage == STAGE_PROMPT:
+            self._expect(line, NICKNAME_PROMPT)
+            assert self._nickname is not None
+            self._to_send.append(encode_line(self._nickname))
+            self._stage = STAGE_REGISTRATION
+            return Prompted(line)
+        if stage == STAGE_WELCOME:
+            self._expect(line, WELCOME)
+            self._stage = STAGE_POSTING
+            return Welcomed(line)
+        account = parse_account(line)
+        if account is None and stage == STAGE_REGISTRATION:
+            raise ProtocolError("the server answered null to a registration")
+        if account is None:
+            # The server goes on to ask for a nickname; anything we sent now would create a junk account.
+            raise UnknownTokenError(
+                f"the server does not know the token from {self._token_source}; correct it, or remove it "
+                "and give --nickname to register a new account"
+            )
+        self._stage = STAGE_WELCOME
+        return Registered(line, account) if stage == STAGE_REGISTRATION else LoggedIn(line, account)
+
+    def _expect(self, line: bytes, expected: bytes) -> None:
+        if line != expected:
+            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")

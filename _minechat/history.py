@@ -1,0 +1,406 @@
+"""The history file: its path pattern, its lock, its two formats, and writing to it."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from _minechat.stamping import (
+    RECORD_END,
+    JsonLineStamper,
+    LineStamper,
+    Moment,
+    StampClock,
+    format_json_record,
+    split_strftime,
+)
+from chat_io import ENCODING, NEWLINE, STATUS_MARK, AlreadyRunning, ChatError, FileError, describe_error
+
+logger = logging.getLogger(__name__)
+
+TEXT_FORMAT = "text"
+JSONL_FORMAT = "jsonl"
+OWNER_ONLY = 0o600
+OWNER_ONLY_FOLDER = 0o700
+
+OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+# Opening a FIFO for writing would wait for a reader forever; non-blocking, it fails or opens at once.
+PROBE_FLAGS = getattr(os, "O_NONBLOCK", 0)
+# Hidden and specific, so it cannot be another tool's file (`--log_path poetry` must not touch poetry.lock).
+LOCK_SUFFIX = ".read_client.lock"
+# What a long line cut by a rotation says where it goes on in the new file.
+CONTINUED = "(continued) "
+# Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
+WINDOWS_LOCK_OFFSET = 1 << 30
+
+
+def identify_file(stat_result: os.stat_result) -> tuple[int, int]:
+    """Return what tells one file from another, even after a rename."""
+    return stat_result.st_dev, stat_result.st_ino
+
+
+def lock_path_for(path: Path) -> Path:
+    """Return the lock file that guards a history file, the same whatever name the history is given."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(f".{real.name}{LOCK_SUFFIX}")
+
+
+# Fields that expand to digits only; every other field (names of days and months, zones) to a word.
+DIGIT_FIELDS = frozenset("dHIjmMSUwWyYGuV")
+# What stands for a path separator in the name of a dated history's lock file ("%_" is no strftime field).
+LOCK_SEPARATOR = "%_"
+
+
+def has_fields(pattern: str) -> bool:
+    """Tell whether a path pattern holds strftime fields."""
+    return any(is_field for _, is_field in split_strftime(pattern))
+
+
+def unescape(pattern: str) -> str:
+    """Return a path pattern without fields as the path it names (%% becomes %)."""
+    return "".join(text for text, _ in split_strftime(pattern))
+
+
+class HistoryPattern:
+    """The history path, perhaps with strftime fields: which file holds which moment, its lock, its earlier files."""
+
+    def __init__(self, pattern: Path) -> None:
+        self.text = str(pattern)
+        self._parts = split_strftime(self.text)
+        self.dated = any(is_field for _, is_field in self._parts)
+        self._fixed = "" if self.dated else unescape(self.text)
+
+    def expand(self, when: datetime) -> str:
+        """Return the history file for a moment (local time)."""
+        if not self.dated:
+            return self._fixed
+        # Field by field: the literal parts may hold bytes that are not UTF-8, which strftime refuses.
+        return "".join(when.strftime("%" + text) if is_field else text for text, is_field in self._parts)
+
+    def lock_path(self) -> Path:
+        """Return the lock file that guards every file of this history, the same whatever name it is given.
+
+        For dated files it lies in the last folder without fields, named after the rest of the pattern.
+        """
+        if not self.dated:
+            return lock_path_for(Path(self._fixed))
+        parts = Path(self.text).parts
+        first = next(index for index, part in enumerate(parts) if has_fields(part))
+        folder = os.path.realpath(Path(*(unescape(part) for part in parts[:first])))
+        return Path(folder) / f".{LOCK_SEPARATOR.join(parts[first:])}{LOCK_SUFFIX}"
+
+    def earlier_files(self, current: Path) -> list[Path]:
+        """Return the other files this pattern matches, last modified first (none without fields)."""
+        if not self.dated:
+            return []
+        wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
+        shape = re.compile(
+            "".join(
+                (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
+                for text, is_field in self._parts
+            )
+        )
+        # By real path: with .. in the pattern, one file can be found by several names.
+        seen = {os.path.normcase(os.path.realpath(current))}
+        found = []
+        for name in glob.glob(wildcard):
+            real = os.path.normcase(os.path.realpath(name))
+            if not shape.fullmatch(name) or real in seen:
+                continue
+            seen.add(real)
+            with contextlib.suppress(OSError):
+                status = os.stat(name)
+                if stat.S_ISREG(status.st_mode):
+                    found.append((status.st_mtime, name))
+        return [Path(name) for _, name in sorted(found, reverse=True)]
+
+
+def make_folders(folder: Path) -> None:
+    """Create a folder and the missing ones above it, each readable by its owner only."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process was quicker
+            os.mkdir(path, OWNER_ONLY_FOLDER)
+
+
+def try_lock(descriptor: int) -> bool:
+    """Take an exclusive lock on an open file without waiting; the OS drops it when we die."""
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            os.lseek(descriptor, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def read_holder(descriptor: int | None) -> str | None:
+    """Return the process id the lock holder wrote into the lock file, or None."""
+    if descriptor is None:
+        return None
+    try:
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        text = os.read(descriptor, 32).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None
+
+
+def already_running(path: Path, holder: str | None) -> AlreadyRunning:
+    """Return the error for a history file that another reader writes."""
+    who = f"another read_client (process {holder})" if holder else "another read_client"
+    return AlreadyRunning(
+        f"{path} is already being written by {who}; stop that one, or give this one another --log_path"
+    )
+
+
+REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
+
+
+class HistoryFile:
+    """The history file: opened for appending, locked against a second reader, reopened if moved.
+
+    With a dated pattern, write() moves on to the next file when the entries it gets name another one,
+    with a note at the end of the old file and at the start of the new.
+    """
+
+    def __init__(self, pattern: HistoryPattern, history_format: HistoryFormat, clock: StampClock) -> None:
+        self.pattern = pattern
+        self.path = Path(pattern.text)  # the file written now, once open
+        self._name = ""  # its name as the clock gives it, which entries are compared with
+        self._format = history_format
+        self._clock = clock
+        self._descriptor: int | None = None
+        self._lock: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._needs_newline = False
+        self._at_line_start = True  # what was written last ends a line
+        self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
+
+    def open(self, path: str) -> None:
+        """Open path (made owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
+        self._name, self.path = path, Path(path)
+        try:
+            self._open_file()
+        except OSError as error:
+            self.close()
+            raise FileError(
+                f"cannot open history file {self.path}: {describe_error(error)}; choose another --log_path"
+            ) from error
+        except ChatError:
+            self.close()
+            raise
+
+    def _open_file(self) -> None:
+        if self.pattern.dated:
+            make_folders(self.path.parent)  # logs/%Y/ gets a new folder each year
+        with contextlib.suppress(FileNotFoundError):
+            self._refuse_unless_regular(os.stat(self.path))
+        descriptor = os.open(self.path, OPEN_FLAGS | PROBE_FLAGS, OWNER_ONLY)
+        self._descriptor = descriptor
+        status = os.fstat(descriptor)
+        self._refuse_unless_regular(status)
+        if PROBE_FLAGS:
+            os.set_blocking(descriptor, True)
+        self._take_lock()
+        # The file itself is locked too, so a second reader finds it by any name, a hard link included.
+        if not try_lock(descriptor):
+            # Our lock file was free, so whoever holds this file knows it by another name.
+            raise already_running(self.path, None)
+        self._identity = identify_file(status)
+        self._needs_newline = status.st_size > 0 and not self._ends_with_newline()
+
+    def _refuse_unless_regular(self, status: os.stat_result) -> None:
+        # A FIFO or a device would block our writes or swallow them: the history must be a file.
+        if not stat.S_ISREG(status.st_mode):
+            raise FileError(
+                f"cannot open history file {self.path}: it is not a regular file; choose another --log_path"
+            )
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as file:
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) == NEWLINE
+
+    def _take_lock(self) -> None:
+        """Lock the file that names us, beside the history or its pattern; the first reader keeps it until it ends."""
+        if self._lock is not None:
+            return
+        lock_path = self.pattern.lock_path()
+        try:
+            self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
+        except OSError as error:
+            raise FileError(
+                f"cannot create the lock file {lock_path} beside the history: {describe_error(error)}; "
+                "choose another --log_path"
+            ) from error
+        if not try_lock(self._lock):
+            raise already_running(self.path, read_holder(self._lock))
+        os.lseek(self._lock, 0, os.SEEK_SET)
+        pid = f"{os.getpid()}\n".encode()
+        os.write(self._lock, pid)
+        os.ftruncate(self._lock, len(pid))
+
+    def close(self) -> None:
+        """Close the file and release the lock."""
+        for descriptor in (self._descriptor, self._lock):
+            if descriptor is not None:
+                os.close(descriptor)
+        self._descriptor = self._lock = None
+
+    def _note(self, text: str, event: str, details: Mapping[str, object]) -> str:
+        return self._format.note(self._clock.fresh(), text, event, details)
+
+    def _follow_path(self) -> bool:
+        """Reopen at the configured path if the file there is no longer ours; tell if we did."""
+        try:
+            current = identify_file(os.stat(self.path))
+        except FileNotFoundError:
+            current = None
+        if current == self._identity:
+            return False
+        logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
+        with contextlib.suppress(OSError):  # the moved file may be gone
+            self._end_cut_line()
+        self._close_file()
+        self._open_file()
+        return True
+
+    def _end_cut_line(self) -> None:
+        """End a line that a move cut short where it is, so the file left behind ends whole."""
+        if not self._at_line_start:
+            self._line_cut = True
+            self._write_now(self._format.cut_end)
+
+    def _close_file(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def _switch(self, path: str) -> None:
+        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new.
+
+        If the new file cannot be had (a folder in its place, another reader on it), the history
+        stays in the old one, with a note: received lines are never dropped for want of a file.
+        """
+        old_path = self.path
+        old_file = (self._descriptor, self._identity, self._needs_newline)
+        self._descriptor = None
+        self._name, self.path = path, Path(path)
+        try:
+            self._open_file()
+        except (OSError, ChatError) as error:
+            if self._descriptor is not None:
+                os.close(self._descriptor)
+            self._descriptor, self._identity, self._needs_newline = old_file
+            self.path = old_path  # entries for the refused date now go on here, without trying again
+            logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
+            reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
+            self._write_now(self._note(reason, "file_refused", {"file": path}))
+            return
+        new_file = (self._descriptor, self._identity, self._needs_newline)
+        self._descriptor, self._identity, self._needs_newline = old_file
+        self._end_cut_line()  # never needed: a line goes on in the file where it began
+        self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
+        self._close_file()
+        self._descriptor, self._identity, self._needs_newline = new_file
+        started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
+        self._write_now(started)
+
+    def write(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread)."""
+        try:
+            for path, text in entries:
+                if path != self._name:
+                    self._switch(path)
+                elif self._follow_path():
+                    self._write_now(self._note(REOPENED_NOTE, "file_reopened", {}))
+                if self._line_cut:
+                    # The rest of a cut line gets a start of ours: it must not start a line the chat chose.
+                    text = self._format.continued(self._clock.fresh()) + text
+                    self._line_cut = False
+                self._write_now(text)
+        except OSError as error:
+            raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
+
+    def _write_now(self, text: str) -> None:
+        if not text:
+            return
+        if self._needs_newline:
+            # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
+            text = "\n" + text
+            self._needs_newline = False
+        assert self._descriptor is not None
+        data = memoryview(text.encode(ENCODING))
+        while data:
+            data = data[os.write(self._descriptor, data) :]
+        self._at_line_start = text.endswith("\n")
+
+
+class TextHistory:
+    """History as text lines: the stamp, a space, the line; notes are marked with ***."""
+
+    separate_display = False  # stdout shows the very text written to the file
+
+    def make_stamper(self) -> LineStamper:
+        return LineStamper()
+
+    def stamp(self, moment: Moment) -> str:
+        return moment.stamp
+
+    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
+        return f"{moment.stamp} {STATUS_MARK} {text}\n"
+
+    cut_end = "\n"  # ends a line cut short by a move
+
+    def continued(self, moment: Moment) -> str:
+        """Return what starts the rest of a cut line in the new file."""
+        return f"{moment.stamp} {CONTINUED}"
+
+
+class JsonHistory:
+    """History as JSON Lines: {"time", "nick", "text"} per chat line; notes add "event" and its details."""
+
+    separate_display = True  # stdout stays text
+
+    def make_stamper(self) -> LineStamper:
+        return JsonLineStamper()
+
+    def stamp(self, moment: Moment) -> str:
+        return moment.iso
+
+    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
+        return format_json_record(moment.iso, text, event=event, **details)
+
+    # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
+    cut_end = RECORD_END
+
+    def continued(self, moment: Moment) -> str:
+        """Return what opens a record for the rest of a cut line in the new file."""
+        return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
+
+
+HistoryFormat = TextHistory | JsonHistory
+HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
+
+
+def format_status(moment: Moment, text: str) -> str:
+    """Return a status line for stdout."""
+    return f"{moment.stamp} {STATUS_MARK} {text}\n"

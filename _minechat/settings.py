@@ -1,0 +1,329 @@
+"""Settings: configargparse over the environment and .env, and the value parsers of both clients."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import ipaddress
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+import configargparse
+from dotenv import dotenv_values
+
+from _minechat.stamping import split_strftime
+from chat_io import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HOST,
+    ENCODING,
+    EXIT_USAGE,
+    FileError,
+    describe_error,
+    sanitize_text,
+    shorten,
+)
+
+logger = logging.getLogger(__name__)
+
+DOTENV_NAME = ".env"
+
+MIN_PORT = 1
+MAX_PORT = 65535
+
+ENVIRONMENT_SOURCE = "the environment"
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# What a lone surrogate stands for: an undecodable byte of argv, the environment or a name.
+_SURROGATE_ESCAPE_BASE = 0xDC00
+_SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The value of a variable and where it was found, for error messages."""
+
+    value: str
+    source: str
+
+
+class ChatArgumentParser(configargparse.ArgumentParser):
+    """configargparse's parser, naming each option's variable in --help without its generic sentence."""
+
+    def format_help(self) -> str:
+        for action in self._actions:
+            name = getattr(action, "env_var", None)
+            note = f"[env var: {name}]"
+            if name and action.help and note not in action.help:
+                action.help += " " + note
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        """Report a usage error in one line, as every error is, and exit with EXIT_USAGE."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class HelpFormatter(configargparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only when there is one, and only if the help text does not give it already."""
+
+    def _get_help_string(self, action: configargparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def is_undecodable(text: str) -> bool:
+    """Tell whether text holds bytes that were not valid UTF-8 (lone surrogates, as Python decodes them)."""
+    return _SURROGATES.search(text) is not None
+
+
+def _show_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code in _SURROGATE_ESCAPE_BYTES:
+        return f"\\x{code - _SURROGATE_ESCAPE_BASE:02x}"
+    return f"\\u{code:04x}"
+
+
+def show_value(text: str) -> str:
+    """Escape a value, undecodable bytes included, and cut it for an error message."""
+    return shorten(_SURROGATES.sub(_show_surrogate, text))
+
+
+def text_value(value: str) -> str:
+    """Parse free text for argparse (a message, a nickname, a token): it must be valid UTF-8."""
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    return value
+
+
+def is_ip_address(text: str, version: int | None = None) -> bool:
+    """Tell whether text is an IP address (of the given version, if one is given)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return version is None or address.version == version
+
+
+def host_name(value: str) -> str:
+    """Parse a host for argparse: a name IDNA accepts or an IP address; [IPv6] loses its brackets."""
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    host = value.strip()
+    if "[" in host or "]" in host:
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        if not is_ip_address(inner, version=6):
+            raise configargparse.ArgumentTypeError(f"'{show_value(value)}': only an IPv6 address goes in brackets")
+        return inner
+    if is_ip_address(host):
+        return host
+    try:
+        encoded = host.encode("idna")  # what the resolver will do; it fails on an empty or overlong label
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise configargparse.ArgumentTypeError(
+            f"'{show_value(value)}' is not a host name (every dot-separated part must be 1 to 63 characters)"
+        )
+    return host
+
+
+def port_number(value: str) -> int:
+    """Parse a TCP port for argparse."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise configargparse.ArgumentTypeError(f"{port} is outside {MIN_PORT}..{MAX_PORT}")
+    return port
+
+
+def positive_seconds(value: str) -> float:
+    """Parse a positive number of seconds for argparse."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise configargparse.ArgumentTypeError(f"{value} must be more than 0")
+    return seconds
+
+
+def full_path(value: str, cwd: Path | None = None) -> Path:
+    """Return the path a relative value names from the current directory, so messages show it whole."""
+    return (Path.cwd() if cwd is None else cwd) / value
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Return the variables set in a .env file; a line that is not UTF-8 is skipped with a warning."""
+    if not path.is_file():  # none, or a folder such as a virtual environment named .env
+        return {}
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FileError(f"cannot read {path}: {describe_error(error)}; fix its permissions or remove it") from error
+    lines = []
+    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else ENCODING))
+        except UnicodeDecodeError:
+            logger.warning("skipping line %d of %s: it is not UTF-8 text; save the file as UTF-8", number, path)
+            lines.append("\n")  # keeps the numbers of the lines after it, which python-dotenv reports
+    return {key: value for key, value in dotenv_values(stream=io.StringIO("".join(lines))).items() if value}
+
+
+def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
+    """Return the environment layered over the .env of cwd (the environment wins); an empty value is unset."""
+    dotenv_path = cwd / DOTENV_NAME
+    merged = {key: Setting(value, str(dotenv_path)) for key, value in read_dotenv(dotenv_path).items()}
+    merged.update((key, Setting(value, ENVIRONMENT_SOURCE)) for key, value in environ.items() if value)
+    return merged
+
+
+def make_parser(
+    description: str, port_env: str, port_default: int, port_help: str, verbose_help: str
+) -> configargparse.ArgumentParser:
+    """Return a parser with the options both clients share."""
+    parser = ChatArgumentParser(
+        description=description,
+        formatter_class=HelpFormatter,
+        default_config_files=[],
+        add_env_var_help=False,
+        allow_abbrev=False,
+        epilog=(
+            "Every option can also be set in the environment or in a .env file in the current "
+            "directory; the command line wins over the environment, the environment over .env. "
+            "An empty value counts as unset."
+        ),
+    )
+    parser.add_argument("--host", env_var="HOST", default=DEFAULT_HOST, type=host_name, help="chat server host")
+    parser.add_argument("--port", env_var=port_env, default=port_default, type=port_number, help=port_help)
+    parser.add_argument(
+        "--connect-timeout",
+        "--connect_timeout",
+        env_var="CONNECT_TIMEOUT",
+        default=DEFAULT_CONNECT_TIMEOUT,
+        type=positive_seconds,
+        help="seconds to wait for a connection",
+    )
+    parser.add_argument("-v", "--verbose", env_var="VERBOSE", action="store_true", help=verbose_help)
+    return parser
+
+
+def check_variable(action: configargparse.Action, setting: Setting) -> str | None:
+    """Return what is wrong with a variable's value for this option, or None if nothing is."""
+    if action.nargs == 0:  # a flag
+        if setting.value.lower() not in TRUE_WORDS + FALSE_WORDS:
+            return f"expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}"
+        return None
+    if action.type is not None:
+        try:
+            action.type(setting.value)
+        except (configargparse.ArgumentTypeError, TypeError, ValueError) as error:
+            return str(error)
+    if action.choices is not None and setting.value not in action.choices:
+        return f"expected one of {', '.join(action.choices)}"
+    return None
+
+
+def environment_values(
+    parser: configargparse.ArgumentParser, argv: Sequence[str], settings: Mapping[str, Setting]
+) -> dict[str, str]:
+    """Check the variables that the command line leaves in force; return them as configargparse takes them."""
+    values = {}
+    for action in parser._actions:
+        name = getattr(action, "env_var", None)
+        setting = settings.get(name) if name else None
+        if setting is None or configargparse.already_on_command_line(argv, action.option_strings, parser.prefix_chars):
+            continue
+        problem = check_variable(action, setting)
+        if problem is not None:
+            # Free text is not shown: it may be the token.
+            shown = "" if action.type is text_value else f"={show_value(setting.value)}"
+            parser.error(f"{name}{shown} (from {setting.source}): {problem}")
+        value = setting.value
+        if isinstance(action, argparse._AppendAction):
+            # One variable is one value, verbatim: configargparse would split "[a, b]" into a list.
+            value = json.dumps([value])
+        values[name] = value
+    return values
+
+
+def parse_arguments(
+    parser: configargparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> configargparse.Namespace:
+    """Parse argv over the environment and .env; usage errors exit through parser.error."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_environment(environ, cwd)
+    except FileError as error:
+        parser.error(str(error))
+    return parser.parse_args(arguments, env_vars=environment_values(parser, arguments, settings))
+
+
+# Fields a history path may hold: those of the C standard, which every platform's strftime knows.
+# %f is left out: it would start a new file for every chunk received.
+# Not %x: its slashes (11/28/26) would make folders of a date.
+PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWXyYzZGuV")
+
+
+def log_path_value(value: str) -> str:
+    """Parse --log_path for argparse: strftime fields are checked, a literal % must be written %%."""
+    try:
+        parts = split_strftime(value)
+    except ValueError as error:
+        raise configargparse.ArgumentTypeError(str(error)) from None
+    unknown = sorted({text for text, is_field in parts if is_field and text not in PATH_FIELDS})
+    if unknown:
+        fields = ", ".join(f"%{field}" for field in unknown)
+        raise configargparse.ArgumentTypeError(f"{fields} is no date or time field; a literal % is written %%")
+    return value
+
+
+def time_format_value(value: str) -> str:
+    """Parse --time-format for argparse: a strftime format that gives a stamp on one line."""
+    text_value(value)
+    if "\0" in value:  # strftime would stop there, silently
+        raise configargparse.ArgumentTypeError("it holds a NUL character")
+    try:
+        sample = datetime.now().astimezone().strftime(value)
+    except ValueError as error:  # Windows refuses unknown fields
+        raise configargparse.ArgumentTypeError(f"not a strftime format: {error}") from None
+    if not sample.strip():
+        raise configargparse.ArgumentTypeError("it gives an empty stamp")
+    if sanitize_text(sample) != sample:
+        raise configargparse.ArgumentTypeError("it gives a stamp with control characters or line breaks")
+    return value
+
+
+def backlog_count(value: str) -> int:
+    """Parse --backlog for argparse: a number of lines, 0 or more."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of lines") from None
+    if count < 0:
+        raise configargparse.ArgumentTypeError(f"{count} is less than 0")
+    return count
+
+
+def full_pattern(value: str, cwd: Path | None = None) -> Path:
+    """Return the history path pattern a value names from the current directory (whose % stay literal)."""
+    if Path(value).is_absolute():
+        return Path(value)
+    folder = str(Path.cwd() if cwd is None else cwd)
+    return Path(folder.replace("%", "%%")) / value

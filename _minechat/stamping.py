@@ -1,0 +1,278 @@
+"""The reader's sans-IO core: the clock, and stampers that turn received bytes into history text."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, sanitize_block, sanitize_text, utf8_cut
+
+# The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
+DEFAULT_TIME_FORMAT = "[%d.%m.%y %H:%M]"
+# The one strftime field finer than a second: a format that holds it is formatted for every chunk.
+SUBSECOND_FIELD = "f"
+
+
+def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
+    """Return the history prefix for a moment: [DD.MM.YY HH:MM], or as time_format says."""
+    return when.strftime(time_format)
+
+
+def format_history_line(text: str, when: datetime) -> str:
+    """Return one history line: stamp, space, text, newline."""
+    return f"{format_stamp(when)} {text}\n"
+
+
+def format_status_line(text: str, when: datetime) -> str:
+    """Return a history line that marks a connection event, not chat."""
+    return format_history_line(f"{STATUS_MARK} {text}", when)
+
+
+def split_strftime(pattern: str) -> list[tuple[str, bool]]:
+    """Split a strftime pattern into (literal text, False) and (field letter, True); raise ValueError on a lone %."""
+    parts: list[tuple[str, bool]] = []
+    literal = []
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char != "%":
+            literal.append(char)
+            position += 1
+            continue
+        if position + 1 == len(pattern):
+            raise ValueError("it ends with a lone %; a literal % is written %%")
+        field = pattern[position + 1]
+        position += 2
+        if field == "%":
+            literal.append("%")
+            continue
+        if literal:
+            parts.append(("".join(literal), False))
+            literal = []
+        parts.append((field, True))
+    if literal:
+        parts.append(("".join(literal), False))
+    return parts
+
+
+def has_subsecond_field(time_format: str) -> bool:
+    """Tell whether a strftime format shows fractions of a second (%f), so it cannot be kept for a second."""
+    try:
+        return any(is_field and text == SUBSECOND_FIELD for text, is_field in split_strftime(time_format))
+    except ValueError:
+        return False
+
+
+class Moment(NamedTuple):
+    """One moment as the history writes it."""
+
+    stamp: str  # the stamp of --time-format, for text lines and stdout
+    iso: str  # ISO 8601 local time with seconds and UTC offset, for JSON records
+    path: str  # the history file that holds what arrives at this moment
+
+
+class StampClock:
+    """Formats the current moment for the history: once a second, since strftime is slow next to a chunk.
+
+    A time format with %f is formatted on every call, so all lines of one received chunk share a stamp.
+    """
+
+    def __init__(
+        self,
+        time_format: str = DEFAULT_TIME_FORMAT,
+        expand_path: Callable[[datetime], str] = lambda when: "",
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._time_format = time_format
+        self._expand_path = expand_path
+        self._now = now
+        self._every_call = has_subsecond_field(time_format)
+        self._cached: tuple[int, Moment] | None = None  # one attribute, replaced whole: safe to read from a thread
+
+    def read(self) -> Moment:
+        """Return the current moment, formatted at most once a second."""
+        now = self._now()
+        if self._every_call:
+            return self.at(now)
+        second = int(now // 1)
+        cached = self._cached
+        if cached is None or cached[0] != second:
+            # Formatted from the whole second, so every call within it gets the same text.
+            cached = (second, self.at(second))
+            self._cached = cached
+        return cached[1]
+
+    def fresh(self) -> Moment:
+        """Return the current moment, formatted now (for rare notes, from any thread)."""
+        return self.at(self._now())
+
+    def at(self, timestamp: float) -> Moment:
+        """Format a moment given in seconds since the epoch, in local time."""
+        when = datetime.fromtimestamp(timestamp, timezone.utc).astimezone()  # right offset in a DST fold too
+        return Moment(when.strftime(self._time_format), when.isoformat(timespec="seconds"), self._expand_path(when))
+
+
+def stamp_following_lines(block: bytes, prefix: str) -> str:
+    """Decode and escape a block of complete lines, with prefix before every line but the first."""
+    text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
+    text = sanitize_block(text)
+    return text[:-1].replace("\n", "\n" + prefix) + "\n"
+
+
+def format_history_block(block: bytes, when: datetime) -> str:
+    """Stamp every line of a block of complete received lines; the same as line by line, faster."""
+    if not block:
+        return ""
+    prefix = format_stamp(when) + " "
+    return prefix + stamp_following_lines(block, prefix)
+
+
+class LineStamper:
+    """Turn received bytes into history text: one stamp per line, however long the line.
+
+    A line longer than max_piece is passed on in pieces as it arrives, with no line break
+    between them, so memory stays bounded and nobody can pad a message into a forged line.
+    """
+
+    def __init__(self, max_piece: int = MAX_LINE_BYTES) -> None:
+        self._max_piece = max_piece
+        self._buffer = bytearray()
+        self._continued = False  # the text given out so far ends inside a line
+        self.completed = False  # at least one whole line has been given out
+
+    @property
+    def pending(self) -> int:
+        """Return how many bytes of an unfinished line are held."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes, stamp: str) -> str:
+        """Take received bytes; return the history text for what they complete."""
+        if self._buffer:
+            self._buffer += data
+            end = self._buffer.rfind(NEWLINE)
+            block = bytes(self._buffer[: end + 1])
+            del self._buffer[: end + 1]
+        else:
+            end = data.rfind(NEWLINE)
+            block = data[: end + 1]
+            self._buffer = bytearray(data[end + 1 :])
+        text = ""
+        if block:
+            text = self._format_block(block, stamp)
+            self._continued = False
+            self.completed = True
+        if len(self._buffer) > self._max_piece:
+            text += self._give_pieces(stamp)
+        return text
+
+    @property
+    def continued(self) -> bool:
+        """Tell whether the text given out so far ends inside a line."""
+        return self._continued
+
+    def flush(self, stamp: str) -> str:
+        """Return the unfinished last line, ended with a newline, and forget it."""
+        if not self._buffer and not self._continued:
+            return ""
+        text = self._format_end(bytes(self._buffer), stamp)
+        self._buffer.clear()
+        self._continued = False
+        return text
+
+    def _start(self, stamp: str) -> str:
+        return "" if self._continued else stamp + " "
+
+    def _format_block(self, block: bytes, stamp: str) -> str:
+        """Format complete lines (the first may end a line begun earlier)."""
+        return self._start(stamp) + stamp_following_lines(block, stamp + " ")
+
+    def _format_piece(self, raw: bytes, stamp: str) -> str:
+        """Format part of a line that goes on (it may begin the line)."""
+        return self._start(stamp) + _escape_piece(raw)
+
+    def _format_end(self, raw: bytes, stamp: str) -> str:
+        """Format the last part of a line and end it."""
+        return self._format_piece(raw, stamp) + "\n"
+
+    def _give_pieces(self, stamp: str) -> str:
+        """Give out all but the last max_piece bytes of the unfinished line, cut between characters."""
+        pieces = []
+        while len(self._buffer) > self._max_piece:
+            # The last byte always stays held, so a CR waiting for its LF is never given out alone.
+            cut = utf8_cut(self._buffer, self._max_piece)
+            pieces.append(self._format_piece(bytes(self._buffer[:cut]), stamp))
+            del self._buffer[:cut]
+            self._continued = True
+        return "".join(pieces)
+
+
+# JSON escapes what is below U+0020; these (DEL, C1, bidi controls and marks, line and paragraph
+# separators) it leaves raw, and they too could drive a terminal that shows the file or split its lines.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+NICK_SEPARATOR = ": "
+RECORD_END = '"}\n'
+
+
+def _escape_json_char(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def make_json_safe(text: str) -> str:
+    """Turn the characters JSON leaves raw but a terminal or a line splitter would act on into \\u escapes."""
+    return _UNSAFE_IN_JSON.sub(_escape_json_char, text) if _UNSAFE_IN_JSON.search(text) else text
+
+
+def format_json_record(when: str, text: str, nick: str | None = None, **fields: object) -> str:
+    """Return one JSON Lines record: time, nick, text and any further fields, on one line."""
+    record = {"time": when, "nick": nick, "text": text, **fields}
+    return make_json_safe(json.dumps(record, ensure_ascii=False)) + "\n"
+
+
+def _json_record(head: str, line: str) -> str:
+    """Return the record of one whole chat line; head holds its time."""
+    nick, separator, text = line.partition(NICK_SEPARATOR)
+    if separator:
+        return f'{head}{_encode_json_string(nick)}, "text": {_encode_json_string(text)}}}\n'
+    return f'{head}null, "text": {_encode_json_string(line)}}}\n'
+
+
+def _json_head(time: str) -> str:
+    return f'{{"time": "{time}", "nick": '
+
+
+class JsonLineStamper(LineStamper):
+    """Turn received bytes into JSON Lines: {"time", "nick", "text"}, one record per line, however long.
+
+    The stamp given to feed and flush is the record's time (ISO 8601). A line longer than max_piece is
+    streamed: its record is opened with the first piece (whose first ": " splits off the nick), its text
+    continued piece by piece, and closed at the newline; memory stays bounded and the record stays whole.
+    """
+
+    def _format_block(self, block: bytes, stamp: str) -> str:
+        lines = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")[:-1].split("\n")
+        records = []
+        if self._continued:
+            records.append(_encode_json_string(lines[0])[1:] + "}\n")
+            del lines[0]
+        head = _json_head(stamp)
+        records.extend([_json_record(head, line) for line in lines])
+        return make_json_safe("".join(records))
+
+    def _format_piece(self, raw: bytes, stamp: str) -> str:
+        text = raw.decode(ENCODING, errors="replace")
+        if self._continued:
+            return make_json_safe(_encode_json_string(text)[1:-1])
+        return make_json_safe(_json_record(_json_head(stamp), text)[: -len(RECORD_END)])
+
+    def _format_end(self, raw: bytes, stamp: str) -> str:
+        return self._format_piece(raw, stamp) + RECORD_END
+
+
+def _escape_piece(raw: bytes) -> str:
+    """Decode and escape part of one line."""
+    return sanitize_text(raw.decode(ENCODING, errors="replace"))
