@@ -28,7 +28,7 @@ from _minechat.dialogue import (
     Welcomed,
     is_blank,
 )
-from _minechat.output import SECRETS, configure_logging, flush_logging, make_output_safe, plural
+from _minechat.output import configure_logging, flush_logging, make_output_safe, plural
 from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, ignore_stop_signals, run_until_signal
 from chat_io import (
@@ -381,15 +381,21 @@ class Sender:
     """Logs in or registers, then posts every message, reconnecting and resending what was not acknowledged."""
 
     def __init__(
-        self, settings: SenderSettings, messages: AsyncIterator[list[str]], make_delays: DelayFactory = backoff
+        self,
+        settings: SenderSettings,
+        messages: AsyncIterator[list[str]],
+        make_delays: DelayFactory = backoff,
+        secrets: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.messages = messages
         self.make_delays = make_delays
         self.outbox = Outbox()
         self.token = settings.token
-        self.secrets = {settings.token} if settings.token else set()
-        SECRETS.secrets.update(self.secrets)
+        # Live: the log filter holds the same set, so a token added here is hidden everywhere from then on.
+        self.secrets = set() if secrets is None else secrets
+        if settings.token:
+            self.secrets.add(settings.token)
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
@@ -510,7 +516,11 @@ class Sender:
         settings = self.settings
         self.outbox.rewind()
         dialogue = PostingDialogue(
-            self.outbox, self.token, settings.nickname if self.token is None else None, settings.token_source
+            self.outbox,
+            self.token,
+            settings.nickname if self.token is None else None,
+            settings.token_source,
+            self.secrets,
         )
         async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
             self._link = Link(self, reader, writer, dialogue)
@@ -530,7 +540,6 @@ class Sender:
             first = self.account is None
             self.account = event.account
             self.secrets.add(event.account.token)
-            SECRETS.secrets.add(event.account.token)
             logger.log(
                 logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
             )
@@ -547,7 +556,6 @@ class Sender:
         self.account = account
         self.token = account.token
         self.secrets.add(account.token)
-        SECRETS.secrets.add(account.token)
         nickname = sanitize_text(account.nickname)
         path = self.settings.token_path
         # Synchronous on purpose: no signal or cancellation can come between the reply and the save.
@@ -575,18 +583,26 @@ async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: De
 
 
 def make_sender(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    secrets: set[str] | None = None,
 ) -> Sender:
-    """Return a sender for the settings, with stdin standing for '-'."""
+    """Return a sender for the settings, with stdin standing for '-' and secrets to keep hidden."""
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays)
+    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, secrets)
 
 
 async def run(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    secrets: set[str] | None = None,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding)
+    sender = make_sender(settings, stdin, make_delays, encoding, secrets)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -631,10 +647,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_output_safe(sys.stderr)
     configure_logging(verbose=False)
     interactive = sys.stdin is not None and sys.stdin.isatty()
+    secrets: set[str] = set()  # the tokens the sender learns; every log line hides them
     try:
         settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
         # From a thread: a stderr nobody reads must not freeze the posting, nor Ctrl-C.
-        configure_logging(settings.verbose, background=True)
+        configure_logging(settings.verbose, background=True, secrets=secrets)
         stdin = None
         if settings.streaming:
             if sys.stdin is None:
@@ -644,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        return asyncio.run(run(settings, stdin, encoding=encoding))
+        return asyncio.run(run(settings, stdin, encoding=encoding, secrets=secrets))
     except ChatError as error:
         logger.error("%s", error)
         return exit_code_for(error)

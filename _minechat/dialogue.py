@@ -6,9 +6,9 @@ import json
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from _minechat.output import SECRETS
 from chat_io import (
     ACK,
     DEFAULT_SEND_PORT,
@@ -45,25 +45,25 @@ class Account:
     token: str
 
 
-def quote_reply(raw: bytes) -> str:
-    """Quote a server reply for an error message: escaped, shortened, never raw."""
+def quote_reply(raw: bytes, secrets: Collection[str] = ()) -> str:
+    """Quote a server reply for an error message: escaped, shortened, never raw, secrets hidden."""
     if not raw:
         return "nothing (the connection was closed)"
     # Hide known secrets before shortening: a token cut in half would slip past the log filter.
-    return f'"{shorten(redact(decode_line(raw), SECRETS.secrets), QUOTE_LIMIT)}"'
+    return f'"{shorten(redact(decode_line(raw), secrets), QUOTE_LIMIT)}"'
 
 
-def parse_account(raw: bytes) -> Account | None:
+def parse_account(raw: bytes, secrets: Collection[str] = ()) -> Account | None:
     """Parse the login reply: the account, or None for the server's null (an unknown token)."""
     try:
         data = json.loads(raw.decode(ENCODING))
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}") from None
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}") from None
     if data is None:
         return None
     fields = data if isinstance(data, dict) else {}
     if not (isinstance(fields.get("nickname"), str) and isinstance(fields.get("account_hash"), str)):
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}")
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}")
     return Account(nickname=data["nickname"], token=data["account_hash"])
 
 
@@ -256,10 +256,18 @@ class PostingDialogue:
     server welcomes us it sends the outbox's posts and settles one per acknowledgement.
     """
 
-    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        token: str | None,
+        nickname: str | None = None,
+        token_source: str = "",
+        secrets: Collection[str] = (),
+    ) -> None:
         if token is None and nickname is None:
             raise ValueError("a token to log in with or a nickname to register is needed")
         self._outbox = outbox
+        self._secrets = secrets  # live: hidden in every reply quoted in an error
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
@@ -328,15 +336,15 @@ class PostingDialogue:
         if not line.endswith(NEWLINE) and due is not None:
             raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
         if due is None:
-            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
-        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"the server sent {quote_reply(line, self._secrets)} when no reply was due")
+        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line, self._secrets)}")
 
     def _advance(self, line: bytes) -> Event:
         stage = self._stage
         if stage == STAGE_GREETING:
             if line != GREETING:
                 raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
+                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{READING_PORT_HINT}"
                 )
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
@@ -355,7 +363,7 @@ class PostingDialogue:
             self._expect(line, WELCOME)
             self._stage = STAGE_POSTING
             return Welcomed(line)
-        account = parse_account(line)
+        account = parse_account(line, self._secrets)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:
@@ -369,4 +377,4 @@ class PostingDialogue:
 
     def _expect(self, line: bytes, expected: bytes) -> None:
         if line != expected:
-            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line, self._secrets)}")

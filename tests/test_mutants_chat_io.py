@@ -25,7 +25,7 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import chat_io
-from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure_logging
+from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging
 from _minechat.settings import MAX_PORT, port_number
 from _minechat.stamping import LineStamper, format_history_block
 from chat_io import LineFramer, decode_line, encode_line, open_connection, open_receiver, sanitize_text
@@ -92,15 +92,12 @@ def test_stamper_cut_backs_up_over_three_continuation_bytes_exactly() -> None:
     assert stamper.flush(STAMP) == f"{EMOJI}\n"
 
 
-# --- the global secret filter ------------------------------------------------------
+# --- the secret filter ------------------------------------------------------
 
 
 @pytest.mark.parametrize("background", [False, True])
-def test_configured_logging_hides_known_secrets(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, background: bool
-) -> None:
-    monkeypatch.setattr(SECRETS, "secrets", {"sekrit-token"})
-    configure_logging(verbose=False, background=background)
+def test_configured_logging_hides_known_secrets(capsys: pytest.CaptureFixture[str], background: bool) -> None:
+    configure_logging(verbose=False, background=background, secrets={"sekrit-token"})
     log = logging.getLogger("anyone")
     log.warning("the server said %r", "bad sekrit-token here")
     log.debug("not shown at info level")
@@ -664,10 +661,11 @@ def test_parse_account_quotes_what_it_got() -> None:
 
 
 def test_a_fresh_secret_filter_hides_what_it_is_taught() -> None:
-    secrets = _minechat.output.SecretFilter()
+    known: set[str] = set()
+    secrets = _minechat.output.SecretFilter(known)
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("abc",), None)
     assert secrets.filter(record) and record.getMessage() == "token abc"
-    secrets.secrets.add("abc")
+    known.add("abc")  # the live set it was given
     assert secrets.filter(record) and record.getMessage() == "token <token>"
 
 
