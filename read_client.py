@@ -17,7 +17,7 @@ import configargparse
 
 from _minechat.backlog import show_backlog
 from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
-from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging, flush_logging, make_output_safe
+from _minechat.output import BackgroundWriter, RawTextOutput
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -26,21 +26,18 @@ from _minechat.settings import (
     parse_arguments,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, ignore_stop_signals, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
     DEFAULT_READ_PORT,
-    EXIT_INTERRUPTED,
     GREETING,
-    ChatError,
     ConnectionFailed,
     DelayFactory,
     ReceivingConnection,
     WrongPort,
     backoff,
     describe_error,
-    exit_code_for,
     format_address,
     is_retryable,
     open_receiver,
@@ -438,22 +435,7 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
-    make_output_safe(sys.stdout)
-    make_output_safe(sys.stderr)
-    configure_logging(verbose=False)  # for warnings about .env while the settings are read
-    try:
-        settings = parse_settings(argv)
-        configure_logging(settings.verbose, background=True)
-        return asyncio.run(run(settings, RawTextOutput(sys.stdout)))
-    except ChatError as error:
-        logger.error("%s", error)
-        return exit_code_for(error)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    finally:
-        # We are on the way out: another Ctrl-C must not break off the last writes with a traceback.
-        ignore_stop_signals()
-        flush_logging()
+    return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
 
 
 if __name__ == "__main__":
