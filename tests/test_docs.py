@@ -135,3 +135,67 @@ def test_docs_and_help_state_the_nickname_choice() -> None:
     assert "refused when a token is found" in docs
     assert "refused when a token is found" in text
     assert "`--nickname` when a token is found" in docs
+
+
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def prose(text: str) -> str:
+    """Return Markdown without its code blocks and code spans, where nothing is a link or a heading."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def anchors(page: Path) -> set[str]:
+    """Return the anchors GitHub makes for the headings of a page."""
+    made: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", FENCE.sub("", page.read_text(encoding="utf-8")), re.MULTILINE):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        count = made.get(slug, 0)
+        made[slug] = count + 1
+        if count:
+            made[f"{slug}-{count}"] = 1
+    return set(made)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_relative_link_leads_somewhere(page: Path) -> None:
+    links = LINK.findall(prose(page.read_text(encoding="utf-8")))
+    assert links
+    for link in links:
+        if re.match(r"[a-z][a-z0-9+.-]*:", link):  # https:, mailto: and the like
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.is_relative_to(ROOT), link
+        assert target.exists(), link
+        if anchor:
+            assert target.suffix == ".md", link
+            assert anchor in anchors(target), link
+
+
+@pytest.mark.parametrize("page", PAGES[1:], ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_page_links_back_to_the_readme(page: Path) -> None:
+    assert "](../README.md)" in page.read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_the_readme_links_every_page() -> None:
+    links = set(LINK.findall(prose(README.read_text(encoding="utf-8"))))
+    for page in PAGES[1:]:
+        assert page.relative_to(ROOT).as_posix() in links, page
+
+
+def test_the_readme_stays_short() -> None:
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_the_readme_gives_the_test_command_ci_runs() -> None:
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    block = FENCE.search(section)
+    assert block is not None
+    assert block.group().splitlines()[-2] == "python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert [line for line in ci if "pytest" in line and not line.startswith("#")] == ["python -m pytest"]
