@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -111,10 +110,11 @@ def exit_code_for(error: ChatError) -> int:
 
 # C0, DEL, C1, line/paragraph separators, bidi overrides, isolates and marks (ALM, LRM, RLM):
 # all can drive a terminal or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
-_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Kept as text, not compiled at import: re compiles each once, on first use, and caches it.
+_UNSAFE_IN_BLOCK = "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+_UNSAFE_IN_LINE = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-_LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_LINE_BREAKS = "\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -127,17 +127,17 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def sanitize_text(text: str) -> str:
     """Escape every character of one line that could drive a terminal."""
-    return _UNSAFE_IN_LINE.sub(_escape_char, text)
+    return re.sub(_UNSAFE_IN_LINE, _escape_char, text)
 
 
 def sanitize_block(text: str) -> str:
     """Escape every character of a block of lines that could drive a terminal; line breaks stay."""
-    return _UNSAFE_IN_BLOCK.sub(_escape_char, text)
+    return re.sub(_UNSAFE_IN_BLOCK, _escape_char, text)
 
 
 def flatten_text(text: str) -> str:
     """Turn every kind of line break into a space so text stays on one protocol line."""
-    return _LINE_BREAKS.sub(" ", text)
+    return re.sub(_LINE_BREAKS, " ", text)
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -277,6 +277,8 @@ def write_durably(descriptor: int, data: bytes) -> None:
 
 def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
+    import tempfile  # here, not at the top: only a registration needs it, and importing it costs every start
+
     folder = resolve_token_path(path).parent
     try:
         # Real bytes, synced: an empty file fits on a full disk, a token does not.
@@ -294,6 +296,8 @@ def check_token_path(path: Path) -> None:
 
 def save_token(path: Path, token: str) -> None:
     """Write the token atomically to a file that only its owner can read (through a symlink, to its target)."""
+    import tempfile  # as in check_token_path
+
     target = resolve_token_path(path)
     try:
         # mkstemp creates the file with mode 0600, so the token is never readable by others.
