@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import aiofiles.os
 import configargparse
 
-from _minechat.backlog import show_backlog
 from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
 from _minechat.output import BackgroundWriter, RawTextOutput
 from _minechat.settings import (
@@ -225,6 +223,8 @@ class Recorder:
         self._history = history
         self._echo = echo
         self._closing = False
+        import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
+
         self._write = aiofiles.os.wrap(history.write)  # one thread hop per batch
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._write_forever())
 
@@ -415,6 +415,8 @@ async def run(
         echo = Echo(out, lambda: history.path, clock)
         try:
             if settings.backlog:
+                from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
+
                 await show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
             recorder = Recorder(history, echo)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
