@@ -15,7 +15,7 @@ from typing import TextIO
 import configargparse
 
 from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
-from _minechat.output import BackgroundWriter, RawTextOutput
+from _minechat.output import BackgroundWriter, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -140,7 +140,7 @@ class Echo:
             out.flush()
 
         def skip_note(count: int) -> str:
-            what = f"{count} line{'' if count == 1 else 's'} not shown here (stdout was too slow)"
+            what = f"{plural(count, 'line')} not shown here (stdout was too slow)"
             return format_status(clock.fresh(), f"{what}; they are in {history_path()}")
 
         def on_failure(error: BaseException) -> None:

@@ -134,15 +134,22 @@ def host_name(value: str) -> str:
     return host
 
 
+def parse_bounded_integer(value: str, what: str, low: int, high: int | None = None) -> int:
+    """Parse a whole number from low to high (no upper bound without one); what names it in the complaint."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+    if high is None and number < low:
+        raise configargparse.ArgumentTypeError(f"{number} is less than {low}")
+    if high is not None and not low <= number <= high:
+        raise configargparse.ArgumentTypeError(f"{number} is outside {low}..{high}")
+    return number
+
+
 def port_number(value: str) -> int:
     """Parse a TCP port for argparse."""
-    try:
-        port = int(value)
-    except ValueError:
-        raise configargparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not MIN_PORT <= port <= MAX_PORT:
-        raise configargparse.ArgumentTypeError(f"{port} is outside {MIN_PORT}..{MAX_PORT}")
-    return port
+    return parse_bounded_integer(value, "a port number", MIN_PORT, MAX_PORT)
 
 
 def positive_seconds(value: str) -> float:
@@ -316,13 +323,7 @@ def time_format_value(value: str) -> str:
 
 def backlog_count(value: str) -> int:
     """Parse --backlog for argparse: a number of lines, 0 or more."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of lines") from None
-    if count < 0:
-        raise configargparse.ArgumentTypeError(f"{count} is less than 0")
-    return count
+    return parse_bounded_integer(value, "a number of lines", 0)
 
 
 def full_pattern(value: str, cwd: Path | None = None) -> Path:
