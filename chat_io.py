@@ -1,4 +1,5 @@
-"""What both minechat clients share: protocol text, framing, sanitising, connections, settings."""
+"""What both minechat clients share: the protocol's text and ports, errors and exit codes, escaping,
+line framing, connections, the reconnect policy and the token file. It imports nothing of ours."""
 
 from __future__ import annotations
 
@@ -9,11 +10,84 @@ import re
 import signal
 import socket
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Protocol
+
+__all__ = [
+    "ACK",
+    "BACKOFF_CAP",
+    "BACKOFF_FACTOR",
+    "BACKOFF_INITIAL",
+    "BACKOFF_JITTER",
+    "CLOSE_TIMEOUT",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HOST",
+    "DEFAULT_READ_PORT",
+    "DEFAULT_SEND_PORT",
+    "ENCODING",
+    "EXIT_CODES",
+    "EXIT_CONNECTION",
+    "EXIT_FAILURE",
+    "EXIT_FILE",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_PROTOCOL",
+    "EXIT_SIGNAL_BASE",
+    "EXIT_UNKNOWN_TOKEN",
+    "EXIT_USAGE",
+    "GREETING",
+    "KEEPALIVE_COUNT",
+    "KEEPALIVE_IDLE_SECONDS",
+    "KEEPALIVE_INTERVAL_SECONDS",
+    "MAX_LINE_BYTES",
+    "NEWLINE",
+    "NICKNAME_PROMPT",
+    "READ_CHUNK_BYTES",
+    "REDACTED",
+    "STATUS_MARK",
+    "STREAM_LIMIT_BYTES",
+    "TOKEN_FILE_ENCODING",
+    "TOKEN_FILE_LIMIT",
+    "TOKEN_PROBE",
+    "WELCOME",
+    "AlreadyRunning",
+    "ChatError",
+    "ChunkSink",
+    "ConnectionFailed",
+    "DelayFactory",
+    "FileError",
+    "LineFramer",
+    "ProtocolError",
+    "ReceivingConnection",
+    "ReplyTimeout",
+    "UnknownTokenError",
+    "WrongPort",
+    "backoff",
+    "check_token_path",
+    "decode_line",
+    "describe_connect_failure",
+    "describe_error",
+    "enable_keepalive",
+    "encode_line",
+    "exit_code_for",
+    "flatten_text",
+    "format_address",
+    "is_retryable",
+    "load_token",
+    "open_connection",
+    "open_receiver",
+    "redact",
+    "resolve_token_path",
+    "sanitize_block",
+    "sanitize_text",
+    "save_token",
+    "shorten",
+    "utf8_cut",
+    "write_durably",
+]
 
 DEFAULT_HOST = "minechat.dvmn.org"
 DEFAULT_READ_PORT = 5000
@@ -111,10 +185,11 @@ def exit_code_for(error: ChatError) -> int:
 
 # C0, DEL, C1, line/paragraph separators, bidi overrides, isolates and marks (ALM, LRM, RLM):
 # all can drive a terminal or rearrange what the user sees. "\n" is kept in blocks and escaped in single lines.
-_UNSAFE_IN_BLOCK = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Kept as text, not compiled at import: re compiles each once, on first use, and caches it.
+_UNSAFE_IN_BLOCK = "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+_UNSAFE_IN_LINE = "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
-_LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_LINE_BREAKS = "\r\n|[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -127,17 +202,17 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def sanitize_text(text: str) -> str:
     """Escape every character of one line that could drive a terminal."""
-    return _UNSAFE_IN_LINE.sub(_escape_char, text)
+    return re.sub(_UNSAFE_IN_LINE, _escape_char, text)
 
 
 def sanitize_block(text: str) -> str:
     """Escape every character of a block of lines that could drive a terminal; line breaks stay."""
-    return _UNSAFE_IN_BLOCK.sub(_escape_char, text)
+    return re.sub(_UNSAFE_IN_BLOCK, _escape_char, text)
 
 
 def flatten_text(text: str) -> str:
     """Turn every kind of line break into a space so text stays on one protocol line."""
-    return _LINE_BREAKS.sub(" ", text)
+    return re.sub(_LINE_BREAKS, " ", text)
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -277,6 +352,8 @@ def write_durably(descriptor: int, data: bytes) -> None:
 
 def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
+    import tempfile  # here, not at the top: only a registration needs it, and importing it costs every start
+
     folder = resolve_token_path(path).parent
     try:
         # Real bytes, synced: an empty file fits on a full disk, a token does not.
@@ -294,6 +371,8 @@ def check_token_path(path: Path) -> None:
 
 def save_token(path: Path, token: str) -> None:
     """Write the token atomically to a file that only its owner can read (through a symlink, to its target)."""
+    import tempfile  # as in check_token_path
+
     target = resolve_token_path(path)
     try:
         # mkstemp creates the file with mode 0600, so the token is never readable by others.

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import aiofiles.os
 import configargparse
 
-from _minechat.backlog import show_backlog
 from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
-from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging, flush_logging, make_output_safe
+from _minechat.output import BackgroundWriter, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -26,21 +24,18 @@ from _minechat.settings import (
     parse_arguments,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, ignore_stop_signals, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
     DEFAULT_READ_PORT,
-    EXIT_INTERRUPTED,
     GREETING,
-    ChatError,
     ConnectionFailed,
     DelayFactory,
     ReceivingConnection,
     WrongPort,
     backoff,
     describe_error,
-    exit_code_for,
     format_address,
     is_retryable,
     open_receiver,
@@ -145,7 +140,7 @@ class Echo:
             out.flush()
 
         def skip_note(count: int) -> str:
-            what = f"{count} line{'' if count == 1 else 's'} not shown here (stdout was too slow)"
+            what = f"{plural(count, 'line')} not shown here (stdout was too slow)"
             return format_status(clock.fresh(), f"{what}; they are in {history_path()}")
 
         def on_failure(error: BaseException) -> None:
@@ -228,6 +223,8 @@ class Recorder:
         self._history = history
         self._echo = echo
         self._closing = False
+        import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
+
         self._write = aiofiles.os.wrap(history.write)  # one thread hop per batch
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._write_forever())
 
@@ -418,6 +415,8 @@ async def run(
         echo = Echo(out, lambda: history.path, clock)
         try:
             if settings.backlog:
+                from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
+
                 await show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
             recorder = Recorder(history, echo)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
@@ -438,22 +437,7 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
-    make_output_safe(sys.stdout)
-    make_output_safe(sys.stderr)
-    configure_logging(verbose=False)  # for warnings about .env while the settings are read
-    try:
-        settings = parse_settings(argv)
-        configure_logging(settings.verbose, background=True)
-        return asyncio.run(run(settings, RawTextOutput(sys.stdout)))
-    except ChatError as error:
-        logger.error("%s", error)
-        return exit_code_for(error)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    finally:
-        # We are on the way out: another Ctrl-C must not break off the last writes with a traceback.
-        ignore_stop_signals()
-        flush_logging()
+    return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
 
 
 if __name__ == "__main__":

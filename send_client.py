@@ -28,13 +28,12 @@ from _minechat.dialogue import (
     Welcomed,
     is_blank,
 )
-from _minechat.output import configure_logging, flush_logging, make_output_safe, plural
+from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, ignore_stop_signals, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
 from chat_io import (
     DEFAULT_SEND_PORT,
     ENCODING,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     READ_CHUNK_BYTES,
@@ -47,7 +46,6 @@ from chat_io import (
     backoff,
     check_token_path,
     describe_error,
-    exit_code_for,
     flatten_text,
     is_retryable,
     load_token,
@@ -644,14 +642,13 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run send_client from the command line; return the exit code."""
-    make_output_safe(sys.stderr)
-    configure_logging(verbose=False)
     interactive = sys.stdin is not None and sys.stdin.isatty()
     secrets: set[str] = set()  # the tokens the sender learns; every log line hides them
-    try:
-        settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
-        # From a thread: a stderr nobody reads must not freeze the posting, nor Ctrl-C.
-        configure_logging(settings.verbose, background=True, secrets=secrets)
+
+    def parse() -> SenderSettings:
+        return parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+
+    async def start(settings: SenderSettings) -> int:
         stdin = None
         if settings.streaming:
             if sys.stdin is None:
@@ -661,16 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        return asyncio.run(run(settings, stdin, encoding=encoding, secrets=secrets))
-    except ChatError as error:
-        logger.error("%s", error)
-        return exit_code_for(error)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    finally:
-        # On the way out: another Ctrl-C must not break off the last words with a traceback.
-        ignore_stop_signals()
-        flush_logging()
+        return await run(settings, stdin, encoding=encoding, secrets=secrets)
+
+    return run_cli(parse, start, logger, secrets)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from _minechat.history import HistoryFile, format_status
+from _minechat.output import plural
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
 
@@ -150,5 +151,5 @@ async def show_backlog(
         logger.warning("cannot show the backlog: %s", describe_error(error))
         return
     if lines:
-        what = f"the last {len(lines)} chat line{'' if len(lines) == 1 else 's'} of the history"
+        what = f"the last {plural(len(lines), 'chat line')} of the history"
         show("".join(line + "\n" for line in lines) + format_status(clock.fresh(), f"{what}; live chat follows"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -12,14 +11,11 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import configargparse
-from dotenv import dotenv_values
 
-from _minechat.stamping import split_strftime
 from chat_io import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HOST,
@@ -41,7 +37,7 @@ MAX_PORT = 65535
 ENVIRONMENT_SOURCE = "the environment"
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
-_SURROGATES = re.compile("[\ud800-\udfff]")
+_SURROGATES = "[\ud800-\udfff]"  # text: compiled on first use, not at every start
 # What a lone surrogate stands for: an undecodable byte of argv, the environment or a name.
 _SURROGATE_ESCAPE_BASE = 0xDC00
 _SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
@@ -82,7 +78,7 @@ class HelpFormatter(configargparse.ArgumentDefaultsHelpFormatter):
 
 def is_undecodable(text: str) -> bool:
     """Tell whether text holds bytes that were not valid UTF-8 (lone surrogates, as Python decodes them)."""
-    return _SURROGATES.search(text) is not None
+    return re.search(_SURROGATES, text) is not None
 
 
 def _show_surrogate(match: re.Match[str]) -> str:
@@ -94,7 +90,7 @@ def _show_surrogate(match: re.Match[str]) -> str:
 
 def show_value(text: str) -> str:
     """Escape a value, undecodable bytes included, and cut it for an error message."""
-    return shorten(_SURROGATES.sub(_show_surrogate, text))
+    return shorten(re.sub(_SURROGATES, _show_surrogate, text))
 
 
 def text_value(value: str) -> str:
@@ -106,6 +102,8 @@ def text_value(value: str) -> str:
 
 def is_ip_address(text: str, version: int | None = None) -> bool:
     """Tell whether text is an IP address (of the given version, if one is given)."""
+    import ipaddress  # here: a --help never needs it
+
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -136,15 +134,22 @@ def host_name(value: str) -> str:
     return host
 
 
+def parse_bounded_integer(value: str, what: str, low: int, high: int | None = None) -> int:
+    """Parse a whole number from low to high (no upper bound without one); what names it in the complaint."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+    if high is None and number < low:
+        raise configargparse.ArgumentTypeError(f"{number} is less than {low}")
+    if high is not None and not low <= number <= high:
+        raise configargparse.ArgumentTypeError(f"{number} is outside {low}..{high}")
+    return number
+
+
 def port_number(value: str) -> int:
     """Parse a TCP port for argparse."""
-    try:
-        port = int(value)
-    except ValueError:
-        raise configargparse.ArgumentTypeError(f"{value!r} is not a port number") from None
-    if not MIN_PORT <= port <= MAX_PORT:
-        raise configargparse.ArgumentTypeError(f"{port} is outside {MIN_PORT}..{MAX_PORT}")
-    return port
+    return parse_bounded_integer(value, "a port number", MIN_PORT, MAX_PORT)
 
 
 def positive_seconds(value: str) -> float:
@@ -178,6 +183,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
         except UnicodeDecodeError:
             logger.warning("skipping line %d of %s: it is not UTF-8 text; save the file as UTF-8", number, path)
             lines.append("\n")  # keeps the numbers of the lines after it, which python-dotenv reports
+    from dotenv import dotenv_values  # here: most runs have no .env
+
     return {key: value for key, value in dotenv_values(stream=io.StringIO("".join(lines))).items() if value}
 
 
@@ -283,6 +290,8 @@ PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWXyYzZGuV")
 
 def log_path_value(value: str) -> str:
     """Parse --log_path for argparse: strftime fields are checked, a literal % must be written %%."""
+    from _minechat.stamping import split_strftime  # here: the sender never needs the reader's stamping
+
     try:
         parts = split_strftime(value)
     except ValueError as error:
@@ -299,6 +308,8 @@ def time_format_value(value: str) -> str:
     text_value(value)
     if "\0" in value:  # strftime would stop there, silently
         raise configargparse.ArgumentTypeError("it holds a NUL character")
+    from datetime import datetime  # here: the sender never needs it
+
     try:
         sample = datetime.now().astimezone().strftime(value)
     except ValueError as error:  # Windows refuses unknown fields
@@ -312,13 +323,7 @@ def time_format_value(value: str) -> str:
 
 def backlog_count(value: str) -> int:
     """Parse --backlog for argparse: a number of lines, 0 or more."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of lines") from None
-    if count < 0:
-        raise configargparse.ArgumentTypeError(f"{count} is less than 0")
-    return count
+    return parse_bounded_integer(value, "a number of lines", 0)
 
 
 def full_pattern(value: str, cwd: Path | None = None) -> Path:

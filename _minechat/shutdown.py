@@ -1,14 +1,18 @@
-"""Stopping on a signal: catch SIGINT, SIGTERM and SIGHUP, cancel the work, wait for it."""
+"""Stopping: catch SIGINT, SIGTERM and SIGHUP, cancel the work, wait for it; and run_cli, which both mains call."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import Coroutine
+import sys
+from collections.abc import Callable, Collection, Coroutine
 from contextlib import suppress
 from types import TracebackType
+from typing import Protocol, TypeVar
 
-from chat_io import EXIT_SIGNAL_BASE
+from _minechat.output import configure_logging, flush_logging, make_output_safe
+from chat_io import EXIT_INTERRUPTED, EXIT_SIGNAL_BASE, ChatError, exit_code_for
 
 RECANCEL_SECONDS = 0.5
 
@@ -89,3 +93,42 @@ async def run_until_signal(work: Coroutine[object, object, object], signals: Sig
         return signals.received
     task.result()  # raises what the work raised
     return None
+
+
+class Verbosity(Protocol):
+    """Settings that say how much to log."""
+
+    @property
+    def verbose(self) -> bool: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=Verbosity)
+
+
+def run_cli(
+    parse: Callable[[], SettingsT],
+    run: Callable[[SettingsT], Coroutine[object, object, int]],
+    logger: logging.Logger,
+    secrets: Collection[str] = (),
+) -> int:
+    """Parse the settings, run the client on one event loop, and map every way it ends to an exit code.
+
+    Log lines hide the secrets of the live collection given, however many the client adds to it.
+    """
+    make_output_safe(sys.stdout)
+    make_output_safe(sys.stderr)
+    configure_logging(verbose=False)  # for warnings about .env while the settings are read
+    try:
+        settings = parse()
+        # From a thread: a stderr nobody reads must not freeze the client, nor Ctrl-C.
+        configure_logging(settings.verbose, background=True, secrets=secrets)
+        return asyncio.run(run(settings))
+    except ChatError as error:
+        logger.error("%s", error)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        # We are on the way out: another Ctrl-C must not break off the last writes with a traceback.
+        ignore_stop_signals()
+        flush_logging()

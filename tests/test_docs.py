@@ -1,4 +1,4 @@
-"""README, .env.example and --help describe the same options."""
+"""docs/, the README, .env.example and --help describe the same options."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ import read_client
 import send_client
 
 PARSERS = [read_client.build_parser, send_client.build_parser]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+CONFIGURATION = DOCS / "configuration.md"
+
+
+def docs_text() -> str:
+    """Return the reference: every page under docs/, one after the other."""
+    pages = sorted(DOCS.glob("*.md"))
+    assert pages
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
 
 
 def variables(build: object) -> set[str]:
@@ -24,20 +34,20 @@ def variables(build: object) -> set[str]:
 
 @pytest.mark.parametrize("build", PARSERS)
 def test_every_variable_is_documented(build: object) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    docs = docs_text()
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     for name in variables(build):
-        assert f"`{name}`" in readme
+        assert f"`{name}`" in docs
         assert f"{name}=" in example
 
 
 @pytest.mark.parametrize("build", PARSERS)
-def test_every_option_is_in_the_readme(build: object) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_every_option_is_in_the_docs(build: object) -> None:
+    docs = docs_text()
     parser = build()  # type: ignore[operator]
     for action in parser._actions:
         if action.option_strings and "--help" not in action.option_strings:
-            assert any(f"`{option}`" in readme for option in action.option_strings), action.option_strings
+            assert any(f"`{option}`" in docs for option in action.option_strings), action.option_strings
 
 
 def test_env_example_as_is_gives_the_defaults(tmp_path: Path) -> None:
@@ -54,10 +64,10 @@ def test_env_example_as_is_gives_the_defaults(tmp_path: Path) -> None:
     assert sender == replace(bare_sender, token_path=sender.token_path, token_source=sender.token_source)
 
 
-def readme_table(script: str) -> dict[str, list[str]]:
-    """Return the README's option table for a script: each option's cells (variable, default, meaning)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split(f"### {script}\n", 1)[1].split("\n#", 1)[0]
+def docs_table(script: str) -> dict[str, list[str]]:
+    """Return the option table in docs/configuration.md for a script: each option's variable, default, meaning."""
+    page = CONFIGURATION.read_text(encoding="utf-8")
+    section = page.split(f"### {script}\n", 1)[1].split("\n#", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split(" | ")]
@@ -67,8 +77,8 @@ def readme_table(script: str) -> dict[str, list[str]]:
     return rows
 
 
-def readme_default(default: object) -> str:
-    """Return how the README's tables write a default."""
+def docs_default(default: object) -> str:
+    """Return how the option tables write a default."""
     if default is None:
         return "none"
     if default is False:
@@ -77,8 +87,8 @@ def readme_default(default: object) -> str:
 
 
 @pytest.mark.parametrize(("script", "build"), [("read_client.py", PARSERS[0]), ("send_client.py", PARSERS[1])])
-def test_help_and_readme_table_agree(script: str, build: object) -> None:
-    table = readme_table(script)
+def test_help_and_docs_table_agree(script: str, build: object) -> None:
+    table = docs_table(script)
     parser = build()  # type: ignore[operator]
     for action in parser._actions:
         if "--help" in action.option_strings:
@@ -90,7 +100,7 @@ def test_help_and_readme_table_agree(script: str, build: object) -> None:
         if own_default:  # the help explains a default that depends on what happens
             assert default.endswith(own_default.rstrip(")").split("' ", 1)[-1])
         else:
-            assert default == readme_default(action.default)
+            assert default == docs_default(action.default)
 
 
 @pytest.mark.parametrize("build", PARSERS)
@@ -104,10 +114,10 @@ def test_help_says_each_thing_once(build: object) -> None:
         assert line.count("(default:") <= 1, line
 
 
-def test_files_the_readme_makes_are_ignored_by_git() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_files_the_readme_and_docs_make_are_ignored_by_git() -> None:
+    text = README.read_text(encoding="utf-8") + docs_text()
     patterns = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
-    made = set(re.findall(r"--(?:token_path|log_path) (\S+)", readme))
+    made = set(re.findall(r"--(?:token_path|log_path) (\S+)", text))
     made |= {".env", read_client.DEFAULT_LOG_PATH, send_client.DEFAULT_TOKEN_PATH}
     assert len(made) > 3
     for name in made:
@@ -115,13 +125,77 @@ def test_files_the_readme_makes_are_ignored_by_git() -> None:
 
 
 def test_readme_starts_a_dotenv_from_the_example() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = README.read_text(encoding="utf-8")
     assert "cp .env.example .env" in readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
 
 
-def test_readme_and_help_state_the_nickname_choice() -> None:
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+def test_docs_and_help_state_the_nickname_choice() -> None:
+    docs = " ".join(docs_text().split())
     text = " ".join(send_client.build_parser().format_help().split())
-    assert "refused when a token is found" in readme
+    assert "refused when a token is found" in docs
     assert "refused when a token is found" in text
-    assert "`--nickname` when a token is found" in readme
+    assert "`--nickname` when a token is found" in docs
+
+
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def prose(text: str) -> str:
+    """Return Markdown without its code blocks and code spans, where nothing is a link or a heading."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def anchors(page: Path) -> set[str]:
+    """Return the anchors GitHub makes for the headings of a page."""
+    made: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", FENCE.sub("", page.read_text(encoding="utf-8")), re.MULTILINE):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        count = made.get(slug, 0)
+        made[slug] = count + 1
+        if count:
+            made[f"{slug}-{count}"] = 1
+    return set(made)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_relative_link_leads_somewhere(page: Path) -> None:
+    links = LINK.findall(prose(page.read_text(encoding="utf-8")))
+    assert links
+    for link in links:
+        if re.match(r"[a-z][a-z0-9+.-]*:", link):  # https:, mailto: and the like
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        assert target.is_relative_to(ROOT), link
+        assert target.exists(), link
+        if anchor:
+            assert target.suffix == ".md", link
+            assert anchor in anchors(target), link
+
+
+@pytest.mark.parametrize("page", PAGES[1:], ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_page_links_back_to_the_readme(page: Path) -> None:
+    assert "](../README.md)" in page.read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_the_readme_links_every_page() -> None:
+    links = set(LINK.findall(prose(README.read_text(encoding="utf-8"))))
+    for page in PAGES[1:]:
+        assert page.relative_to(ROOT).as_posix() in links, page
+
+
+def test_the_readme_stays_short() -> None:
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_the_readme_gives_the_test_command_ci_runs() -> None:
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    block = FENCE.search(section)
+    assert block is not None
+    assert block.group().splitlines()[-2] == "python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert [line for line in ci if "pytest" in line and not line.startswith("#")] == ["python -m pytest"]

@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -290,14 +291,14 @@ def test_temporary_token_files_are_hidden_siblings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: object
 ) -> None:
     made: list[str] = []
-    real_mkstemp = chat_io.tempfile.mkstemp
+    real_mkstemp = tempfile.mkstemp
 
     def mkstemp(**options: str) -> tuple[int, str]:
         descriptor, name = real_mkstemp(**options)
         made.append(name)
         return descriptor, name
 
-    monkeypatch.setattr(chat_io.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     args = (tmp_path / "token.txt", "t") if function is chat_io.save_token else (tmp_path / "token.txt",)
     function(*args)  # type: ignore[operator]
     [name] = made
