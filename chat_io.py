@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import stat
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -155,6 +156,10 @@ class ReplyTimeout(ConnectionFailed):
 
 class FileError(ChatError):
     """A local file (history or token) could not be read or written."""
+
+
+class TokenFileTaken(FileError):
+    """The token file holds another account's token, saved there meanwhile: ours would replace it."""
 
 
 class AlreadyRunning(ChatError):
@@ -317,6 +322,7 @@ TOKEN_FILE_ENCODING = "utf-8-sig"
 TOKEN_FILE_LIMIT = 4096
 # What the pre-check writes: longer than any token the server hands out (a UUID is 36 characters).
 TOKEN_PROBE = b"0" * 64 + NEWLINE
+OWNER_ONLY_FILE = 0o600
 
 
 def load_token(path: Path) -> str | None:
@@ -370,28 +376,94 @@ def check_token_path(path: Path) -> None:
 
 
 def save_token(path: Path, token: str) -> None:
-    """Write the token atomically to a file that only its owner can read (through a symlink, to its target)."""
+    """Save the token in a file only its owner can read, created exclusively: a token already there is never replaced.
+
+    Through a symlink, its target is written. Raises TokenFileTaken when another token got there first.
+    """
     import tempfile  # as in check_token_path
 
     target = resolve_token_path(path)
+    data = (token + "\n").encode(ENCODING)
     try:
         # mkstemp creates the file with mode 0600, so the token is never readable by others.
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             try:
-                write_durably(descriptor, (token + "\n").encode(ENCODING))
+                write_durably(descriptor, data)
             finally:
                 os.close(descriptor)
-            if load_token(target) is not None:
-                # Another registration saved its token here meanwhile: replacing it would lose that account.
-                raise FileError(f"cannot save the token to {path}: it holds another token now (saved meanwhile)")
-            os.replace(temporary, target)
-        except BaseException:
+            # A link, not a rename: it fails if the name exists, so two savers at once cannot both win.
+            placed = link_exclusively(temporary, target, data)
+        finally:
             with suppress(OSError):
                 os.unlink(temporary)
-            raise
+        if not placed:
+            fill_blank_token_file(target, data, path)
     except OSError as error:
         raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+
+
+def link_exclusively(source: str, target: Path, data: bytes) -> bool:
+    """Give the written file source the name target unless that name exists; tell whether it did."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links here (FAT, some network file systems, Windows without them): create the name exclusively.
+        return create_exclusively(target, data)
+    return True
+
+
+def create_exclusively(target: Path, data: bytes) -> bool:
+    """Create target with data, readable by its owner only, unless it exists; tell whether it did."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(target, flags, OWNER_ONLY_FILE)
+    except FileExistsError:
+        return False
+    try:
+        write_durably(descriptor, data)
+    finally:
+        os.close(descriptor)
+    return True
+
+
+def fill_blank_token_file(target: Path, data: bytes, shown: Path) -> None:
+    """Write data into an existing token file that holds no token; refuse if it holds one.
+
+    A lock keeps other savers out between the look and the write; the file is made owner-only first.
+    """
+    descriptor = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise FileError(f"cannot save the token to {shown}: it is not a regular file")
+        lock_file(descriptor)
+        held = os.read(descriptor, TOKEN_FILE_LIMIT + 1)
+        if held.decode(TOKEN_FILE_ENCODING, errors="replace").strip():
+            raise TokenFileTaken(f"cannot save the token to {shown}: it holds another token now (saved meanwhile)")
+        if hasattr(os, "fchmod"):
+            os.fchmod(descriptor, OWNER_ONLY_FILE)
+        else:
+            os.chmod(target, OWNER_ONLY_FILE)
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        os.ftruncate(descriptor, 0)
+        write_durably(descriptor, data)
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def lock_file(descriptor: int) -> None:
+    """Take an exclusive lock on an open file, waiting for whoever holds it (a saver, for a moment)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)  # retries for about 10 s, then raises
+        return
+    import fcntl
+
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
 
 
 def backoff(

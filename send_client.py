@@ -43,6 +43,7 @@ from chat_io import (
     FileError,
     LineFramer,
     ReplyTimeout,
+    TokenFileTaken,
     backoff,
     check_token_path,
     describe_error,
@@ -561,16 +562,26 @@ class Sender:
             save_token(path, account.token)
         except FileError as error:
             # The only copy of the token is in memory: printed (not logged, which hides it), it is not lost.
-            print(
-                f"The new account {nickname} is registered, but its token could not be saved. "
-                f"Its token is {sanitize_text(account.token)} ; put it in {path} (or TOKEN in .env), "
-                "or the account is lost.",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(describe_unsaved_token(nickname, account.token, path, error), file=sys.stderr, flush=True)
             raise FileError(f"{error}; the token of the new account is printed above") from error
         self.registered = True
         logger.info("registered as %s; the token is saved in %s", nickname, path)
+
+
+def describe_unsaved_token(nickname: str, token: str, path: Path, error: FileError) -> str:
+    """Say, for stderr, that a new account's token could not be saved: what the token is and where it can go."""
+    shown = sanitize_text(token)
+    if isinstance(error, TokenFileTaken):
+        # The file keeps the other account's token; this one needs a place of its own.
+        return (
+            f"The new account {nickname} is registered, but its token could not be saved: {path} holds another "
+            f"account's token, saved there meanwhile, which is kept. Its token is {shown} ; put it in a token file "
+            "of its own and give that with --token_path, or as TOKEN in .env, or the account is lost."
+        )
+    return (
+        f"The new account {nickname} is registered, but its token could not be saved. "
+        f"Its token is {shown} ; put it in {path} (or TOKEN in .env), or the account is lost."
+    )
 
 
 async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff) -> Sender:

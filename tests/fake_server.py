@@ -42,6 +42,8 @@ SIOCOUTQ = 0x5411
 ACKED_POLL_SECONDS = 0.01
 # The real server's line limit is not on record; this one takes posts far longer than 64 KiB.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# How long a registration reply waits for the others of its barrier.
+BARRIER_WAIT = 30.0
 # How long an orderly hang-up waits for the client to close its side before cutting it off.
 HANG_UP_WAIT = 2.0
 
@@ -105,6 +107,10 @@ class FakeMinechatServer:
         self.withhold_acks = False  # take every post, acknowledge none
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
+        # Hold every registration reply until this many accounts are registered, then send them all at once.
+        self.registration_barrier: int | None = None
+        # Formats the account reply from (nickname, token), for replies cut short or malformed.
+        self.account_reply: Callable[[str, str], bytes] | None = None
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
         self.idle_drops = 0
@@ -342,8 +348,16 @@ class FakeMinechatServer:
             logger.info("registered %r", nickname)
             if self.on_registration is not None:
                 self.on_registration()
-        account = json.dumps({"nickname": nickname, "account_hash": token})
-        await self._reply(writer, "login_reply", account.encode() + b"\n")
+            self._touch()
+            if self.registration_barrier is not None:
+                barrier = self.registration_barrier
+                await self.wait_until(lambda: len(self.registrations) >= barrier, timeout=BARRIER_WAIT)
+        assert token is not None
+        if self.account_reply is not None:
+            reply = self.account_reply(nickname, token)
+        else:
+            reply = json.dumps({"nickname": nickname, "account_hash": token}).encode() + b"\n"
+        await self._reply(writer, "login_reply", reply)
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
         acknowledged = 0
