@@ -263,6 +263,11 @@ class LineFramer:
         """Return how many bytes of an unfinished line are held."""
         return len(self._buffer)
 
+    @property
+    def unfinished(self) -> bytes:
+        """Return the bytes of the unfinished line held, without taking them."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> bytes:
         """Take received bytes; return the complete lines among them, each ending in a newline."""
         first_end = data.find(NEWLINE)

@@ -276,6 +276,8 @@ class PostingDialogue:
         self._framer = LineFramer()
         self._lines: deque[bytes] = deque()
         self._at_eof = False
+        # An account reply handed out before its newline came; the line, once whole, is passed over.
+        self._early_account: bytes | None = None
 
     @property
     def ready(self) -> bool:
@@ -305,8 +307,14 @@ class PostingDialogue:
     def next_event(self) -> Event | None:
         """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
         if not self._lines:
-            return self._closed() if self._at_eof else None
+            if self._at_eof:
+                return self._closed()
+            return self._take_early_account()
         line = self._lines.popleft()
+        if self._early_account is not None:
+            early, self._early_account = self._early_account, None
+            if line.removesuffix(NEWLINE) == early:
+                return self.next_event()  # handed out already
         if self._stage == STAGE_POSTING:
             return self._settle(line)
         if not line.endswith(NEWLINE):
@@ -322,6 +330,17 @@ class PostingDialogue:
         if self._stage == STAGE_POSTING and self._outbox.has_unsent:
             pieces.extend(post.data for post in self._outbox.take_unsent())
         return pieces
+
+    def _take_early_account(self) -> Event | None:
+        """Hand out a whole account reply still waiting for its newline: a timeout or a signal may come first."""
+        if self._stage != STAGE_REGISTRATION:
+            return None
+        unfinished = self._framer.unfinished.strip()
+        # A JSON object ends with its brace: a reply cut anywhere else is not whole yet.
+        if not (unfinished.startswith(b"{") and unfinished.endswith(b"}")) or not is_whole_account(unfinished):
+            return None
+        self._early_account = self._framer.unfinished
+        return self._advance(self._early_account + NEWLINE)
 
     def _closed(self) -> Closed:
         due = self.waiting_for

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
@@ -12,12 +15,24 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, WAIT
+from conftest import POSIX_ONLY, WAIT, RecordingDelays, stop_with_signal
 from fake_server import FakeMinechatServer
-from send_support import TOKEN, spawn_client
+from send_support import TOKEN, read_stderr_until, settings_for, spawn_client
 
 import chat_io
-from chat_io import EXIT_FILE, EXIT_OK, FileError
+import send_client
+from _minechat.dialogue import Closed, Outbox, PostingDialogue
+from chat_io import (
+    EXIT_FILE,
+    EXIT_OK,
+    GREETING,
+    NICKNAME_PROMPT,
+    WELCOME,
+    ConnectionFailed,
+    FileError,
+    ProtocolError,
+    ReplyTimeout,
+)
 
 OTHER_TOKEN = "99999999-74ca-11e9-9d4f-0242ac110002"
 ROUNDS = 4
@@ -126,3 +141,99 @@ async def test_two_registrations_at_once_lose_no_account(tmp_path: Path) -> None
         assert "--token_path" in loser_err and "TOKEN in .env" in loser_err
         assert lost not in winner_err and saved not in winner_err
         assert "the token is saved in" in winner_err
+
+
+# --- an account reply cut before its newline ----------------------------------------------------
+
+
+def cut_reply(nickname: str, token: str) -> bytes:
+    """The account reply whole, but without its newline."""
+    return json.dumps({"nickname": nickname, "account_hash": token}).encode()
+
+
+async def test_account_reply_cut_before_its_newline_then_silence_is_saved(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    server.account_reply = cut_reply
+    server.stall_at = "welcome"  # the newline never comes, nor anything else
+    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.3")
+    with pytest.raises(ReplyTimeout) as caught:
+        await asyncio.wait_for(send_client.send(settings, None, RecordingDelays()), WAIT)
+    [(token, nickname)] = server.accounts.items()
+    token_file = tmp_path / "token.txt"
+    assert token_file.read_text() == token + "\n"
+    if sys.platform != "win32":
+        assert saved_mode(token_file) == 0o600
+    assert f"the new account {nickname} is registered all the same and its token is saved in" in str(caught.value)
+    assert token not in str(caught.value)
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_account_reply_cut_before_its_newline_then_a_signal_is_saved(
+    server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
+) -> None:
+    server.account_reply = cut_reply
+    server.stall_at = "welcome"
+    process = await spawn_client(server, tmp_path, "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL)
+    try:
+        err = await read_stderr_until(process, b"the token is saved in")
+    finally:
+        returncode = await stop_with_signal(process, signum)
+    assert process.stderr is not None
+    err += await process.stderr.read()
+    assert returncode == code
+    [(token, _)] = server.accounts.items()
+    assert (tmp_path / "token.txt").read_text() == token + "\n"
+    assert token.encode() not in err
+
+
+def registering_dialogue() -> PostingDialogue:
+    dialogue = PostingDialogue(Outbox(), None, "Eve")
+    dialogue.receive_data(GREETING + NICKNAME_PROMPT)
+    assert [type(dialogue.next_event()).__name__ for _ in range(2)] == ["Greeted", "Prompted"]
+    return dialogue
+
+
+def events_of(dialogue: PostingDialogue, feeds: list[bytes]) -> list[str]:
+    names = []
+    for data in feeds:
+        dialogue.receive_data(data)
+        while (event := dialogue.next_event()) is not None:
+            names.append(type(event).__name__)
+            if isinstance(event, Closed):
+                break
+    return names
+
+
+ACCOUNT = json.dumps({"nickname": "Boring Eve", "account_hash": TOKEN}).encode()
+
+
+@pytest.mark.parametrize(
+    ("feeds", "events"),
+    [
+        pytest.param([ACCOUNT, b"\n" + WELCOME], ["Registered", "Welcomed"], id="newline-later"),
+        pytest.param([ACCOUNT[:20], ACCOUNT[20:], b"\n", WELCOME], ["Registered", "Welcomed"], id="in-pieces"),
+        pytest.param([ACCOUNT + b"\n" + WELCOME], ["Registered", "Welcomed"], id="whole"),
+        pytest.param([ACCOUNT[:-1]], [], id="not-whole-yet"),
+    ],
+)
+def test_account_reply_is_handed_out_once_whole_newline_or_not(feeds: list[bytes], events: list[str]) -> None:
+    assert events_of(registering_dialogue(), feeds) == events
+
+
+def test_account_reply_without_its_newline_then_the_end_is_kept_then_the_loss_reported() -> None:
+    dialogue = registering_dialogue()
+    assert events_of(dialogue, [ACCOUNT]) == ["Registered"]
+    dialogue.receive_data(b"")
+    with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the welcome line"):
+        dialogue.next_event()
+
+
+def test_a_json_object_that_is_no_account_is_not_handed_out_early() -> None:
+    dialogue = registering_dialogue()
+    assert events_of(dialogue, [b'{"error": "busy"}']) == []
+    dialogue.receive_data(b"\n")
+    quoted = re.escape('expected account details from the server, got "{"error": "busy"}"')
+    with pytest.raises(ProtocolError, match=quoted):
+        dialogue.next_event()
