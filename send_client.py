@@ -419,8 +419,8 @@ class Sender:
         except ChatError as error:
             if self.registered and not self.welcomed:
                 raise type(error)(
-                    f"{error}; the new account {sanitize_text(self.account.nickname if self.account else '')} "
-                    f"is registered all the same and its token is saved in {self.settings.token_path}"
+                    f"{error}; the new account{self._shown_nickname()} is registered all the same and its token "
+                    f"is saved in {self.settings.token_path}"
                 ) from error
             raise
         finally:
@@ -550,6 +550,11 @@ class Sender:
                     plural(self.outbox.rewound, "message"),
                 )
 
+    def _shown_nickname(self) -> str:
+        """Return " <nickname>", escaped, or "" when the server never said it."""
+        nickname = self.account.nickname if self.account else ""
+        return f" {sanitize_text(nickname)}" if nickname else ""
+
     def _save_account(self, account: Account) -> None:
         """Save a new account's token at once, before anything else is read; if that fails, show it."""
         self.account = account
@@ -565,21 +570,25 @@ class Sender:
             print(describe_unsaved_token(nickname, account.token, path, error), file=sys.stderr, flush=True)
             raise FileError(f"{error}; the token of the new account is printed above") from error
         self.registered = True
-        logger.info("registered as %s; the token is saved in %s", nickname, path)
+        if account.nickname:
+            logger.info("registered as %s; the token is saved in %s", nickname, path)
+        else:
+            logger.info("registered a new account (the reply does not name it); the token is saved in %s", path)
 
 
 def describe_unsaved_token(nickname: str, token: str, path: Path, error: FileError) -> str:
     """Say, for stderr, that a new account's token could not be saved: what the token is and where it can go."""
     shown = sanitize_text(token)
+    nickname = f" {nickname}" if nickname else ""
     if isinstance(error, TokenFileTaken):
         # The file keeps the other account's token; this one needs a place of its own.
         return (
-            f"The new account {nickname} is registered, but its token could not be saved: {path} holds another "
+            f"The new account{nickname} is registered, but its token could not be saved: {path} holds another "
             f"account's token, saved there meanwhile, which is kept. Its token is {shown} ; put it in a token file "
             "of its own and give that with --token_path, or as TOKEN in .env, or the account is lost."
         )
     return (
-        f"The new account {nickname} is registered, but its token could not be saved. "
+        f"The new account{nickname} is registered, but its token could not be saved. "
         f"Its token is {shown} ; put it in {path} (or TOKEN in .env), or the account is lost."
     )
 

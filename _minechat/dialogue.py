@@ -16,6 +16,7 @@ from chat_io import (
     GREETING,
     NEWLINE,
     NICKNAME_PROMPT,
+    REDACTED,
     WELCOME,
     ConnectionFailed,
     LineFramer,
@@ -35,6 +36,9 @@ _FORMAT_CATEGORY = "Cf"
 # a lone accent such as U+0301 does show, on a dotted circle, so it counts as text.
 _INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 QUOTE_LIMIT = 80
+# An account hash in a reply, as JSON or Python would quote it: a malformed reply may still hold an account.
+_ACCOUNT_HASH = r"""(["']account_hash["']\s*:\s*["'])([^"'\s]+)(["'])"""
+_NICKNAME_FIELD = r"""["']nickname["']\s*:\s*["']([^"']*)["']"""
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,24 @@ def quote_reply(raw: bytes, secrets: Collection[str] = ()) -> str:
     """Quote a server reply for an error message: escaped, shortened, never raw, secrets hidden."""
     if not raw:
         return "nothing (the connection was closed)"
-    # Hide known secrets before shortening: a token cut in half would slip past the log filter.
-    return f'"{shorten(redact(decode_line(raw), secrets), QUOTE_LIMIT)}"'
+    # Hide secrets before shortening: a token cut in half would slip past the log filter. Any account
+    # hash is hidden too, known or not: it may be someone's only copy of a token.
+    return f'"{shorten(hide_account_hashes(redact(decode_line(raw), secrets)), QUOTE_LIMIT)}"'
+
+
+def hide_account_hashes(text: str) -> str:
+    """Replace the value of every account hash field in text with a placeholder."""
+    return re.sub(_ACCOUNT_HASH, rf"\g<1>{REDACTED}\g<3>", text)
+
+
+def salvage_account(raw: bytes) -> Account | None:
+    """Find the account in a reply that is not the JSON it should be; its nickname may be unknown ("")."""
+    text = raw.decode(ENCODING, errors="replace")
+    found = re.search(_ACCOUNT_HASH, text)
+    if found is None:
+        return None
+    nickname = re.search(_NICKNAME_FIELD, text)
+    return Account(nickname=nickname.group(1) if nickname else "", token=found.group(2))
 
 
 def parse_account(raw: bytes, secrets: Collection[str] = ()) -> Account | None:
@@ -207,6 +227,7 @@ class Registered:
 
     line: bytes
     account: Account
+    malformed: bool = False  # found in a reply that is not what the protocol says; an error follows
 
 
 @dataclass(frozen=True)
@@ -278,6 +299,8 @@ class PostingDialogue:
         self._at_eof = False
         # An account reply handed out before its newline came; the line, once whole, is passed over.
         self._early_account: bytes | None = None
+        # What a malformed account reply amounts to, raised once the account in it has been handed out.
+        self._failure: ProtocolError | None = None
 
     @property
     def ready(self) -> bool:
@@ -306,6 +329,8 @@ class PostingDialogue:
 
     def next_event(self) -> Event | None:
         """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
+        if self._failure is not None:
+            raise self._failure
         if not self._lines:
             if self._at_eof:
                 return self._closed()
@@ -318,7 +343,7 @@ class PostingDialogue:
         if self._stage == STAGE_POSTING:
             return self._settle(line)
         if not line.endswith(NEWLINE):
-            if self._stage == STAGE_REGISTRATION and is_whole_account(line):
+            if self._stage == STAGE_REGISTRATION and (is_whole_account(line) or salvage_account(line)):
                 # Cut off before its newline, the new account is whole all the same: keep its token.
                 return self._advance(line + NEWLINE)
             raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
@@ -382,7 +407,15 @@ class PostingDialogue:
             self._expect(line, WELCOME)
             self._stage = STAGE_POSTING
             return Welcomed(line)
-        account = parse_account(line, self._secrets)
+        try:
+            account = parse_account(line, self._secrets)
+        except ProtocolError:
+            salvaged = salvage_account(line) if stage == STAGE_REGISTRATION else None
+            if salvaged is None:
+                raise
+            # The account probably exists, and this may be the only copy of its token: hand it out first.
+            self._failure = ProtocolError(f"the registration reply is malformed: {quote_reply(line, self._secrets)}")
+            return Registered(line, salvaged, malformed=True)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:

@@ -12,19 +12,21 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import POSIX_ONLY, WAIT, RecordingDelays, stop_with_signal
 from fake_server import FakeMinechatServer
-from send_support import TOKEN, read_stderr_until, settings_for, spawn_client
+from send_support import TOKEN, read_stderr_until, run_client, settings_for, spawn_client
 
 import chat_io
 import send_client
-from _minechat.dialogue import Closed, Outbox, PostingDialogue
+from _minechat.dialogue import Account, Closed, Outbox, PostingDialogue, quote_reply, salvage_account
 from chat_io import (
     EXIT_FILE,
     EXIT_OK,
+    EXIT_PROTOCOL,
     GREETING,
     NICKNAME_PROMPT,
     WELCOME,
@@ -237,3 +239,66 @@ def test_a_json_object_that_is_no_account_is_not_handed_out_early() -> None:
     quoted = re.escape('expected account details from the server, got "{"error": "busy"}"')
     with pytest.raises(ProtocolError, match=quoted):
         dialogue.next_event()
+
+
+# --- a malformed registration reply that holds an account hash ------------------------------------
+
+MALFORMED: dict[str, Callable[[str, str], bytes]] = {
+    "cut-json": lambda nickname, token: f'{{"nickname": "{nickname}", "account_hash": "{token}"\n'.encode(),
+    "no-nickname": lambda nickname, token: f'{{"account_hash": "{token}"}}\n'.encode(),
+    "python-repr": lambda nickname, token: f"{{'nickname': '{nickname}', 'account_hash': '{token}'}}\n".encode(),
+    "with-prefix": lambda nickname, token: f'OK {{"nickname": "{nickname}", "account_hash": "{token}"}}\n'.encode(),
+}
+
+
+@pytest.mark.parametrize("reply", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_registration_reply_is_saved_never_quoted(
+    server: FakeMinechatServer, tmp_path: Path, reply: Callable[[str, str], bytes]
+) -> None:
+    server.account_reply = reply
+    code, out, err = await run_client(server, tmp_path, "--nickname", "Eve", "-v", stdin=None)
+    [(token, _)] = server.accounts.items()
+    assert code == EXIT_PROTOCOL, err
+    assert token not in out + err
+    assert (tmp_path / "token.txt").read_text() == token + "\n"
+    [error] = [line for line in err.splitlines() if " ERROR " in line]
+    assert "the registration reply is malformed" in error
+    assert f"its token is saved in {tmp_path.resolve() / 'token.txt'}" in error
+    assert "Traceback" not in err
+
+
+async def test_malformed_registration_reply_that_cannot_be_saved_is_printed_once(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    server.account_reply = MALFORMED["python-repr"]
+    # Another registration saves its token there meanwhile.
+    server.on_registration = lambda: (tmp_path / "token.txt").write_text(OTHER_TOKEN + "\n")
+    code, out, err = await run_client(server, tmp_path, "--nickname", "Eve", stdin=None)
+    [token] = [token for token in server.accounts]
+    assert code == EXIT_FILE, err
+    assert err.count(token) == 1
+    assert (tmp_path / "token.txt").read_text() == OTHER_TOKEN + "\n"
+    assert OTHER_TOKEN not in out + err
+
+
+async def test_malformed_login_reply_never_shows_a_token(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    server.login_reply_override = f'{{"nickname": 5, "account_hash": "{OTHER_TOKEN}"}}\n'.encode()
+    code, out, err = await run_client(server, tmp_path, "--token", TOKEN, "--message", "hi", "-v")
+    assert code == EXIT_PROTOCOL, err
+    assert OTHER_TOKEN not in out + err and TOKEN not in out + err
+    assert 'expected account details from the server, got "{"nickname": 5, "account_hash": "<token>"}"' in err
+
+
+@pytest.mark.parametrize(
+    ("reply", "account"),
+    [
+        (b'{"nickname": "Boring Eve", "account_hash": "abc-1"\n', Account("Boring Eve", "abc-1")),
+        (b"{'account_hash': 'abc-1'}\n", Account("", "abc-1")),
+        (b'{"nickname": "Boring Eve"}\n', None),
+        (b'{"account_hash": ""}\n', None),
+    ],
+)
+def test_salvaged_account_from_a_malformed_reply(reply: bytes, account: Account | None) -> None:
+    assert salvage_account(reply) == account
+    assert "abc-1" not in quote_reply(reply)
