@@ -91,7 +91,7 @@ def test_help_and_docs_table_agree(script: str, build: object) -> None:
     table = docs_table(script)
     parser = build()  # type: ignore[operator]
     for action in parser._actions:
-        if "--help" in action.option_strings:
+        if "--help" in action.option_strings or "--version" in action.option_strings:
             continue
         variable, default, meaning = table[action.option_strings[0]]
         assert variable == f"`{action.env_var}`"
