@@ -91,6 +91,7 @@ class SenderSettings:
     connect_timeout: float
     reply_timeout: float
     verbose: bool
+    check: bool = False  # log in, say who we are, post nothing
 
     @property
     def streaming(self) -> bool:
@@ -108,6 +109,9 @@ def parse_settings(
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
     args.token_path = full_path(args.token_path, cwd)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if args.check and configargparse.already_on_command_line(given, ["--message"], parser.prefix_chars):
+        parser.error("--check posts nothing; leave out --message")
     return resolve_settings(parser, args, ask_nickname)
 
 
@@ -156,6 +160,12 @@ def build_parser() -> configargparse.ArgumentParser:
         type=positive_seconds,
         help="seconds to wait for each whole reply line of the server",
     )
+    parser.add_argument(
+        "--check",
+        env_var="CHECK",
+        action="store_true",
+        help="log in, print the nickname and exit; nothing is posted (exit code 5: the token is unknown)",
+    )
     return parser
 
 
@@ -165,7 +175,7 @@ def resolve_settings(
     ask_nickname: Callable[[], str | None] | None,
 ) -> SenderSettings:
     """Check the parsed options, find the token, and settle what to do."""
-    messages = tuple(args.message or ())
+    messages = () if args.check else tuple(args.message or ())  # a MESSAGE in .env is for other runs
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
     token_path = Path(args.token_path)
@@ -181,6 +191,8 @@ def resolve_settings(
             "leave out --nickname to post with that account, or register another one with a --token_path "
             "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
         )
+    if args.check and token is None:
+        parser.error(f"--check logs in with a token, but no token was found (--token, TOKEN or {token_path})")
     nickname = args.nickname
     if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
         nickname = ask_nickname()
@@ -201,6 +213,7 @@ def resolve_settings(
         connect_timeout=args.connect_timeout,
         reply_timeout=args.reply_timeout,
         verbose=args.verbose,
+        check=args.check,
     )
 
 
@@ -479,7 +492,7 @@ class Sender:
         failures = 0
         while True:
             self.check_producer()
-            if self._messages_ended and not self.outbox.added and self.token is not None:
+            if self._messages_ended and not self.outbox.added and self.token is not None and not self.settings.check:
                 return  # the messages ended with nothing to post, so there is nothing to connect for
             if self.welcomed and not self.outbox:
                 if self._messages_ended:
@@ -608,7 +621,8 @@ def make_sender(
     secrets: set[str] | None = None,
 ) -> Sender:
     """Return a sender for the settings, with stdin standing for '-' and secrets to keep hidden."""
-    messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
+    bare = settings.token is not None and not settings.check  # a bare login posts the test message
+    messages = settings.messages or ((DEFAULT_MESSAGE,) if bare else ())
     return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, secrets)
 
 
@@ -631,6 +645,8 @@ async def run(
         if signum is not None:
             sender.report(logging.WARNING, "interrupted: ")
             return signals.exit_code
+    if settings.check and sender.account is not None:
+        print(sanitize_text(sender.account.nickname), flush=True)  # who the token logs in as: the output
     return EXIT_OK
 
 
