@@ -15,7 +15,6 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
-    READING_PORT_HINT,
     STAGE_GREETING,
     Account,
     Acknowledged,
@@ -27,6 +26,7 @@ from _minechat.dialogue import (
     Registered,
     Welcomed,
     is_blank,
+    reading_port_hint,
 )
 from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
@@ -367,7 +367,7 @@ class Link:
             await asyncio.wait({reading}, timeout=remaining)
         if not reading.done():
             due = self.dialogue.waiting_for or "a reply"
-            hint = READING_PORT_HINT if due == STAGE_GREETING else ""
+            hint = self.dialogue.port_hint if due == STAGE_GREETING else ""
             raise ReplyTimeout(
                 f"no complete reply from the server in {self.timeout:g} s while we waited for {due}{hint}; "
                 "try again later or raise --reply-timeout"
@@ -533,6 +533,7 @@ class Sender:
             settings.nickname if self.token is None else None,
             settings.token_source,
             self.secrets,
+            reading_port_hint(settings.port),
         )
         async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
             self._link = Link(self, reader, writer, dialogue)

@@ -115,6 +115,11 @@ OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
 
 
+def reading_port_hint(port: int) -> str:
+    """Return the hint that port may be the reading port; none for the posting port itself, where it cannot be right."""
+    return "" if port == DEFAULT_SEND_PORT else READING_PORT_HINT
+
+
 @dataclass(frozen=True)
 class Post:
     """One message on its way: its number in this run and its bytes on the wire."""
@@ -284,11 +289,13 @@ class PostingDialogue:
         nickname: str | None = None,
         token_source: str = "",
         secrets: Collection[str] = (),
+        port_hint: str = READING_PORT_HINT,
     ) -> None:
         if token is None and nickname is None:
             raise ValueError("a token to log in with or a nickname to register is needed")
         self._outbox = outbox
         self._secrets = secrets  # live: hidden in every reply quoted in an error
+        self.port_hint = port_hint  # added when the first reply is not the greeting
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
@@ -388,7 +395,7 @@ class PostingDialogue:
         if stage == STAGE_GREETING:
             if line != GREETING:
                 raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{READING_PORT_HINT}"
+                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self.port_hint}"
                 )
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
