@@ -54,6 +54,7 @@ from chat_io import (
     redact,
     sanitize_text,
     save_token,
+    shorten,
 )
 
 logger = logging.getLogger("send_client")
@@ -75,6 +76,8 @@ STDIN_HINT = (
 # The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
 UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
+# How much of a post its confirmation on a terminal shows.
+CONFIRM_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -398,8 +401,10 @@ class Sender:
         messages: AsyncIterator[list[str]],
         make_delays: DelayFactory = backoff,
         secrets: set[str] | None = None,
+        confirm: bool = False,
     ) -> None:
         self.settings = settings
+        self.confirm = confirm  # say "posted: ..." as each post is acknowledged (a person types them)
         self.messages = messages
         self.make_delays = make_delays
         self.outbox = Outbox()
@@ -545,6 +550,8 @@ class Sender:
     def handle(self, event: Event) -> None:
         """Act on what the server said."""
         if isinstance(event, Acknowledged):
+            if self.confirm:
+                logger.info("posted: %s", shorten(event.post.text, CONFIRM_CHARS))
             if not self._room.is_set() and self.outbox.roomy:
                 self._room.set()
         elif isinstance(event, Registered):
@@ -620,11 +627,12 @@ def make_sender(
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
     secrets: set[str] | None = None,
+    confirm: bool = False,
 ) -> Sender:
-    """Return a sender for the settings, with stdin standing for '-' and secrets to keep hidden."""
+    """Return a sender for the settings, with stdin standing for '-', secrets to keep hidden, posts confirmed or not."""
     bare = settings.token is not None and not settings.check  # a bare login posts the test message
     messages = settings.messages or ((DEFAULT_MESSAGE,) if bare else ())
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, secrets)
+    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, secrets, confirm)
 
 
 async def run(
@@ -633,9 +641,10 @@ async def run(
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
     secrets: set[str] | None = None,
+    confirm: bool = False,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding, secrets)
+    sender = make_sender(settings, stdin, make_delays, encoding, secrets, confirm)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -695,7 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        return await run(settings, stdin, encoding=encoding, secrets=secrets)
+        # Someone typing on a terminal sees each post go out; a pipe's posts are summed up at the end.
+        confirm = interactive and settings.streaming
+        return await run(settings, stdin, encoding=encoding, secrets=secrets, confirm=confirm)
 
     return run_cli(parse, start, logger, secrets)
 

@@ -127,6 +127,11 @@ class Post:
     number: int
     data: bytes
 
+    @property
+    def text(self) -> str:
+        """Return the post's line as sent, without the line break and the empty line that end it."""
+        return self.data[: -2 * len(NEWLINE)].decode(ENCODING)
+
 
 class Outbox:
     """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""

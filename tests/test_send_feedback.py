@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays
+from conftest import POSIX_ONLY, WAIT, RecordingDelays
 from fake_server import FakeMinechatServer
-from send_support import TOKEN
+from send_support import TOKEN, run_client, spawn_client, texts_of
 
 import send_client
-from chat_io import (
-    DEFAULT_SEND_PORT,
-    ProtocolError,
-    ReplyTimeout,
-)
+from chat_io import DEFAULT_SEND_PORT, EXIT_OK, ProtocolError, ReplyTimeout
 
 HINT = "is this the reading port?"
 
@@ -76,3 +73,59 @@ async def test_silence_on_another_port_still_gets_the_hint(server: FakeMinechatS
     settings = settings_on(server.read_port, tmp_path, "--reply-timeout", "0.2")
     with pytest.raises(ReplyTimeout, match=re.escape(f"{HINT} Posts go to port {DEFAULT_SEND_PORT}")):
         await asyncio.wait_for(send_client.send(settings, None, RecordingDelays()), WAIT)
+
+
+# --- a post confirmed as it is acknowledged, on a terminal only ----------------------------------
+
+
+@POSIX_ONLY
+async def test_each_post_typed_on_a_terminal_is_confirmed_as_it_is_acknowledged(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    import pty
+
+    server.add_account("Focused Loyd", TOKEN)
+    controller, terminal = pty.openpty()
+    try:
+        process = await spawn_client(server, tmp_path, "--token", TOKEN, "--message", "-", stdin=terminal)
+        os.close(terminal)
+        terminal = -1
+        assert process.stderr is not None
+        try:
+            for text in ("first by hand", "second by hand"):
+                os.write(controller, f"{text}\n".encode())
+                # Confirmed while the client still runs, not in the summary at the end.
+                line = b""
+                while b"posted: " not in line:
+                    line = await asyncio.wait_for(process.stderr.readline(), WAIT * 3)
+                assert line.decode().rstrip("\n").endswith(f" INFO posted: {text}")
+                assert texts_of(server, acknowledged_only=True)[-1] == text
+            os.write(controller, b"\x04")  # Ctrl-D at the start of a line: the end of input
+            code = await asyncio.wait_for(process.wait(), WAIT * 3)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    rest = (await process.stderr.read()).decode()
+    assert code == EXIT_OK, rest
+    assert "posted: " not in rest  # once each, no more
+    assert "posted 2 messages as Focused Loyd" in rest
+
+
+async def test_posts_from_a_pipe_are_not_confirmed_one_by_one(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    code, _, err = await run_client(server, tmp_path, "--token", TOKEN, "--message", "-", stdin=b"one\ntwo\nthree\n")
+    assert code == EXIT_OK, err
+    assert "posted: " not in err
+    assert "posted 3 messages as Focused Loyd" in err
+
+
+async def test_fixed_messages_are_not_confirmed_one_by_one(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    code, _, err = await run_client(server, tmp_path, "--token", TOKEN, "--message", "a", "--message", "b", stdin=None)
+    assert code == EXIT_OK, err
+    assert "posted: " not in err
