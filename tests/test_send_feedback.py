@@ -10,12 +10,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, WAIT, RecordingDelays
+from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays
 from fake_server import FakeMinechatServer
 from send_support import TOKEN, run_client, spawn_client, texts_of
 
 import send_client
-from chat_io import DEFAULT_SEND_PORT, EXIT_OK, ProtocolError, ReplyTimeout
+from _minechat.shutdown import SignalCatcher
+from chat_io import (
+    DEFAULT_SEND_PORT,
+    EXIT_FAILURE,
+    EXIT_FILE,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_SIGNAL_BASE,
+    EXIT_UNKNOWN_TOKEN,
+    EXIT_USAGE,
+    ProtocolError,
+    ReplyTimeout,
+)
 
 HINT = "is this the reading port?"
 
@@ -129,3 +141,37 @@ async def test_fixed_messages_are_not_confirmed_one_by_one(server: FakeMinechatS
     code, _, err = await run_client(server, tmp_path, "--token", TOKEN, "--message", "a", "--message", "b", stdin=None)
     assert code == EXIT_OK, err
     assert "posted: " not in err
+
+
+# --- what the documents promise ---------------------------------------------------------------
+
+
+def test_the_readme_gives_every_exit_code_a_stream_can_end_with() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    found = re.search(
+        r"`send_client\.py --message -` never gives up on the network, so it ends only with ([^.]+)\.", readme
+    )
+    assert found is not None
+    listed = {int(code) for code in re.findall(r"\d+", found.group(1))}
+    signals = {EXIT_SIGNAL_BASE + signum for signum in SignalCatcher.SIGNALS}
+    assert listed == {EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PROTOCOL, EXIT_UNKNOWN_TOKEN, EXIT_FILE} | signals
+
+
+def test_the_env_example_says_nickname_is_for_the_first_run_only() -> None:
+    example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    comment = example.split("# NICKNAME=", 1)[0].rsplit("\n\n", 1)[1]
+    text = " ".join(comment.replace("#", " ").split())
+    assert "first run only" in text
+    assert "exit code 2" in text  # what a NICKNAME left set does to every later run
+
+
+async def test_a_nickname_left_in_dotenv_after_registering_is_a_usage_error(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("NICKNAME=Eve\n")
+    code, _, err = await run_client(server, tmp_path, stdin=None)
+    assert code == EXIT_OK, err  # the first run registers
+    code, _, err = await run_client(server, tmp_path, "--message", "hi", stdin=None)
+    assert code == EXIT_USAGE
+    assert "--nickname (or NICKNAME) registers a new account, but a token was found" in err
+    assert server.posts == []
