@@ -22,16 +22,20 @@ from _minechat.dialogue import (
     Event,
     LoggedIn,
     Outbox,
+    Post,
     PostingDialogue,
     Registered,
+    ReplyWait,
     Welcomed,
     is_blank,
     reading_port_hint,
 )
 from _minechat.output import plural
-from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
+from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.witness import Witness
 from chat_io import (
+    DEFAULT_READ_PORT,
     DEFAULT_SEND_PORT,
     ENCODING,
     EXIT_OK,
@@ -42,15 +46,18 @@ from chat_io import (
     DelayFactory,
     FileError,
     LineFramer,
+    ReceivingConnection,
     ReplyTimeout,
     TokenFileTaken,
     backoff,
     check_token_path,
     describe_error,
     flatten_text,
+    format_address,
     is_retryable,
     load_token,
     open_connection,
+    open_receiver,
     redact,
     sanitize_text,
     save_token,
@@ -60,6 +67,8 @@ from chat_io import (
 logger = logging.getLogger("send_client")
 
 DEFAULT_TOKEN_PATH = "token.txt"
+# The chat the sender watches for its own posts: the reading port, the reader's READ_PORT.
+DEFAULT_WATCH_PORT = DEFAULT_READ_PORT
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 STDIN_MARK = "-"
@@ -86,6 +95,7 @@ class SenderSettings:
 
     host: str
     port: int
+    read_port: int
     token: str | None
     token_source: str
     nickname: str | None
@@ -126,6 +136,15 @@ def build_parser() -> configargparse.ArgumentParser:
         port_default=DEFAULT_SEND_PORT,
         port_help="port that takes logins and posts",
         verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
+    )
+    parser.add_argument(
+        "--read-port",
+        "--read_port",
+        dest="read_port",
+        env_var="READ_PORT",
+        default=DEFAULT_WATCH_PORT,
+        type=port_number,
+        help="port that streams the chat, watched for our own posts so that none is sent twice",
     )
     parser.add_argument(
         "--token",
@@ -208,6 +227,7 @@ def resolve_settings(
     return SenderSettings(
         host=args.host,
         port=args.port,
+        read_port=args.read_port,
         token=token,
         token_source=source,
         nickname=nickname,
@@ -289,16 +309,28 @@ class Link:
     """One connection: feeds the dialogue what arrives, writes what it says, and times each reply line."""
 
     def __init__(
-        self, sender: Sender, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialogue: PostingDialogue
+        self,
+        sender: Sender,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dialogue: PostingDialogue,
+        outbox: Outbox,
+        wait: ReplyWait,
     ) -> None:
         self.sender = sender
         self.reader = reader
         self.writer = writer
         self.dialogue = dialogue
-        self.timeout = sender.settings.reply_timeout
+        self.outbox = outbox
+        self.wait = wait
         self.loop = asyncio.get_running_loop()
         # When the reply now due must have arrived, whole; None while the server owes us nothing.
-        self.deadline: float | None = self.loop.time() + self.timeout
+        self.deadline: float | None = None
+        self.since = 0.0  # when the reply became due
+        self.allowance = 0.0  # of the time to the deadline, how much is for the upload of our posts
+        self.waiting = 0.0  # the wait the deadline was set with
+        self.shown = 0  # how many posts the chat had shown when the reply became due
+        self._start_clock()
 
     def transmit(self) -> None:
         """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
@@ -314,13 +346,21 @@ class Link:
         self.writer.write(data)
         if self.dialogue.waiting_for is None:
             return
+        if self.deadline is None:
+            self._start_clock()
         # The server cannot answer what has not reached it: a long post over a slow uplink gets the
         # time it needs at UPLOAD_FLOOR too, or it would time out, be resent and be posted again and again.
         upload = len(data) / UPLOAD_FLOOR_BYTES_PER_SECOND
-        if self.deadline is None:
-            self.deadline = self.loop.time() + self.timeout + upload
-        else:
-            self.deadline += upload
+        self.deadline = (self.deadline or 0.0) + upload
+        self.allowance += upload
+
+    def _start_clock(self) -> None:
+        """A reply is due from now: it must come within the current wait."""
+        self.since = self.loop.time()
+        self.waiting = self.wait.seconds
+        self.deadline = self.since + self.waiting
+        self.allowance = 0.0
+        self.shown = self.outbox.shown
 
     async def run(self) -> bool:
         """Converse until everything is posted (True) or the server closes while owing nothing (False)."""
@@ -368,13 +408,24 @@ class Link:
         remaining = self.deadline - self.loop.time()
         if remaining > 0:
             await asyncio.wait({reading}, timeout=remaining)
-        if not reading.done():
-            due = self.dialogue.waiting_for or "a reply"
-            hint = self.dialogue.port_hint if due == STAGE_GREETING else ""
-            raise ReplyTimeout(
-                f"no complete reply from the server in {self.timeout:g} s while we waited for {due}{hint}; "
-                "try again later or raise --reply-timeout"
-            )
+        if reading.done():
+            return
+        if self.dialogue.ready and self.outbox.oldest_sent is not None:
+            self.wait.timed_out()  # the acknowledgement was late: the next wait is longer
+            if self.outbox.shown > self.shown:
+                # The chat shows the server taking our posts: it is slow, not gone. Hanging up now
+                # would only make us send again what it is still working through.
+                logger.debug("the acknowledgements are slow; waiting %g s more", self.wait.seconds)
+                self.waiting = self.wait.seconds
+                self.deadline = self.loop.time() + self.waiting
+                self.shown = self.outbox.shown
+                return
+        due = self.dialogue.waiting_for or "a reply"
+        hint = self.dialogue.port_hint if due == STAGE_GREETING else ""
+        raise ReplyTimeout(
+            f"no complete reply from the server in {self.waiting:g} s while we waited for {due}{hint}; "
+            "try again later or raise --reply-timeout"
+        )
 
     def _receive(self, chunk: bytes) -> bool:
         """Feed what arrived to the dialogue and act on every event; False once the server closed."""
@@ -384,12 +435,148 @@ class Link:
             if isinstance(event, Closed):
                 return False
             lines += 1
+            if isinstance(event, Acknowledged):
+                self.wait.answered(self.loop.time() - self.since - self.allowance)
             self.sender.handle(event)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
         if lines:
-            self.deadline = None if self.dialogue.waiting_for is None else self.loop.time() + self.timeout
+            if self.dialogue.waiting_for is None:
+                self.deadline = None
+            else:
+                self._start_clock()
         return True
+
+
+class ChatWatch:
+    """The chat as a witness: reads the reading port while we post, and hands the witness what it shows.
+
+    Posts are held back while it connects, so the chat shows every post sent after that to us too. If the
+    chat cannot be reached, or never shows our posts, it says so once and the sender goes on without it.
+    """
+
+    def __init__(
+        self,
+        settings: SenderSettings,
+        witness: Witness,
+        outbox: Outbox,
+        on_seen: Callable[[Post], None],
+        wake: Callable[[], None],
+        quiet: bool,
+    ) -> None:
+        self.settings = settings
+        self.witness = witness
+        self.outbox = outbox
+        self.on_seen = on_seen
+        self.wake = wake
+        self.level = logging.DEBUG if quiet else logging.INFO  # for a single message the note is noise
+        self.address = format_address(settings.host, settings.read_port)
+        self.nickname = ""
+        self.given_up = False
+        self.started = False
+        self._task: asyncio.Future[None] | None = None
+        self._connection: ReceivingConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0  # on the witness's clock
+
+    def start(self) -> None:
+        """Connect to the chat unless it is watched, being connected to, or given up; posts wait meanwhile."""
+        if self.given_up or (self._task is not None and not self._task.done()):
+            return
+        self.check_task()
+        self.started = True
+        self.outbox.held = True
+        self._task = asyncio.ensure_future(self._watch())
+
+    def know(self, nickname: str) -> None:
+        """Take the nickname our posts show under."""
+        self.nickname = nickname
+        self.witness.know(nickname)
+
+    def check(self) -> None:
+        """Give the witness up if it proved blind: it never showed one of our posts as it should have."""
+        self.witness.check()
+        self._schedule_check()
+        if self.witness.blind and not self.given_up:
+            self._give_up(
+                f"the chat at {self.address} does not show our posts as "
+                f"'{sanitize_text(self.nickname)}: <text>'; going on without it"
+            )
+
+    def check_task(self) -> None:
+        """Raise what ended the watching unexpectedly, if anything did."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise error
+
+    def _schedule_check(self) -> None:
+        """Look again when the next echo falls due, so a blind witness is noticed even if nothing else happens."""
+        due = self.witness.next_due
+        if due is None or self.given_up or (self._timer is not None and self._timer_due <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, due - self.witness.now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.check()
+
+    async def close(self) -> None:
+        """Stop watching and wait until the connection is gone."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            if not self._task.cancelled():
+                self._task.exception()  # retrieved: what it was is no longer of use
+
+    def connected(self, connection: ReceivingConnection) -> None:
+        """The chat connection is made (ChunkSink)."""
+
+    def received(self, data: bytes) -> None:
+        """Hand the witness what the chat sent; settle each post it shows (ChunkSink)."""
+        for post in self.witness.receive_data(data):
+            self.on_seen(post)
+        self.check()
+
+    async def _watch(self) -> None:
+        connected = False
+        try:
+            settings = self.settings
+            async with open_receiver(settings.host, settings.read_port, self, settings.connect_timeout) as connection:
+                connected = True
+                self._connection = connection
+                self.witness.connect()
+                self._release()
+                await connection.wait_ended()
+            logger.debug("the chat at %s hung up; it is watched again with the next connection", self.address)
+        except (ChatError, OSError) as error:
+            if not connected:
+                reason = describe_error(error.__cause__ or error)
+                self._give_up(f"cannot watch the chat at {self.address} for our posts: {reason}; going on without it")
+            elif not self.given_up:
+                logger.debug("lost the chat at %s: %s; watched again with the next connection", self.address, error)
+        finally:
+            self._connection = None
+            self.witness.disconnect()
+            self._release()
+
+    def _give_up(self, note: str) -> None:
+        self.given_up = True
+        logger.log(self.level, "%s", note)
+        if self._connection is not None:
+            self._connection.fail(ConnectionFailed("given up"))
+        self._release()
+
+    def _release(self) -> None:
+        """Let the posts go out: the chat is watched, or will not be."""
+        if self.outbox.held:
+            self.outbox.held = False
+            self.wake()
 
 
 class Sender:
@@ -407,7 +594,11 @@ class Sender:
         self.confirm = confirm  # say "posted: ..." as each post is acknowledged (a person types them)
         self.messages = messages
         self.make_delays = make_delays
-        self.outbox = Outbox()
+        self.witness = Witness()
+        self.outbox = Outbox(observer=self.witness)
+        self.reply_wait = ReplyWait(settings.reply_timeout)  # kept from one connection to the next
+        single = not settings.streaming and len(settings.messages) <= 1
+        self.watch = ChatWatch(settings, self.witness, self.outbox, self._on_seen, self._flush, quiet=single)
         self.token = settings.token
         # Live: the log filter holds the same set, so a token added here is hidden everywhere from then on.
         self.secrets = set() if secrets is None else secrets
@@ -445,13 +636,14 @@ class Sender:
             await cancel_and_wait(self._producer)
             if not self._producer.cancelled():
                 self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            await self.watch.close()
         if self.outbox.added:
             self.report(logging.INFO)
 
     def report(self, level: int, prefix: str = "") -> None:
         """Log how many messages were posted and how many were not."""
         author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
-        text = f"{prefix}posted {plural(self.outbox.acknowledged, 'message')}{author}"
+        text = f"{prefix}posted {plural(self.outbox.delivered, 'message')}{author}"
         if self.outbox.resent:
             text += f"; {plural(self.outbox.resent, 'message')} had to be sent again, so the chat may show a few twice"
         if self.outbox:
@@ -459,7 +651,8 @@ class Sender:
         logger.log(level, "%s", text)
 
     def check_producer(self) -> None:
-        """Raise what made reading the messages fail, if it did."""
+        """Raise what made reading the messages, or watching the chat, fail, if anything did."""
+        self.watch.check_task()
         producer = self._producer
         if producer is not None and producer.done() and not producer.cancelled():
             error = producer.exception()
@@ -487,6 +680,8 @@ class Sender:
 
     def _flush(self) -> None:
         """Send the new posts if a connection takes them now; wake whoever waits for posts."""
+        if not self.watch.started:
+            self._watch_chat()  # the first post is about to go out: the chat must be watched by then
         if self._link is not None:
             self._link.transmit()
         self.changed.set()
@@ -506,7 +701,7 @@ class Sender:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
-            acknowledged = self.outbox.acknowledged
+            delivered = self.outbox.delivered
             try:
                 if await self._converse():
                     return
@@ -514,7 +709,7 @@ class Sender:
             except ChatError as error:
                 if not is_retryable(error):
                     raise
-                if self.outbox.acknowledged > acknowledged:
+                if self.outbox.delivered > delivered:
                     delays, failures = self.make_delays(), 0
                 failures += 1
                 if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
@@ -532,6 +727,8 @@ class Sender:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
         self.outbox.rewind()
+        self._check_room()
+        self._watch_chat()
         dialogue = PostingDialogue(
             self.outbox,
             self.token,
@@ -541,24 +738,46 @@ class Sender:
             reading_port_hint(settings.port),
         )
         async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-            self._link = Link(self, reader, writer, dialogue)
+            self._link = Link(self, reader, writer, dialogue, self.outbox, self.reply_wait)
             try:
                 return await self._link.run()
             finally:
                 self._link = None
 
+    def _watch_chat(self) -> None:
+        """Watch the chat (again) if there is something to post and it is not watched."""
+        if self.outbox and not self.settings.check:
+            self.watch.start()
+
+    def _check_room(self) -> None:
+        """Let stdin go on once the outbox has drained to half."""
+        if not self._room.is_set() and self.outbox.roomy:
+            self._room.set()
+
+    def _on_seen(self, post: Post) -> None:
+        """The chat showed a post: it has arrived, acknowledged or not, and is never sent again."""
+        if self.outbox.see(post):
+            self._confirm(post)
+            self._check_room()
+            self.changed.set()  # the end may have come, or a post the connection waited for
+
+    def _confirm(self, post: Post) -> None:
+        if self.confirm:
+            logger.info("posted: %s", shorten(post.text, CONFIRM_CHARS))
+
     def handle(self, event: Event) -> None:
         """Act on what the server said."""
         if isinstance(event, Acknowledged):
-            if self.confirm:
-                logger.info("posted: %s", shorten(event.post.text, CONFIRM_CHARS))
-            if not self._room.is_set() and self.outbox.roomy:
-                self._room.set()
+            if event.fresh:
+                self._confirm(event.post)
+            self._check_room()
+            self.watch.check()
         elif isinstance(event, Registered):
             self._save_account(event.account)
         elif isinstance(event, LoggedIn):
             first = self.account is None
             self.account = event.account
+            self.watch.know(event.account.nickname)
             self.secrets.add(event.account.token)
             logger.log(
                 logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
@@ -579,6 +798,7 @@ class Sender:
     def _save_account(self, account: Account) -> None:
         """Save a new account's token at once, before anything else is read; if that fails, show it."""
         self.account = account
+        self.watch.know(account.nickname)
         self.token = account.token
         self.secrets.add(account.token)
         nickname = sanitize_text(account.nickname)

@@ -8,6 +8,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 from chat_io import (
     ACK,
@@ -115,17 +116,42 @@ OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
 
 
+# A reply wait doubles after each timeout while an acknowledgement was due, up to this: a few minutes.
+REPLY_WAIT_CAP = 180.0
+
+
+class ReplyWait:
+    """How long to wait for a reply line: --reply-timeout, doubled after each timeout while a post's
+    acknowledgement was due (up to REPLY_WAIT_CAP), and back to --reply-timeout once acknowledgements
+    come on time. A slow server gets the time it needs, instead of every post again and again."""
+
+    def __init__(self, base: float, cap: float = REPLY_WAIT_CAP) -> None:
+        self.base = base
+        self.cap = max(cap, base)
+        self.seconds = base
+
+    def timed_out(self) -> None:
+        """An acknowledgement did not come in time: wait longer next time."""
+        self.seconds = min(self.seconds * 2, self.cap)
+
+    def answered(self, took: float) -> None:
+        """An acknowledgement came, took seconds after it was due; on time, the wait starts over."""
+        if took <= self.base:
+            self.seconds = self.base
+
+
 def reading_port_hint(port: int) -> str:
     """Return the hint that port may be the reading port; none for the posting port itself, where it cannot be right."""
     return "" if port == DEFAULT_SEND_PORT else READING_PORT_HINT
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Post:
-    """One message on its way: its number in this run and its bytes on the wire."""
+    """One message on its way: its number in this run, its bytes on the wire, and whether it reached the chat."""
 
     number: int
     data: bytes
+    settled: bool = False  # acknowledged, or seen in the chat: never sent again
 
     @property
     def text(self) -> str:
@@ -133,32 +159,58 @@ class Post:
         return self.data[: -2 * len(NEWLINE)].decode(ENCODING)
 
 
-class Outbox:
-    """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""
+class SendObserver(Protocol):
+    """Who is told of every post sent and settled (the chat's witness)."""
 
-    def __init__(self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES) -> None:
+    def sent(self, post: Post) -> None:
+        """Post was just written to the server."""
+
+    def settled(self, post: Post) -> None:
+        """Post is settled: acknowledged, or seen in the chat."""
+
+
+class Outbox:
+    """Posts not yet known to have reached the chat, oldest first; knows which went out on the current connection.
+
+    A post settles when the server acknowledges it or the chat shows it (see); either way it is never
+    sent again. A post seen before its acknowledgement stays among the sent ones until the
+    acknowledgement comes (they come in order), or the connection is lost.
+    """
+
+    def __init__(
+        self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES, observer: SendObserver | None = None
+    ) -> None:
         self.max_posts = max_posts
         self.max_bytes = max_bytes
-        self._sent: deque[Post] = deque()
-        self._unsent: deque[Post] = deque()
-        self._bytes = 0
+        self.observer = observer
+        self._sent: deque[Post] = deque()  # written on this connection, acknowledgement owed, oldest first
+        self._unsent: deque[Post] = deque()  # to write on this connection, oldest first
+        self._bytes = 0  # of the posts held, sent or not
+        self._unsettled = 0
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
+        self.held = False  # while set, nothing is sent: the chat's witness is not watching yet
         self.added = 0
         self.acknowledged = 0
+        self.delivered = 0  # acknowledged or seen in the chat
+        self.shown = 0  # posts the chat showed before their acknowledgement came, if it ever did
         self.resent = 0
 
     def __len__(self) -> int:
+        return self._unsettled
+
+    @property
+    def _held_posts(self) -> int:
         return len(self._sent) + len(self._unsent)
 
     @property
     def full(self) -> bool:
         """Tell whether no more posts may be added for now."""
-        return len(self) >= self.max_posts or self._bytes >= self.max_bytes
+        return self._held_posts >= self.max_posts or self._bytes >= self.max_bytes
 
     @property
     def roomy(self) -> bool:
         """Tell whether the outbox has drained to half; refilling slot by slot would mean tiny writes."""
-        return len(self) <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
+        return self._held_posts <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
 
     @property
     def oldest_sent(self) -> Post | None:
@@ -168,7 +220,7 @@ class Outbox:
     @property
     def has_unsent(self) -> bool:
         """Tell whether some post still has to go out on this connection."""
-        return bool(self._unsent)
+        return bool(self._unsent) and not self.held
 
     @property
     def rewound(self) -> int:
@@ -182,31 +234,62 @@ class Outbox:
         post = Post(self.added, data)
         self._unsent.append(post)
         self._bytes += len(data)
+        self._unsettled += 1
         return post
 
     def take_unsent(self) -> list[Post]:
         """Return the posts to send now, in order, and count them as sent."""
+        if self.held:
+            return []
         posts = list(self._unsent)
         self._unsent.clear()
         self._sent.extend(posts)
         self.resent += self._rewound
         self._rewound = 0
+        if self.observer is not None:
+            for post in posts:
+                self.observer.sent(post)
         return posts
 
     def acknowledge(self) -> Post:
-        """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
+        """Take the server's acknowledgement of the oldest sent post, which settles it."""
         post = self._sent.popleft()
         self._bytes -= len(post.data)
         self.acknowledged += 1
+        self._settle(post)
         return post
 
+    def see(self, post: Post) -> bool:
+        """Settle a post the chat showed, acknowledged or not; tell whether that is news."""
+        if post.settled:
+            return False
+        self._settle(post)
+        self.shown += 1
+        if post in self._unsent:  # shown after all, while the connection that took it was lost
+            self._unsent.remove(post)
+            self._bytes -= len(post.data)
+            self._rewound -= 1
+        return True
+
     def rewind(self) -> int:
-        """Count every sent post as unsent again, as after a lost connection; return how many."""
-        count = len(self._sent)
-        self._unsent.extendleft(reversed(self._sent))
+        """Count every unsettled sent post as unsent again, as after a lost connection; return how many."""
+        again = [post for post in self._sent if not post.settled]
+        for post in self._sent:
+            if post.settled:  # seen in the chat: its acknowledgement will never come now
+                self._bytes -= len(post.data)
         self._sent.clear()
-        self._rewound += count
-        return count
+        self._unsent.extendleft(reversed(again))
+        self._rewound += len(again)
+        return len(again)
+
+    def _settle(self, post: Post) -> None:
+        if post.settled:
+            return
+        post.settled = True
+        self._unsettled -= 1
+        self.delivered += 1
+        if self.observer is not None:
+            self.observer.settled(post)
 
 
 @dataclass(frozen=True)
@@ -253,6 +336,7 @@ class Acknowledged:
 
     line: bytes
     post: Post
+    fresh: bool = True  # news: the chat had not shown the post before
 
 
 @dataclass(frozen=True)
@@ -388,7 +472,8 @@ class PostingDialogue:
     def _settle(self, line: bytes) -> Acknowledged:
         due = self.waiting_for
         if line == ACK and due is not None:
-            return Acknowledged(line, self._outbox.acknowledge())
+            seen = self._outbox.oldest_sent.settled  # type: ignore[union-attr]
+            return Acknowledged(line, self._outbox.acknowledge(), fresh=not seen)
         if not line.endswith(NEWLINE) and due is not None:
             raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
         if due is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -194,9 +195,16 @@ def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeMinechatServer]:
-    async with FakeMinechatServer() as running:
-        yield running
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMinechatServer]:
+    # A sender's default chat to watch, port 5000, is not the fake server's and may be anyone's here:
+    # in-process senders watch a port that refuses instead, unless a test gives --read-port.
+    import send_client
+
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # bound, never listening
+        monkeypatch.setattr(send_client, "DEFAULT_WATCH_PORT", refusing.getsockname()[1])
+        async with FakeMinechatServer() as running:
+            yield running
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ class Post:
     nickname: str
     lines: list[str] = field(default_factory=list)
     acknowledged: bool = False
+    readers: int = 0  # readers connected when it was taken: those that show it
 
 
 @dataclass
@@ -94,6 +95,7 @@ class FakeMinechatServer:
         self.senders_done = 0  # posting connections whose dialogue has ended
         self.reader_connections = 0
         self.readers: set[asyncio.StreamWriter] = set()
+        self.senders: set[asyncio.StreamWriter] = set()  # open posting connections
         # Misbehaviour, set by tests.
         self.close_readers_at_once = False
         self.send_then_close: bytes | None = None  # sent to each new reader, then the server hangs up
@@ -105,6 +107,10 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.withhold_acks = False  # take every post, acknowledge none
+        self.ack_delay: float | None = None  # acknowledge each post this long after taking it, as a slow server
+        self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, over this long
+        # How a post's line appears on the reading port, from (nickname, text); None: "<nickname>: <text>\n".
+        self.chat_shows: Callable[[str, str], bytes] | None = None
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
         # Hold every registration reply until this many accounts are registered, then send them all at once.
@@ -190,6 +196,15 @@ class FakeMinechatServer:
         self.readers.clear()
         self._touch()
 
+    async def reset_senders(self) -> None:
+        """Reset every open posting connection (RST), as a server or NAT that drops idle connections does."""
+        for writer in list(self.senders):
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        self.senders.clear()
+        self._touch()
+
     @staticmethod
     async def wait_acknowledged(writer: asyncio.StreamWriter, timeout: float = DEFAULT_WAIT) -> None:
         """Wait until the peer's kernel has acknowledged every byte sent (Linux only)."""
@@ -229,6 +244,14 @@ class FakeMinechatServer:
             await writer.drain()
             await asyncio.sleep(0)
 
+    @staticmethod
+    async def _trickle(writer: asyncio.StreamWriter, data: bytes, duration: float) -> None:
+        """Send data one byte at a time, spread over duration."""
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(duration / len(data))
+
     async def _serve_reader(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
         self.reader_connections += 1
@@ -255,6 +278,7 @@ class FakeMinechatServer:
         transcript = bytearray()
         self.send_transcripts.append(transcript)
         plan = self.plans.popleft() if self.plans else ConnectionPlan()
+        self.senders.add(writer)
         try:
             if plan.refuse:
                 self.refused += 1
@@ -267,6 +291,7 @@ class FakeMinechatServer:
         except (_HangUp, OSError, asyncio.CancelledError):
             pass
         finally:
+            self.senders.discard(writer)
             writer.close()
             self.senders_done += 1
             self._touch()
@@ -369,10 +394,12 @@ class FakeMinechatServer:
             if line:
                 post.lines.append(line)
                 continue
+            post.readers = len(self.readers)
             self.posts.append(post)
             self._touch()
             for text in post.lines:
-                await self.broadcast(f"{nickname}: {text}\n".encode())
+                shown = self.chat_shows(nickname, text) if self.chat_shows else f"{nickname}: {text}\n".encode()
+                await self.broadcast(shown)
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
             if self.withhold_acks:
@@ -384,10 +411,91 @@ class FakeMinechatServer:
                     self._spawn(self._ack_when_open(writer, held))
                 post = Post(nickname)
                 continue
-            await self._reply(writer, "ack", ACK)
+            if self.ack_delay is not None:
+                await asyncio.sleep(self.ack_delay)  # the slow server's own pace
+            if self.ack_trickle is not None:
+                await self._trickle(writer, ACK, self.ack_trickle)
+            else:
+                await self._reply(writer, "ack", ACK)
             post.acknowledged = True
             acknowledged += 1
             post = Post(nickname)
+
+
+class CuttingProxy:
+    """A TCP proxy to a port that cuts each connection after a number of bytes, counted both ways.
+
+    budget() gives each connection's number (say, random between 0 and 3,000); once that many bytes
+    have passed, in either direction, both sides are cut off with a reset, and what was in flight is lost.
+    """
+
+    def __init__(self, target_port: int, budget: Callable[[], int], host: str = "127.0.0.1") -> None:
+        self.target_port = target_port
+        self.budget = budget
+        self.host = host
+        self.port = 0
+        self.connections = 0
+        self.cuts = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._relay, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self.connections += 1
+        left = [self.budget()]
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        writers = (client_writer, server_writer)
+        pumps = [
+            asyncio.ensure_future(self._pump(client_reader, server_writer, left)),
+            asyncio.ensure_future(self._pump(server_reader, client_writer, left)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            if left[0] <= 0:
+                self.cuts += 1
+            for writer in writers:
+                with suppress(OSError):
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, left: list[int]) -> None:
+        """Copy reader to writer until either ends or the shared budget runs out (the rest is dropped)."""
+        with suppress(OSError):
+            while left[0] > 0:
+                data = await reader.read(4096)
+                if not data:
+                    return
+                passed = data[: left[0]]
+                left[0] -= len(passed)
+                writer.write(passed)
+                await writer.drain()
 
 
 async def serve(host: str, read_port: int, write_port: int) -> None:

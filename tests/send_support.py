@@ -34,9 +34,12 @@ def closed_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Parse sender settings aimed at the fake server's posting port."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port)]
+def settings_for(
+    server: FakeMinechatServer, tmp_path: Path, *argv: str, read_port: int | None = None
+) -> SenderSettings:
+    """Parse sender settings aimed at the fake server, watching its chat unless read_port says another port."""
+    watched = server.read_port if read_port is None else read_port
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(watched)]
     return send_client.parse_settings([*base, "--token_path", str(tmp_path / "token.txt"), *argv], {}, tmp_path)
 
 

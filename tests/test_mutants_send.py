@@ -146,6 +146,8 @@ async def test_cli_posts_and_reports(
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
     lines = error_lines(capsys.readouterr().err)
     assert [line.split(" ", 1)[1] for line in lines] == [
+        f"INFO cannot watch the chat at 127.0.0.1:{send_client.DEFAULT_WATCH_PORT} for our posts: "
+        "Connection refused; going on without it",
         "INFO logged in as Focused Loyd",
         "INFO posted 2 messages as Focused Loyd",
     ]
@@ -288,6 +290,8 @@ async def test_a_resumed_run_says_what_it_sends_again_and_what_it_posted(
     await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
     assert infos == [
+        f"cannot watch the chat at 127.0.0.1:{send_client.DEFAULT_WATCH_PORT} for our posts: "
+        "Connection refused; going on without it",
         "logged in as Focused Loyd",  # once: the later logins are at debug level
         "sending 2 messages again that the server had not acknowledged when the connection was lost",
         "sending 2 messages again that the server had not acknowledged when the connection was lost",
