@@ -15,6 +15,7 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
+    MAX_MISSES,
     STAGE_GREETING,
     Account,
     Acknowledged,
@@ -612,6 +613,7 @@ class Sender:
         self._messages_ended = False
         self._producer: asyncio.Future[None] | None = None
         self._link: Link | None = None
+        self._last_failure: ChatError | None = None  # what ended the last connection that failed
 
     @property
     def finished(self) -> bool:
@@ -637,18 +639,21 @@ class Sender:
             if not self._producer.cancelled():
                 self._producer.exception()  # retrieved; a failure was raised by check_producer already
             await self.watch.close()
+        if self.outbox.given_up and not self.settings.streaming:
+            # Fixed messages are a task with an end: one that may not have arrived is a failure to say.
+            cause = f"{self._last_failure}; " if self._last_failure else ""
+            raise ConnectionFailed(cause + self.summary())
         if self.outbox.added:
-            self.report(logging.INFO)
+            self.report(logging.WARNING if self.outbox.given_up else logging.INFO)
 
     def report(self, level: int, prefix: str = "") -> None:
         """Log how many messages were posted and how many were not."""
+        logger.log(level, "%s", prefix + self.summary())
+
+    def summary(self) -> str:
+        """Say what became of the messages: counted as messages, never as sends."""
         author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
-        text = f"{prefix}posted {plural(self.outbox.delivered, 'message')}{author}"
-        if self.outbox.resent:
-            text += f"; {plural(self.outbox.resent, 'message')} had to be sent again, so the chat may show a few twice"
-        if self.outbox:
-            text += f"; {len(self.outbox)} more not acknowledged, so maybe not posted"
-        logger.log(level, "%s", text)
+        return describe_counts(self.outbox, author)
 
     def check_producer(self) -> None:
         """Raise what made reading the messages, or watching the chat, fail, if anything did."""
@@ -712,6 +717,9 @@ class Sender:
                 if self.outbox.delivered > delivered:
                     delays, failures = self.make_delays(), 0
                 failures += 1
+                self._last_failure = error
+                if self.finished:
+                    return  # what the connection left unsettled was given up: there is nothing left to post
                 if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
                     # Fixed messages fail fast when no connection can be made at all, and after a few
                     # fruitless tries; only a stream is worth waiting for indefinitely.
@@ -726,8 +734,6 @@ class Sender:
     async def _converse(self) -> bool:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
-        self.outbox.rewind()
-        self._check_room()
         self._watch_chat()
         dialogue = PostingDialogue(
             self.outbox,
@@ -737,12 +743,29 @@ class Sender:
             self.secrets,
             reading_port_hint(settings.port),
         )
-        async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-            self._link = Link(self, reader, writer, dialogue, self.outbox, self.reply_wait)
-            try:
-                return await self._link.run()
-            finally:
-                self._link = None
+        try:
+            async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+                self._link = Link(self, reader, writer, dialogue, self.outbox, self.reply_wait)
+                try:
+                    done = await self._link.run()
+                finally:
+                    self._link = None
+        except ChatError:
+            self._take_stock()
+            raise
+        self._take_stock()
+        return done
+
+    def _take_stock(self) -> None:
+        """After a connection: what it did not settle goes out again on the next, or is given up."""
+        self.outbox.rewind()
+        for post in self.outbox.take_given_up():
+            logger.warning(
+                "message %d got no acknowledgement in %d tries; it is not sent again (it may have reached the chat)",
+                post.number,
+                MAX_MISSES,
+            )
+        self._check_room()
 
     def _watch_chat(self) -> None:
         """Watch the chat (again) if there is something to post and it is not watched."""
@@ -815,6 +838,26 @@ class Sender:
             logger.info("registered as %s; the token is saved in %s", nickname, path)
         else:
             logger.info("registered a new account (the reply does not name it); the token is saved in %s", path)
+
+
+def describe_counts(outbox: Outbox, author: str) -> str:
+    """Say what became of the messages of an outbox: how many posted, sent more than once, may not have arrived."""
+    text = f"posted {plural(outbox.delivered, 'message')}{author}"
+    if outbox.repeated:
+        one = outbox.repeated == 1
+        text += (
+            f"; {plural(outbox.repeated, 'message')} {'was' if one else 'were'} sent more than once, so the chat "
+            f"may show {'it' if one else 'one of them'} up to {outbox.most_sends} times"
+        )
+    if outbox.given_up:
+        one = outbox.given_up == 1
+        text += (
+            f"; {plural(outbox.given_up, 'message')} {'was' if one else 'were'} not sent again after {MAX_MISSES} "
+            f"tries without an acknowledgement: {'it' if one else 'they'} may have reached the chat"
+        )
+    if outbox:
+        text += f"; {len(outbox)} more not acknowledged, so maybe not posted"
+    return text
 
 
 def describe_unsaved_token(nickname: str, token: str, path: Path, error: FileError) -> str:

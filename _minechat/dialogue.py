@@ -116,6 +116,9 @@ OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
 
 
+# A post whose acknowledgement was due this many times when the connection was lost is not sent
+# again: a server that takes it and never says so would otherwise post it forever.
+MAX_MISSES = 3
 # A reply wait doubles after each timeout while an acknowledgement was due, up to this: a few minutes.
 REPLY_WAIT_CAP = 180.0
 
@@ -152,6 +155,8 @@ class Post:
     number: int
     data: bytes
     settled: bool = False  # acknowledged, or seen in the chat: never sent again
+    sends: int = 0  # times written to a connection: the most copies the chat may show
+    misses: int = 0  # times its acknowledgement was due when the connection was lost
 
     @property
     def text(self) -> str:
@@ -193,7 +198,11 @@ class Outbox:
         self.acknowledged = 0
         self.delivered = 0  # acknowledged or seen in the chat
         self.shown = 0  # posts the chat showed before their acknowledgement came, if it ever did
-        self.resent = 0
+        self.resent = 0  # sends beyond each post's first
+        self.repeated = 0  # posts sent more than once
+        self.most_sends = 0  # the most times any one post was sent
+        self.given_up = 0  # posts sent MAX_MISSES times without an acknowledgement, not sent again
+        self._dropped: list[Post] = []  # given up since take_given_up last looked
 
     def __len__(self) -> int:
         return self._unsettled
@@ -244,12 +253,19 @@ class Outbox:
         posts = list(self._unsent)
         self._unsent.clear()
         self._sent.extend(posts)
-        self.resent += self._rewound
         self._rewound = 0
-        if self.observer is not None:
-            for post in posts:
-                self.observer.sent(post)
+        for post in posts:
+            self._count_send(post)
         return posts
+
+    def _count_send(self, post: Post) -> None:
+        post.sends += 1
+        if post.sends > 1:
+            self.resent += 1
+            self.repeated += post.sends == 2
+            self.most_sends = max(self.most_sends, post.sends)
+        if self.observer is not None:
+            self.observer.sent(post)
 
     def acknowledge(self) -> Post:
         """Take the server's acknowledgement of the oldest sent post, which settles it."""
@@ -272,15 +288,38 @@ class Outbox:
         return True
 
     def rewind(self) -> int:
-        """Count every unsettled sent post as unsent again, as after a lost connection; return how many."""
-        again = [post for post in self._sent if not post.settled]
+        """Count every unsettled sent post as unsent again, as after a lost connection; return how many.
+
+        The post whose acknowledgement was due takes a miss; at MAX_MISSES it is given up, not sent again.
+        """
+        due = self._sent[0] if self._sent else None
+        if due is not None and not due.settled:
+            due.misses += 1
+        again = []
         for post in self._sent:
             if post.settled:  # seen in the chat: its acknowledgement will never come now
                 self._bytes -= len(post.data)
+            elif post.misses >= MAX_MISSES:
+                self._give_up(post)
+            else:
+                again.append(post)
         self._sent.clear()
         self._unsent.extendleft(reversed(again))
         self._rewound += len(again)
         return len(again)
+
+    def take_given_up(self) -> list[Post]:
+        """Return the posts given up since the last look."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def _give_up(self, post: Post) -> None:
+        self._bytes -= len(post.data)
+        self._unsettled -= 1
+        self.given_up += 1
+        self._dropped.append(post)
+        if self.observer is not None:
+            self.observer.settled(post)  # its echo may still come; then it only stands for itself
 
     def _settle(self, post: Post) -> None:
         if post.settled:

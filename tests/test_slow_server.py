@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingDelays
-from fake_server import FakeMinechatServer
-from send_support import TOKEN, StdinPipe, closed_port, settings_for, texts_of, wait_for
+from fake_server import ConnectionPlan, FakeMinechatServer
+from send_support import TOKEN, StdinPipe, closed_port, run_client, settings_for, texts_of, wait_for
 
 import send_client
+from chat_io import EXIT_CONNECTION, EXIT_OK
 
 NICKNAME = "Focused Loyd"
 
@@ -51,14 +52,14 @@ def first_appearances(texts: list[str]) -> list[str]:
 async def test_late_acknowledgements_lengthen_the_wait_and_the_stream_ends(
     server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int
 ) -> None:
-    server.ack_delay = 0.6  # every acknowledgement later than --reply-timeout
+    server.ack_delay = 0.55  # every acknowledgement later than --reply-timeout
     lines = ["one", "two", "three"]
     argv = ["--token", account, "--message", "-", "--reply-timeout", "0.4"]
     settings = settings_for(server, tmp_path, *argv, read_port=unwatched)
     stdin = "".join(f"{line}\n" for line in lines).encode()
     sender = send_client.make_sender(settings, StdinBytes(stdin), RecordingDelays())  # type: ignore[arg-type]
     await asyncio.wait_for(sender.run(), WAIT * 2)
-    # One reply timeout, then a wait of 0.8 s that the 0.6 s acknowledgements fit in: two connections.
+    # One reply timeout, then a wait of 0.8 s that the 0.55 s acknowledgements fit in: two connections.
     assert len(server.send_transcripts) == 2
     assert first_appearances(texts_of(server)) == lines
     assert sender.outbox.delivered == 3
@@ -72,13 +73,13 @@ async def test_acknowledgements_on_time_start_the_wait_over(
     sender = send_client.make_sender(settings, stdin_pipe.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
-        server.ack_delay = 0.6
+        server.ack_delay = 0.55
         await stdin_pipe.write(b"slow\n")  # times out once; the wait doubles to 0.8 s
         await wait_for(lambda: sender.outbox.delivered == 1)
         server.ack_delay = None
         await stdin_pipe.write(b"quick\n")  # on time: the wait is back to 0.4 s
         await wait_for(lambda: sender.outbox.delivered == 2)
-        server.ack_delay = 0.6
+        server.ack_delay = 0.55
         await stdin_pipe.write(b"slow again\n")  # so this one times out again, once
         stdin_pipe.end()
         await asyncio.wait_for(task, WAIT * 2)
@@ -87,6 +88,84 @@ async def test_acknowledgements_on_time_start_the_wait_over(
     assert first_appearances(texts_of(server)) == ["slow", "quick", "slow again"]
     assert len(server.send_transcripts) == 3
     assert texts_of(server).count("quick") == 1
+
+
+async def test_a_trickled_acknowledgement_is_waited_for_after_one_timeout(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int
+) -> None:
+    server.ack_trickle = 0.7  # the acknowledgement's bytes trickle in over 0.7 s: a whole line takes that long
+    argv = ["--token", account, "--message", "only", "--reply-timeout", "0.5"]
+    code, _, err = await run_client(server, tmp_path, *argv, "--read-port", str(unwatched), stdin=None)
+    assert code == EXIT_OK, err
+    assert texts_of(server) == ["only", "only"]
+    assert (
+        "posted 1 message as Focused Loyd; 1 message was sent more than once, so the chat may show it up to 2 times"
+        in err
+    )
+
+
+# --- a post sent three times without an acknowledgement is given up ---------------------------
+
+
+async def test_a_post_sent_three_times_without_an_acknowledgement_is_given_up_and_the_stream_goes_on(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    # Three connections take "stuck" and hang up without acknowledging it; then normal service.
+    server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(3))
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-", read_port=unwatched)
+    sender = send_client.make_sender(settings, StdinBytes(b"stuck\nnext\n"), RecordingDelays())  # type: ignore[arg-type]
+    await asyncio.wait_for(sender.run(), WAIT)
+    assert texts_of(server) == ["stuck", "stuck", "stuck", "next"]  # never a fourth time
+    assert texts_of(server, acknowledged_only=True) == ["next"]
+    warnings = infos(caplog, logging.WARNING)
+    assert (
+        "message 1 got no acknowledgement in 3 tries; it is not sent again (it may have reached the chat)" in warnings
+    )
+    # "next" went out with "stuck" on every connection, so it may show up to four times.
+    assert warnings[-1] == (
+        "posted 1 message as Focused Loyd; 2 messages were sent more than once, so the chat may show one of them up "
+        "to 4 times; 1 message was not sent again after 3 tries without an acknowledgement: it may have reached "
+        "the chat"
+    )
+
+
+async def test_a_fixed_message_never_acknowledged_is_sent_three_times_then_exit_3(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int
+) -> None:
+    server.withhold_acks = True
+    argv = ["--token", account, "--message", "hello", "--reply-timeout", "0.2", "--read-port", str(unwatched)]
+    code, _, err = await run_client(server, tmp_path, *argv, stdin=None)
+    assert code == EXIT_CONNECTION, err
+    assert texts_of(server) == ["hello"] * 3
+    [error] = [line for line in err.splitlines() if " ERROR " in line]
+    assert error.endswith(
+        "posted 0 messages as Focused Loyd; 1 message was sent more than once, so the chat may show it up to 3 times; "
+        "1 message was not sent again after 3 tries without an acknowledgement: it may have reached the chat"
+    )
+    assert "Traceback" not in err
+
+
+# --- honest counts ----------------------------------------------------------------------------
+
+
+async def test_the_summary_counts_messages_not_sends(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    # "one" acknowledged and "two" taken unacknowledged; then a connection that takes nothing.
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    settings = settings_for(server, tmp_path, "--token", account, *messages, read_port=unwatched)
+    sender = send_client.make_sender(settings, None, RecordingDelays())
+    await asyncio.wait_for(sender.run(), WAIT)
+    assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
+    # Two messages went out three times each (the second connection took neither): four sends more,
+    # two messages more than once.
+    assert infos(caplog)[-1] == (
+        "posted 3 messages as Focused Loyd; 2 messages were sent more than once, so the chat may show one of them "
+        "up to 3 times"
+    )
 
 
 class StdinBytes:
