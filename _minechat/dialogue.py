@@ -116,6 +116,9 @@ OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
 
 
+# After a lost connection, posts sent before go out again at most this many in flight, so that
+# acknowledgements come back between cuts; posts never sent are not held back by it.
+RESEND_WINDOW = 4
 # A post whose acknowledgement was due this many times when the connection was lost is not sent
 # again: a server that takes it and never says so would otherwise post it forever.
 MAX_MISSES = 3
@@ -247,15 +250,19 @@ class Outbox:
         return post
 
     def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent."""
+        """Return the posts to send now, in order, and count them as sent; resends only RESEND_WINDOW in flight."""
         if self.held:
             return []
-        posts = list(self._unsent)
-        self._unsent.clear()
-        self._sent.extend(posts)
-        self._rewound = 0
-        for post in posts:
+        posts = []
+        while self._unsent:
+            post = self._unsent[0]
+            if post.sends:
+                if len(self._sent) >= RESEND_WINDOW:
+                    break  # sent before: again only a few at a time, so acknowledgements come back between cuts
+                self._rewound -= 1
+            self._sent.append(self._unsent.popleft())
             self._count_send(post)
+            posts.append(post)
         return posts
 
     def _count_send(self, post: Post) -> None:

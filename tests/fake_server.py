@@ -453,6 +453,10 @@ class CuttingProxy:
         await self._server.wait_closed()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        with suppress(asyncio.CancelledError):  # the end of the proxy, as for the server's own connections
+            await self._relay_until_cut(client_reader, client_writer)
+
+    async def _relay_until_cut(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingDelays
-from fake_server import ConnectionPlan, FakeMinechatServer
+from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
 from send_support import TOKEN, StdinPipe, closed_port, run_client, settings_for, texts_of, wait_for
 
 import send_client
-from chat_io import EXIT_CONNECTION, EXIT_OK
+from _minechat.dialogue import RESEND_WINDOW
+from chat_io import BACKOFF_CAP, BACKOFF_INITIAL, EXIT_CONNECTION, EXIT_OK, backoff
 
 NICKNAME = "Focused Loyd"
 
@@ -166,6 +169,90 @@ async def test_the_summary_counts_messages_not_sends(
         "posted 3 messages as Focused Loyd; 2 messages were sent more than once, so the chat may show one of them "
         "up to 3 times"
     )
+
+
+# --- after a lost connection, resends go out a few at a time ---------------------------------------
+
+
+async def test_resends_go_out_a_few_at_a_time(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int
+) -> None:
+    lines = [f"post {number}" for number in range(20)]
+    server.plans.append(ConnectionPlan(posts=0))  # the first connection takes nothing: all 20 are to go again
+    server.ack_gate = asyncio.Event()  # the next takes posts but holds their acknowledgements back
+    argv = ["--token", account, "--message", "-", "--reply-timeout", "0.3"]
+    settings = settings_for(server, tmp_path, *argv, read_port=unwatched)
+    stdin = StdinBytes("".join(f"{line}\n" for line in lines).encode())
+    sender = send_client.make_sender(settings, stdin, RecordingDelays())  # type: ignore[arg-type]
+    task = asyncio.ensure_future(sender.run())
+    try:
+        # The second connection ends when the sender stops waiting for the first acknowledgement:
+        # by then it has written everything it was going to write on it.
+        await server.wait_until(lambda: server.senders_done >= 2, timeout=WAIT)
+        assert texts_of(server) == lines[:RESEND_WINDOW]
+        server.ack_gate.set()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    assert first_appearances(texts_of(server)) == lines
+    assert sender.outbox.delivered == len(lines)
+
+
+# --- the goal: 300 lines through connections cut after 0-3,000 bytes -------------------------------
+
+LINES = 300
+CUT_BYTES = 3000
+# The goal is 90 s with the real delays; the test scales every delay by a tenth, and so the goal.
+SCALE = 0.1
+GOAL_SECONDS = 90 * SCALE
+MOST_DUPLICATES = 2
+
+
+async def post_through_cuts(
+    server: FakeMinechatServer, tmp_path: Path, account: str, seed: int, read_port: int
+) -> tuple[send_client.Sender, float, CuttingProxy]:
+    """Post LINES lines from stdin through a proxy that cuts each connection after 0-3,000 bytes, at scale."""
+    rng = random.Random(seed)
+    lines = [f"line {number} — строка {number}" for number in range(LINES)]
+    async with CuttingProxy(server.write_port, lambda: rng.randint(0, CUT_BYTES)) as proxy:
+        base = ["--host", "127.0.0.1", "--port", str(proxy.port), "--read-port", str(read_port)]
+        settings = send_client.parse_settings(
+            [*base, "--token", account, "--message", "-", "--token_path", str(tmp_path / "token.txt")], {}, tmp_path
+        )
+        stdin = StdinBytes("".join(f"{line}\n" for line in lines).encode())
+        sender = send_client.make_sender(  # type: ignore[arg-type]
+            settings, stdin, lambda: backoff(initial=BACKOFF_INITIAL * SCALE, cap=BACKOFF_CAP * SCALE)
+        )
+        started = time.monotonic()
+        await asyncio.wait_for(sender.run(), GOAL_SECONDS * 2)
+        elapsed = time.monotonic() - started
+    assert first_appearances(texts_of(server)) == lines  # nothing lost, nothing out of order
+    assert proxy.cuts >= 10  # the faults did happen
+    return sender, elapsed, proxy
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_300_lines_through_a_proxy_that_cuts_connections_at_random(
+    server: FakeMinechatServer, tmp_path: Path, account: str, seed: int
+) -> None:
+    _, elapsed, proxy = await post_through_cuts(server, tmp_path, account, seed, server.read_port)
+    duplicates = len(server.posts) - LINES
+    assert duplicates <= MOST_DUPLICATES, f"{duplicates} duplicates over {proxy.cuts} cuts"
+    assert elapsed < GOAL_SECONDS, f"{elapsed:.1f} s over {proxy.connections} connections"
+
+
+async def test_300_lines_through_cuts_without_the_witness_do_not_stall_and_are_counted_honestly(
+    server: FakeMinechatServer, tmp_path: Path, account: str, unwatched: int
+) -> None:
+    # Without the chat to tell what arrived, every post a cut leaves unacknowledged goes again; a few
+    # at a time, acknowledgements come back between cuts and the delays start over.
+    sender, elapsed, proxy = await post_through_cuts(server, tmp_path, account, 3, unwatched)
+    assert elapsed < GOAL_SECONDS, f"{elapsed:.1f} s over {proxy.connections} connections"
+    taken = texts_of(server)
+    copies = {line: taken.count(line) for line in set(taken)}
+    # The summary's counts are upper bounds of what the chat shows.
+    assert max(copies.values()) <= sender.outbox.most_sends
+    assert sum(1 for count in copies.values() if count > 1) <= sender.outbox.repeated
 
 
 class StdinBytes:
