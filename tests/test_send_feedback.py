@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays
-from fake_server import FakeMinechatServer
-from send_support import TOKEN, run_client, spawn_client, texts_of
+from fake_server import ConnectionPlan, FakeMinechatServer
+from send_support import TOKEN, StdinPipe, closed_port, run_client, settings_for, spawn_client, texts_of, wait_for
 
 import send_client
 from _minechat.shutdown import SignalCatcher
@@ -175,3 +176,54 @@ async def test_a_nickname_left_in_dotenv_after_registering_is_a_usage_error(
     assert code == EXIT_USAGE
     assert "--nickname (or NICKNAME) registers a new account, but a token was found" in err
     assert server.posts == []
+
+
+# --- behaviours no test pinned ----------------------------------------------------------------
+
+
+async def test_progress_starts_the_give_up_count_over_for_fixed_messages(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    messages = [f"message {number}" for number in range(8)]
+    # Every connection acknowledges one post and hangs up: 8 connections, more than RESUME_TRIES.
+    server.plans.extend(ConnectionPlan(posts=1) for _ in messages)
+    assert len(messages) > send_client.RESUME_TRIES + 1
+    with closed_port() as unwatched:
+        argv = [arg for message in messages for arg in ("--message", message)]
+        settings = settings_for(server, tmp_path, "--token", TOKEN, *argv, read_port=unwatched)
+        code = await asyncio.wait_for(send_client.run(settings, None, RecordingDelays()), WAIT * 2)
+    assert code == EXIT_OK
+    assert texts_of(server) == messages  # each once
+    assert len(server.send_transcripts) == len(messages)
+
+
+async def test_an_idle_stream_connection_reset_by_the_server_is_no_failure(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    server.add_account("Focused Loyd", TOKEN)
+    pipe = StdinPipe()
+    delays = RecordingDelays()
+    try:
+        with closed_port() as unwatched:
+            settings = settings_for(server, tmp_path, "--token", TOKEN, "--message", "-", read_port=unwatched)
+            sender = send_client.make_sender(settings, pipe.reader, delays)
+            task = asyncio.ensure_future(sender.run())
+            try:
+                await pipe.write(b"one\n")
+                await wait_for(lambda: sender.outbox.delivered == 1)  # acknowledged: the connection is idle
+                await server.reset_senders()
+                await server.wait_until(lambda: server.senders_done == 1)
+                await pipe.write(b"two\n")
+                await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["one", "two"])
+                pipe.end()
+                await asyncio.wait_for(task, WAIT)
+            finally:
+                task.cancel()
+    finally:
+        pipe.close()
+    assert texts_of(server) == ["one", "two"]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert delays.taken == []  # no delay at all, let alone a growing one: the next line went out at once
+    assert len(server.send_transcripts) == 2
