@@ -15,6 +15,7 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
+    MAX_SENDS,
     READING_PORT_HINT,
     STAGE_GREETING,
     Account,
@@ -73,6 +74,10 @@ STDIN_HINT = (
 )
 # The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
 UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
+# Each reply timeout after a post doubles the wait for acknowledgements, up to this: a slow server gets
+# the time it needs instead of the same posts again and again. Acknowledgements on time start it over.
+ACK_WAIT_FACTOR = 2.0
+MAX_ACK_WAIT = 240.0
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
@@ -282,6 +287,15 @@ class Link:
         self.loop = asyncio.get_running_loop()
         # When the reply now due must have arrived, whole; None while the server owes us nothing.
         self.deadline: float | None = self.loop.time() + self.timeout
+        self.clock_started = self.loop.time()  # when the reply now due started to be due
+        self.waited = self.timeout  # the wait the deadline allows, without upload time
+
+    def _start_clock(self, extra: float = 0.0) -> None:
+        """Start waiting for the reply now due: acknowledgements get the sender's current wait."""
+        now = self.loop.time()
+        self.waited = self.sender.ack_wait if self.dialogue.ready else self.timeout
+        self.clock_started = now
+        self.deadline = now + self.waited + extra
 
     def transmit(self) -> None:
         """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
@@ -301,7 +315,7 @@ class Link:
         # time it needs at UPLOAD_FLOOR too, or it would time out, be resent and be posted again and again.
         upload = len(data) / UPLOAD_FLOOR_BYTES_PER_SECOND
         if self.deadline is None:
-            self.deadline = self.loop.time() + self.timeout + upload
+            self._start_clock(upload)
         else:
             self.deadline += upload
 
@@ -354,9 +368,12 @@ class Link:
         if not reading.done():
             due = self.dialogue.waiting_for or "a reply"
             hint = READING_PORT_HINT if due == STAGE_GREETING else ""
+            advice = "try again later or raise --reply-timeout"
+            if self.dialogue.ready:
+                self.sender.outbox.time_out()
+                advice = f"waiting up to {self.sender.stretch_ack_wait():g} s for acknowledgements from now on"
             raise ReplyTimeout(
-                f"no complete reply from the server in {self.timeout:g} s while we waited for {due}{hint}; "
-                "try again later or raise --reply-timeout"
+                f"no complete reply from the server in {self.waited:g} s while we waited for {due}{hint}; {advice}"
             )
 
     def _receive(self, chunk: bytes) -> bool:
@@ -367,11 +384,19 @@ class Link:
             if isinstance(event, Closed):
                 return False
             lines += 1
+            if isinstance(event, Acknowledged):
+                now = self.loop.time()
+                if now - self.clock_started <= self.timeout:
+                    self.sender.reset_ack_wait()
+                self.clock_started = now  # the next acknowledgement is due from now on
             self.sender.handle(event)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
         if lines:
-            self.deadline = None if self.dialogue.waiting_for is None else self.loop.time() + self.timeout
+            if self.dialogue.waiting_for is None:
+                self.deadline = None
+            else:
+                self._start_clock()
         return True
 
 
@@ -391,11 +416,21 @@ class Sender:
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
+        self.ack_wait = settings.reply_timeout  # how long acknowledgements may take, stretched by timeouts
         self.changed = asyncio.Event()  # new posts, or the end of the messages
         self._room = asyncio.Event()
         self._messages_ended = False
         self._producer: asyncio.Future[None] | None = None
         self._link: Link | None = None
+
+    def stretch_ack_wait(self) -> float:
+        """Double the wait for acknowledgements after a reply timeout, up to MAX_ACK_WAIT; return it."""
+        self.ack_wait = min(max(self.ack_wait * ACK_WAIT_FACTOR, self.settings.reply_timeout), MAX_ACK_WAIT)
+        return self.ack_wait
+
+    def reset_ack_wait(self) -> None:
+        """Wait for acknowledgements as long as --reply-timeout says again: they come on time."""
+        self.ack_wait = self.settings.reply_timeout
 
     @property
     def finished(self) -> bool:
@@ -421,16 +456,30 @@ class Sender:
             if not self._producer.cancelled():
                 self._producer.exception()  # retrieved; a failure was raised by check_producer already
         if self.outbox.added:
-            self.report(logging.INFO)
+            self.report(logging.WARNING if self.outbox.doubtful else logging.INFO)
+        if self.outbox.doubtful:
+            raise ConnectionFailed(
+                f"{plural(self.outbox.doubtful, 'message')} went out {MAX_SENDS} times without an acknowledgement "
+                "and may have reached the chat, or not"
+            )
 
     def report(self, level: int, prefix: str = "") -> None:
-        """Log how many messages were posted and how many were not."""
+        """Log how many messages were posted, how many may show more than once and how many may be missing."""
+        outbox = self.outbox
         author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
-        text = f"{prefix}posted {plural(self.outbox.acknowledged, 'message')}{author}"
-        if self.outbox.resent:
-            text += f"; {plural(self.outbox.resent, 'message')} had to be sent again, so the chat may show a few twice"
-        if self.outbox:
-            text += f"; {len(self.outbox)} more not acknowledged, so maybe not posted"
+        text = f"{prefix}posted {plural(outbox.delivered, 'message')}{author}"
+        if outbox.repeated:
+            text += (
+                f"; {plural(outbox.repeated, 'message')} had to be sent more than once, "
+                f"so the chat may show up to {outbox.most_copies} copies of one"
+            )
+        if outbox.doubtful:
+            text += (
+                f"; {plural(outbox.doubtful, 'message')} sent {MAX_SENDS} times without an acknowledgement "
+                "may have reached the chat, or not"
+            )
+        if outbox:
+            text += f"; {len(outbox)} more not acknowledged, so maybe not posted"
         logger.log(level, "%s", text)
 
     def check_producer(self) -> None:
@@ -481,7 +530,7 @@ class Sender:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
-            acknowledged = self.outbox.acknowledged
+            delivered, doubtful = self.outbox.delivered, self.outbox.doubtful
             try:
                 if await self._converse():
                     return
@@ -489,7 +538,8 @@ class Sender:
             except ChatError as error:
                 if not is_retryable(error):
                     raise
-                if self.outbox.acknowledged > acknowledged:
+                if self.outbox.delivered > delivered or self.outbox.doubtful > doubtful:
+                    # Progress, or a post given up: the next one deserves fresh tries.
                     delays, failures = self.make_delays(), 0
                 failures += 1
                 if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
@@ -506,16 +556,19 @@ class Sender:
     async def _converse(self) -> bool:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
-        self.outbox.rewind()
         dialogue = PostingDialogue(
             self.outbox, self.token, settings.nickname if self.token is None else None, settings.token_source
         )
-        async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-            self._link = Link(self, reader, writer, dialogue)
-            try:
-                return await self._link.run()
-            finally:
-                self._link = None
+        try:
+            async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+                self._link = Link(self, reader, writer, dialogue)
+                try:
+                    return await self._link.run()
+                finally:
+                    self._link = None
+        finally:
+            # At once, so the counts are right and the posts given up are known before the next try.
+            self.outbox.rewind()
 
     def handle(self, event: Event) -> None:
         """Act on what the server said."""

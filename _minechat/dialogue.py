@@ -93,14 +93,20 @@ def encode_post(text: str) -> bytes:
 OUTBOX_POSTS = 1024
 OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
+# A post whose acknowledgement timed out this many times is not sent again: the server takes it and
+# keeps quiet, or is too slow for us, and each copy may show in everybody's chat.
+MAX_SENDS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Post:
-    """One message on its way: its number in this run and its bytes on the wire."""
+    """One message on its way: its number in this run, its bytes on the wire, and how often it went out."""
 
     number: int
     data: bytes
+    sends: int = 0
+    timeouts: int = 0  # connections given up while this post waited for its acknowledgement
+    seen: bool = False  # the chat showed it: it arrived, acknowledged or not
 
 
 class Outbox:
@@ -115,7 +121,11 @@ class Outbox:
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
         self.added = 0
         self.acknowledged = 0
-        self.resent = 0
+        self.resent = 0  # sends of posts that had gone out before
+        self.repeated = 0  # messages sent more than once
+        self.most_copies = 0  # the most times one message went out
+        self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
+        self.seen_only = 0  # messages the chat showed that the server never acknowledged
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._unsent)
@@ -154,14 +164,46 @@ class Outbox:
         self._bytes += len(data)
         return post
 
+    @property
+    def delivered(self) -> int:
+        """Return how many messages reached the chat: acknowledged, or shown in it."""
+        return self.acknowledged + self.seen_only
+
     def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent."""
-        posts = list(self._unsent)
-        self._unsent.clear()
+        """Return the posts to send now, in order, and count them as sent; posts the chat showed are dropped."""
+        posts = []
+        while self._unsent:
+            post = self._unsent.popleft()
+            if self._rewound:
+                self._rewound -= 1
+            if post.seen:
+                self._settle_seen(post)
+                continue
+            self._count_send(post)
+            posts.append(post)
         self._sent.extend(posts)
-        self.resent += self._rewound
-        self._rewound = 0
         return posts
+
+    def _count_send(self, post: Post) -> None:
+        post.sends += 1
+        if post.sends > 1:
+            self.resent += 1
+        if post.sends == 2:
+            self.repeated += 1
+        self.most_copies = max(self.most_copies, post.sends)
+
+    def _settle_seen(self, post: Post) -> None:
+        self._bytes -= len(post.data)
+        self.seen_only += 1
+
+    def _give_up(self, post: Post) -> None:
+        self._bytes -= len(post.data)
+        self.doubtful += 1
+
+    def time_out(self) -> None:
+        """Note that no acknowledgement came in time for any post in flight."""
+        for post in self._sent:
+            post.timeouts += 1
 
     def acknowledge(self) -> Post:
         """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
@@ -171,12 +213,22 @@ class Outbox:
         return post
 
     def rewind(self) -> int:
-        """Count every sent post as unsent again, as after a lost connection; return how many."""
-        count = len(self._sent)
-        self._unsent.extendleft(reversed(self._sent))
+        """Count every sent post as unsent again, as after a lost connection; return how many will go again.
+
+        A post the chat showed is settled instead, and one sent MAX_SENDS times is given up.
+        """
+        kept = []
+        for post in self._sent:
+            if post.seen:
+                self._settle_seen(post)
+            elif post.timeouts >= MAX_SENDS:
+                self._give_up(post)
+            else:
+                kept.append(post)
         self._sent.clear()
-        self._rewound += count
-        return count
+        self._unsent.extendleft(reversed(kept))
+        self._rewound += len(kept)
+        return len(kept)
 
 
 @dataclass(frozen=True)

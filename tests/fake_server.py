@@ -103,6 +103,8 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.withhold_acks = False  # take every post, acknowledge none
+        self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
+        self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
@@ -207,12 +209,16 @@ class FakeMinechatServer:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(interval)
+
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
-            for byte in data:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(self.trickle_interval)
+            await self._trickle(writer, data, self.trickle_interval)
             return
         if not self.split_writes:
             writer.write(data)
@@ -370,7 +376,12 @@ class FakeMinechatServer:
                     self._spawn(self._ack_when_open(writer, held))
                 post = Post(nickname)
                 continue
-            await self._reply(writer, "ack", ACK)
+            if self.ack_delay is not None:
+                await asyncio.sleep(self.ack_delay)
+            if self.ack_trickle is not None:
+                await self._trickle(writer, ACK, self.ack_trickle)
+            else:
+                await self._reply(writer, "ack", ACK)
             post.acknowledged = True
             acknowledged += 1
             post = Post(nickname)
