@@ -24,15 +24,18 @@ from _minechat.dialogue import (
     Event,
     LoggedIn,
     Outbox,
+    Post,
     PostingDialogue,
     Registered,
     Welcomed,
     is_blank,
 )
 from _minechat.output import SECRETS, plural
-from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
+from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.witness import Witness
 from chat_io import (
+    DEFAULT_READ_PORT,
     DEFAULT_SEND_PORT,
     ENCODING,
     EXIT_OK,
@@ -48,6 +51,7 @@ from chat_io import (
     check_token_path,
     describe_error,
     flatten_text,
+    format_address,
     is_retryable,
     load_token,
     open_connection,
@@ -87,6 +91,7 @@ class SenderSettings:
 
     host: str
     port: int
+    read_port: int
     token: str | None
     token_source: str
     nickname: str | None
@@ -153,6 +158,16 @@ def build_parser() -> configargparse.ArgumentParser:
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )
     parser.add_argument(
+        "--read-port",
+        "--read_port",
+        dest="read_port",
+        env_var="READ_PORT",
+        default=DEFAULT_READ_PORT,
+        type=port_number,
+        help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
+        "seen there is never sent again",
+    )
+    parser.add_argument(
         "--reply-timeout",
         "--reply_timeout",
         env_var="REPLY_TIMEOUT",
@@ -197,6 +212,7 @@ def resolve_settings(
     return SenderSettings(
         host=args.host,
         port=args.port,
+        read_port=args.read_port,
         token=token,
         token_source=source,
         nickname=nickname,
@@ -400,16 +416,111 @@ class Link:
         return True
 
 
+class ChatWitness:
+    """Reads the chat while we post and marks the posts it shows as seen, so they are never sent again."""
+
+    def __init__(self, settings: SenderSettings, level: int) -> None:
+        self.settings = settings
+        self.level = level  # how loud "going on without it" is: debug for a single message
+        self.core = Witness()
+        self.active = False
+        self._connected = asyncio.Event()
+        self._first_ack_at: float | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the reading port; return once connected or known to be out of reach."""
+        self._task = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            # open_connection gives up after --connect-timeout, which bounds this wait.
+            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(connected)
+
+    async def stop(self) -> None:
+        """Stop reading the chat."""
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved; _run reports its own failures
+
+    def expect(self, post: Post) -> None:
+        """Await the echo of a post that has just gone out for the first time."""
+        if self.active:
+            self.core.expect(post)
+
+    def note_acknowledged(self, post: Post) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        if self._first_ack_at is None:
+            self._first_ack_at = asyncio.get_running_loop().time()
+        if post.seen:
+            self.core.forget(post)
+
+    def _say(self, text: str) -> None:
+        logger.log(self.level, "%s; going on without it", text)
+
+    async def _run(self) -> None:
+        settings = self.settings
+        where = format_address(settings.host, settings.read_port)
+        try:
+            async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
+                self.active = True
+                self._connected.set()
+                logger.debug("watching the chat on %s for our posts", where)
+                await self._watch(reader, where)
+        except ChatError as error:
+            reason = describe_error(error.__cause__) if error.__cause__ is not None else str(error)
+            self._say(f"cannot read the chat on {where} (--read-port) to see which posts arrived: {reason}")
+        finally:
+            self.active = False
+
+    async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None  # once the chat has shown one of our posts, it is trusted
+            if self.core.matched == 0:
+                # Until then, look again every reply timeout: once the server has taken a post and
+                # a reply timeout has passed without the chat showing it, the chat is no witness.
+                timeout = self.settings.reply_timeout
+                if self._first_ack_at is not None:
+                    timeout = self._first_ack_at + self.settings.reply_timeout - loop.time()
+                    if timeout <= 0:
+                        self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                        return
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
+            except asyncio.TimeoutError:
+                continue
+            except OSError as error:
+                logger.debug("the chat connection broke: %s", describe_error(error))
+                return
+            if not chunk:
+                logger.debug("the chat on %s closed the connection; going on without it", where)
+                return
+            for post in self.core.feed(chunk):
+                logger.debug("the chat shows message %d", post.number)
+
+
 class Sender:
     """Logs in or registers, then posts every message, reconnecting and resending what was not acknowledged."""
 
     def __init__(
-        self, settings: SenderSettings, messages: AsyncIterator[list[str]], make_delays: DelayFactory = backoff
+        self,
+        settings: SenderSettings,
+        messages: AsyncIterator[list[str]],
+        make_delays: DelayFactory = backoff,
+        witness_level: int | None = logging.INFO,
     ) -> None:
         self.settings = settings
         self.messages = messages
         self.make_delays = make_delays
         self.outbox = Outbox()
+        # None: nothing will be posted, so there is nothing to watch the chat for.
+        self.witness = None if witness_level is None else ChatWitness(settings, witness_level)
+        if self.witness is not None:
+            self.outbox.on_first_send = self.witness.expect
         self.token = settings.token
         self.secrets = {settings.token} if settings.token else set()
         SECRETS.secrets.update(self.secrets)
@@ -441,6 +552,9 @@ class Sender:
         """Post everything; raise what ended the work early."""
         if self.token is None:
             check_token_path(self.settings.token_path)
+        if self.witness is not None:
+            # Before the first post: the chat shows a post only to readers connected when it comes.
+            await self.witness.start()
         self._producer = asyncio.ensure_future(self._produce())
         try:
             await self._keep_connected()
@@ -455,6 +569,8 @@ class Sender:
             await cancel_and_wait(self._producer)
             if not self._producer.cancelled():
                 self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            if self.witness is not None:
+                await self.witness.stop()
         if self.outbox.added:
             self.report(logging.WARNING if self.outbox.doubtful else logging.INFO)
         if self.outbox.doubtful:
@@ -573,13 +689,19 @@ class Sender:
     def handle(self, event: Event) -> None:
         """Act on what the server said."""
         if isinstance(event, Acknowledged):
+            if self.witness is not None:
+                self.witness.note_acknowledged(event.post)
             if not self._room.is_set() and self.outbox.roomy:
                 self._room.set()
         elif isinstance(event, Registered):
             self._save_account(event.account)
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
         elif isinstance(event, LoggedIn):
             first = self.account is None
             self.account = event.account
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
             self.secrets.add(event.account.token)
             SECRETS.secrets.add(event.account.token)
             logger.log(
@@ -625,12 +747,23 @@ async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: De
     return sender
 
 
+def choose_witness_level(messages: Sequence[str]) -> int | None:
+    """Say how loud the witness's troubles are: None with nothing to post, debug for a single message."""
+    if not messages:
+        return None
+    if len(messages) == 1 and messages[0] != STDIN_MARK:
+        return logging.DEBUG
+    # Not a warning: posting goes on as before, only without the guard against copies.
+    return logging.INFO
+
+
 def make_sender(
     settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
 ) -> Sender:
     """Return a sender for the settings, with stdin standing for '-'."""
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays)
+    witness_level = choose_witness_level(messages)
+    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, witness_level)
 
 
 async def run(

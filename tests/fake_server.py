@@ -65,6 +65,7 @@ class Post:
     nickname: str
     lines: list[str] = field(default_factory=list)
     acknowledged: bool = False
+    readers: int = 0  # readers connected when the post was taken, who see it in the chat
 
 
 @dataclass
@@ -103,6 +104,7 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.withhold_acks = False  # take every post, acknowledge none
+        self.echo_posts = True  # show each post to the readers, as the public server does
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
@@ -361,9 +363,10 @@ class FakeMinechatServer:
             if line:
                 post.lines.append(line)
                 continue
+            post.readers = len(self.readers)
             self.posts.append(post)
             self._touch()
-            for text in post.lines:
+            for text in post.lines if self.echo_posts else ():
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
