@@ -97,6 +97,10 @@ READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND
 # A post whose acknowledgement timed out this many times is not sent again: the server takes it and
 # keeps quiet, or is too slow for us, and each copy may show in everybody's chat.
 MAX_SENDS = 3
+# After a lost connection, posts go out at most this many at a time until the outbox has drained:
+# a connection that drops again soon costs a few copies at most, and acknowledgements come back
+# between drops. A server that keeps up gets posts as fast as they come again once it has caught up.
+RESEND_WINDOW = 4
 
 
 @dataclass(eq=False)
@@ -120,6 +124,7 @@ class Outbox:
         self._unsent: deque[Post] = deque()
         self._bytes = 0
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
+        self._window: int | None = None  # how many posts may be in flight; None: as many as there are
         self.added = 0
         self.acknowledged = 0
         self.resent = 0  # sends of posts that had gone out before
@@ -172,9 +177,12 @@ class Outbox:
         return self.acknowledged + self.seen_only
 
     def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent; posts the chat showed are dropped."""
+        """Return the posts to send now, in order, and count them as sent; posts the chat showed are dropped.
+
+        While posts of an earlier connection are resent, at most RESEND_WINDOW are in flight.
+        """
         posts = []
-        while self._unsent:
+        while self._unsent and not self._window_full(len(posts)):
             post = self._unsent.popleft()
             if self._rewound:
                 self._rewound -= 1
@@ -185,6 +193,13 @@ class Outbox:
             posts.append(post)
         self._sent.extend(posts)
         return posts
+
+    def _window_full(self, taking: int) -> bool:
+        return self._window is not None and len(self._sent) + taking >= self._window
+
+    def _widen_window(self) -> None:
+        if not self._sent and not self._unsent:
+            self._window = None  # caught up
 
     def _count_send(self, post: Post) -> None:
         post.sends += 1
@@ -214,6 +229,7 @@ class Outbox:
         post = self._sent.popleft()
         self._bytes -= len(post.data)
         self.acknowledged += 1
+        self._widen_window()
         return post
 
     def rewind(self) -> int:
@@ -229,6 +245,8 @@ class Outbox:
                 self._give_up(post)
             else:
                 kept.append(post)
+        if self._sent:  # posts were lost in flight: a few at a time until the outbox has drained
+            self._window = RESEND_WINDOW
         self._sent.clear()
         self._unsent.extendleft(reversed(kept))
         self._rewound += len(kept)

@@ -416,3 +416,77 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CuttingProxy:
+    """A TCP proxy that cuts each connection (a reset both ways) after a random number of bytes."""
+
+    def __init__(self, target_host: str, target_port: int, max_bytes: int, rng: random.Random) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.max_bytes = max_bytes
+        self.rng = rng
+        self.port = 0
+        self.cuts = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+        budget = [self.rng.randint(0, self.max_bytes)]
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        pumps = [
+            asyncio.ensure_future(self._pump(client_reader, server_writer, budget)),
+            asyncio.ensure_future(self._pump(server_reader, client_writer, budget)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            if budget[0] <= 0:
+                self.cuts += 1
+            for writer in (client_writer, server_writer):
+                _reset(writer)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: list[int]) -> None:
+        """Copy bytes one way until the shared budget is spent or the reader ends."""
+        with suppress(OSError):
+            while budget[0] > 0:
+                data = await reader.read(min(64 * 1024, budget[0]))
+                if not data:
+                    return
+                budget[0] -= len(data)
+                writer.write(data)
+                await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a reset, dropping whatever is unsent."""
+    sock = writer.get_extra_info("socket")
+    with suppress(OSError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

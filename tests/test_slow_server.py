@@ -6,16 +6,19 @@ import asyncio
 import io
 import logging
 import os
+import random
+import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingDelays
-from fake_server import FakeMinechatServer
+from fake_server import CuttingProxy, FakeMinechatServer
 
 import send_client
-from _minechat.dialogue import MAX_SENDS
+from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 
@@ -173,3 +176,79 @@ class StdinPipeLike:
     def close(self) -> None:
         self.end()
         self.reader.close()
+
+
+# The goal of the issue: 300 lines through connections cut after 0-3,000 bytes, with the reading port
+# reachable: nothing lost, at most 2 duplicates, within 90 s (this test allows itself 30 s).
+GOAL_LINES = 300
+GOAL_CUT_BYTES = 3000
+GOAL_DUPLICATES = 2
+GOAL_SECONDS = 30.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(GOAL_SECONDS + 10)
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_300_lines_through_cut_connections_arrive_once(
+    server: FakeMinechatServer, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    lines = [f"line {number} — строка {rng.random():.6f}" for number in range(GOAL_LINES)]
+    async with CuttingProxy("127.0.0.1", server.write_port, GOAL_CUT_BYTES, rng) as proxy:
+        argv = ["--host", "127.0.0.1", "--port", str(proxy.port), "--read-port", str(server.read_port)]
+        settings = send_client.parse_settings([*argv, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+        stdin = io.BytesIO("".join(f"{line}\n" for line in lines).encode())
+        # The real delays scaled down tenfold (0.5 s doubling to 60 s).
+        sender = send_client.make_sender(settings, stdin, RecordingDelays(initial=0.05, cap=6.0))
+        started = time.monotonic()
+        await asyncio.wait_for(sender.run(), GOAL_SECONDS)
+        elapsed = time.monotonic() - started
+    copies = Counter(texts_of(server))
+    assert set(copies) == set(lines), "lost"
+    duplicates = sum(copies.values()) - len(lines)
+    assert duplicates <= GOAL_DUPLICATES, f"{duplicates} duplicates in {elapsed:.1f} s over {proxy.cuts} cuts"
+    assert sender.outbox.delivered == len(lines)
+    print(f"seed {seed}: {elapsed:.1f} s, {proxy.cuts} cuts, {duplicates} duplicates")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(GOAL_SECONDS + 10)
+async def test_300_lines_through_cut_connections_without_the_witness_all_arrive(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # Without the chat to tell what arrived, the resent posts go out a few at a time, so that
+    # acknowledgements come back between cuts and the delay between connections starts over.
+    rng = random.Random(3)
+    lines = [f"line {number}" for number in range(GOAL_LINES)]
+    async with CuttingProxy("127.0.0.1", server.write_port, GOAL_CUT_BYTES, rng) as proxy:
+        argv = ["--host", "127.0.0.1", "--port", str(proxy.port), "--read-port", str(unused_port())]
+        settings = send_client.parse_settings([*argv, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+        stdin = io.BytesIO("".join(f"{line}\n" for line in lines).encode())
+        sender = send_client.make_sender(settings, stdin, RecordingDelays(initial=0.05, cap=6.0))
+        await asyncio.wait_for(sender.run(), GOAL_SECONDS)
+    assert set(texts_of(server)) == set(lines)
+    assert sender.outbox.delivered == len(lines)
+
+
+def test_after_a_lost_connection_posts_go_out_a_few_at_a_time_until_caught_up() -> None:
+    outbox = Outbox()
+    posts = [outbox.add(f"post {number}") for number in range(10)]
+    assert outbox.take_unsent() == posts  # a healthy start: everything at once
+    outbox.acknowledge()
+    assert outbox.rewind() == 9
+    assert outbox.take_unsent() == posts[1 : 1 + RESEND_WINDOW]
+    assert outbox.take_unsent() == []  # the window is full
+    outbox.acknowledge()
+    assert outbox.take_unsent() == [posts[1 + RESEND_WINDOW]]
+    while outbox:
+        outbox.acknowledge()
+        outbox.take_unsent()
+    later = [outbox.add(f"later {number}") for number in range(10)]
+    assert outbox.take_unsent() == later  # caught up: the window is open again
+
+
+def unused_port() -> int:
+    """Return a port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
