@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -47,6 +48,7 @@ from chat_io import (
     FileError,
     LineFramer,
     ReplyTimeout,
+    TokenTaken,
     backoff,
     check_token_path,
     describe_error,
@@ -408,6 +410,8 @@ class Link:
             self.sender.handle(event)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
+        if not lines and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("<< %d bytes of a line not ended yet", self.dialogue.unfinished_bytes)
         if lines:
             if self.dialogue.waiting_for is None:
                 self.deadline = None
@@ -682,6 +686,7 @@ class Sender:
                     return await self._link.run()
                 finally:
                     self._link = None
+                    self._salvage_account(dialogue)
         finally:
             # At once, so the counts are right and the posts given up are known before the next try.
             self.outbox.rewind()
@@ -695,6 +700,8 @@ class Sender:
                 self._room.set()
         elif isinstance(event, Registered):
             self._save_account(event.account)
+            if event.malformed:
+                logger.warning("the registration reply was not in the usual shape, but named the new account's token")
             if self.witness is not None:
                 self.witness.core.set_nickname(event.account.nickname)
         elif isinstance(event, LoggedIn):
@@ -715,6 +722,14 @@ class Sender:
                     plural(self.outbox.rewound, "message"),
                 )
 
+    def _salvage_account(self, dialogue: PostingDialogue) -> None:
+        """Save a new account whose reply was whole but never ended, as the connection goes for any reason."""
+        account = dialogue.salvage_account() if self.token is None else None
+        if account is None:
+            return
+        with suppress(FileError):  # its token is printed; what ended the connection is the error to report
+            self._save_account(account)
+
     def _save_account(self, account: Account) -> None:
         """Save a new account's token at once, before anything else is read; if that fails, show it."""
         self.account = account
@@ -728,9 +743,15 @@ class Sender:
             save_token(path, account.token)
         except FileError as error:
             # The only copy of the token is in memory: printed (not logged, which hides it), it is not lost.
+            if isinstance(error, TokenTaken):
+                problem = f"{path} holds the token of another account, saved meanwhile, and keeps it"
+                where = "a token file of its own (--token_path)"
+            else:
+                problem = "its token could not be saved"
+                where = str(path)
             print(
-                f"The new account {nickname} is registered, but its token could not be saved. "
-                f"Its token is {sanitize_text(account.token)} ; put it in {path} (or TOKEN in .env), "
+                f"The new account {nickname} is registered, but {problem}. "
+                f"Its token is {sanitize_text(account.token)} ; put it in {where} (or TOKEN in .env), "
                 "or the account is lost.",
                 file=sys.stderr,
                 flush=True,

@@ -17,6 +17,7 @@ from chat_io import (
     GREETING,
     NEWLINE,
     NICKNAME_PROMPT,
+    REDACTED,
     WELCOME,
     ConnectionFailed,
     LineFramer,
@@ -46,12 +47,28 @@ class Account:
     token: str
 
 
+# An account hash in a reply of any shape (JSON, a Python repr): the value after the key, quoted.
+_ACCOUNT_HASH = re.compile(r"""(account_hash['"]?\s*:\s*['"])([^'"\s]+)""")
+
+
+def hide_account_hashes(text: str) -> str:
+    """Replace every account hash in a reply with the redaction mark, known secret or not."""
+    return _ACCOUNT_HASH.sub(lambda match: match.group(1) + REDACTED, text)
+
+
+def find_account_hash(raw: bytes) -> str | None:
+    """Return the account hash a reply holds, whatever its shape, or None."""
+    match = _ACCOUNT_HASH.search(raw.decode(ENCODING, errors="replace"))
+    return match.group(2) if match else None
+
+
 def quote_reply(raw: bytes) -> str:
-    """Quote a server reply for an error message: escaped, shortened, never raw."""
+    """Quote a server reply for an error message: escaped, shortened, never raw, with no token in it."""
     if not raw:
         return "nothing (the connection was closed)"
-    # Hide known secrets before shortening: a token cut in half would slip past the log filter.
-    return f'"{shorten(redact(decode_line(raw), SECRETS.secrets), QUOTE_LIMIT)}"'
+    # Hide secrets before shortening: a token cut in half would slip past the log filter.
+    text = hide_account_hashes(redact(decode_line(raw), SECRETS.secrets))
+    return f'"{shorten(text, QUOTE_LIMIT)}"'
 
 
 def parse_account(raw: bytes) -> Account | None:
@@ -281,6 +298,7 @@ class Registered:
 
     line: bytes
     account: Account
+    malformed: bool = False  # the reply was not in the usual shape, but named the account's token
 
 
 @dataclass(frozen=True)
@@ -342,6 +360,7 @@ class PostingDialogue:
         self._framer = LineFramer()
         self._lines: deque[bytes] = deque()
         self._at_eof = False
+        self._failure: ProtocolError | None = None  # raised once the event before it has been handed out
 
     @property
     def ready(self) -> bool:
@@ -370,6 +389,8 @@ class PostingDialogue:
 
     def next_event(self) -> Event | None:
         """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
+        if self._failure is not None:
+            raise self._failure
         if not self._lines:
             return self._closed() if self._at_eof else None
         line = self._lines.popleft()
@@ -381,6 +402,25 @@ class PostingDialogue:
                 return self._advance(line + NEWLINE)
             raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
         return self._advance(line)
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Return how many bytes of a reply line not ended yet are held."""
+        return self._framer.pending
+
+    def salvage_account(self) -> Account | None:
+        """Return the new account of a registration reply still waiting for its newline, if it is whole."""
+        if self._stage != STAGE_REGISTRATION:
+            return None
+        raw = self._framer.unfinished()
+        if is_whole_account(raw):
+            return parse_account(raw)
+        token = find_account_hash(raw)
+        return None if token is None or not raw.rstrip().endswith((b"}", b"'", b'"')) else self._account_of(token)
+
+    def _account_of(self, token: str) -> Account:
+        """An account whose reply named only its token: the nickname is the one we asked for."""
+        return Account(nickname=self._nickname or "", token=token)
 
     def data_to_send(self) -> list[bytes]:
         """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
@@ -429,7 +469,19 @@ class PostingDialogue:
             self._expect(line, WELCOME)
             self._stage = STAGE_POSTING
             return Welcomed(line)
-        account = parse_account(line)
+        if stage == STAGE_REGISTRATION:
+            try:
+                account = parse_account(line)
+            except ProtocolError as error:
+                token = find_account_hash(line)
+                if token is None:
+                    raise
+                # The account probably exists and this may be its only copy: keep it, then fail.
+                self._failure = error
+                self._stage = STAGE_WELCOME
+                return Registered(line, self._account_of(token), malformed=True)
+        else:
+            account = parse_account(line)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:

@@ -99,6 +99,9 @@ class FakeMinechatServer:
         self.stall_at: str | None = None
         self.close_at: str | None = None
         self.login_reply_override: bytes | None = None
+        # Shapes the registration reply from the new nickname and token (a malformed or cut reply).
+        self.registration_reply: Callable[[str, str], bytes] | None = None
+        self.stall_after_registration = False  # go silent right after the registration reply
         self.split_writes = False
         self.welcome_override: bytes | None = None
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
@@ -337,6 +340,7 @@ class FakeMinechatServer:
         await self._reply(writer, "greeting", GREETING)
         token = await self._receive(reader, transcript)
         nickname = self.accounts.get(token) if token else None
+        known = nickname is not None
         if token and nickname is None:
             # The real server's quirk: it says null, then falls through into registration.
             self.unknown_tokens.append(token)
@@ -351,7 +355,13 @@ class FakeMinechatServer:
             if self.on_registration is not None:
                 self.on_registration()
         account = json.dumps({"nickname": nickname, "account_hash": token})
-        await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if self.registration_reply is not None and not known:
+            await self._write(writer, self.registration_reply(nickname, token))
+        else:
+            await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if self.stall_after_registration and not known:
+            await self._stopping.wait()
+            raise _HangUp
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
         acknowledged = 0
