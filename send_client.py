@@ -60,6 +60,7 @@ from chat_io import (
     redact,
     sanitize_text,
     save_token,
+    shorten,
 )
 
 logger = logging.getLogger("send_client")
@@ -84,6 +85,8 @@ UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
 # the time it needs instead of the same posts again and again. Acknowledgements on time start it over.
 ACK_WAIT_FACTOR = 2.0
 MAX_ACK_WAIT = 240.0
+# A confirmation on the terminal shows this much of the post.
+CONFIRM_LIMIT = 60
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
@@ -102,6 +105,7 @@ class SenderSettings:
     connect_timeout: float
     reply_timeout: float
     verbose: bool
+    check: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -160,6 +164,11 @@ def build_parser() -> configargparse.ArgumentParser:
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",  # no variable: one left set in .env would make every later run post nothing
+        help="log in, print the account's nickname and post nothing (exit code 5: the token is unknown)",
+    )
+    parser.add_argument(
         "--read-port",
         "--read_port",
         dest="read_port",
@@ -187,6 +196,10 @@ def resolve_settings(
 ) -> SenderSettings:
     """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
+    if args.check and messages:
+        parser.error("--check posts nothing; leave out --message")
+    if args.check and args.nickname is not None:
+        parser.error("--check logs in with a token and registers nothing; leave out --nickname")
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
     token_path = Path(args.token_path)
@@ -203,12 +216,15 @@ def resolve_settings(
             "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
         )
     nickname = args.nickname
-    if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
+    asking = not args.check and STDIN_MARK not in messages
+    if token is None and nickname is None and ask_nickname is not None and asking:
         nickname = ask_nickname()
     if nickname is not None:
         nickname = flatten_text(nickname).strip()
         if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
+    if args.check and token is None:
+        parser.error(f"--check needs a token (--token, TOKEN or {token_path}), and none was found")
     if token is None and nickname is None:
         parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")
     return SenderSettings(
@@ -223,6 +239,7 @@ def resolve_settings(
         connect_timeout=args.connect_timeout,
         reply_timeout=args.reply_timeout,
         verbose=args.verbose,
+        check=args.check,
     )
 
 
@@ -385,7 +402,7 @@ class Link:
             await asyncio.wait({reading}, timeout=remaining)
         if not reading.done():
             due = self.dialogue.waiting_for or "a reply"
-            hint = READING_PORT_HINT if due == STAGE_GREETING else ""
+            hint = READING_PORT_HINT if due == STAGE_GREETING and reading_port_hint(self.sender.settings) else ""
             advice = "try again later or raise --reply-timeout"
             if self.dialogue.ready:
                 self.sender.outbox.time_out()
@@ -516,6 +533,7 @@ class Sender:
         messages: AsyncIterator[list[str]],
         make_delays: DelayFactory = backoff,
         witness_level: int | None = logging.INFO,
+        confirm: bool = False,
     ) -> None:
         self.settings = settings
         self.messages = messages
@@ -531,6 +549,7 @@ class Sender:
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
+        self.confirm = confirm  # a person types the posts: say as each one is acknowledged
         self.ack_wait = settings.reply_timeout  # how long acknowledgements may take, stretched by timeouts
         self.changed = asyncio.Event()  # new posts, or the end of the messages
         self._room = asyncio.Event()
@@ -677,7 +696,11 @@ class Sender:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
         dialogue = PostingDialogue(
-            self.outbox, self.token, settings.nickname if self.token is None else None, settings.token_source
+            self.outbox,
+            self.token,
+            settings.nickname if self.token is None else None,
+            settings.token_source,
+            reading_port_hint(settings),
         )
         try:
             async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
@@ -696,6 +719,8 @@ class Sender:
         if isinstance(event, Acknowledged):
             if self.witness is not None:
                 self.witness.note_acknowledged(event.post)
+            if self.confirm:
+                self._confirm(event.post)
             if not self._room.is_set() and self.outbox.roomy:
                 self._room.set()
         elif isinstance(event, Registered):
@@ -721,6 +746,11 @@ class Sender:
                     "sending %s again that the server had not acknowledged when the connection was lost",
                     plural(self.outbox.rewound, "message"),
                 )
+
+    def _confirm(self, post: Post) -> None:
+        """Tell the person at the terminal that a post is in the chat, in one short line on stderr."""
+        text = post.data[: -2 * len(b"\n")].decode(ENCODING, errors="replace")
+        print(f"posted: {shorten(sanitize_text(text), CONFIRM_LIMIT)}", file=sys.stderr, flush=True)
 
     def _salvage_account(self, dialogue: PostingDialogue) -> None:
         """Save a new account whose reply was whole but never ended, as the connection goes for any reason."""
@@ -768,6 +798,11 @@ async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: De
     return sender
 
 
+def reading_port_hint(settings: SenderSettings) -> bool:
+    """Tell whether "is this the reading port?" can be right: not when --port is the posting port already."""
+    return settings.port != DEFAULT_SEND_PORT
+
+
 def choose_witness_level(messages: Sequence[str]) -> int | None:
     """Say how loud the witness's troubles are: None with nothing to post, debug for a single message."""
     if not messages:
@@ -779,19 +814,27 @@ def choose_witness_level(messages: Sequence[str]) -> int | None:
 
 
 def make_sender(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    confirm: bool = False,
 ) -> Sender:
     """Return a sender for the settings, with stdin standing for '-'."""
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
     witness_level = choose_witness_level(messages)
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, witness_level)
+    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, witness_level, confirm)
 
 
 async def run(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    confirm: bool = False,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding)
+    sender = make_sender(settings, stdin, make_delays, encoding, confirm)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -802,6 +845,47 @@ async def run(
         if signum is not None:
             sender.report(logging.WARNING, "interrupted: ")
             return signals.exit_code
+    return EXIT_OK
+
+
+async def check_account(settings: SenderSettings) -> Account:
+    """Log in and return the account, posting nothing; raise UnknownTokenError for an unknown token."""
+    assert settings.token is not None
+    SECRETS.secrets.add(settings.token)
+    dialogue = PostingDialogue(Outbox(), settings.token, None, settings.token_source, reading_port_hint(settings))
+    async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+        while True:
+            for piece in dialogue.data_to_send():
+                logger.debug(">> %r", redact(piece.decode(ENCODING), {settings.token}))
+                writer.write(piece)
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), settings.reply_timeout)
+            except asyncio.TimeoutError:
+                raise ReplyTimeout(
+                    f"no reply from the server in {settings.reply_timeout:g} s while we waited for "
+                    f"{dialogue.waiting_for}; try again later or raise --reply-timeout"
+                ) from None
+            except OSError as error:
+                raise ConnectionFailed(f"the connection broke while logging in: {describe_error(error)}") from error
+            dialogue.receive_data(chunk)
+            while (event := dialogue.next_event()) is not None:
+                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), {settings.token}))
+                if isinstance(event, LoggedIn):
+                    return event.account
+
+
+async def run_check(settings: SenderSettings) -> int:
+    """Check the token until done or a signal; print the nickname; return the exit code."""
+    with SignalCatcher() as signals:
+        result: list[Account] = []
+
+        async def check() -> None:
+            result.append(await check_account(settings))
+
+        signum = await run_until_signal(check(), signals)
+        if signum is not None:
+            return signals.exit_code
+    print(sanitize_text(result[0].nickname), flush=True)
     return EXIT_OK
 
 
@@ -847,8 +931,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if interactive:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
+        if settings.check:
+            return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        return await run(settings, stdin, encoding=encoding)
+        # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
+        return await run(settings, stdin, encoding=encoding, confirm=interactive and settings.streaming)
 
     return run_cli(parse, start, logger)
 

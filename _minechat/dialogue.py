@@ -348,13 +348,21 @@ class PostingDialogue:
     server welcomes us it sends the outbox's posts and settles one per acknowledgement.
     """
 
-    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        token: str | None,
+        nickname: str | None = None,
+        token_source: str = "",
+        reading_port_hint: bool = True,
+    ) -> None:
         if token is None and nickname is None:
             raise ValueError("a token to log in with or a nickname to register is needed")
         self._outbox = outbox
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
+        self._hint = READING_PORT_HINT if reading_port_hint else ""  # wrong when we are on the posting port
         self._stage = STAGE_GREETING
         self._to_send: list[bytes] = []
         self._framer = LineFramer()
@@ -449,9 +457,7 @@ class PostingDialogue:
         stage = self._stage
         if stage == STAGE_GREETING:
             if line != GREETING:
-                raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
-                )
+                raise ProtocolError(f"expected the greeting from the server, got {quote_reply(line)}{self._hint}")
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
                 self._stage = STAGE_LOGIN
