@@ -673,7 +673,9 @@ class Sender:
             try:
                 if await self._converse():
                     return
-                continue  # closed while idle
+                # Closed while idle: not a failure, so no delay; a connection is made when a post comes.
+                logger.debug("the server closed the idle connection")
+                continue
             except ChatError as error:
                 if not is_retryable(error):
                     raise

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import WAIT, RecordingDelays
-from fake_server import CuttingProxy, FakeMinechatServer
+from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
 
 import send_client
 from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
@@ -252,3 +252,45 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --- behaviours an audit found unpinned ------------------------------------------------------------
+
+FIXED_MESSAGES = 8
+
+
+async def test_fixed_messages_progress_gives_fresh_tries_every_time(server: FakeMinechatServer, tmp_path: Path) -> None:
+    # A server that hangs up after every acknowledgement: more hang-ups than RESUME_TRIES, each after progress.
+    server.plans.extend(ConnectionPlan(posts=1) for _ in range(FIXED_MESSAGES))
+    assert FIXED_MESSAGES > send_client.RESUME_TRIES + 1
+    texts = [f"message {number}" for number in range(FIXED_MESSAGES)]
+    argv = [part for text in texts for part in ("--message", text)]
+    sender = await run_sender(settings_for(server, tmp_path, *argv))
+    assert texts_of(server) == texts  # each once, in order
+    assert texts_of(server, acknowledged_only=True) == texts
+    assert sender.outbox.delivered == FIXED_MESSAGES
+
+
+async def test_an_idle_connection_reset_is_no_failure(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    server.plans.append(ConnectionPlan(posts=1, reset=True))  # acknowledge one post, then reset while idle
+    stdin = StdinPipeLike()
+    delays = RecordingDelays()
+    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), stdin.reader, delays)
+    task = asyncio.ensure_future(sender.run())
+    try:
+        stdin.write(b"one\n")
+        noticed = "the server closed the idle connection"
+        await asyncio.wait_for(wait_for(lambda: any(r.getMessage() == noticed for r in caplog.records)), WAIT)
+        stdin.write(b"two\n")
+        stdin.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+        stdin.close()
+    assert texts_of(server) == ["one", "two"]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert delays.taken == []  # no delay before the next connection, let alone a growing one
+    assert len(server.send_transcripts) == 2
