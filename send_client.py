@@ -31,7 +31,7 @@ from _minechat.dialogue import (
     Welcomed,
     is_blank,
 )
-from _minechat.output import SECRETS, plural
+from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
 from _minechat.witness import Witness
@@ -534,6 +534,7 @@ class Sender:
         make_delays: DelayFactory = backoff,
         witness_level: int | None = logging.INFO,
         confirm: bool = False,
+        secrets: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.messages = messages
@@ -544,8 +545,10 @@ class Sender:
         if self.witness is not None:
             self.outbox.on_first_send = self.witness.expect
         self.token = settings.token
-        self.secrets = {settings.token} if settings.token else set()
-        SECRETS.secrets.update(self.secrets)
+        # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
+        self.secrets = secrets if secrets is not None else set()
+        if settings.token:
+            self.secrets.add(settings.token)
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
@@ -737,7 +740,6 @@ class Sender:
             if self.witness is not None:
                 self.witness.core.set_nickname(event.account.nickname)
             self.secrets.add(event.account.token)
-            SECRETS.secrets.add(event.account.token)
             logger.log(
                 logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
             )
@@ -767,7 +769,6 @@ class Sender:
         self.account = account
         self.token = account.token
         self.secrets.add(account.token)
-        SECRETS.secrets.add(account.token)
         nickname = sanitize_text(account.nickname)
         path = self.settings.token_path
         # Synchronous on purpose: no signal or cancellation can come between the reply and the save.
@@ -821,11 +822,13 @@ def make_sender(
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
     confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> Sender:
-    """Return a sender for the settings, with stdin standing for '-'."""
+    """Return a sender for the settings, with stdin standing for '-' and secrets the set the log filter reads."""
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
     witness_level = choose_witness_level(messages)
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, witness_level, confirm)
+    produce = iterate_messages(messages, stdin, encoding)
+    return Sender(settings, produce, make_delays, witness_level, confirm, secrets)
 
 
 async def run(
@@ -834,9 +837,10 @@ async def run(
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
     confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding, confirm)
+    sender = make_sender(settings, stdin, make_delays, encoding, confirm, secrets)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -853,7 +857,6 @@ async def run(
 async def check_account(settings: SenderSettings) -> Account:
     """Log in and return the account, posting nothing; raise UnknownTokenError for an unknown token."""
     assert settings.token is not None
-    SECRETS.secrets.add(settings.token)
     dialogue = PostingDialogue(Outbox(), settings.token, None, settings.token_source, reading_port_hint(settings))
     async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
         while True:
@@ -920,9 +923,13 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run send_client from the command line; return the exit code."""
     interactive = sys.stdin is not None and sys.stdin.isatty()
+    secrets: set[str] = set()  # every token met, which the log filter hides
 
     def parse() -> SenderSettings:
-        return parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        if settings.token is not None:
+            secrets.add(settings.token)
+        return settings
 
     async def start(settings: SenderSettings) -> int:
         stdin = None
@@ -937,9 +944,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
         # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
-        return await run(settings, stdin, encoding=encoding, confirm=interactive and settings.streaming)
+        confirm = interactive and settings.streaming
+        return await run(settings, stdin, encoding=encoding, confirm=confirm, secrets=secrets)
 
-    return run_cli(parse, start, logger)
+    return run_cli(parse, start, logger, secrets)
 
 
 if __name__ == "__main__":

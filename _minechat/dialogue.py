@@ -6,10 +6,9 @@ import json
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from _minechat.output import SECRETS
 from chat_io import (
     ACK,
     DEFAULT_SEND_PORT,
@@ -62,26 +61,26 @@ def find_account_hash(raw: bytes) -> str | None:
     return match.group(2) if match else None
 
 
-def quote_reply(raw: bytes) -> str:
+def quote_reply(raw: bytes, secrets: Collection[str] = frozenset()) -> str:
     """Quote a server reply for an error message: escaped, shortened, never raw, with no token in it."""
     if not raw:
         return "nothing (the connection was closed)"
     # Hide secrets before shortening: a token cut in half would slip past the log filter.
-    text = hide_account_hashes(redact(decode_line(raw), SECRETS.secrets))
+    text = hide_account_hashes(redact(decode_line(raw), secrets))
     return f'"{shorten(text, QUOTE_LIMIT)}"'
 
 
-def parse_account(raw: bytes) -> Account | None:
+def parse_account(raw: bytes, secrets: Collection[str] = frozenset()) -> Account | None:
     """Parse the login reply: the account, or None for the server's null (an unknown token)."""
     try:
         data = json.loads(raw.decode(ENCODING))
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}") from None
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}") from None
     if data is None:
         return None
     fields = data if isinstance(data, dict) else {}
     if not (isinstance(fields.get("nickname"), str) and isinstance(fields.get("account_hash"), str)):
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}")
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}")
     return Account(nickname=data["nickname"], token=data["account_hash"])
 
 
@@ -362,6 +361,7 @@ class PostingDialogue:
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
+        self._secrets = frozenset({token} if token else ())  # what its errors must never quote
         self._hint = READING_PORT_HINT if reading_port_hint else ""  # wrong when we are on the posting port
         self._stage = STAGE_GREETING
         self._to_send: list[bytes] = []
@@ -450,14 +450,16 @@ class PostingDialogue:
         if not line.endswith(NEWLINE) and due is not None:
             raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
         if due is None:
-            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
-        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"the server sent {quote_reply(line, self._secrets)} when no reply was due")
+        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line, self._secrets)}")
 
     def _advance(self, line: bytes) -> Event:
         stage = self._stage
         if stage == STAGE_GREETING:
             if line != GREETING:
-                raise ProtocolError(f"expected the greeting from the server, got {quote_reply(line)}{self._hint}")
+                raise ProtocolError(
+                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self._hint}"
+                )
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
                 self._stage = STAGE_LOGIN
@@ -477,7 +479,7 @@ class PostingDialogue:
             return Welcomed(line)
         if stage == STAGE_REGISTRATION:
             try:
-                account = parse_account(line)
+                account = parse_account(line, self._secrets)
             except ProtocolError as error:
                 token = find_account_hash(line)
                 if token is None:
@@ -487,7 +489,7 @@ class PostingDialogue:
                 self._stage = STAGE_WELCOME
                 return Registered(line, self._account_of(token), malformed=True)
         else:
-            account = parse_account(line)
+            account = parse_account(line, self._secrets)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:
@@ -501,4 +503,4 @@ class PostingDialogue:
 
     def _expect(self, line: bytes, expected: bytes) -> None:
         if line != expected:
-            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line, self._secrets)}")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 
-from _minechat.output import SECRETS
 from chat_io import backoff
 
 WAIT = 5.0
@@ -185,15 +184,6 @@ def restore_logging() -> Iterator[None]:
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture(autouse=True)
-def restore_secrets() -> Iterator[None]:
-    """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
-    known = set(SECRETS.secrets)
-    yield
-    SECRETS.secrets.clear()
-    SECRETS.secrets.update(known)
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import chat_io
-from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure_logging
+from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging
 from _minechat.settings import MAX_PORT, port_number
 from _minechat.stamping import LineStamper, format_history_block
 from chat_io import LineFramer, decode_line, encode_line, open_connection, open_receiver, sanitize_text
@@ -100,8 +100,7 @@ def test_stamper_cut_backs_up_over_three_continuation_bytes_exactly() -> None:
 def test_configured_logging_hides_known_secrets(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, background: bool
 ) -> None:
-    monkeypatch.setattr(SECRETS, "secrets", {"sekrit-token"})
-    configure_logging(verbose=False, background=background)
+    configure_logging(verbose=False, background=background, secrets={"sekrit-token"})
     log = logging.getLogger("anyone")
     log.warning("the server said %r", "bad sekrit-token here")
     log.debug("not shown at info level")
@@ -665,10 +664,11 @@ def test_parse_account_quotes_what_it_got() -> None:
 
 
 def test_a_fresh_secret_filter_hides_what_it_is_taught() -> None:
-    secrets = _minechat.output.SecretFilter()
+    taught: set[str] = set()
+    secrets = _minechat.output.SecretFilter(taught)
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("abc",), None)
     assert secrets.filter(record) and record.getMessage() == "token abc"
-    secrets.secrets.add("abc")
+    taught.add("abc")  # the caller's set, read at each record
     assert secrets.filter(record) and record.getMessage() == "token <token>"
 
 
