@@ -578,11 +578,11 @@ class Sender:
         """Post everything; raise what ended the work early."""
         if self.token is None:
             check_token_path(self.settings.token_path)
-        if self.witness is not None:
-            # Before the first post: the chat shows a post only to readers connected when it comes.
-            await self.witness.start()
-        self._producer = asyncio.ensure_future(self._produce())
         try:
+            if self.witness is not None:
+                # Before the first post: the chat shows a post only to readers connected when it comes.
+                await self.witness.start()
+            self._producer = asyncio.ensure_future(self._produce())
             await self._keep_connected()
         except ChatError as error:
             if self.registered and not self.welcomed:
@@ -592,9 +592,10 @@ class Sender:
                 ) from error
             raise
         finally:
-            await cancel_and_wait(self._producer)
-            if not self._producer.cancelled():
-                self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            if self._producer is not None:
+                await cancel_and_wait(self._producer)
+                if not self._producer.cancelled():
+                    self._producer.exception()  # retrieved; a failure was raised by check_producer already
             if self.witness is not None:
                 await self.witness.stop()
         if self.outbox.added:

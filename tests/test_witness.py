@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import socket
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -253,3 +254,35 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+@pytest.mark.usefixtures("account")
+async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+            settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+            sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+            before = asyncio.all_tasks()
+            task = asyncio.ensure_future(sender.run())
+            await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 1.0)  # within a second
+            assert asyncio.all_tasks() - before == set()
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert server.posts == []
