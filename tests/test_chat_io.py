@@ -9,23 +9,20 @@ import re
 import socket
 import stat
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import configargparse
 import fake_server
 import pytest
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME
+from helpers import WHEN
 
 from _minechat.dialogue import Account, encode_post, is_blank, parse_account
 from _minechat.settings import Setting, host_name, load_environment, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_until_signal
 from _minechat.stamping import format_history_block, format_history_line, format_status_line
 from chat_io import (
-    ACK,
-    GREETING,
     MAX_LINE_BYTES,
-    NICKNAME_PROMPT,
-    WELCOME,
     ChatError,
     ConnectionFailed,
     FileError,
@@ -47,8 +44,6 @@ from chat_io import (
     sanitize_text,
     save_token,
 )
-
-WHEN = datetime(2026, 11, 27, 9, 5)
 
 
 @pytest.mark.parametrize(

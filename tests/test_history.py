@@ -9,41 +9,48 @@ import os
 import re
 import signal
 import stat
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import (
+from fake_server import FakeMinechatServer
+from helpers import (
+    ISO_FORMAT,
+    ISO_STAMP,
+    MIDNIGHT_AHEAD,
+    ODD_OFFSET,
+    ODD_ZONE,
     POSIX_ONLY,
-    ROOT,
+    STAMP,
     WAIT,
     FakeTime,
     RecordingDelays,
     RecordingOut,
-    client_env,
+    StartReader,
+    chat_of,
+    chat_of_stamped,
+    spawn_reader,
+    status_of,
+    stop,
     stop_with_signal,
     wait_for_file,
+    zone_with_midnight_in,
 )
-from fake_server import FakeMinechatServer
-from test_read_client import ODD_OFFSET, ODD_ZONE, STAMP, chat_of, status_of
 
 import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import read_client
 from _minechat.backlog import lines_from_end, read_backlog
 from _minechat.history import HistoryPattern
 from chat_io import AlreadyRunning
 from read_client import ReaderSettings
-
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
-ISO_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
-BOUNDARY = "chat line"  # in the status line that ends the backlog: "the last 3 chat lines of the history"
-
 
 # --- reading the history from its end --------------------------------------------
 
@@ -184,55 +191,6 @@ def test_bad_values_name_the_variable(
 
 
 # --- the reader, in-process -----------------------------------------------------------
-
-
-@dataclass
-class Reader:
-    task: asyncio.Task[int]
-    out: RecordingOut
-    settings: ReaderSettings
-    delays: RecordingDelays
-
-
-StartReader = Callable[..., Awaitable[Reader]]
-
-
-@pytest.fixture
-async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
-    readers: list[Reader] = []
-
-    async def start(
-        log_path: Path | None = None,
-        now: Callable[[], float] = time.time,
-        time_format: str = "[%d.%m.%y %H:%M]",
-        history_format: str = "text",
-        backlog: int = 10,
-    ) -> Reader:
-        settings = ReaderSettings(
-            host="127.0.0.1",
-            port=server.read_port,
-            log_path=log_path or tmp_path / "chat.log",
-            connect_timeout=WAIT,
-            verbose=False,
-            time_format=time_format,
-            history_format=history_format,
-            backlog=backlog,
-        )
-        out, delays = RecordingOut(), RecordingDelays()
-        reader = Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
-        readers.append(reader)
-        return reader
-
-    yield start
-    for reader in readers:
-        await stop(reader)
-
-
-async def stop(reader: Reader) -> None:
-    """Stop a reader as a signal would (the journal goes to disk first)."""
-    reader.task.cancel()
-    with suppress(asyncio.CancelledError):
-        await reader.task
 
 
 async def test_time_format_sets_the_stamp(server: FakeMinechatServer, start_reader: StartReader) -> None:
@@ -419,12 +377,6 @@ async def test_midnight_in_process_keeps_an_open_line_in_its_day(
         assert stat.S_IMODE(new_file.stat().st_mode) == 0o600
 
 
-def chat_of_stamped(lines: list[str]) -> list[str]:
-    """Return the chat of lines stamped "%d %H:%M:%S"."""
-    texts = [line.split(" ", 2)[2] for line in lines]
-    return [text for text in texts if not text.startswith("*** ")]
-
-
 async def test_dated_history_follows_rotation_and_is_locked(
     server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path
 ) -> None:
@@ -455,14 +407,6 @@ async def test_dated_history_follows_rotation_and_is_locked(
 # --- in a process of its own ---------------------------------------------------------------
 
 
-async def spawn_reader(port: int, *options: str, cwd: Path, zone: str) -> asyncio.subprocess.Process:
-    """Start read_client.py against 127.0.0.1:port in the time zone given."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", str(port), *options,
-        cwd=cwd, env=client_env(TZ=zone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
 @POSIX_ONLY
 async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     server: FakeMinechatServer, tmp_path: Path
@@ -491,16 +435,6 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
 
 
 # --- midnight, for real ------------------------------------------------------------------
-
-MIDNIGHT_AHEAD = 3.0
-
-
-def zone_with_midnight_in(seconds: float) -> str:
-    """Return a POSIX TZ rule whose local midnight is about seconds from now (no zone database needed)."""
-    offset = round(86_400 - seconds - time.time() % 86_400) % 86_400
-    hours, rest = divmod(offset, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"XYZ-{hours:02d}:{minutes:02d}:{secs:02d}"  # POSIX: the sign is west of Greenwich
 
 
 @POSIX_ONLY

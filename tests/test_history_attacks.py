@@ -14,19 +14,25 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, WAIT, FakeTime, RecordingDelays, RecordingOut, stop_with_signal, wait_for_file
 from fake_server import FakeMinechatServer
-from test_history import spawn_reader
+from helpers import (
+    DEFAULT_FORMAT,
+    ISO_UTC,
+    POSIX_ONLY,
+    WAIT,
+    FakeTime,
+    RecordingDelays,
+    RecordingOut,
+    spawn_reader,
+    stop_with_signal,
+    wait_for_file,
+)
 
 import read_client
 from _minechat.backlog import read_backlog
 from _minechat.history import HistoryPattern
 from _minechat.stamping import JsonLineStamper
 from read_client import ReaderSettings
-
-DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
-ISO = "2026-11-27T10:00:00+00:00"
-
 
 # --- the backlog -------------------------------------------------------------------------
 
@@ -62,7 +68,7 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
 def test_backlog_of_a_long_jsonl_line_is_shown_as_chat(tmp_path: Path) -> None:
     history = tmp_path / "chat.jsonl"
     long = b"Eve: " + b"z" * (100 * 1024)
-    history.write_text(JsonLineStamper().feed(long + b"\nBob: short\n", ISO), encoding="utf-8")
+    history.write_text(JsonLineStamper().feed(long + b"\nBob: short\n", ISO_UTC), encoding="utf-8")
     shown = read_backlog([history], 10, DEFAULT_FORMAT)
     assert shown[1] == "[27.11.26 10:00] Bob: short"
     assert shown[0].startswith("[27.11.26 10:00] Eve: zzzz"), shown[0][:60]
@@ -123,7 +129,7 @@ async def test_jsonl_history_cut_inside_a_record_is_one_record_per_line_after_a_
 ) -> None:
     history = tmp_path / "chat.jsonl"
     stamper = JsonLineStamper()
-    cut = stamper.feed(b"Eve: " + b"z" * (100 * 1024), ISO)  # the start of a long line, as streamed
+    cut = stamper.feed(b"Eve: " + b"z" * (100 * 1024), ISO_UTC)  # the start of a long line, as streamed
     assert cut.startswith('{"time"') and not cut.endswith("\n")
     history.write_text(cut, encoding="utf-8")
     settings = ReaderSettings("127.0.0.1", server.read_port, history, WAIT, False, history_format="jsonl", backlog=0)

@@ -11,16 +11,32 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 from datetime import datetime
 from pathlib import Path
 
 import configargparse
 import pytest
-from conftest import WAIT
 from fake_server import FakeMinechatServer
+from helpers import (
+    BIDI_CONTROLS,
+    BIDI_ESCAPED,
+    EMOJI,
+    LINUX_ONLY,
+    STAMP_TEXT,
+    WAIT,
+    FakeSocket,
+    GatedOutput,
+    PausableTransport,
+    Sink,
+    SlowRaw,
+    assert_keepalive,
+    needs_af_unix,
+    skip_note,
+)
 
+import _minechat.backlog
 import _minechat.dialogue
+import _minechat.history
 import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
@@ -30,13 +46,6 @@ from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure
 from _minechat.settings import MAX_PORT, port_number
 from _minechat.stamping import LineStamper, format_history_block
 from chat_io import LineFramer, decode_line, encode_line, open_connection, open_receiver, sanitize_text
-
-STAMP = "[27.11.26 09:05]"
-# Bidi embeddings, overrides and isolates, and the marks: each can reorder what a terminal shows.
-BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
-EMOJI = "😀"  # four bytes in UTF-8
-
 
 # --- bidi controls, in single lines and in the history ----------------------------
 
@@ -49,16 +58,16 @@ def test_every_bidi_control_is_escaped_in_a_single_line() -> None:
 
 def test_every_bidi_control_is_escaped_in_the_history() -> None:
     block = f"Eve: {BIDI_CONTROLS}\nBob: x{BIDI_CONTROLS}\n".encode()
-    expected = f"{STAMP} Eve: {BIDI_ESCAPED}\n{STAMP} Bob: x{BIDI_ESCAPED}\n"
-    assert LineStamper().feed(block, STAMP) == expected
+    expected = f"{STAMP_TEXT} Eve: {BIDI_ESCAPED}\n{STAMP_TEXT} Bob: x{BIDI_ESCAPED}\n"
+    assert LineStamper().feed(block, STAMP_TEXT) == expected
     assert format_history_block(block, datetime(2026, 11, 27, 9, 5)) == expected
 
 
 def test_bidi_controls_are_escaped_in_pieces_of_a_long_line_and_its_unfinished_end() -> None:
     stamper = LineStamper(max_piece=8)
-    text = stamper.feed(("\u202e" * 5).encode(), STAMP)  # 15 bytes: one piece of two characters goes out
-    text += stamper.flush(STAMP)
-    assert text == f"{STAMP} " + "\\u202e" * 5 + "\n"
+    text = stamper.feed(("\u202e" * 5).encode(), STAMP_TEXT)  # 15 bytes: one piece of two characters goes out
+    text += stamper.flush(STAMP_TEXT)
+    assert text == f"{STAMP_TEXT} " + "\\u202e" * 5 + "\n"
 
 
 # --- four-byte characters are never split ------------------------------------------
@@ -80,17 +89,17 @@ def test_framer_never_splits_a_four_byte_character(padding: int) -> None:
 def test_stamper_never_splits_a_four_byte_character(padding: int) -> None:
     stamper = LineStamper(max_piece=6)
     line = "a" * padding + EMOJI * 4
-    text = stamper.feed(line.encode(), STAMP) + stamper.flush(STAMP)
+    text = stamper.feed(line.encode(), STAMP_TEXT) + stamper.flush(STAMP_TEXT)
     assert "\ufffd" not in text
-    assert text == f"{STAMP} {line}\n"
+    assert text == f"{STAMP_TEXT} {line}\n"
 
 
 def test_stamper_cut_backs_up_over_three_continuation_bytes_exactly() -> None:
     stamper = LineStamper(max_piece=4)
     # Five bytes held: the cut at 4 would fall after the first byte of the emoji, so it backs up to 1.
-    assert stamper.feed(("a" + EMOJI).encode(), STAMP) == f"{STAMP} a"
+    assert stamper.feed(("a" + EMOJI).encode(), STAMP_TEXT) == f"{STAMP_TEXT} a"
     assert stamper.pending == 4
-    assert stamper.flush(STAMP) == f"{EMOJI}\n"
+    assert stamper.flush(STAMP_TEXT) == f"{EMOJI}\n"
 
 
 # --- the global secret filter ------------------------------------------------------
@@ -120,31 +129,11 @@ def test_verbose_logging_shows_debug(capsys: pytest.CaptureFixture[str]) -> None
 
 # --- sockets ------------------------------------------------------------------------
 
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux names for the keepalive options")
-
-
-def assert_keepalive(sock: socket.socket) -> None:
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == chat_io.KEEPALIVE_IDLE_SECONDS == 60
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == chat_io.KEEPALIVE_INTERVAL_SECONDS == 10
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == chat_io.KEEPALIVE_COUNT == 5
-
 
 @LINUX_ONLY
 async def test_posting_connection_sets_keepalive_idle_interval_and_count(server: FakeMinechatServer) -> None:
     async with open_connection("127.0.0.1", server.write_port) as (_, writer):
         assert_keepalive(writer.get_extra_info("socket"))
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.connection: chat_io.ReceivingConnection | None = None
-
-    def connected(self, connection: chat_io.ReceivingConnection) -> None:
-        self.connection = connection
-
-    def received(self, data: bytes) -> None:
-        pass
 
 
 @LINUX_ONLY
@@ -219,30 +208,30 @@ def test_framer_cuts_only_lines_over_the_limit(chunks: list[bytes], blocks: list
 def test_stamper_holds_an_unfinished_line_of_exactly_the_limit() -> None:
     stamper = LineStamper(max_piece=4)
     assert stamper.pending == 0 and stamper.completed is False
-    assert stamper.feed(b"abcd", STAMP) == ""
+    assert stamper.feed(b"abcd", STAMP_TEXT) == ""
     assert stamper.pending == 4
-    assert stamper.feed(b"\n", STAMP) == f"{STAMP} abcd\n"
+    assert stamper.feed(b"\n", STAMP_TEXT) == f"{STAMP_TEXT} abcd\n"
     assert stamper.completed is True
 
 
 def test_stamper_gives_whole_lines_and_pieces_from_one_chunk() -> None:
     stamper = LineStamper(max_piece=4)
-    assert stamper.feed(b"x\nabcdefgh", STAMP) == f"{STAMP} x\n{STAMP} abcd"
-    assert stamper.flush(STAMP) == "efgh\n"
-    assert stamper.feed(b"y\n", STAMP) == f"{STAMP} y\n"  # after a flush, a line starts afresh
-    assert stamper.flush(STAMP) == ""
+    assert stamper.feed(b"x\nabcdefgh", STAMP_TEXT) == f"{STAMP_TEXT} x\n{STAMP_TEXT} abcd"
+    assert stamper.flush(STAMP_TEXT) == "efgh\n"
+    assert stamper.feed(b"y\n", STAMP_TEXT) == f"{STAMP_TEXT} y\n"  # after a flush, a line starts afresh
+    assert stamper.flush(STAMP_TEXT) == ""
 
 
 def test_stamper_pieces_replace_bytes_that_are_not_utf8() -> None:
     stamper = LineStamper(max_piece=4)
-    assert stamper.feed(b"\xff" * 5, STAMP) == f"{STAMP} " + "\ufffd" * 4
-    assert stamper.flush(STAMP) == "\ufffd\n"
+    assert stamper.feed(b"\xff" * 5, STAMP_TEXT) == f"{STAMP_TEXT} " + "\ufffd" * 4
+    assert stamper.flush(STAMP_TEXT) == "\ufffd\n"
 
 
 def test_stamper_piece_never_splits_a_character_after_a_carriage_return() -> None:
     stamper = LineStamper(max_piece=4)
-    text = stamper.feed("abc\rЖЖ".encode(), STAMP) + stamper.flush(STAMP)
-    assert text == f"{STAMP} abc\\rЖЖ\n"
+    text = stamper.feed("abc\rЖЖ".encode(), STAMP_TEXT) + stamper.flush(STAMP_TEXT)
+    assert text == f"{STAMP_TEXT} abc\\rЖЖ\n"
 
 
 # --- escapes and quotes ------------------------------------------------------------------
@@ -312,24 +301,6 @@ def test_temporary_token_files_are_hidden_siblings(
 # --- terminal output --------------------------------------------------------------------
 
 
-class GatedOutput:
-    """An output whose writes wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.written: list[str] = []
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.gate.wait(WAIT)
-        self.written.append(text)
-
-
-def skip_note(count: int) -> str:
-    return f"*** {count} skipped\n"
-
-
 def test_background_writer_skips_what_does_not_fit_and_says_how_much() -> None:
     out = GatedOutput()
     writer = BackgroundWriter(out.write, skip_note, limit=10)
@@ -397,21 +368,6 @@ def test_raw_text_output_writes_encoded_bytes_straight_to_the_file(tmp_path: Pat
         assert path.read_bytes() == b"caf\\xe9 \\u2713\n"  # written before the stream is flushed
 
 
-class SlowRaw:
-    """A raw file that is non-blocking: it sometimes takes nothing (None), and then one byte at a time."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.calls = 0
-
-    def write(self, data: memoryview) -> int | None:
-        self.calls += 1
-        if self.calls % 2:
-            return None
-        self.data += bytes(data[:1])
-        return 1
-
-
 def test_raw_text_output_waits_out_a_non_blocking_file() -> None:
     stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     output = RawTextOutput(stream)
@@ -447,17 +403,6 @@ def test_make_output_safe_ignores_streams_it_cannot_change(error: Exception) -> 
 
 
 # --- keepalive elsewhere: Windows and macOS names ---------------------------------------------
-
-
-class FakeSocket:
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-
-    def setsockopt(self, *args: object) -> None:
-        self.calls.append(("setsockopt", *args))
-
-    def ioctl(self, *args: object) -> None:
-        self.calls.append(("ioctl", *args))
 
 
 def test_keepalive_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -552,8 +497,6 @@ def test_host_name_complaints() -> None:
 
 # --- the service manager -----------------------------------------------------------------------
 
-needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
-
 
 def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
@@ -617,22 +560,6 @@ async def test_signal_catcher_catches_a_real_signal() -> None:
 
 
 # --- the receiving connection ---------------------------------------------------------------------
-
-
-class PausableTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-        self.closing = False
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
 
 
 async def test_receiving_connection_pauses_and_resumes_only_while_open() -> None:

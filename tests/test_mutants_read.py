@@ -10,26 +10,39 @@ import signal
 import socket
 import stat
 import sys
-import threading
-from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, FakeTime, RecordingDelays, RecordingOut
 from fake_server import GREETING, FakeMinechatServer
-from test_read_client import chat_of, read_history, status_of
-from test_read_faults import running_reader
+from helpers import (
+    BIDI_CONTROLS,
+    BIDI_ESCAPED,
+    FIXED_STAMP,
+    LINUX_ONLY,
+    WAIT,
+    BlockedOut,
+    RecordingDelays,
+    RecordingOut,
+    chat_of,
+    fixed_clock,
+    make_history,
+    open_history,
+    read_history,
+    run_read_main,
+    running_reader,
+    status_of,
+)
 
+import _minechat.backlog
+import _minechat.dialogue
 import _minechat.history
 import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import read_client
-from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
 from chat_io import MAX_LINE_BYTES, AlreadyRunning, FileError
 from read_client import ReaderSettings
-
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_LINGER resets as Linux sends them")
-BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
 
 
 async def test_bidi_controls_are_escaped_in_stdout_and_history(server: FakeMinechatServer, tmp_path: Path) -> None:
@@ -87,20 +100,6 @@ async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_pa
     )
 
 
-async def run_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return read_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
-
-
 @pytest.mark.parametrize("verbose", [False, True])
 async def test_cli_posting_port_is_exit_2_with_one_error_line(
     server: FakeMinechatServer,
@@ -110,7 +109,7 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
     verbose: bool,
 ) -> None:
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--log_path", "chat.log", *(["-v"] * verbose)]
-    assert await run_main(argv, tmp_path, monkeypatch) == 2
+    assert await run_read_main(argv, tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err.splitlines()
     address = f"127.0.0.1:{server.write_port}"
     errors = [line for line in err if " ERROR " in line]
@@ -127,29 +126,6 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
 
 
 # --- the history file and its lock --------------------------------------------------------------
-
-# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
-FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
-FIXED_STAMP = "[04.03.26 05:06]"
-
-
-def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:
-    """Return the clock run() would build for a pattern, stopped at FIXED_TIME."""
-    expand = pattern.expand if pattern is not None else (lambda when: "")
-    return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
-
-
-def make_history(path: Path) -> _minechat.history.HistoryFile:
-    """Return a text history file for path, as run() builds it, not yet open."""
-    pattern = _minechat.history.HistoryPattern(path)
-    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
-
-
-def open_history(path: Path) -> _minechat.history.HistoryFile:
-    """Return a text history file for path, open and locked."""
-    history = make_history(path)
-    history.open(str(path))
-    return history
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock semantics")
@@ -306,7 +282,7 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
     port = listener.sockets[0].getsockname()[1]
     try:
         argv = ["--host", "127.0.0.1", "--port", str(port), "--log_path", "chat.log"]
-        assert await run_main(argv, tmp_path, monkeypatch) == 2
+        assert await run_read_main(argv, tmp_path, monkeypatch) == 2
     finally:
         listener.close()
         await listener.wait_closed()
@@ -317,23 +293,6 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
 
 
 # --- what stdout and stderr say --------------------------------------------------------------------
-
-
-class BlockedOut:
-    """A stdout that takes nothing until the test lets it."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.gate.wait(WAIT)
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])

@@ -9,19 +9,35 @@ import json
 import logging
 import os
 import signal
-import socket
-import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays
 from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionPlan, FakeMinechatServer
-from test_send_client import TOKEN, StdinPipe, settings_for, texts_of
+from helpers import (
+    TOKEN,
+    WAIT,
+    FailingStdin,
+    RecordingDelays,
+    StdinBytes,
+    StdinPipe,
+    TerminalStdin,
+    error_lines,
+    run_send_main,
+    settings_for,
+    texts_of,
+    usage_error,
+    welcomed_dialogue,
+)
 
+import _minechat.backlog
 import _minechat.dialogue
+import _minechat.history
 import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import send_client
 from _minechat.dialogue import OUTBOX_POSTS
 from chat_io import (
@@ -36,37 +52,6 @@ from chat_io import (
     UnknownTokenError,
 )
 
-
-@pytest.fixture
-async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
-    yield server.add_account("Focused Loyd", TOKEN)
-
-
-@pytest.fixture
-def stdin_pipe() -> Iterator[StdinPipe]:
-    pipe = StdinPipe()
-    yield pipe
-    pipe.close()
-
-
-async def run_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return send_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line]
-
-
 # --- the CLI, in-process ---------------------------------------------------------------
 
 
@@ -79,33 +64,11 @@ async def test_a_reply_quoting_the_token_shows_a_placeholder(
 ) -> None:
     server.login_reply_override = f"no account has the hash {account}\n".encode()
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
-    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_PROTOCOL
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_PROTOCOL
     err = capsys.readouterr().err
     assert account not in err
     [line] = error_lines(err)
     assert line.endswith(' ERROR expected account details from the server, got "no account has the hash <token>"')
-
-
-@pytest.fixture
-async def resetting_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
-    """A posting port that greets, takes the token, and resets the connection instead of replying."""
-    took_token = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(GREETING)
-        await writer.drain()
-        await reader.readline()
-        took_token.set()
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
-
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield listener.sockets[0].getsockname()[1], took_token
-    finally:
-        listener.close()
-        await listener.wait_closed()
 
 
 async def test_a_reset_while_reading_a_reply_is_exit_3_with_one_line(
@@ -116,7 +79,7 @@ async def test_a_reset_while_reading_a_reply_is_exit_3_with_one_line(
 ) -> None:
     port, took_token = resetting_server
     argv = ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--message", "hi"]
-    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_CONNECTION
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_CONNECTION
     assert took_token.is_set()
     [line] = error_lines(capsys.readouterr().err)
     assert line.endswith(" ERROR the connection broke while we waited for the login reply: Connection reset by peer")
@@ -126,7 +89,7 @@ async def test_cli_unusable_token_path_is_exit_6_before_connecting(
     server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", "missing/token.txt"]
-    assert await run_main([*argv, "--nickname", "Eve"], tmp_path, monkeypatch) == EXIT_FILE
+    assert await run_send_main([*argv, "--nickname", "Eve"], tmp_path, monkeypatch) == EXIT_FILE
     [line] = error_lines(capsys.readouterr().err)
     assert line.endswith(
         f" ERROR cannot save a token in {tmp_path / 'missing'}: No such file or directory; choose another --token_path"
@@ -142,7 +105,7 @@ async def test_cli_posts_and_reports(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account]
-    assert await run_main([*argv, "--message", "one", "--message", "two"], tmp_path, monkeypatch) == 0
+    assert await run_send_main([*argv, "--message", "one", "--message", "two"], tmp_path, monkeypatch) == 0
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
     lines = error_lines(capsys.readouterr().err)
     assert [line.split(" ", 1)[1] for line in lines] == [
@@ -174,17 +137,6 @@ async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_pa
     await send_client.send(settings, StdinBytes(b"one\n"), lambda: itertools.repeat(0.2))
     assert loop.time() - started >= 0.4
     assert texts_of(server) == ["one"] and server.refused == 2
-
-
-class StdinBytes:
-    """A stdin with no descriptor: the bytes given, then its end."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def read(self, size: int) -> bytes:
-        chunk, self._data = self._data[:size], self._data[size:]
-        return chunk
 
 
 async def test_backoff_starts_over_only_after_an_acknowledgement(
@@ -354,18 +306,6 @@ def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
     assert outbox.roomy and not outbox.full
 
 
-def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
-    outbox = _minechat.dialogue.Outbox()
-    for text in messages:
-        outbox.add(text)
-    dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
-    for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
-        dialogue.receive_data(line)
-        assert dialogue.next_event() is not None
-    dialogue.data_to_send()
-    return dialogue
-
-
 def test_a_cut_acknowledgement_is_a_lost_connection() -> None:
     dialogue = welcomed_dialogue(["one"])
     dialogue.receive_data(ACK[:10])
@@ -418,16 +358,6 @@ async def test_stdin_in_another_encoding_and_bytes_that_are_not_text(
     assert texts_of(server) == ["Привет", "\ufffd odd"]
 
 
-class FailingStdin(StdinBytes):
-    """A stdin that gives its bytes, then fails as a vanished terminal does."""
-
-    def read(self, size: int) -> bytes:
-        chunk = super().read(size)
-        if not chunk:
-            raise OSError(5, "Input/output error")
-        return chunk
-
-
 async def test_a_failing_stdin_ends_the_messages(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     await send_client.send(settings, FailingStdin(b"one\ntwo"), RecordingDelays())  # type: ignore[arg-type]
@@ -437,24 +367,12 @@ async def test_a_failing_stdin_ends_the_messages(server: FakeMinechatServer, tmp
 # --- main, in-process ------------------------------------------------------------------------------
 
 
-class TerminalStdin:
-    """A stdin that says it is a terminal."""
-
-    encoding = "utf-8"
-
-    def __init__(self, data: bytes) -> None:
-        self.buffer = io.BytesIO(data)
-
-    def isatty(self) -> bool:
-        return True
-
-
 async def test_cli_closed_stdin_with_dash_is_a_usage_error(
     server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", None)
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", TOKEN, "--message", "-"]
-    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
     [line] = error_lines(capsys.readouterr().err)
     assert line.endswith(" ERROR --message - reads stdin, but stdin is closed")
     assert server.send_transcripts == []
@@ -469,7 +387,7 @@ async def test_cli_terminal_stdin_gets_the_hint_and_is_posted(
 ) -> None:
     monkeypatch.setattr(sys, "stdin", TerminalStdin("один\n".encode()))
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
-    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     assert texts_of(server) == ["один"]
     assert capsys.readouterr().err.startswith(send_client.STDIN_HINT + "\n")
 
@@ -479,12 +397,12 @@ async def test_cli_asks_for_a_nickname_only_at_a_terminal(
 ) -> None:
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--message", "hi"]
     monkeypatch.setattr(sys, "stdin", TerminalStdin(b"Eve\n"))
-    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     assert server.registrations == ["Eve"]
     assert capsys.readouterr().err.startswith(send_client.NICKNAME_QUESTION)
     (tmp_path / "token.txt").unlink()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Bob\n")))  # not a terminal
-    assert await run_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
     assert server.registrations == ["Eve"]
 
 
@@ -516,7 +434,7 @@ async def test_cli_verbose_logs_the_dialogue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "-v", "--message", "x"]
-    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     err = capsys.readouterr().err
     assert " DEBUG >> '<token>\\n'" in err and account not in err
 
@@ -652,14 +570,6 @@ def test_outbox_counts_every_rewind() -> None:
 # --- settings: exact words ------------------------------------------------------------------------------
 
 
-def usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
-        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
-    assert stop.value.code == 2
-    [line] = capsys.readouterr().err.splitlines()
-    return line.split(": error: ", 1)[1]
-
-
 def test_usage_errors_word_for_word(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert usage_error(tmp_path, capsys, ["--token", "x", "--message", " "]) == (
         "argument --message: an empty message cannot be posted"
@@ -727,7 +637,7 @@ async def test_cli_reads_stdin_in_its_own_encoding(
     stdin.encoding = "cp1251"
     monkeypatch.setattr(sys, "stdin", stdin)
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
-    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     assert texts_of(server) == ["Ж"]
 
 
@@ -736,5 +646,5 @@ async def test_cli_closed_stdin_is_fine_without_dash(
 ) -> None:
     monkeypatch.setattr(sys, "stdin", None)
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
-    assert await run_main(argv, tmp_path, monkeypatch) == 0
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     assert texts_of(server) == ["hi"]

@@ -13,15 +13,28 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, STOP_WAIT, WAIT, client_env, stop_with_signal, wait_for_file
 from fake_server import FakeMinechatServer
-from test_read_client import STAMP, chat_of, read_history, status_of
-from test_read_faults import UnreadPipe, finish, numbered, start_process
+from helpers import (
+    FORGED_IN_LONG_LINE,
+    POSIX_ONLY,
+    ROOT,
+    STAMP,
+    STOP_WAIT,
+    WAIT,
+    UnreadPipe,
+    chat_of,
+    client_env,
+    finish,
+    numbered,
+    read_history,
+    start_process,
+    status_of,
+    stop_with_signal,
+    wait_for_file,
+)
 
 import read_client
 from chat_io import EXIT_LOCKED, MAX_LINE_BYTES
-
-FORGED = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
 
 
 @POSIX_ONLY
@@ -42,7 +55,7 @@ async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechat
         await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
         # The first 64 KiB piece of a long line is skipped on stdout; the rest waits in the client.
         head = b"Eve: "
-        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED)
+        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
         await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
         # The piece goes to stdout's queue right after the history write; there is nothing to wait on.
         await asyncio.sleep(0.5)
@@ -55,10 +68,13 @@ async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechat
         await stop_with_signal(process, signal.SIGINT)
         out.close()
     lines = read_history(history)
-    assert chat_of(lines)[-2:] == [(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED).decode(), "Bob: after"]
+    assert chat_of(lines)[-2:] == [
+        (head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE).decode(),
+        "Bob: after",
+    ]
     # stdout: every line either starts with a stamp and is what the history holds, or is a note.
     printed = shown.decode(errors="replace").splitlines()  # the read may start inside a character
-    assert FORGED.decode() not in printed, "stdout shows a forged line"
+    assert FORGED_IN_LONG_LINE.decode() not in printed, "stdout shows a forged line"
 
 
 @pytest.mark.parametrize("how", ["rename", "delete"])
@@ -68,7 +84,7 @@ async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatSer
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         head = b"Eve: "
-        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED)
+        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
         await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
         if how == "rename":
             history.rename(tmp_path / "chat.log.1")
@@ -81,7 +97,7 @@ async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatSer
     fresh = read_history(history)
     # Every line of the new file is stamped by the client; the chat cannot choose how one starts.
     assert all(re.match(STAMP, line) for line in fresh), fresh[:3]
-    assert FORGED.decode() not in fresh, "the new history file starts a line with text the chat chose"
+    assert FORGED_IN_LONG_LINE.decode() not in fresh, "the new history file starts a line with text the chat chose"
 
 
 @POSIX_ONLY

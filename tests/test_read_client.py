@@ -4,102 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
+from fake_server import FakeMinechatServer
+from helpers import (
+    ODD_ZONE,
     POSIX_ONLY,
     ROOT,
     WAIT,
-    RecordingDelays,
-    RecordingOut,
+    ClosedPipe,
+    StartReader,
+    chat_of,
     client_env,
+    odd_zone_now,
+    read_history,
+    read_main,
+    status_of,
     stop_with_signal,
     wait_for_file,
 )
-from fake_server import FakeMinechatServer
 
 import read_client
 from _minechat.stamping import format_stamp
-from read_client import ReaderSettings
-
-STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
-# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
-ODD_ZONE = "ODD-13:37"
-ODD_OFFSET = timedelta(hours=13, minutes=37)
-
-
-def odd_zone_now() -> datetime:
-    """Return the wall-clock time in ODD_ZONE."""
-    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
-
-
-def read_history(path: Path) -> list[str]:
-    """Return the history file's lines."""
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def chat_of(lines: list[str]) -> list[str]:
-    """Strip stamps and drop the status lines."""
-    texts = [re.sub("^" + STAMP, "", line) for line in lines]
-    return [text for text in texts if not text.startswith("*** ")]
-
-
-def status_of(lines: list[str]) -> list[str]:
-    """Return only the status lines, without stamps."""
-    texts = [re.sub("^" + STAMP, "", line) for line in lines]
-    return [text for text in texts if text.startswith("*** ")]
-
-
-@dataclass
-class Reader:
-    """A running read_client and what it writes."""
-
-    task: asyncio.Task[int]
-    out: RecordingOut
-    path: Path
-    delays: RecordingDelays
-
-
-StartReader = Callable[..., Awaitable[Reader]]
-
-
-@pytest.fixture
-async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
-    readers: list[Reader] = []
-
-    async def start(
-        port: int | None = None, log_path: Path | None = None, out: RecordingOut | None = None, host: str = "127.0.0.1"
-    ) -> Reader:
-        settings = ReaderSettings(
-            host=host,
-            port=port or server.read_port,
-            log_path=log_path or tmp_path / "chat.log",
-            connect_timeout=WAIT,
-            verbose=False,
-        )
-        out = out or RecordingOut()
-        delays = RecordingDelays()
-        task = asyncio.create_task(read_client.run(settings, out, delays))
-        reader = Reader(task, out, settings.log_path, delays)
-        readers.append(reader)
-        return reader
-
-    yield start
-    for reader in readers:
-        reader.task.cancel()
-        with suppress(asyncio.CancelledError):
-            await reader.task
 
 
 async def test_lines_are_stamped_in_history_and_stdout(server: FakeMinechatServer, start_reader: StartReader) -> None:
@@ -242,14 +177,6 @@ async def test_follows_history_file_after_rotation(
         assert stat.S_IMODE(reader.path.stat().st_mode) == 0o600
 
 
-class ClosedPipe(RecordingOut):
-    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
-
-    def write(self, text: str) -> int:
-        super().write(text)
-        raise BrokenPipeError(32, "Broken pipe")
-
-
 async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:
     reader = await start_reader(out=ClosedPipe())
     await server.wait_until(lambda: len(server.readers) == 1)
@@ -264,41 +191,23 @@ async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServe
     assert not reader.task.done()
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run read_client.main in-process; return the exit code and stderr."""
-    try:
-        code = read_client.main(argv)
-    except SystemExit as stop:
-        code = stop.code  # type: ignore[assignment]
-    return code, capsys.readouterr().err
-
-
-@pytest.fixture
-def listener() -> socket.socket:
-    """A listening socket that no client should ever reach."""
-    sock = socket.create_server(("127.0.0.1", 0))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 @pytest.mark.parametrize("where", ["missing/dir/chat.log", "."])
 def test_unusable_history_path_fails_before_connecting(
     tmp_path: Path,
-    listener: socket.socket,
+    silent_listener: socket.socket,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     where: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    port = listener.getsockname()[1]
-    code, err = run_main(["--host", "127.0.0.1", "--port", str(port), "--log_path", str(tmp_path / where)], capsys)
+    port = silent_listener.getsockname()[1]
+    code, err = read_main(["--host", "127.0.0.1", "--port", str(port), "--log_path", str(tmp_path / where)], capsys)
     assert code == 6
     assert "cannot open history file" in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
     with pytest.raises(BlockingIOError):
-        listener.accept()
+        silent_listener.accept()
 
 
 @POSIX_ONLY
@@ -310,7 +219,7 @@ def test_unwritable_history_file_fails(
     monkeypatch.chdir(tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    code, err = run_main(["--log_path", str(locked / "chat.log")], capsys)
+    code, err = read_main(["--log_path", str(locked / "chat.log")], capsys)
     assert code == 6
     assert "Permission denied" in err
 
@@ -320,7 +229,7 @@ def test_bad_port_is_a_usage_error(
     port: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, err = run_main([f"--port={port}"], capsys)
+    code, err = read_main([f"--port={port}"], capsys)
     assert code == 2
     assert "argument --port" in err
     assert "Traceback" not in err
@@ -485,7 +394,7 @@ def test_host_that_idna_refuses_is_a_usage_error(
     host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, err = run_main(["--host", host, "--log_path", "chat.log"], capsys)
+    code, err = read_main(["--host", host, "--log_path", "chat.log"], capsys)
     assert code == 2
     assert f"argument --host: '{host}' is not a host name" in err
     assert len(err.splitlines()) == 1
@@ -514,7 +423,7 @@ def test_messages_name_files_with_their_full_path(
     monkeypatch.chdir(tmp_path)
     if relative == "chat.log":
         (tmp_path / relative).mkdir()
-    code, err = run_main(["--host", "127.0.0.1", "--port", "1", "--log_path", relative], capsys)
+    code, err = read_main(["--host", "127.0.0.1", "--port", "1", "--log_path", relative], capsys)
     assert code == 6
     assert f"cannot open history file {Path.cwd() / relative}: " in err
 
@@ -524,7 +433,7 @@ def test_dotenv_that_is_not_utf8_is_read_with_a_warning(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_bytes(b"# \xcf\xf0\xe8\xec\xe5\xf0\nREAD_PORT=0\n")  # a comment in cp1251
-    code, err = run_main([], capsys)
+    code, err = read_main([], capsys)
     assert code == 2
     assert "Traceback" not in err
     warning, error = err.splitlines()
@@ -543,7 +452,7 @@ def test_unreadable_dotenv_is_a_usage_error(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_bytes", refuse)
-    code, err = run_main([], capsys)
+    code, err = read_main([], capsys)
     assert code == 2
     dotenv = Path.cwd() / ".env"
     assert err.endswith(f"error: cannot read {dotenv}: Permission denied; fix its permissions or remove it\n")

@@ -10,101 +10,37 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import (
-    FILE_POLL_SECONDS,
+from fake_server import FakeMinechatServer
+from helpers import (
+    FLOOD_WAIT,
+    FORGED,
+    LINUX_ONLY,
     POSIX_ONLY,
     ROOT,
+    SKIPPED,
+    STAMP,
     STOP_WAIT,
     WAIT,
-    RecordingDelays,
-    RecordingOut,
+    UnreadPipe,
+    chat_of,
     client_env,
+    finish,
+    numbered,
+    numbers_of,
+    peak_rss_kb,
+    read_history,
+    running_reader,
+    start_process,
+    status_of,
     stop_with_signal,
     wait_for_file,
 )
-from fake_server import FakeMinechatServer
-from test_read_client import STAMP, chat_of, read_history, status_of
 
-import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
-from read_client import ReaderSettings
-
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's SIOCOUTQ and /proc")
-FLOOD_WAIT = 30.0
-
-
-def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
-    """Return chat lines carrying their numbers, so gaps and doubles show."""
-    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
-
-
-def numbers_of(chat: list[str]) -> list[int]:
-    """Return the line numbers of numbered chat lines, in file order."""
-    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
-
-
-async def start_process(
-    port: int, history: Path, *extra: str, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
-) -> asyncio.subprocess.Process:
-    """Start read_client.py in a subprocess against 127.0.0.1:port."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log_path",
-        str(history),
-        *extra,
-        cwd=history.parent,
-        env=client_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-    )
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
-    """Wait for a process to exit on its own; return its exit code and stderr."""
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode, err.decode(errors="replace") if err else ""
-
-
-def peak_rss_kb(pid: int) -> int:
-    """Return a process's peak resident memory (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
-@asynccontextmanager
-async def running_reader(
-    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
-    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
-    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
-    out = out or RecordingOut()
-    delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
-    try:
-        yield task, out, delays
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
 
 # --- every byte received is recorded ---------------------------------------
 
@@ -181,42 +117,6 @@ async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
 # --- stdout is only a view -----------------------------------------------------
 
 
-class UnreadPipe:
-    """An OS pipe whose read end the test holds and reads only when it chooses: a paused pager.
-
-    (asyncio's own pipes would make Process.wait() wait for their end, which an unread pipe never reaches.)
-    """
-
-    def __init__(self) -> None:
-        self.read_end, self.write_end = os.pipe()
-        os.set_blocking(self.read_end, False)
-
-    def close_write_end(self) -> None:
-        os.close(self.write_end)
-
-    async def read_until(self, pattern: bytes, timeout: float = WAIT) -> bytes:
-        """Read what is there until pattern shows up; fail after timeout."""
-        data = b""
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, data):
-            try:
-                chunk = os.read(self.read_end, 65536)
-            except BlockingIOError:
-                chunk = None
-            if chunk == b"":
-                break
-            if chunk:
-                data += chunk
-                continue
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(FILE_POLL_SECONDS)
-        return data
-
-    def close(self) -> None:
-        os.close(self.read_end)
-
-
 @POSIX_ONLY
 @pytest.mark.parametrize("verbose", [False, True])
 async def test_stdout_nobody_reads_does_not_stall_the_history(
@@ -290,9 +190,6 @@ def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
 
 
 # --- a long line stays one line ------------------------------------------------
-
-FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
-SKIPPED = "not shown here (stdout was too slow)"
 
 
 @pytest.mark.parametrize(

@@ -7,96 +7,41 @@ import fcntl
 import io
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import termios
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
-from fake_server import FakeMinechatServer
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, FakeMinechatServer
+from helpers import (
+    LINUX_ONLY,
+    PIPE_CAPACITY,
+    POSIX_ONLY,
+    ROOT,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    client_env,
+    free_port,
+    log_in,
+    run_cli,
+    scripted_server,
+    settings_at,
+    stop_with_signal,
+)
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
 import _minechat.shutdown
+import _minechat.systemd
 import send_client
-from chat_io import ACK, EXIT_FILE, GREETING, NICKNAME_PROMPT, WELCOME, ChatError, ReplyTimeout
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pipes, /dev/zero and ulimit")
-PIPE_CAPACITY = 64 * 1024  # Linux default; a pipe counts as full within a page of it
-PIPE_PAGE = 4096
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def scripted_server(handler: Handler) -> AsyncIterator[int]:
-    """A posting server that follows a script of the test's own; yields its port."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)  # type: ignore[arg-type]
-        try:
-            await handler(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await server.wait_closed()
-
-
-async def log_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nickname: str = "Focused Loyd") -> None:
-    """Play the server's side of a login with any token."""
-    writer.write(GREETING)
-    token = (await reader.readline()).decode().strip()
-    writer.write(f'{{"nickname": "{nickname}", "account_hash": "{token}"}}\n'.encode() + WELCOME)
-    await writer.drain()
-
-
-def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
-    base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
-
-
-async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
-    """Run send_client.py (optionally under a shell prefix such as a ulimit); return exit code and stderr."""
-    command = [sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(port), *argv]
-    if shell_prefix:
-        command = ["sh", "-c", f'{shell_prefix} exec "$@"', "sh", *command]
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, env=client_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, err.decode(errors="replace")
-
-
-def free_port() -> int:
-    """Return a port on 127.0.0.1 that nobody listens on (just now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
+from chat_io import EXIT_FILE, ChatError, ReplyTimeout
 
 # --- 5. the token never appears in output ------------------------------------------
 

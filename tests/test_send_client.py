@@ -12,73 +12,38 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 from fake_server import ADJECTIVES, ConnectionPlan, FakeMinechatServer
+from helpers import (
+    POSIX_ONLY,
+    ROOT,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    StdinPipe,
+    client_env,
+    fill_disk,
+    run_client,
+    send,
+    settings_for,
+    spawn_client,
+    stop_with_signal,
+    texts_of,
+)
 
+import _minechat.backlog
 import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import send_client
 from chat_io import ConnectionFailed, FileError, ProtocolError, ReplyTimeout, UnknownTokenError
-from send_client import DEFAULT_MESSAGE, RESUME_TRIES, SenderSettings
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-
-
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Parse send_client settings aimed at the fake server, with no outside environment."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
-
-
-async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays."""
-    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
-
-
-class StdinPipe:
-    """A real pipe standing in for stdin, written by the test as it goes."""
-
-    def __init__(self) -> None:
-        read_end, self._write_end = os.pipe()
-        self.reader = os.fdopen(read_end, "rb", buffering=0)
-
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._write_all, data)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._write_end, view) :]
-
-    def end(self) -> None:
-        if self._write_end >= 0:
-            os.close(self._write_end)
-            self._write_end = -1
-
-    def close(self) -> None:
-        self.end()
-        self.reader.close()
-
-
-@pytest.fixture
-def stdin_pipe() -> Iterator[StdinPipe]:
-    pipe = StdinPipe()
-    yield pipe
-    pipe.close()
-
-
-def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
-    """Return the one-line posts the server took, in order."""
-    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
-
-
-@pytest.fixture
-async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
-    yield server.add_account("Focused Loyd", TOKEN)
+from send_client import DEFAULT_MESSAGE, RESUME_TRIES
 
 
 async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
@@ -432,20 +397,6 @@ def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture
 # --- the real command, in a subprocess ---------------------------------------------
 
 
-async def run_client(
-    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
-) -> tuple[int, str, str]:
-    """Run send_client.py against the server; return its exit code, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
-        cwd=cwd, env=client_env(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServer, tmp_path: Path) -> None:
     code, out, err = await run_client(server, tmp_path, "--token", "bogus", "--message", "hi")
     await server.wait_until(lambda: server.senders_done == 1)
@@ -556,18 +507,6 @@ async def test_cli_signal_while_relaying_stdin(
     assert "Traceback" not in err
     assert [post.lines for post in server.posts] == [["first"]]
     assert "interrupted: posted 1 message as Focused Loyd" in err
-
-
-async def spawn_client(
-    server: FakeMinechatServer, cwd: Path, *argv: str, **options: object
-) -> asyncio.subprocess.Process:
-    """Start send_client.py against the server, stdin, stdout and stderr piped unless told otherwise."""
-    streams: dict[str, object] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    streams.update(options)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
-        cwd=cwd, env=client_env(), **streams,  # type: ignore[arg-type]
-    )  # fmt: skip
 
 
 # --- resumable posting -------------------------------------------------------------
@@ -713,18 +652,6 @@ async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMi
     assert code == 130
     [(token, _)] = server.accounts.items()
     assert (tmp_path / "token.txt").read_text() == token + "\n"
-
-
-def fill_disk(folder: Path) -> None:
-    """Write until the file system in folder has no space left."""
-    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        while os.write(descriptor, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 async def test_full_disk_is_found_before_registering(

@@ -3,42 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME
+from helpers import ACCOUNT, LOGIN, LOGIN_EVENTS, NEW_ACCOUNT, TOKEN, byte_by_byte, converse, make_dialogue
 
-from _minechat.dialogue import Closed, Outbox, PostingDialogue
-from chat_io import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionFailed, ProtocolError, UnknownTokenError
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
-NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
-
-
-def converse(dialogue: PostingDialogue, feeds: list[bytes]) -> tuple[bytes, list[str]]:
-    """Feed the server's bytes in the given pieces; return everything sent and the names of the events."""
-    sent = b"".join(dialogue.data_to_send())
-    events: list[str] = []
-    for data in feeds:
-        dialogue.receive_data(data)
-        while (event := dialogue.next_event()) is not None:
-            events.append(type(event).__name__)
-            if isinstance(event, Closed):
-                break
-        sent += b"".join(dialogue.data_to_send())
-    return sent, events
-
-
-def make_dialogue(messages: list[str], token: str | None = TOKEN, nickname: str | None = None) -> PostingDialogue:
-    outbox = Outbox()
-    for message in messages:
-        outbox.add(message)
-    return PostingDialogue(outbox, token, nickname, "the token file token.txt")
-
-
-def byte_by_byte(data: bytes) -> list[bytes]:
-    return [data[index : index + 1] for index in range(len(data))]
-
-
-LOGIN = [GREETING, ACCOUNT + WELCOME]
-LOGIN_EVENTS = ["Greeted", "LoggedIn", "Welcomed"]
+from _minechat.dialogue import Outbox, PostingDialogue
+from chat_io import ConnectionFailed, ProtocolError, UnknownTokenError
 
 
 @pytest.mark.parametrize(

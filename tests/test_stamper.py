@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import datetime
 
 import pytest
-from conftest import FakeTime
+from helpers import ISO_MSK, PIECE, FakeTime, Gate, S, T, note, records_of
 
 from _minechat.output import BackgroundWriter
 from _minechat.stamping import JsonLineStamper, LineStamper, StampClock, format_json_record, split_strftime
-
-S = "[S]"  # a stamp; the stamper takes whatever it is given
-T = "[T]"
-PIECE = 8  # a small piece size, so the tables stay readable
 
 
 @pytest.mark.parametrize(
@@ -94,24 +89,6 @@ def test_stamper_holds_at_most_a_piece() -> None:
     for _ in range(1000):
         stamper.feed(b"0123456789", S)
         assert stamper.pending <= PIECE
-
-
-class Gate:
-    """An output that blocks until the test lets it write."""
-
-    def __init__(self) -> None:
-        self.written: list[str] = []
-        self.open = threading.Event()
-        self.entered = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.open.wait(5)
-        self.written.append(text)
-
-
-def note(count: int) -> str:
-    return f"*** {count} skipped\n"
 
 
 def test_background_writer_never_blocks_and_counts_what_it_skips() -> None:
@@ -230,14 +207,6 @@ def test_split_strftime_refuses_a_lone_percent_at_the_end() -> None:
 
 # --- JSON Lines (issue 10) -------------------------------------------------------
 
-ISO = "2026-11-28T09:05:00+03:00"
-
-
-def records_of(text: str) -> list[dict[str, object]]:
-    """Parse JSON Lines; every line must be one object."""
-    assert text.endswith("\n") or not text
-    return [json.loads(line) for line in text.split("\n")[:-1]]
-
 
 @pytest.mark.parametrize(
     ("data", "expected"),
@@ -254,10 +223,10 @@ def records_of(text: str) -> list[dict[str, object]]:
     ],
 )
 def test_json_records_keep_the_text_and_split_the_nick(data: bytes, expected: list[tuple[str | None, str]]) -> None:
-    text = JsonLineStamper().feed(data, ISO)
+    text = JsonLineStamper().feed(data, ISO_MSK)
     records = records_of(text)
     assert [(record["nick"], record["text"]) for record in records] == expected
-    assert all(record["time"] == ISO and set(record) == {"time", "nick", "text"} for record in records)
+    assert all(record["time"] == ISO_MSK and set(record) == {"time", "nick", "text"} for record in records)
     # JSON's escapes, and ours for what it leaves raw, keep the file free of anything a terminal acts on.
     assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text[:-1].replace("\n", ""))
     assert text.count("\n") == len(expected)
@@ -288,9 +257,9 @@ def test_json_flush_closes_a_streamed_record() -> None:
 
 
 def test_json_note_record() -> None:
-    record = json.loads(format_json_record(ISO, "connected to h:5000", event="connected", address="h:5000"))
+    record = json.loads(format_json_record(ISO_MSK, "connected to h:5000", event="connected", address="h:5000"))
     assert record == {
-        "time": ISO,
+        "time": ISO_MSK,
         "nick": None,
         "text": "connected to h:5000",
         "event": "connected",

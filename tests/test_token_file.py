@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import TOKEN
 
 import send_client
 from chat_io import FileError, check_token_path, load_token, save_token
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 
 
 @pytest.mark.parametrize(

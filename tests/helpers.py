@@ -1,0 +1,963 @@
+"""Plain helpers the tests share: constants, fakes, and the ways to run the clients."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from fake_server import GREETING, WELCOME, FakeMinechatServer
+
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import chat_io
+import read_client
+import send_client
+from _minechat.dialogue import Closed, Outbox, PostingDialogue
+from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
+from chat_io import backoff
+from read_client import ReaderSettings
+from send_client import SenderSettings
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="Linux only: its socket options, pipes, /proc and names"
+)
+
+
+@dataclass
+class Reader:
+    """A read_client running in-process and what it writes."""
+
+    task: asyncio.Task[int]
+    out: RecordingOut
+    settings: ReaderSettings
+    delays: RecordingDelays
+
+    @property
+    def path(self) -> Path:
+        return self.settings.log_path
+
+
+StartReader = Callable[..., Awaitable[Reader]]
+
+
+WAIT = 5.0
+
+
+# How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
+STOP_WAIT = 2.0
+
+
+# How long a client may take to put a flood on disk, and how often a test looks at the file.
+FILE_WAIT = 30.0
+
+
+FILE_POLL_SECONDS = 0.01
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+
+
+CLIENT_VARIABLES = {
+    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
+}  # fmt: skip
+
+
+# Set when the tests themselves run under systemd: a client under test must not report to it.
+SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
+# Variables of the caller that would change what a client in a subprocess does, beyond its own:
+# PYTHONUNBUFFERED would hide a missing flush of stdout, TZ is set on purpose where stamps are checked.
+CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
+
+
+# Under mutmut, a client in a subprocess inherits the mutant under test, so it runs that mutant (of
+# chat_io: a script run as __main__ keeps its own code). While mutmut only records which tests reach
+# which functions ("stats"), a subprocess cannot report and would look for mutmut's settings in its
+# own folder, and fail: it runs unmutated instead.
+MUTMUT_VARIABLE = "MUTANT_UNDER_TEST"
+
+
+MUTMUT_STATS = "stats"
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
+    dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
+    if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
+        dropped |= {MUTMUT_VARIABLE}
+    kept = {key: value for key, value in os.environ.items() if key not in dropped}
+    return {**kept, **extra}
+
+
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
+    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+    process.send_signal(signum)
+    try:
+        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FILE_WAIT) -> bytes:
+    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if predicate(data):
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
+        await asyncio.sleep(FILE_POLL_SECONDS)
+
+
+class RecordingOut:
+    """A text stream that remembers what was written and lets a test wait for lines.
+
+    Writes may come from another thread (the client prints from one), so the event that wakes
+    waiting tests is set through the loop.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, text: str) -> int:
+        self.text += text
+        if self._loop.is_closed():
+            return len(text)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._changed.set()
+        else:
+            self._loop.call_soon_threadsafe(self._changed.set)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    async def wait_for_lines(self, count: int, timeout: float = WAIT) -> list[str]:
+        await self.wait_for(lambda text: len(text.splitlines()) >= count, timeout)
+        return self.lines
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Wait until what was written satisfies predicate; return it."""
+
+        async def wait() -> None:
+            while not predicate(self.text):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return self.text
+
+
+class FakeTime:
+    """A clock the test moves by hand."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
+class RecordingDelays:
+    """A backoff factory with tiny delays that counts resets and delays taken."""
+
+    def __init__(self, initial: float = 0.002, cap: float = 0.05) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.resets = 0
+        self.taken: list[float] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self) -> Iterator[float]:
+        self.resets += 1
+        return self._generate()
+
+    def _generate(self) -> Iterator[float]:
+        for delay in backoff(initial=self.initial, cap=self.cap, jitter=0):
+            self.taken.append(delay)
+            self._changed.set()
+            yield delay
+
+    async def wait_for_taken(self, count: int, timeout: float = WAIT) -> None:
+        async def wait() -> None:
+            while len(self.taken) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+WHEN = datetime(2026, 11, 27, 9, 5)
+
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+ISO_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+
+
+BOUNDARY = "chat line"  # in the status line that ends the backlog: "the last 3 chat lines of the history"
+
+
+async def stop(reader: Reader) -> None:
+    """Stop a reader as a signal would (the journal goes to disk first)."""
+    reader.task.cancel()
+    with suppress(asyncio.CancelledError):
+        await reader.task
+
+
+def chat_of_stamped(lines: list[str]) -> list[str]:
+    """Return the chat of lines stamped "%d %H:%M:%S"."""
+    texts = [line.split(" ", 2)[2] for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+async def spawn_reader(port: int, *options: str, cwd: Path, zone: str) -> asyncio.subprocess.Process:
+    """Start read_client.py against 127.0.0.1:port in the time zone given."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", str(port), *options,
+        cwd=cwd, env=client_env(TZ=zone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+MIDNIGHT_AHEAD = 3.0
+
+
+def zone_with_midnight_in(seconds: float) -> str:
+    """Return a POSIX TZ rule whose local midnight is about seconds from now (no zone database needed)."""
+    offset = round(86_400 - seconds - time.time() % 86_400) % 86_400
+    hours, rest = divmod(offset, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"XYZ-{hours:02d}:{minutes:02d}:{secs:02d}"  # POSIX: the sign is west of Greenwich
+
+
+DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
+
+
+ISO_UTC = "2026-11-27T10:00:00+00:00"
+
+
+STAMP_TEXT = "[27.11.26 09:05]"
+
+
+# Bidi embeddings, overrides and isolates, and the marks: each can reorder what a terminal shows.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
+
+
+EMOJI = "😀"  # four bytes in UTF-8
+
+
+def assert_keepalive(sock: socket.socket) -> None:
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == chat_io.KEEPALIVE_IDLE_SECONDS == 60
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == chat_io.KEEPALIVE_INTERVAL_SECONDS == 10
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == chat_io.KEEPALIVE_COUNT == 5
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.connection: chat_io.ReceivingConnection | None = None
+
+    def connected(self, connection: chat_io.ReceivingConnection) -> None:
+        self.connection = connection
+
+    def received(self, data: bytes) -> None:
+        pass
+
+
+class GatedOutput:
+    """An output whose writes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.written.append(text)
+
+
+def skip_note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+class SlowRaw:
+    """A raw file that is non-blocking: it sometimes takes nothing (None), and then one byte at a time."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.calls = 0
+
+    def write(self, data: memoryview) -> int | None:
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        self.data += bytes(data[:1])
+        return 1
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def setsockopt(self, *args: object) -> None:
+        self.calls.append(("setsockopt", *args))
+
+    def ioctl(self, *args: object) -> None:
+        self.calls.append(("ioctl", *args))
+
+
+needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
+
+
+class PausableTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return read_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+
+
+# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
+FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
+
+
+FIXED_STAMP = "[04.03.26 05:06]"
+
+
+def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:
+    """Return the clock run() would build for a pattern, stopped at FIXED_TIME."""
+    expand = pattern.expand if pattern is not None else (lambda when: "")
+    return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
+
+
+def make_history(path: Path) -> _minechat.history.HistoryFile:
+    """Return a text history file for path, as run() builds it, not yet open."""
+    pattern = _minechat.history.HistoryPattern(path)
+    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
+
+
+def open_history(path: Path) -> _minechat.history.HistoryFile:
+    """Return a text history file for path, open and locked."""
+    history = make_history(path)
+    history.open(str(path))
+    return history
+
+
+class BlockedOut:
+    """A stdout that takes nothing until the test lets it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return send_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line]
+
+
+class StdinBytes:
+    """A stdin with no descriptor: the bytes given, then its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int) -> bytes:
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
+    outbox = _minechat.dialogue.Outbox()
+    for text in messages:
+        outbox.add(text)
+    dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
+    for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
+        dialogue.receive_data(line)
+        assert dialogue.next_event() is not None
+    dialogue.data_to_send()
+    return dialogue
+
+
+class FailingStdin(StdinBytes):
+    """A stdin that gives its bytes, then fails as a vanished terminal does."""
+
+    def read(self, size: int) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            raise OSError(5, "Input/output error")
+        return chunk
+
+
+class TerminalStdin:
+    """A stdin that says it is a terminal."""
+
+    encoding = "utf-8"
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+    def isatty(self) -> bool:
+        return True
+
+
+def usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    return line.split(": error: ", 1)[1]
+
+
+FORGED_IN_LONG_LINE = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
+
+
+STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+
+
+# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
+ODD_ZONE = "ODD-13:37"
+
+
+ODD_OFFSET = timedelta(hours=13, minutes=37)
+
+
+def odd_zone_now() -> datetime:
+    """Return the wall-clock time in ODD_ZONE."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
+
+
+def read_history(path: Path) -> list[str]:
+    """Return the history file's lines."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def chat_of(lines: list[str]) -> list[str]:
+    """Strip stamps and drop the status lines."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+def status_of(lines: list[str]) -> list[str]:
+    """Return only the status lines, without stamps."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if text.startswith("*** ")]
+
+
+class ClosedPipe(RecordingOut):
+    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run read_client.main in-process; return the exit code and stderr."""
+    try:
+        code = read_client.main(argv)
+    except SystemExit as stop:
+        code = stop.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
+
+
+FLOOD_WAIT = 30.0
+
+
+def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
+    """Return chat lines carrying their numbers, so gaps and doubles show."""
+    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
+
+
+def numbers_of(chat: list[str]) -> list[int]:
+    """Return the line numbers of numbered chat lines, in file order."""
+    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
+
+
+async def start_process(
+    port: int, history: Path, *extra: str, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """Start read_client.py in a subprocess against 127.0.0.1:port."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "read_client.py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log_path",
+        str(history),
+        *extra,
+        cwd=history.parent,
+        env=client_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
+    """Wait for a process to exit on its own; return its exit code and stderr."""
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, err.decode(errors="replace") if err else ""
+
+
+def peak_rss_kb(pid: int) -> int:
+    """Return a process's peak resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
+    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
+    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+    out = out or RecordingOut()
+    delays = RecordingDelays()
+    task = asyncio.create_task(read_client.run(settings, out, delays))
+    try:
+        yield task, out, delays
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+class UnreadPipe:
+    """An OS pipe whose read end the test holds and reads only when it chooses: a paused pager.
+
+    (asyncio's own pipes would make Process.wait() wait for their end, which an unread pipe never reaches.)
+    """
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+
+    def close_write_end(self) -> None:
+        os.close(self.write_end)
+
+    async def read_until(self, pattern: bytes, timeout: float = WAIT) -> bytes:
+        """Read what is there until pattern shows up; fail after timeout."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, data):
+            try:
+                chunk = os.read(self.read_end, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                break
+            if chunk:
+                data += chunk
+                continue
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FILE_POLL_SECONDS)
+        return data
+
+    def close(self) -> None:
+        os.close(self.read_end)
+
+
+FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
+
+
+SKIPPED = "not shown here (stdout was too slow)"
+
+
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+
+
+PIPE_CAPACITY = 64 * 1024  # Linux default; a pipe counts as full within a page of it
+
+
+PIPE_PAGE = 4096
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted_server(handler: Handler) -> AsyncIterator[int]:
+    """A posting server that follows a script of the test's own; yields its port."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def log_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nickname: str = "Focused Loyd") -> None:
+    """Play the server's side of a login with any token."""
+    writer.write(GREETING)
+    token = (await reader.readline()).decode().strip()
+    writer.write(f'{{"nickname": "{nickname}", "account_hash": "{token}"}}\n'.encode() + WELCOME)
+    await writer.drain()
+
+
+def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
+    base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
+    """Run send_client.py (optionally under a shell prefix such as a ulimit); return exit code and stderr."""
+    command = [sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(port), *argv]
+    if shell_prefix:
+        command = ["sh", "-c", f'{shell_prefix} exec "$@"', "sh", *command]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=client_env(),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, err.decode(errors="replace")
+
+
+def free_port() -> int:
+    """Return a port on 127.0.0.1 that nobody listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server, with no outside environment."""
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays."""
+    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+
+
+class StdinPipe:
+    """A real pipe standing in for stdin, written by the test as it goes."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        self.reader = os.fdopen(read_end, "rb", buffering=0)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_end, view) :]
+
+    def end(self) -> None:
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+
+    def close(self) -> None:
+        self.end()
+        self.reader.close()
+
+
+def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
+    """Return the one-line posts the server took, in order."""
+    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
+
+
+async def run_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
+) -> tuple[int, str, str]:
+    """Run send_client.py against the server; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=cwd, env=client_env(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def spawn_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, **options: object
+) -> asyncio.subprocess.Process:
+    """Start send_client.py against the server, stdin, stdout and stderr piped unless told otherwise."""
+    streams: dict[str, object] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    streams.update(options)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
+        cwd=cwd, env=client_env(), **streams,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def fill_disk(folder: Path) -> None:
+    """Write until the file system in folder has no space left."""
+    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+
+
+NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
+
+
+def converse(dialogue: PostingDialogue, feeds: list[bytes]) -> tuple[bytes, list[str]]:
+    """Feed the server's bytes in the given pieces; return everything sent and the names of the events."""
+    sent = b"".join(dialogue.data_to_send())
+    events: list[str] = []
+    for data in feeds:
+        dialogue.receive_data(data)
+        while (event := dialogue.next_event()) is not None:
+            events.append(type(event).__name__)
+            if isinstance(event, Closed):
+                break
+        sent += b"".join(dialogue.data_to_send())
+    return sent, events
+
+
+def make_dialogue(messages: list[str], token: str | None = TOKEN, nickname: str | None = None) -> PostingDialogue:
+    outbox = Outbox()
+    for message in messages:
+        outbox.add(message)
+    return PostingDialogue(outbox, token, nickname, "the token file token.txt")
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[index : index + 1] for index in range(len(data))]
+
+
+LOGIN = [GREETING, ACCOUNT + WELCOME]
+
+
+LOGIN_EVENTS = ["Greeted", "LoggedIn", "Welcomed"]
+
+
+# AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
+MAX_SOCKET_PATH = 100
+
+
+# A started Python may take a while on a busy machine before it says anything.
+START_WAIT = 15.0
+
+
+WATCHDOG_USEC = 1_000_000
+
+
+PINGS_TO_MEASURE = 5
+
+
+def received(sock: socket.socket) -> list[bytes]:
+    """Return every datagram waiting on a non-blocking socket."""
+    messages = []
+    with suppress(BlockingIOError):
+        while True:
+            messages.append(sock.recv(65536))
+    return messages
+
+
+class Listener:
+    """Collects datagrams from a notify socket, each with the time it arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.messages: list[tuple[float, str]] = []
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 65536)
+            self.messages.append((time.monotonic(), data.decode()))
+            self._changed.set()
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for _, text in self.messages]
+
+    async def wait_until(self, predicate: Callable[[list[str]], bool], timeout: float = WAIT) -> list[str]:
+        async def wait() -> None:
+            while not predicate(self.texts):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return self.texts
+
+
+UNIT = ROOT / "contrib" / "minechat-read.service"
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """Return every key of the unit file with its values, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+S = "[S]"  # a stamp; the stamper takes whatever it is given
+
+
+T = "[T]"
+
+
+PIECE = 8  # a small piece size, so the tables stay readable
+
+
+class Gate:
+    """An output that blocks until the test lets it write."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.open.wait(5)
+        self.written.append(text)
+
+
+def note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+ISO_MSK = "2026-11-28T09:05:00+03:00"
+
+
+def records_of(text: str) -> list[dict[str, object]]:
+    """Parse JSON Lines; every line must be one object."""
+    assert text.endswith("\n") or not text
+    return [json.loads(line) for line in text.split("\n")[:-1]]
