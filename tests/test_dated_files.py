@@ -8,6 +8,7 @@ import signal
 import stat
 import sys
 import time
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -191,3 +192,47 @@ async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatS
     assert numbers == list(range(1, sent + 1)), "a line lost or doubled at midnight"
     assert len([line for line in old if " *** " not in line]) > 0
     assert stat.S_IMODE(files[days[1]].parent.stat().st_mode) == 0o700
+
+
+def test_a_log_path_with_x_either_is_refused_or_its_earlier_days_are_found(tmp_path: Path) -> None:
+    try:
+        settings = read_client.parse_settings(["--log_path", "chat-%x.log"], {}, tmp_path)
+    except SystemExit:
+        return  # refused as a usage error: fine
+    pattern = HistoryPattern(settings.log_path)
+    files = [Path(pattern.expand(datetime(2026, 11, day, 12, 0))) for day in (27, 28)]
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("[27.11.26 10:00] Eve: hi\n", encoding="utf-8")
+    assert pattern.earlier_files(files[1]) == [files[0]]
+
+
+async def test_lines_that_cross_midnight_into_an_unusable_file_are_not_lost(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    midnight = datetime(2026, 2, 1).timestamp()
+    now = FakeTime(midnight - 1.5)
+    (tmp_path / "01.log").mkdir()  # the new day's path is taken by a folder
+    settings = ReaderSettings(
+        "127.0.0.1", server.read_port, tmp_path / "%d.log", WAIT, False, time_format="%d %H:%M:%S", backlog=0
+    )
+    out = RecordingOut()
+    task = asyncio.create_task(read_client.run(settings, out, RecordingDelays(), now))
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: before\n")
+        await out.wait_for_lines(1)
+        now.value = midnight + 0.5
+        await server.broadcast(b"A: after midnight\n")
+        # The history goes on in the old file, saying why; the reader goes on too.
+        old_file = tmp_path / "31.log"
+        await wait_for_file(old_file, lambda data: b"A: after midnight" in data)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    old = old_file.read_text(encoding="utf-8")
+    assert f"*** cannot start {tmp_path / '01.log'}: " in old
+    assert "history continues in" not in old
+    assert old.index("*** cannot start") < old.index("A: after midnight")

@@ -41,3 +41,9 @@ def test_bad_values_name_the_variable(
     err = capsys.readouterr().err
     assert complaint in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_time_format_with_a_nul_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings([], {"TIME_FORMAT": "%H:%M\x00 %d.%m.%y"}, tmp_path)
+    assert stop.value.code == 2
