@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
+    ISO_MSK,
     ISO_UTC,
     ODD_OFFSET,
     ODD_ZONE,
@@ -22,6 +23,7 @@ from helpers import (
     RecordingDelays,
     RecordingOut,
     StartReader,
+    records_of,
     spawn_reader,
     stop,
     stop_with_signal,
@@ -29,7 +31,7 @@ from helpers import (
 )
 
 import read_client
-from _minechat.stamping import JsonLineStamper
+from _minechat.stamping import JsonLineStamper, format_json_record
 from read_client import ReaderSettings
 
 
@@ -155,3 +157,62 @@ async def test_jsonl_history_cut_inside_a_record_is_one_record_per_line_after_a_
         except ValueError:
             bad.append(line[:60])
     assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"Eve: hi\n", [("Eve", "hi")]),
+        (b"Boring Eve: a: b\n", [("Boring Eve", "a: b")]),
+        (b"no nick here\n", [(None, "no nick here")]),
+        (b"Eve:no space\n", [(None, "Eve:no space")]),
+        ("Ева: привет\r\n".encode(), [("Ева", "привет")]),
+        (b"A: caf\xc3\nB: \xff\n", [("A", "caf\ufffd"), ("B", "\ufffd")]),
+        (b'Q: "quoted" \\ back\n', [("Q", '"quoted" \\ back')]),
+        (b"E: \x1b[2J\x00\x07 lone\rcr\n", [("E", "\x1b[2J\x00\x07 lone\rcr")]),
+        ("C: \u009b31m \u202eevil \u2028sep \x7f\n".encode(), [("C", "\u009b31m \u202eevil \u2028sep \x7f")]),
+    ],
+)
+def test_json_records_keep_the_text_and_split_the_nick(data: bytes, expected: list[tuple[str | None, str]]) -> None:
+    text = JsonLineStamper().feed(data, ISO_MSK)
+    records = records_of(text)
+    assert [(record["nick"], record["text"]) for record in records] == expected
+    assert all(record["time"] == ISO_MSK and set(record) == {"time", "nick", "text"} for record in records)
+    # JSON's escapes, and ours for what it leaves raw, keep the file free of anything a terminal acts on.
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", text[:-1].replace("\n", ""))
+    assert text.count("\n") == len(expected)
+
+
+def test_json_long_line_is_streamed_as_one_record() -> None:
+    stamper = JsonLineStamper(max_piece=8)
+    pieces = [
+        stamper.feed(b"Eve: 0123456789", "T1"),
+        stamper.feed("абвгдеёжзий".encode(), "T2"),
+        stamper.feed(b"end\nBob: after\nopen", "T3"),
+    ]
+    # While the line comes in, what is given out is an open record; memory holds at most a piece.
+    assert pieces[0].startswith('{"time": "T1", "nick": "Eve", "text": "') and "\n" not in pieces[0]
+    assert stamper.pending <= 8 * 2
+    text = "".join(pieces) + stamper.flush("T4")
+    assert records_of(text) == [
+        {"time": "T1", "nick": "Eve", "text": "0123456789абвгдеёжзийend"},
+        {"time": "T3", "nick": "Bob", "text": "after"},
+        {"time": "T4", "nick": None, "text": "open"},
+    ]
+
+
+def test_json_flush_closes_a_streamed_record() -> None:
+    stamper = JsonLineStamper(max_piece=4)
+    text = stamper.feed(b"x: 123456789", "T1") + stamper.flush("T2")
+    assert records_of(text) == [{"time": "T1", "nick": "x", "text": "123456789"}]
+
+
+def test_json_note_record() -> None:
+    record = json.loads(format_json_record(ISO_MSK, "connected to h:5000", event="connected", address="h:5000"))
+    assert record == {
+        "time": ISO_MSK,
+        "nick": None,
+        "text": "connected to h:5000",
+        "event": "connected",
+        "address": "h:5000",
+    }
