@@ -7,9 +7,17 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import ISO_FORMAT, ISO_STAMP, PIECE, WAIT, FakeTime, S, StartReader, T
+from helpers import ISO_FORMAT, ISO_STAMP, PIECE, WAIT, WHEN, FakeTime, S, StartReader, T
 
-from _minechat.stamping import LineStamper, StampClock, split_strftime
+from _minechat.stamping import (
+    LineStamper,
+    StampClock,
+    format_history_block,
+    format_history_line,
+    format_status_line,
+    split_strftime,
+)
+from chat_io import decode_line
 
 
 async def test_time_format_sets_the_stamp(server: FakeMinechatServer, start_reader: StartReader) -> None:
@@ -155,3 +163,28 @@ def test_text_stamper_says_when_a_line_is_open() -> None:
     assert stamper.continued
     assert stamper.feed(b"\n", "[t]") == "ij\n"
     assert not stamper.continued
+
+
+def test_format_history_line() -> None:
+    assert format_history_line("Eve: hi", WHEN) == "[27.11.26 09:05] Eve: hi\n"
+
+
+def test_format_status_line_is_marked() -> None:
+    assert format_status_line("connected", WHEN) == "[27.11.26 09:05] *** connected\n"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"",
+        b"one\n",
+        b"one\ntwo\n",
+        b"one\r\ntwo\r\n\n",
+        b"bad \xd0\nnext\n",
+        b"\x1b[2J\x00\n\xc2\x9b\n",
+        "Ева: привет\n".encode(),
+    ],
+)
+def test_history_block_matches_line_by_line(block: bytes) -> None:
+    expected = "".join(format_history_line(decode_line(line), WHEN) for line in block.splitlines(keepends=True))
+    assert format_history_block(block, WHEN) == expected

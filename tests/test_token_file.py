@@ -74,3 +74,25 @@ def test_check_token_path_finds_a_full_disk(tiny_disk: Path) -> None:
 def test_check_token_path_leaves_nothing_behind(tmp_path: Path) -> None:
     check_token_path(tmp_path / "token.txt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_token_file_round_trip_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "token.txt"
+    assert load_token(path) is None
+    path.write_text("\n")  # an empty file, as `touch` leaves it (a token there would be kept)
+    path.chmod(0o644)
+    save_token(path, "new-token")
+    assert path.read_text() == "new-token\n"
+    assert load_token(path) == "new-token"
+    assert [p.name for p in tmp_path.iterdir()] == ["token.txt"]
+    if sys.platform != "win32":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_token_file_errors_are_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileError, match="cannot save the token"):
+        save_token(tmp_path / "missing" / "token.txt", "t")
+    with pytest.raises(FileError, match="choose another --token_path"):
+        check_token_path(tmp_path / "missing" / "token.txt")
+    with pytest.raises(FileError, match="cannot read the token file"):
+        load_token(tmp_path)
