@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from pathlib import Path
 
 import fake_server
 import pytest
+from fake_server import FakeMinechatServer
+from helpers import LINUX_ONLY, FakeSocket, PausableTransport, Sink, assert_keepalive
 
+import chat_io
 from chat_io import (
     ConnectionFailed,
     FileError,
@@ -17,6 +21,7 @@ from chat_io import (
     format_address,
     is_retryable,
     open_connection,
+    open_receiver,
 )
 
 
@@ -60,3 +65,100 @@ async def test_connection_has_keepalive_and_closes(server: fake_server.FakeMinec
         sock = writer.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
     assert writer.is_closing()
+
+
+@LINUX_ONLY
+async def test_posting_connection_sets_keepalive_idle_interval_and_count(server: FakeMinechatServer) -> None:
+    async with open_connection("127.0.0.1", server.write_port) as (_, writer):
+        assert_keepalive(writer.get_extra_info("socket"))
+
+
+@LINUX_ONLY
+async def test_reading_connection_sets_keepalive_idle_interval_and_count(server: FakeMinechatServer) -> None:
+    sink = Sink()
+    async with open_receiver("127.0.0.1", server.read_port, sink) as connection:
+        assert sink.connection is connection
+        assert_keepalive(connection._transport.get_extra_info("socket"))  # type: ignore[union-attr]
+
+
+def test_keepalive_on_no_socket_is_nothing() -> None:
+    chat_io.enable_keepalive(None)
+
+
+def test_port_65535_reaches_the_connection(tmp_path: Path) -> None:
+    import read_client
+
+    settings = read_client.parse_settings(["--port", "65535"], {}, tmp_path)
+    assert settings.port == 65535
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (TimeoutError(), "timed out"),
+        (OSError(None, "odd failure"), "odd failure"),
+        (ValueError("bad value"), "bad value"),
+        (ValueError(), "ValueError"),
+        (chat_io.FileError("disk full"), "disk full"),
+    ],
+)
+def test_describe_error(error: BaseException, text: str) -> None:
+    assert chat_io.describe_error(error) == text
+
+
+def test_keepalive_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "SIO_KEEPALIVE_VALS", 98, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("ioctl", 98, (1, 60_000, 10_000)),
+    ]
+
+
+def test_keepalive_on_macos(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    monkeypatch.setattr(socket, "TCP_KEEPALIVE", 16, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("setsockopt", socket.IPPROTO_TCP, 16, 60),
+    ]
+
+
+def test_keepalive_failure_is_ignored() -> None:
+    class Refusing(FakeSocket):
+        def setsockopt(self, *args: object) -> None:
+            raise OSError(92, "Protocol not available")
+
+    chat_io.enable_keepalive(Refusing())  # type: ignore[arg-type]
+
+
+async def test_receiving_connection_pauses_and_resumes_only_while_open() -> None:
+    sink = Sink()
+    connection = chat_io.ReceivingConnection(sink)
+    connection.pause(True)  # not connected yet: nothing to pause
+    transport = PausableTransport()
+    connection.connection_made(transport)
+    assert sink.connection is connection
+    connection.pause(True)
+    connection.pause(False)
+    transport.closing = True
+    connection.pause(True)
+    assert transport.calls == ["pause", "resume"]
+
+
+async def test_leaving_the_receiver_closes_the_connection(server: FakeMinechatServer) -> None:
+    async with open_receiver("127.0.0.1", server.read_port, Sink()):
+        await server.wait_until(lambda: len(server.readers) == 1)
+    await server.wait_until(lambda: not server.readers)
+
+
+def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPALIVE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import chat_io
 from _minechat.dialogue import Account, parse_account
 from chat_io import ProtocolError
 
@@ -35,3 +43,9 @@ def test_parse_account(raw: bytes, account: Account | None) -> None:
 def test_parse_account_rejects_anything_else(raw: bytes) -> None:
     with pytest.raises(ProtocolError, match="expected account details from the server, got "):
         parse_account(raw)
+
+
+def test_parse_account_quotes_what_it_got() -> None:
+    with pytest.raises(chat_io.ProtocolError) as caught:
+        _minechat.dialogue.parse_account(b"[]\n")
+    assert str(caught.value) == 'expected account details from the server, got "[]"'

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
-from helpers import WHEN
+from datetime import datetime
 
+import pytest
+from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN
+
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import chat_io
 from _minechat.dialogue import is_blank, parse_account
-from _minechat.stamping import format_history_block, format_history_line
-from chat_io import ProtocolError, flatten_text, redact, sanitize_text
+from _minechat.stamping import LineStamper, format_history_block, format_history_line
+from chat_io import ProtocolError, decode_line, encode_line, flatten_text, redact, sanitize_text
 
 
 @pytest.mark.parametrize(
@@ -52,3 +62,44 @@ def test_visible_text_is_not_blank(text: str) -> None:
 def test_redact() -> None:
     assert redact("'abc-1\\n' and abc-1", {"abc-1"}) == "'<token>\\n' and <token>"
     assert redact("nothing", {""}) == "nothing"
+
+
+def test_every_bidi_control_is_escaped_in_a_single_line() -> None:
+    assert sanitize_text(f"a{BIDI_CONTROLS}b") == f"a{BIDI_ESCAPED}b"
+    assert decode_line(f"a{BIDI_CONTROLS}b\r\n".encode()) == f"a{BIDI_ESCAPED}b"
+    assert encode_line(f"a{BIDI_CONTROLS}b") == f"a{BIDI_ESCAPED}b\n".encode()
+
+
+def test_every_bidi_control_is_escaped_in_the_history() -> None:
+    block = f"Eve: {BIDI_CONTROLS}\nBob: x{BIDI_CONTROLS}\n".encode()
+    expected = f"{STAMP_TEXT} Eve: {BIDI_ESCAPED}\n{STAMP_TEXT} Bob: x{BIDI_ESCAPED}\n"
+    assert LineStamper().feed(block, STAMP_TEXT) == expected
+    assert format_history_block(block, datetime(2026, 11, 27, 9, 5)) == expected
+
+
+def test_bidi_controls_are_escaped_in_pieces_of_a_long_line_and_its_unfinished_end() -> None:
+    stamper = LineStamper(max_piece=8)
+    text = stamper.feed(("\u202e" * 5).encode(), STAMP_TEXT)  # 15 bytes: one piece of two characters goes out
+    text += stamper.flush(STAMP_TEXT)
+    assert text == f"{STAMP_TEXT} " + "\\u202e" * 5 + "\n"
+
+
+@pytest.mark.parametrize(("char", "escape"), [("\x9f", "\\x9f"), ("\u061c", "\\u061c"), ("\u2028", "\\u2028")])
+def test_escape_width_follows_the_code_point(char: str, escape: str) -> None:
+    assert sanitize_text(char) == escape
+
+
+def test_shorten_cuts_only_past_the_limit() -> None:
+    assert chat_io.shorten("a" * 80) == "a" * 80
+    assert chat_io.shorten("a" * 81) == "a" * 77 + "..."
+    assert chat_io.shorten("abcdef", 5) == "ab..."
+
+
+def test_quote_reply() -> None:
+    assert _minechat.dialogue.quote_reply(b"") == "nothing (the connection was closed)"
+    assert _minechat.dialogue.quote_reply(b"x" * 100 + b"\n") == '"' + "x" * 77 + '..."'
+
+
+@pytest.mark.parametrize(("value", "shown"), [("h\udcff", "h\\xff"), ("h\ud800", "h\\ud800"), ("a\x1b", "a\\x1b")])
+def test_show_value_escapes_undecodable_bytes(value: str, shown: str) -> None:
+    assert _minechat.settings.show_value(value) == shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fake_server
 import pytest
 from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME
+from helpers import EMOJI
 
 from _minechat.dialogue import encode_post, is_blank
 from chat_io import MAX_LINE_BYTES, LineFramer, decode_line, encode_line
@@ -135,3 +136,42 @@ def test_protocol_strings_match_the_record() -> None:
         fake_server.ACK,
     )
     assert ACK == b"Message send. Write more, end message with an empty line.\n"
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3])
+def test_framer_never_splits_a_four_byte_character(padding: int) -> None:
+    framer = LineFramer(max_line=6)
+    line = ("a" * padding + EMOJI * 3).encode()
+    block = framer.feed(line + b"\n")
+    pieces = block.split(b"\n")[:-1]
+    assert b"".join(pieces) == line
+    assert all(len(piece) <= 6 for piece in pieces)
+    for piece in pieces:
+        piece.decode()  # raises if a character was cut
+
+
+@pytest.mark.parametrize(
+    ("max_line", "line", "pieces"),
+    [
+        # Three continuation bytes are backed over, never a fourth; with nothing left, the cut stays put.
+        (4, b"\x80" * 6, [b"\x80", b"\x80", b"\x80" * 4]),
+        (2, b"\x80" * 3, [b"\x80" * 2, b"\x80"]),
+        (3, "😀".encode(), [b"\xf0\x9f\x98", b"\x80"]),
+    ],
+)
+def test_framer_cuts_continuation_bytes_at_most_three_back(max_line: int, line: bytes, pieces: list[bytes]) -> None:
+    assert LineFramer(max_line=max_line).feed(line + b"\n") == b"".join(piece + b"\n" for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "blocks"),
+    [
+        ([b"abcd\nab"], [b"abcd\n"]),  # a first line of exactly the limit is not cut
+        ([b"ab", b"cd\n"], [b"", b"abcd\n"]),
+        ([b"ab\nabcd"], [b"ab\n"]),  # a chunk of five bytes holding an unfinished line of four
+        ([b"a\nb\nabcde\n"], [b"a\nb\nabcd\ne\n"]),  # the last line is cut, not the first
+    ],
+)
+def test_framer_cuts_only_lines_over_the_limit(chunks: list[bytes], blocks: list[bytes]) -> None:
+    framer = LineFramer(max_line=4)
+    assert [framer.feed(chunk) for chunk in chunks] == blocks

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 
 import pytest
+from helpers import WAIT
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_until_signal
 from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, UnknownTokenError, exit_code_for
 
@@ -53,3 +64,13 @@ async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:
         assert await run_until_signal(succeed(), signals) is None
         with pytest.raises(ProtocolError):
             await run_until_signal(fail(), signals)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_signal_catcher_catches_a_real_signal() -> None:
+    with _minechat.shutdown.SignalCatcher() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(signals.wait(), WAIT)
+        assert signals.received == signal.SIGTERM
+        assert signals.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import ISO_FORMAT, ISO_STAMP, PIECE, WAIT, WHEN, FakeTime, S, StartReader, T
+from helpers import EMOJI, ISO_FORMAT, ISO_STAMP, PIECE, STAMP_TEXT, WAIT, WHEN, FakeTime, S, StartReader, T
 
 from _minechat.stamping import (
     LineStamper,
@@ -188,3 +188,49 @@ def test_format_status_line_is_marked() -> None:
 def test_history_block_matches_line_by_line(block: bytes) -> None:
     expected = "".join(format_history_line(decode_line(line), WHEN) for line in block.splitlines(keepends=True))
     assert format_history_block(block, WHEN) == expected
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3])
+def test_stamper_never_splits_a_four_byte_character(padding: int) -> None:
+    stamper = LineStamper(max_piece=6)
+    line = "a" * padding + EMOJI * 4
+    text = stamper.feed(line.encode(), STAMP_TEXT) + stamper.flush(STAMP_TEXT)
+    assert "\ufffd" not in text
+    assert text == f"{STAMP_TEXT} {line}\n"
+
+
+def test_stamper_cut_backs_up_over_three_continuation_bytes_exactly() -> None:
+    stamper = LineStamper(max_piece=4)
+    # Five bytes held: the cut at 4 would fall after the first byte of the emoji, so it backs up to 1.
+    assert stamper.feed(("a" + EMOJI).encode(), STAMP_TEXT) == f"{STAMP_TEXT} a"
+    assert stamper.pending == 4
+    assert stamper.flush(STAMP_TEXT) == f"{EMOJI}\n"
+
+
+def test_stamper_holds_an_unfinished_line_of_exactly_the_limit() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.pending == 0 and stamper.completed is False
+    assert stamper.feed(b"abcd", STAMP_TEXT) == ""
+    assert stamper.pending == 4
+    assert stamper.feed(b"\n", STAMP_TEXT) == f"{STAMP_TEXT} abcd\n"
+    assert stamper.completed is True
+
+
+def test_stamper_gives_whole_lines_and_pieces_from_one_chunk() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.feed(b"x\nabcdefgh", STAMP_TEXT) == f"{STAMP_TEXT} x\n{STAMP_TEXT} abcd"
+    assert stamper.flush(STAMP_TEXT) == "efgh\n"
+    assert stamper.feed(b"y\n", STAMP_TEXT) == f"{STAMP_TEXT} y\n"  # after a flush, a line starts afresh
+    assert stamper.flush(STAMP_TEXT) == ""
+
+
+def test_stamper_pieces_replace_bytes_that_are_not_utf8() -> None:
+    stamper = LineStamper(max_piece=4)
+    assert stamper.feed(b"\xff" * 5, STAMP_TEXT) == f"{STAMP_TEXT} " + "\ufffd" * 4
+    assert stamper.flush(STAMP_TEXT) == "\ufffd\n"
+
+
+def test_stamper_piece_never_splits_a_character_after_a_carriage_return() -> None:
+    stamper = LineStamper(max_piece=4)
+    text = stamper.feed("abc\rЖЖ".encode(), STAMP_TEXT) + stamper.flush(STAMP_TEXT)
+    assert text == f"{STAMP_TEXT} abc\\rЖЖ\n"

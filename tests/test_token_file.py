@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import TOKEN
 
+import chat_io
 import send_client
 from chat_io import FileError, check_token_path, load_token, save_token
 
@@ -96,3 +98,29 @@ def test_token_file_errors_are_file_errors(tmp_path: Path) -> None:
         check_token_path(tmp_path / "missing" / "token.txt")
     with pytest.raises(FileError, match="cannot read the token file"):
         load_token(tmp_path)
+
+
+def test_unreadable_token_file_says_why(tmp_path: Path) -> None:
+    (tmp_path / "token.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(chat_io.FileError, match=r"^cannot read the token file .*token\.txt: 'utf-8' codec can't"):
+        chat_io.load_token(tmp_path / "token.txt")
+
+
+@pytest.mark.parametrize("function", [chat_io.save_token, chat_io.check_token_path])
+def test_temporary_token_files_are_hidden_siblings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: object
+) -> None:
+    made: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(**options: str) -> tuple[int, str]:
+        descriptor, name = real_mkstemp(**options)
+        made.append(name)
+        return descriptor, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    args = (tmp_path / "token.txt", "t") if function is chat_io.save_token else (tmp_path / "token.txt",)
+    function(*args)  # type: ignore[operator]
+    [name] = made
+    assert Path(name).parent == tmp_path
+    assert Path(name).name.startswith(".token.txt.") and name.endswith(".tmp")
