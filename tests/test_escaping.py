@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN
+from fake_server import FakeMinechatServer
+from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN, StartReader, chat_of, read_history
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -103,3 +104,15 @@ def test_quote_reply() -> None:
 @pytest.mark.parametrize(("value", "shown"), [("h\udcff", "h\\xff"), ("h\ud800", "h\\ud800"), ("a\x1b", "a\\x1b")])
 def test_show_value_escapes_undecodable_bytes(value: str, shown: str) -> None:
     assert _minechat.settings.show_value(value) == shown
+
+
+async def test_escape_sequences_cannot_reach_terminal(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"Eve: \x1b[2J\x1b]0;pwned\x07 hi\x00\r\nBob: crlf ok\r\n")
+    await reader.out.wait_for_lines(2)
+    expected = ["Eve: \\x1b[2J\\x1b]0;pwned\\x07 hi\\x00", "Bob: crlf ok"]
+    assert chat_of(reader.out.lines) == expected
+    assert chat_of(read_history(reader.path)) == expected
+    raw = reader.path.read_bytes()
+    assert b"\x1b" not in raw and b"\x07" not in raw and b"\x00" not in raw and b"\r" not in raw

@@ -25,6 +25,8 @@ from helpers import (
     STAMP,
     STOP_WAIT,
     WAIT,
+    ClosedPipe,
+    StartReader,
     UnreadPipe,
     chat_of,
     client_env,
@@ -41,8 +43,6 @@ from helpers import (
 )
 
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
-
-# --- every byte received is recorded ---------------------------------------
 
 
 @LINUX_ONLY
@@ -338,3 +338,17 @@ async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: 
     assert "5000" in errors[0] and str(server.write_port) in errors[0]
     assert "Traceback" not in err
     assert "Hello %username%" not in history.read_text(encoding="utf-8")
+
+
+async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader(out=ClosedPipe())
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: one\n")
+    await reader.out.wait_for_lines(1)
+    await server.broadcast(b"A: two\n")
+    await server.drop_readers()
+    await reader.delays.wait_for_taken(1)
+    await wait_for_file(reader.path, lambda data: b"A: two" in data)
+    assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
+    assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
+    assert not reader.task.done()

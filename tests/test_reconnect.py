@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
+from contextlib import suppress
+
+from fake_server import FakeMinechatServer
+from helpers import StartReader, chat_of, read_history, status_of
 
 from chat_io import backoff
 
@@ -18,3 +24,61 @@ def test_backoff_jitter_only_shortens() -> None:
     ceilings = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
     assert all(0.75 * ceiling <= delay <= ceiling for delay, ceiling in zip(taken, ceilings, strict=True))
     assert len(set(taken[-4:])) == 4
+
+
+async def test_reconnects_after_drop_mid_line_losing_nothing(
+    server: FakeMinechatServer, start_reader: StartReader
+) -> None:
+    server.split_writes = True
+    reader = await start_reader()
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: one\nA: tw")
+    await reader.out.wait_for_lines(1)
+    await server.wait_until(lambda: server.reader_connections == 1)
+    await server.drop_readers()
+    # The unfinished line is kept when the connection ends.
+    await reader.out.wait_for_lines(2)
+    await server.wait_until(lambda: len(server.readers) == 1 and server.reader_connections == 2)
+    await server.broadcast(b"A: three\n")
+    await reader.out.wait_for_lines(3)
+    history = read_history(reader.path)
+    assert chat_of(history) == ["A: one", "A: tw", "A: three"]
+    statuses = status_of(history)
+    assert statuses[2].startswith("*** connection lost: ")
+    assert statuses[2].endswith(" s")
+    assert statuses[3:] == [
+        f"*** connecting to 127.0.0.1:{server.read_port}",
+        f"*** connected to 127.0.0.1:{server.read_port}",
+    ]
+    # The first connection delivered data, so backoff started over.
+    assert reader.delays.resets == 2
+
+
+async def test_retries_refused_connection_until_server_comes(start_reader: StartReader) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = await start_reader(port=port)
+    await reader.delays.wait_for_taken(3)
+    async with FakeMinechatServer(read_port=port) as late:
+        await late.wait_until(lambda: len(late.readers) == 1)
+        await late.broadcast(b"Late: hello\n")
+        await reader.out.wait_for_lines(1)
+        reader.task.cancel()
+        with suppress(asyncio.CancelledError):
+            await reader.task
+    history = read_history(reader.path)
+    assert chat_of(history) == ["Late: hello"]
+    refusals = [line for line in status_of(history) if line.startswith("*** cannot connect to 127.0.0.1")]
+    assert len(refusals) >= 3
+    assert all(line.endswith(" s") and "next try in" in line for line in refusals)
+
+
+async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    server.close_readers_at_once = True
+    reader = await start_reader()
+    await reader.delays.wait_for_taken(6)
+    await server.wait_until(lambda: server.reader_connections >= 6)
+    assert reader.delays.resets == 1
+    assert reader.delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    assert any("connection lost: the server closed the connection" in line for line in read_history(reader.path))
