@@ -5,14 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 
 import fake_server
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, FakeSocket, PausableTransport, Sink, assert_keepalive
+from helpers import (
+    LINUX_ONLY,
+    FakeSocket,
+    PausableTransport,
+    RecordingDelays,
+    RecordingOut,
+    Sink,
+    assert_keepalive,
+    read_history,
+    status_of,
+)
 
 import chat_io
+import read_client
 from chat_io import (
     ConnectionFailed,
     FileError,
@@ -23,6 +35,7 @@ from chat_io import (
     open_connection,
     open_receiver,
 )
+from read_client import ReaderSettings
 
 
 def test_describe_error_names_dns_failures() -> None:
@@ -162,3 +175,33 @@ def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> N
     sock = FakeSocket()
     chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
     assert sock.calls == [("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = ReaderSettings("127.0.0.1", port, tmp_path / "chat.log", 0.3, verbose=False)
+            delays = RecordingDelays()
+            task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), delays))
+            try:
+                await delays.wait_for_taken(1)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            for filler in fillers:
+                filler.close()
+    notes = status_of(read_history(tmp_path / "chat.log"))
+    assert notes[1] == (
+        f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
+        "next try in 0.0 s"
+    )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN, StartReader, chat_of, read_history
+from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN, StartReader, chat_of, read_history, running_reader
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -116,3 +117,13 @@ async def test_escape_sequences_cannot_reach_terminal(server: FakeMinechatServer
     assert chat_of(read_history(reader.path)) == expected
     raw = reader.path.read_bytes()
     assert b"\x1b" not in raw and b"\x07" not in raw and b"\x00" not in raw and b"\r" not in raw
+
+
+async def test_bidi_controls_are_escaped_in_stdout_and_history(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(f"Eve: {BIDI_CONTROLS}txt\n".encode())
+        await out.wait_for_lines(1)
+    assert chat_of(out.lines) == [f"Eve: {BIDI_ESCAPED}txt"]
+    assert chat_of(read_history(path)) == [f"Eve: {BIDI_ESCAPED}txt"]

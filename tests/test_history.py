@@ -10,7 +10,19 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, StartReader, chat_of, read_history, read_main, status_of
+from helpers import (
+    FIXED_STAMP,
+    POSIX_ONLY,
+    StartReader,
+    chat_of,
+    make_history,
+    open_history,
+    read_history,
+    read_main,
+    status_of,
+)
+
+from chat_io import FileError
 
 
 @POSIX_ONLY
@@ -99,3 +111,69 @@ def test_messages_name_files_with_their_full_path(
     code, err = read_main(["--host", "127.0.0.1", "--port", "1", "--log_path", relative], capsys)
     assert code == 6
     assert f"cannot open history file {Path.cwd() / relative}: " in err
+
+
+def test_history_write_adds_text_whole_after_a_cut_off_line(tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"old")
+    history = open_history(path)
+    try:
+        history.write([(str(path), "a\n")])
+        history.write([(str(path), "b\n")])
+    finally:
+        history.close()
+    history.close()  # closing twice is harmless
+    assert path.read_bytes() == b"old\na\nb\n"
+
+
+def test_history_moved_away_continues_in_a_new_file_with_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "chat.log"
+    history = open_history(path)
+    try:
+        history.write([(str(path), "a\n")])
+        path.rename(tmp_path / "chat.log.1")
+        history.write([(str(path), "b\n")])
+    finally:
+        history.close()
+    assert (tmp_path / "chat.log.1").read_bytes() == b"a\n"
+    assert path.read_bytes() == (
+        f"{FIXED_STAMP} *** history continues here; the earlier file was moved or deleted\nb\n".encode()
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        f"history file {path} was moved or deleted; continuing in a new one"
+    ]
+
+
+def test_one_byte_history_without_newline_gets_one(tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"x")
+    history = open_history(path)
+    try:
+        history.write([(str(path), "a\n")])
+    finally:
+        history.close()
+    assert path.read_bytes() == b"x\na\n"
+
+
+def test_full_disk_while_writing_the_history_is_a_file_error(tiny_disk: Path) -> None:
+    path = tiny_disk / "chat.log"
+    history = open_history(path)
+    try:
+        with pytest.raises(FileError) as caught:
+            history.write([(str(path), "x" * 1024 * 1024)])
+    finally:
+        history.close()
+    assert str(caught.value) == f"cannot write history file {path}: No space left on device"
+
+
+def test_unusable_history_path_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "chat.log"
+    history = make_history(path)
+    with pytest.raises(FileError) as caught:
+        history.open(str(path))
+    assert str(caught.value) == (
+        f"cannot open history file {path}: No such file or directory; choose another --log_path"
+    )
+    assert not (tmp_path / "missing").exists()  # an undated history makes no folders

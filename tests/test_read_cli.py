@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fake_server import FakeMinechatServer
+from fake_server import GREETING, FakeMinechatServer
 from helpers import (
     ISO_FORMAT,
     ODD_ZONE,
@@ -24,6 +25,8 @@ from helpers import (
     odd_zone_now,
     read_history,
     read_main,
+    run_read_main,
+    running_reader,
     status_of,
     stop_with_signal,
 )
@@ -310,3 +313,74 @@ def test_help_names_every_variable_and_default(tmp_path: Path, capsys: pytest.Ca
         "chat_logs.txt",
     ):
         assert expected in text
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+async def test_cli_posting_port_is_exit_2_with_one_error_line(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    verbose: bool,
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--log_path", "chat.log", *(["-v"] * verbose)]
+    assert await run_read_main(argv, tmp_path, monkeypatch) == 2
+    err = capsys.readouterr().err.splitlines()
+    address = f"127.0.0.1:{server.write_port}"
+    errors = [line for line in err if " ERROR " in line]
+    assert [line.split(" ", 1)[1] for line in errors] == [
+        f"ERROR {address} is minechat's posting port, not the chat stream; "
+        "read the chat from port 5000 (--port or READ_PORT)"
+    ]
+    assert any(" DEBUG << b'Hello %username%" in line for line in err) is verbose
+    assert status_of(read_history(tmp_path / "chat.log")) == [
+        f"*** connecting to {address}",
+        f"*** connected to {address}",
+    ]
+    assert chat_of(read_history(tmp_path / "chat.log")) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (task, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: last\n")
+        await out.wait_for_lines(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+    assert status_of(read_history(path))[-1] == "*** stopped by SIGTERM"
+    assert chat_of(read_history(path)) == ["A: last"]
+
+
+def test_settings_spellings(tmp_path: Path) -> None:
+    settings = read_client.parse_settings(
+        ["--connect-timeout", "3", "--log-path", "x.log", "--port", "65535"], {}, tmp_path
+    )
+    assert (settings.connect_timeout, settings.log_path, settings.port) == (3.0, tmp_path / "x.log", 65535)
+    text = " ".join(read_client.build_parser().format_help().split())
+    assert "Tail the minechat chat: print every line and append it, stamped, to a history file." in text
+
+
+async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replies = [b"A: hi\n", GREETING]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(replies.pop(0) if replies else b"")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        argv = ["--host", "127.0.0.1", "--port", str(port), "--log_path", "chat.log"]
+        assert await run_read_main(argv, tmp_path, monkeypatch) == 2
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    out, err = capsys.readouterr()
+    assert chat_of(out.splitlines()) == ["A: hi"]
+    assert chat_of(read_history(tmp_path / "chat.log")) == ["A: hi"]
+    assert "is minechat's posting port" in err

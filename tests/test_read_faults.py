@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
+    FIXED_STAMP,
     FLOOD_WAIT,
     FORGED,
     LINUX_ONLY,
@@ -25,12 +26,14 @@ from helpers import (
     STAMP,
     STOP_WAIT,
     WAIT,
+    BlockedOut,
     ClosedPipe,
     StartReader,
     UnreadPipe,
     chat_of,
     client_env,
     finish,
+    fixed_clock,
     numbered,
     numbers_of,
     peak_rss_kb,
@@ -42,6 +45,14 @@ from helpers import (
     wait_for_file,
 )
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 
 
@@ -352,3 +363,73 @@ async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServe
     assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
     assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
     assert not reader.task.done()
+
+
+async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    # The first cut falls inside the emoji unless it backs up over all three continuation bytes.
+    line = "E: " + "a" * (MAX_LINE_BYTES - 4) + "😀" * 4 + "b" * MAX_LINE_BYTES
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(f"{line}\nBob: after\n".encode())
+        await out.wait_for_lines(2)
+    assert chat_of(read_history(path)) == [line, "Bob: after"]
+
+
+async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
+    high = read_client.JOURNAL_HIGH_CHARS
+    journal = read_client.Journal()
+    calls: list[bool] = []
+    journal.pause = calls.append
+    text = "x" * high
+    journal.add("a.log", text, text)  # shown as the very text written: counted once
+    assert calls == []
+    journal.add("a.log", "y", "y")
+    journal.add("b.log", "z", "z")
+    assert calls == [True]
+    entries, shown = journal.take()
+    assert entries == [("a.log", text + "y"), ("b.log", "z")] and shown == text + "yz"
+    assert calls == [True, False]
+    journal.add("a.log", text, text)  # counted afresh from nothing
+    assert calls == [True, False]
+    journal.take()
+    half = high // 2
+    journal.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
+    assert calls == [True, False]
+    journal.add("a.log", "note")
+    assert calls == [True, False, True]
+    journal.take()
+    journal.add("a.log", "note")
+    journal.add("a.log", "")
+    journal.add("b.log", "", "")
+    assert journal.take() == ([("a.log", "note")], "")
+    assert calls == [True, False, True, False] and journal.empty
+
+
+@pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
+def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
+    out = BlockedOut()
+    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    assert echo._writer._thread.name == "stdout"
+    echo.show("first\n")
+    assert out.entered.wait(WAIT)
+    echo.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
+    out.gate.set()
+    echo.close()
+    echo._writer._thread.join(WAIT)
+    assert out.text == (
+        f"first\n{FIXED_STAMP} *** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}\n"
+    )
+
+
+def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def write(self, text: str) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    echo.show("a\n")
+    echo._writer._thread.join(WAIT)
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot print chat any more (Broken pipe); still writing the history file"
+    ]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import random
 import socket
 from contextlib import suppress
+from pathlib import Path
 
+import pytest
 from fake_server import FakeMinechatServer
-from helpers import StartReader, chat_of, read_history, status_of
+from helpers import LINUX_ONLY, WAIT, RecordingOut, StartReader, chat_of, read_history, running_reader, status_of
 
+import read_client
 from chat_io import backoff
+from read_client import ReaderSettings
 
 
 def test_backoff_grows_to_cap_without_jitter() -> None:
@@ -82,3 +88,52 @@ async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatSer
     assert reader.delays.resets == 1
     assert reader.delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
     assert any("connection lost: the server closed the connection" in line for line in read_history(reader.path))
+
+
+@LINUX_ONLY
+async def test_a_reset_mid_read_is_retried(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, out, delays):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: before\nA: unfinish")
+        await server.reset_readers(wait_acked=True)
+        await server.wait_until(lambda: len(server.readers) == 1 and server.reader_connections == 2)
+        await server.broadcast(b"A: after\n")
+        await out.wait_for_lines(3)
+    assert chat_of(read_history(path)) == ["A: before", "A: unfinish", "A: after"]
+    assert delays.resets == 2  # the first connection delivered a whole line: backoff starts over
+    lost = [line for line in status_of(read_history(path)) if line.startswith("*** connection lost")]
+    assert lost == ["*** connection lost: Connection reset by peer; next try in 0.0 s"]
+
+
+async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.close_readers_at_once = True
+    settings = ReaderSettings("127.0.0.1", server.read_port, tmp_path / "chat.log", WAIT, verbose=False)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), lambda: itertools.repeat(0.2)))
+    try:
+        await server.wait_until(lambda: server.reader_connections >= 3, timeout=WAIT)
+        assert loop.time() - started >= 0.4
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert status_of(read_history(settings.log_path))[2] == (
+        "*** connection lost: the server closed the connection; next try in 0.2 s"
+    )
+
+
+async def test_connection_events_are_logged_at_their_levels(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="read_client")
+    server.close_readers_at_once = True
+    async with running_reader(server, tmp_path / "chat.log") as (_, _, delays):
+        await delays.wait_for_taken(1)
+    address = f"127.0.0.1:{server.read_port}"
+    assert [(record.levelno, record.getMessage()) for record in caplog.records][:3] == [
+        (logging.INFO, f"connecting to {address}"),
+        (logging.INFO, f"connected to {address}"),
+        (logging.WARNING, "connection lost: the server closed the connection; next try in 0.0 s"),
+    ]
