@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import BIDI_CONTROLS, BIDI_ESCAPED, STAMP_TEXT, WHEN, StartReader, chat_of, read_history, running_reader
+from helpers import (
+    BIDI_CONTROLS,
+    BIDI_ESCAPED,
+    STAMP,
+    STAMP_TEXT,
+    WHEN,
+    StartReader,
+    chat_of,
+    read_history,
+    running_reader,
+)
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -127,3 +138,13 @@ async def test_bidi_controls_are_escaped_in_stdout_and_history(server: FakeMinec
         await out.wait_for_lines(1)
     assert chat_of(out.lines) == [f"Eve: {BIDI_ESCAPED}txt"]
     assert chat_of(read_history(path)) == [f"Eve: {BIDI_ESCAPED}txt"]
+
+
+async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as (_, _, delays):
+        await delays.wait_for_taken(1)
+    history = read_history(path)
+    assert history
+    assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)
+    assert "127.0.0.1\\n[28.11.26 16:52] Admin: forged" in history[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +15,17 @@ from fake_server import FakeMinechatServer
 from helpers import (
     FIXED_STAMP,
     POSIX_ONLY,
+    ROOT,
+    STAMP,
+    WAIT,
     StartReader,
     chat_of,
+    client_env,
     make_history,
     open_history,
     read_history,
     read_main,
+    running_reader,
     status_of,
 )
 
@@ -177,3 +184,34 @@ def test_unusable_history_path_says_why(tmp_path: Path) -> None:
         f"cannot open history file {path}: No such file or directory; choose another --log_path"
     )
     assert not (tmp_path / "missing").exists()  # an undated history makes no folders
+
+
+@POSIX_ONLY
+def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "chat.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", str(fifo)],
+        cwd=tmp_path,
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert process.returncode == 6
+    assert "not a regular file" in process.stderr
+    assert str(fifo) in process.stderr
+    assert len(process.stderr.strip().splitlines()) == 1
+
+
+async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
+    async with running_reader(server, path) as (_, out, _):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"A: next\n")
+        await out.wait_for(lambda text: "A: next\n" in text)
+    history = read_history(path)
+    assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
+    assert all(re.match(STAMP, line) for line in history[1:])
+    assert chat_of(history) == ["A: cut off by a full disk", "A: next"]

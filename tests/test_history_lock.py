@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_history, open_history
+from fake_server import FakeMinechatServer
+from helpers import POSIX_ONLY, finish, make_history, open_history, read_history, start_process, stop_with_signal
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -73,3 +76,34 @@ def test_lock_file_is_owner_only(tmp_path: Path) -> None:
     history.close()
     assert stat.S_IMODE((tmp_path / ".chat.log.read_client.lock").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "chat.log").stat().st_mode) == 0o600
+
+
+@POSIX_ONLY
+async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        # The same file by another name.
+        (tmp_path / "sub").mkdir()
+        second = await start_process(server.read_port, tmp_path / "sub" / ".." / "chat.log")
+        code, err = await finish(second)
+        assert code == 7
+        assert len(err.strip().splitlines()) == 1
+        assert "chat.log" in err and str(first.pid) in err
+        assert "Traceback" not in err
+        assert server.reader_connections == 1
+        # A crash releases the lock.
+        first.kill()
+        await first.wait()
+        third = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+        try:
+            await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
+        finally:
+            assert await stop_with_signal(third, signal.SIGINT) == 130
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    lines = read_history(history)
+    assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2

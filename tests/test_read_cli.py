@@ -22,13 +22,16 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
+    finish,
     odd_zone_now,
     read_history,
     read_main,
     run_read_main,
     running_reader,
+    start_process,
     status_of,
     stop_with_signal,
+    wait_for_file,
 )
 
 import read_client
@@ -384,3 +387,29 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
     assert chat_of(out.splitlines()) == ["A: hi"]
     assert chat_of(read_history(tmp_path / "chat.log")) == ["A: hi"]
     assert "is minechat's posting port" in err
+
+
+@POSIX_ONLY
+async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(b"A: one\n")
+        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+    finally:
+        code = await stop_with_signal(process, signal.SIGHUP)
+    assert code == 129
+    assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
+
+
+async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.write_port, history)
+    code, err = await finish(process)
+    assert code == 2
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert "5000" in errors[0] and str(server.write_port) in errors[0]
+    assert "Traceback" not in err
+    assert "Hello %username%" not in history.read_text(encoding="utf-8")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import signal
@@ -21,7 +20,6 @@ from helpers import (
     FORGED,
     LINUX_ONLY,
     POSIX_ONLY,
-    ROOT,
     SKIPPED,
     STAMP,
     STOP_WAIT,
@@ -31,8 +29,6 @@ from helpers import (
     StartReader,
     UnreadPipe,
     chat_of,
-    client_env,
-    finish,
     fixed_clock,
     numbered,
     numbers_of,
@@ -54,44 +50,6 @@ import _minechat.shutdown
 import _minechat.systemd
 import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
-
-
-@LINUX_ONLY
-async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinechatServer, tmp_path: Path) -> None:
-    path = tmp_path / "chat.log"
-    count = 60_000
-    async with running_reader(server, path) as (_, _, delays):
-        await server.wait_until(lambda: len(server.readers) == 1)
-        await server.broadcast(numbered(1, count))
-        # The client's kernel has acknowledged every byte, so all of it reached this machine.
-        await server.reset_readers(wait_acked=True)
-        await delays.wait_for_taken(1, timeout=FLOOD_WAIT)
-    history = read_history(path)
-    assert numbers_of(chat_of(history)) == list(range(1, count + 1))
-    assert any(line.startswith("*** connection lost: ") for line in status_of(history))
-
-
-async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer, tmp_path: Path) -> None:
-    server.send_then_close = b"x"
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(6)
-        await server.wait_until(lambda: server.reader_connections >= 6)
-    # A connection that delivered no complete line does not count as working: no reset.
-    assert delays.resets == 1
-    assert delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
-    # The byte each one sent was received, so it is recorded.
-    assert chat_of(read_history(path))[:5] == ["x"] * 5
-
-
-async def test_backoff_resets_after_a_complete_line(server: FakeMinechatServer, tmp_path: Path) -> None:
-    server.send_then_close = b"A: whole\n"
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(4)
-    assert delays.resets >= 4
-    assert set(delays.taken[:4]) == {0.002}
-
 
 # --- a stop under load loses nothing -----------------------------------------
 
@@ -182,24 +140,6 @@ async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, 
     assert status_of(read_history(history))[-1] == "*** stopped by SIGTERM"
 
 
-@POSIX_ONLY
-def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
-    fifo = tmp_path / "chat.fifo"
-    os.mkfifo(fifo)
-    process = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", str(fifo)],
-        cwd=tmp_path,
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    assert process.returncode == 6
-    assert "not a regular file" in process.stderr
-    assert str(fifo) in process.stderr
-    assert len(process.stderr.strip().splitlines()) == 1
-
-
 # --- a long line stays one line ------------------------------------------------
 
 
@@ -268,87 +208,7 @@ async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tm
 # --- one reader per history file --------------------------------------------------
 
 
-@POSIX_ONLY
-async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        # The same file by another name.
-        (tmp_path / "sub").mkdir()
-        second = await start_process(server.read_port, tmp_path / "sub" / ".." / "chat.log")
-        code, err = await finish(second)
-        assert code == 7
-        assert len(err.strip().splitlines()) == 1
-        assert "chat.log" in err and str(first.pid) in err
-        assert "Traceback" not in err
-        assert server.reader_connections == 1
-        # A crash releases the lock.
-        first.kill()
-        await first.wait()
-        third = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-        try:
-            await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
-        finally:
-            assert await stop_with_signal(third, signal.SIGINT) == 130
-    finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
-    lines = read_history(history)
-    assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
-
-
 # --- small ones ------------------------------------------------------------------
-
-
-async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as (_, _, delays):
-        await delays.wait_for_taken(1)
-    history = read_history(path)
-    assert history
-    assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)
-    assert "127.0.0.1\\n[28.11.26 16:52] Admin: forged" in history[0]
-
-
-async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
-    path = tmp_path / "chat.log"
-    path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
-    async with running_reader(server, path) as (_, out, _):
-        await server.wait_until(lambda: len(server.readers) == 1)
-        await server.broadcast(b"A: next\n")
-        await out.wait_for(lambda text: "A: next\n" in text)
-    history = read_history(path)
-    assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
-    assert all(re.match(STAMP, line) for line in history[1:])
-    assert chat_of(history) == ["A: cut off by a full disk", "A: next"]
-
-
-@POSIX_ONLY
-async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"A: one\n")
-        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
-    finally:
-        code = await stop_with_signal(process, signal.SIGHUP)
-    assert code == 129
-    assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
-
-
-async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    process = await start_process(server.write_port, history)
-    code, err = await finish(process)
-    assert code == 2
-    errors = [line for line in err.splitlines() if " ERROR " in line]
-    assert len(errors) == 1
-    assert "5000" in errors[0] and str(server.write_port) in errors[0]
-    assert "Traceback" not in err
-    assert "Hello %username%" not in history.read_text(encoding="utf-8")
 
 
 async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:

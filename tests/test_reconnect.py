@@ -12,7 +12,19 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, WAIT, RecordingOut, StartReader, chat_of, read_history, running_reader, status_of
+from helpers import (
+    FLOOD_WAIT,
+    LINUX_ONLY,
+    WAIT,
+    RecordingOut,
+    StartReader,
+    chat_of,
+    numbered,
+    numbers_of,
+    read_history,
+    running_reader,
+    status_of,
+)
 
 import read_client
 from chat_io import backoff
@@ -137,3 +149,40 @@ async def test_connection_events_are_logged_at_their_levels(
         (logging.INFO, f"connected to {address}"),
         (logging.WARNING, "connection lost: the server closed the connection; next try in 0.0 s"),
     ]
+
+
+@LINUX_ONLY
+async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    count = 60_000
+    async with running_reader(server, path) as (_, _, delays):
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, count))
+        # The client's kernel has acknowledged every byte, so all of it reached this machine.
+        await server.reset_readers(wait_acked=True)
+        await delays.wait_for_taken(1, timeout=FLOOD_WAIT)
+    history = read_history(path)
+    assert numbers_of(chat_of(history)) == list(range(1, count + 1))
+    assert any(line.startswith("*** connection lost: ") for line in status_of(history))
+
+
+async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.send_then_close = b"x"
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, _, delays):
+        await delays.wait_for_taken(6)
+        await server.wait_until(lambda: server.reader_connections >= 6)
+    # A connection that delivered no complete line does not count as working: no reset.
+    assert delays.resets == 1
+    assert delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    # The byte each one sent was received, so it is recorded.
+    assert chat_of(read_history(path))[:5] == ["x"] * 5
+
+
+async def test_backoff_resets_after_a_complete_line(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.send_then_close = b"A: whole\n"
+    path = tmp_path / "chat.log"
+    async with running_reader(server, path) as (_, _, delays):
+        await delays.wait_for_taken(4)
+    assert delays.resets >= 4
+    assert set(delays.taken[:4]) == {0.002}
