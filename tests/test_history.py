@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     FIXED_STAMP,
+    FORGED_IN_LONG_LINE,
     POSIX_ONLY,
     ROOT,
     STAMP,
@@ -26,10 +28,13 @@ from helpers import (
     read_history,
     read_main,
     running_reader,
+    start_process,
     status_of,
+    stop_with_signal,
+    wait_for_file,
 )
 
-from chat_io import FileError
+from chat_io import MAX_LINE_BYTES, FileError
 
 
 @POSIX_ONLY
@@ -215,3 +220,26 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
     assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
     assert all(re.match(STAMP, line) for line in history[1:])
     assert chat_of(history) == ["A: cut off by a full disk", "A: next"]
+
+
+@pytest.mark.parametrize("how", ["rename", "delete"])
+async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
+    history = tmp_path / "chat.log"
+    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        head = b"Eve: "
+        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
+        await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
+        if how == "rename":
+            history.rename(tmp_path / "chat.log.1")
+        else:
+            history.unlink()
+        await server.broadcast(b"\nBob: after\n")
+        await wait_for_file(history, lambda data: b"Bob: after" in data)
+    finally:
+        await stop_with_signal(process, signal.SIGINT)
+    fresh = read_history(history)
+    # Every line of the new file is stamped by the client; the chat cannot choose how one starts.
+    assert all(re.match(STAMP, line) for line in fresh), fresh[:3]
+    assert FORGED_IN_LONG_LINE.decode() not in fresh, "the new history file starts a line with text the chat chose"

@@ -7,11 +7,23 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, finish, make_history, open_history, read_history, start_process, stop_with_signal
+from helpers import (
+    POSIX_ONLY,
+    ROOT,
+    WAIT,
+    client_env,
+    finish,
+    make_history,
+    open_history,
+    read_history,
+    start_process,
+    stop_with_signal,
+)
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -107,3 +119,43 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
             await first.wait()
     lines = read_history(history)
     assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
+
+
+@POSIX_ONLY
+async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        os.link(history, tmp_path / "same.log")
+        second = await start_process(server.read_port, tmp_path / "same.log", stdout=subprocess.DEVNULL)
+        # Refused, it exits at once; let in, it would run until finish() kills it.
+        code, err = await finish(second)
+    finally:
+        await stop_with_signal(first, signal.SIGINT)
+    assert "same.log is already being written by another read_client;" in err
+    assert code == 7
+
+
+def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
+    # --log_path poetry, in a project folder: poetry.lock belongs to another tool.
+    precious = tmp_path / "poetry.lock"
+    precious.write_text("[[package]]\nname = 'aiofiles'\n", encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", "poetry"],
+        cwd=tmp_path,
+        env=client_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The first note is written after the history is opened and locked.
+        deadline = time.monotonic() + WAIT
+        history = tmp_path / "poetry"
+        while not (history.exists() and b"*** connecting" in history.read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=WAIT)
+    assert precious.read_text(encoding="utf-8") == "[[package]]\nname = 'aiofiles'\n"

@@ -413,3 +413,15 @@ async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: 
     assert "5000" in errors[0] and str(server.write_port) in errors[0]
     assert "Traceback" not in err
     assert "Hello %username%" not in history.read_text(encoding="utf-8")
+
+
+def test_ctrl_c_while_reading_settings_gives_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Reading a large .env can take a while; Ctrl-C then lands in parse_settings.
+    def interrupted(argv: object = None) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(read_client, "parse_settings", interrupted)
+    assert read_client.main([]) == 130
+    assert "Traceback" not in capsys.readouterr().err

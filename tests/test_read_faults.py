@@ -18,6 +18,7 @@ from helpers import (
     FIXED_STAMP,
     FLOOD_WAIT,
     FORGED,
+    FORGED_IN_LONG_LINE,
     LINUX_ONLY,
     POSIX_ONLY,
     SKIPPED,
@@ -50,8 +51,6 @@ import _minechat.shutdown
 import _minechat.systemd
 import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
-
-# --- a stop under load loses nothing -----------------------------------------
 
 
 @POSIX_ONLY
@@ -293,3 +292,77 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert [record.getMessage() for record in caplog.records] == [
         "cannot print chat any more (Broken pipe); still writing the history file"
     ]
+
+
+@POSIX_ONLY
+async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    out = UnreadPipe()
+    process = await start_process(server.read_port, history, stdout=out.write_end, stderr=subprocess.DEVNULL)
+    out.close_write_end()
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        # Fill the pipe and the stdout queue while nobody reads stdout.
+        await server.broadcast(numbered(1, 20_000))
+        await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
+        # Then in small batches, so that stdout's queue fills up to the brim.
+        for first in range(20_001, 30_001, 10):
+            await server.broadcast(numbered(first, 10))
+            await asyncio.sleep(0.001)
+        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+        # The first 64 KiB piece of a long line is skipped on stdout; the rest waits in the client.
+        head = b"Eve: "
+        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
+        await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
+        # The piece goes to stdout's queue right after the history write; there is nothing to wait on.
+        await asyncio.sleep(0.5)
+        # The pager scrolls on and catches up: the client says what it skipped.
+        await out.read_until(rb"\*\*\* \d+ lines? not shown here[^\n]*\n")
+        # The long line ends.
+        await server.broadcast(b"\nBob: after\n")
+        shown = await out.read_until(rb"Bob: after\n")
+    finally:
+        await stop_with_signal(process, signal.SIGINT)
+        out.close()
+    lines = read_history(history)
+    assert chat_of(lines)[-2:] == [
+        (head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE).decode(),
+        "Bob: after",
+    ]
+    # stdout: every line either starts with a stamp and is what the history holds, or is a note.
+    printed = shown.decode(errors="replace").splitlines()  # the read may start inside a character
+    assert FORGED_IN_LONG_LINE.decode() not in printed, "stdout shows a forged line"
+
+
+@POSIX_ONLY
+async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    # A paused terminal: neither stdout nor stderr is read; -v keeps stderr's queue full.
+    out, err = UnreadPipe(), UnreadPipe()
+    process = await start_process(server.read_port, history, "-v", stdout=out.write_end, stderr=err.write_end)
+    out.close_write_end()
+    err.close_write_end()
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(numbered(1, 30_000))
+        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+        started = time.monotonic()
+        # The user presses Ctrl-C, and again, and again, until the client is gone.
+        while process.returncode is None and time.monotonic() - started < 2 * STOP_WAIT:
+            with suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+        stopped_in_time = process.returncode is not None
+        shown = await err.read_until(rb"\Z-never", timeout=1.0)  # the terminal resumes: what was stuck comes out
+        code = await asyncio.wait_for(process.wait(), WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        out.close()
+        err.close()
+    assert code == 130
+    assert b"Traceback" not in shown
+    assert stopped_in_time
+    assert status_of(read_history(history))[-1] == "*** stopped by SIGINT"
