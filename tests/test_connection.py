@@ -13,6 +13,7 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     LINUX_ONLY,
+    TOKEN,
     FakeSocket,
     PausableTransport,
     RecordingDelays,
@@ -20,11 +21,13 @@ from helpers import (
     Sink,
     assert_keepalive,
     read_history,
+    send,
     status_of,
 )
 
 import chat_io
 import read_client
+import send_client
 from chat_io import (
     ConnectionFailed,
     FileError,
@@ -205,3 +208,34 @@ async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
         f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
         "next try in 0.0 s"
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_a_timeout(tmp_path: Path) -> None:
+    # A listener that never accepts, with its backlog filled, leaves further connects hanging.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = send_client.parse_settings(
+                ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--connect-timeout", "0.3"], {}, tmp_path
+            )
+            with pytest.raises(ConnectionFailed, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
+                await send(settings)
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_refused_connection_is_a_connection_failure(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    with pytest.raises(ConnectionFailed, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
+        await send(settings)

@@ -1,0 +1,200 @@
+"""Posting many messages: stdin streams, the post window, resuming after drops and giving up."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from fake_server import ConnectionPlan, FakeMinechatServer
+from helpers import (
+    POSIX_ONLY,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    StdinPipe,
+    run_client,
+    send,
+    settings_for,
+    spawn_client,
+    stop_with_signal,
+    texts_of,
+)
+
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import send_client
+from chat_io import ConnectionFailed
+from send_client import RESUME_TRIES
+
+
+async def test_cli_posts_thousand_stdin_lines_in_order(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    lines = [f"line {number} — строка" for number in range(1000)]
+    stdin = ("\n".join(lines[:500]) + "\n\n" + "\r\n".join(lines[500:]) + "\n").encode()
+    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    assert code == 0, err
+    assert [post.lines for post in server.posts] == [[line] for line in lines]
+    assert "posted 1000 messages as Focused Loyd" in err
+    assert "Ctrl-D" not in err  # the hint is for a terminal only
+
+
+async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    # Acknowledge "one", take "two" without acknowledging it; then a connection that takes nothing.
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    sender = await send(settings_for(server, tmp_path, "--token", account, *messages))
+    assert texts_of(server) == ["one", "two", "two", "three"]
+    assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
+    assert len(server.send_transcripts) == 3
+    assert bytes(server.send_transcripts[2]) == f"{TOKEN}\ntwo\n\nthree\n\n".encode()
+    assert (sender.outbox.acknowledged, sender.outbox.resent) == (3, 4)
+
+
+async def test_fixed_messages_give_up_after_fruitless_tries(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(RESUME_TRIES + 3))
+    with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; gave up after {RESUME_TRIES} tries"):
+        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+    assert len(server.send_transcripts) == RESUME_TRIES + 1
+    assert texts_of(server) == ["one"] * (RESUME_TRIES + 1)
+
+
+async def test_fixed_messages_fail_fast_without_any_connection(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.plans.append(ConnectionPlan(refuse=True))
+    with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
+        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+    assert len(server.send_transcripts) == 1
+
+
+async def test_stream_waits_out_a_refusing_server(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.plans.extend(ConnectionPlan(refuse=True) for _ in range(8))
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
+    assert texts_of(server) == ["one", "two"]
+    assert server.refused == 8
+
+
+async def test_stream_reconnects_after_an_idle_drop(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    server.idle_timeout = 0.2
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.send(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(b"before\n")
+        await server.wait_until(lambda: server.idle_drops == 1)
+        await stdin_pipe.write(b"after\n")
+        stdin_pipe.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    assert texts_of(server) == ["before", "after"]
+    assert len(server.send_transcripts) == 2
+
+
+async def test_stream_of_3000_lines_survives_a_failing_server(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    rng = random.Random(7)
+    for number in range(20):  # at most 2,800 posts acknowledged under plans: all of them come into play
+        if number == 6:
+            server.plans.extend(ConnectionPlan(refuse=True) for _ in range(6))  # out of service for a while
+        server.plans.append(ConnectionPlan(posts=rng.randint(0, 140), take_unacked=rng.random() < 0.5))
+    server.idle_timeout = 0.3
+    lines = [f"line {number} — строка {rng.random()}" for number in range(3000)]
+    data = "".join(f"{line}\n" for line in lines).encode()
+    half = data.index(f"{lines[1500]}\n".encode())
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.run(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(data[:half])
+        # Once the first half is acknowledged the client idles, and the server drops it.
+        await server.wait_until(lambda: len(texts_of(server, acknowledged_only=True)) == 1500, timeout=WAIT * 3)
+        await server.wait_until(lambda: server.senders_done == len(server.send_transcripts))
+        await stdin_pipe.write(data[half:])
+        stdin_pipe.end()
+        assert await asyncio.wait_for(task, WAIT * 3) == 0
+    finally:
+        task.cancel()
+    assert texts_of(server, acknowledged_only=True) == lines  # every line, in order, acknowledged once
+    for index, post in enumerate(server.posts):
+        if not post.acknowledged:  # taken but not acknowledged: the only kind of post sent twice
+            assert server.posts[index + 1].lines == post.lines
+    assert server.refused == 6 and server.idle_drops >= 1 and not server.plans
+
+
+@POSIX_ONLY
+async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.plans.append(ConnectionPlan(posts=3, reset=True))
+    lines = [f"line {number}" for number in range(5000)]
+    stdin = "".join(f"{line}\n" for line in lines).encode()
+    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    assert code == 0, err
+    assert "Traceback" not in err and "never retrieved" not in err
+    assert list(dict.fromkeys(texts_of(server))) == lines
+    assert "trying again in" in err
+    assert "posted 5000 messages as Focused Loyd" in err
+
+
+async def test_stdin_separators_stay_inside_one_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    stdin = "a\rb\x0cc\x85d\u2028e\x0bf\x1cg\r\nsecond\n".encode()
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
+    assert texts_of(server) == ["a b c d e f g", "second"]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\na b c d e f g\n\nsecond\n\n".encode()
+
+
+async def test_long_stdin_line_is_one_post_as_on_the_command_line(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    long = " ".join(["слово"] * 20_000)  # 220 KB
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
+    await send(settings_for(server, tmp_path, "--token", account, "--message", long))
+    assert [post.lines for post in server.posts] == [[long], [long]]
+    assert server.send_transcripts[0] == server.send_transcripts[1]
+
+
+async def test_last_stdin_line_without_newline_is_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
+    assert texts_of(server) == ["one", "two"]
+
+
+@POSIX_ONLY
+async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.withhold_acks = True
+    process = await spawn_client(server, tmp_path, "--token", account, "--message", "-")
+    assert process.stdin is not None and process.stderr is not None
+    # Far more than the outbox and the read-ahead take; buffered here, never drained.
+    process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
+    try:
+        # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
+        await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=WAIT * 3)
+    finally:
+        code = await stop_with_signal(process, signal.SIGINT)
+        process.stdin.close()
+        with suppress(OSError):
+            await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
+    err = (await process.stderr.read()).decode()
+    assert code == 130
+    # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in err.splitlines()), err
+    assert (
+        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.dialogue.OUTBOX_POSTS} more not acknowledged"
+        in err
+    )

@@ -1,0 +1,172 @@
+"""send_client against the fake server: the bytes it sends, the replies it judges, what the user sees."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from fake_server import FakeMinechatServer
+from helpers import TOKEN, WAIT, RecordingDelays, send, settings_for
+
+import send_client
+from chat_io import ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
+from send_client import DEFAULT_MESSAGE
+
+
+async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
+    assert [(post.nickname, post.lines) for post in server.posts] == [("Focused Loyd", ["Привет, чат"])]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nПривет, чат\n\n".encode()
+
+
+async def test_login_copes_with_replies_split_across_writes(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.split_writes = True
+    await send(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
+    assert [post.lines for post in server.posts] == [["one"], ["two"]]
+
+
+async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    await send(settings_for(server, tmp_path, "--token", account))
+    assert [post.lines for post in server.posts] == [[DEFAULT_MESSAGE]]
+
+
+async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
+    with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
+        await send(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
+    # Once the server has seen the connection end, nothing more can have reached it.
+    await server.wait_until(lambda: server.senders_done == 1)
+    assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
+    assert server.unknown_tokens == ["bogus-token"]
+    assert server.registrations == []
+    assert server.posts == []
+    assert server.accounts == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("one\ntwo", "one two"),
+        ("one\r\ntwo", "one two"),
+        ("\n\nBoring Eve: forged", "  Boring Eve: forged"),
+        ("a\u2028b\u2029c\rd", "a b c d"),
+    ],
+)
+async def test_line_breaks_cannot_split_a_post(
+    server: FakeMinechatServer, tmp_path: Path, account: str, text: str, line: str
+) -> None:
+    await send(settings_for(server, tmp_path, "--token", account, "--message", text))
+    assert [post.lines for post in server.posts] == [[line]]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\n{line}\n\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("stage", "args", "named"),
+    [
+        ("greeting", ["--token", TOKEN], "the greeting"),
+        ("login_reply", ["--token", TOKEN], "the login reply"),
+        ("welcome", ["--token", TOKEN], "the welcome line"),
+        ("ack", ["--token", TOKEN], "the acknowledgement of message 1"),
+        ("nickname_prompt", ["--nickname", "Eve"], "the nickname prompt"),
+        ("login_reply", ["--nickname", "Eve"], "the registration reply"),
+    ],
+)
+async def test_every_reply_has_a_timeout(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    stage: str,
+    args: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(send_client, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
+    server.stall_at = stage
+    settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
+    with pytest.raises(ReplyTimeout, match=f"no complete reply from the server in 0.2 s while we waited for {named}"):
+        await send(settings)
+
+
+async def test_garbage_instead_of_json_is_a_protocol_error(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.login_reply_override = b"<html>\x1b[31mgarbage\n"
+    with pytest.raises(ProtocolError, match=r'expected account details from the server, got "<html>\\x1b\[31mgarbage"'):
+        await send(settings_for(server, tmp_path, "--token", account))
+    assert server.posts == []
+
+
+async def test_unexpected_welcome_is_a_protocol_error(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.split_writes = False
+    settings = settings_for(server, tmp_path, "--token", account)
+    server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "x"}\nWelcome!\n'
+    with pytest.raises(ProtocolError, match='expected the welcome line from the server, got "Welcome!"'):
+        await send(settings)
+
+
+@pytest.mark.parametrize(
+    ("stage", "named"), [("greeting", "the greeting"), ("welcome", "the welcome line"), ("ack", "the acknowledgement")]
+)
+async def test_server_closing_mid_dialogue(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stage: str, named: str
+) -> None:
+    server.close_at = stage
+    with pytest.raises(ConnectionFailed, match=f"closed the connection while we waited for {named}"):
+        await send(settings_for(server, tmp_path, "--token", account))
+
+
+async def test_ipv6_address_in_brackets_is_used_and_shown_in_brackets(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "[::1]", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    assert settings.host == "::1"
+    with pytest.raises(ConnectionFailed, match=re.escape(f"cannot connect to [::1]:{port}: ")):
+        await send(settings)
+
+
+async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.trickle_interval = 0.02  # the greeting alone takes 1.7 s, each byte well within the timeout
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ReplyTimeout, match=r"in 0\.3 s while we waited for the greeting"):
+        await asyncio.wait_for(send(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT)
+    assert loop.time() - started < 1.5
+
+
+async def test_reading_port_chat_hints_at_the_posting_port(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--port", str(server.read_port))
+    task = asyncio.ensure_future(send(settings))
+    await server.wait_until(lambda: bool(server.readers))
+    await server.broadcast(b"Eva: hello\n")
+    with pytest.raises(ProtocolError, match=r'got "Eva: hello"; is this the reading port\? Posts go to port 5050'):
+        await asyncio.wait_for(task, WAIT)
+
+
+async def test_reading_port_silence_hints_at_the_posting_port(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    argv = ["--token", account, "--port", str(server.read_port), "--reply-timeout", "0.2"]
+    settings = settings_for(server, tmp_path, *argv)
+    with pytest.raises(ReplyTimeout, match=r"the greeting; is this the reading port\? Posts go to port 5050"):
+        await send(settings)
+
+
+async def test_cancelled_run_says_what_was_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As asyncio.run does on Ctrl-C where signal handlers cannot be installed (Windows).
+    server.withhold_acks = True
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two")
+    task = asyncio.ensure_future(send_client.run(settings, None, RecordingDelays()))
+    await server.wait_until(lambda: len(server.posts) == 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "interrupted: posted 0 messages as Focused Loyd; 2 more not acknowledged" in caplog.text
