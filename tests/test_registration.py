@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import stat
 import subprocess
@@ -171,3 +172,13 @@ async def test_cli_server_nickname_is_escaped(server: FakeMinechatServer, tmp_pa
     assert "logged in as Evil\\x1b[2J\\u202eLoyd" in err
     assert "posted 1 message as Evil\\x1b[2J\\u202eLoyd" in err
     assert "\x1b" not in err and "\u202e" not in err
+
+
+async def test_an_account_hash_the_server_hands_out_is_hidden_too(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "other-hash"}\n'
+    await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
+    assert "other-hash" not in caplog.text
+    assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,23 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, client_env, run_client, spawn_client, stop_with_signal, texts_of
+from helpers import (
+    POSIX_ONLY,
+    ROOT,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    TerminalStdin,
+    client_env,
+    error_lines,
+    run_client,
+    run_send_main,
+    settings_for,
+    spawn_client,
+    stop_with_signal,
+    texts_of,
+    usage_error,
+)
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -22,6 +39,7 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import send_client
+from chat_io import EXIT_FILE, EXIT_USAGE
 
 
 def test_empty_message_error_says_so() -> None:
@@ -347,3 +365,159 @@ async def test_cli_closed_stdin_is_touched_only_for_dash(
     else:
         assert "stdin is closed" in err
         assert server.send_transcripts == []
+
+
+async def test_cli_unusable_token_path_is_exit_6_before_connecting(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", "missing/token.txt"]
+    assert await run_send_main([*argv, "--nickname", "Eve"], tmp_path, monkeypatch) == EXIT_FILE
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(
+        f" ERROR cannot save a token in {tmp_path / 'missing'}: No such file or directory; choose another --token_path"
+    )
+    assert server.send_transcripts == []
+
+
+async def test_cli_posts_and_reports(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account]
+    assert await run_send_main([*argv, "--message", "one", "--message", "two"], tmp_path, monkeypatch) == 0
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+    lines = error_lines(capsys.readouterr().err)
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "INFO logged in as Focused Loyd",
+        "INFO posted 2 messages as Focused Loyd",
+    ]
+
+
+async def test_cli_closed_stdin_with_dash_is_a_usage_error(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", TOKEN, "--message", "-"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(" ERROR --message - reads stdin, but stdin is closed")
+    assert server.send_transcripts == []
+
+
+async def test_cli_terminal_stdin_gets_the_hint_and_is_posted(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", TerminalStdin("один\n".encode()))
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["один"]
+    assert capsys.readouterr().err.startswith(send_client.STDIN_HINT + "\n")
+
+
+async def test_cli_asks_for_a_nickname_only_at_a_terminal(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--message", "hi"]
+    monkeypatch.setattr(sys, "stdin", TerminalStdin(b"Eve\n"))
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
+    assert server.registrations == ["Eve"]
+    assert capsys.readouterr().err.startswith(send_client.NICKNAME_QUESTION)
+    (tmp_path / "token.txt").unlink()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Bob\n")))  # not a terminal
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_USAGE
+    assert server.registrations == ["Eve"]
+
+
+def test_ask_nickname_uses_the_terminal_encoding_and_ends_the_line_on_ctrl_c() -> None:
+    class Terminal:
+        encoding = "cp1251"
+        buffer = io.BytesIO("Ева\n".encode("cp1251"))
+
+    out = io.StringIO()
+    assert send_client.ask_nickname(Terminal(), out) == "Ева\n"  # type: ignore[arg-type]
+
+    class Interrupted:
+        class buffer:
+            @staticmethod
+            def readline() -> bytes:
+                raise KeyboardInterrupt
+
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        send_client.ask_nickname(Interrupted(), out)  # type: ignore[arg-type]
+    assert out.getvalue() == send_client.NICKNAME_QUESTION + "\n"
+
+
+async def test_cli_verbose_logs_the_dialogue(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "-v", "--message", "x"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert " DEBUG >> '<token>\\n'" in err and account not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_a_signal_stops_the_run_and_says_what_was_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.withhold_acks = True
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "one")
+    task = asyncio.ensure_future(send_client.run(settings, None, RecordingDelays()))
+    await server.wait_until(lambda: len(server.posts) == 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == ["interrupted: posted 0 messages as Focused Loyd; 1 more not acknowledged, so maybe not posted"]
+
+
+def test_usage_errors_word_for_word(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_error(tmp_path, capsys, ["--token", "x", "--message", " "]) == (
+        "argument --message: an empty message cannot be posted"
+    )
+    assert usage_error(tmp_path, capsys, ["--nickname", "\u200b"]) == (
+        "argument --nickname: an empty nickname cannot be registered"
+    )
+    with_token = usage_error(tmp_path, capsys, ["--token", "x", "--nickname", "Eve"])
+    assert with_token.endswith("a --token_path that holds no token yet and without --token or TOKEN")
+    (tmp_path / "token.txt").write_text("t\n")
+    from_file = usage_error(tmp_path, capsys, ["--nickname", "Eve"])
+    assert from_file.endswith("a --token_path that holds no token yet")
+
+
+def test_help_and_spellings(tmp_path: Path) -> None:
+    text = " ".join(send_client.build_parser().format_help().split())
+    assert "Post to the minechat chat. With no token found, register a new account and save its token." in text
+    settings = send_client.parse_settings(["--token", "t", "--reply_timeout", "4", "--token-path", "x"], {}, tmp_path)
+    assert (settings.reply_timeout, settings.token_path) == (4.0, tmp_path / "x")
+
+
+async def test_cli_reads_stdin_in_its_own_encoding(
+    server: FakeMinechatServer, tmp_path: Path, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdin = TerminalStdin("Ж\n".encode("cp1251"))
+    stdin.encoding = "cp1251"
+    monkeypatch.setattr(sys, "stdin", stdin)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "-"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["Ж"]
+
+
+async def test_cli_closed_stdin_is_fine_without_dash(
+    server: FakeMinechatServer, tmp_path: Path, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", None)
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == 0
+    assert texts_of(server) == ["hi"]

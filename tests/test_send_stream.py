@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import random
 import re
 import signal
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -15,7 +18,9 @@ from helpers import (
     POSIX_ONLY,
     TOKEN,
     WAIT,
+    FailingStdin,
     RecordingDelays,
+    StdinBytes,
     StdinPipe,
     run_client,
     send,
@@ -33,7 +38,8 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import send_client
-from chat_io import ConnectionFailed
+from _minechat.dialogue import OUTBOX_POSTS
+from chat_io import ConnectionFailed, UnknownTokenError
 from send_client import RESUME_TRIES
 
 
@@ -198,3 +204,191 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
         f"interrupted: posted 0 messages as Focused Loyd; {_minechat.dialogue.OUTBOX_POSTS} more not acknowledged"
         in err
     )
+
+
+async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    server.plans.extend(ConnectionPlan(refuse=True) for _ in range(2))
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await send_client.send(settings, StdinBytes(b"one\n"), lambda: itertools.repeat(0.2))
+    assert loop.time() - started >= 0.4
+    assert texts_of(server) == ["one"] and server.refused == 2
+
+
+async def test_backoff_starts_over_only_after_an_acknowledgement(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    # Each of the first two connections acknowledges one post; the next two acknowledge none.
+    server.plans.extend(
+        [ConnectionPlan(posts=1), ConnectionPlan(posts=1), ConnectionPlan(posts=0), ConnectionPlan(posts=0)]
+    )
+    delays = RecordingDelays()
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, delays)
+    assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
+    assert delays.resets == 3
+    assert delays.taken == [0.002, 0.002, 0.004, 0.008]
+
+
+async def test_post_window_holds_1024_posts_then_reopens(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    server.ack_gate = asyncio.Event()
+    lines = [f"post {number}" for number in range(OUTBOX_POSTS + 500)]
+    await stdin_pipe.write("".join(f"{line}\n" for line in lines).encode())
+    stdin_pipe.end()
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    sender = send_client.make_sender(settings, stdin_pipe.reader, RecordingDelays())
+    task = asyncio.ensure_future(sender.run())
+    try:
+        await server.wait_until(lambda: len(server.posts) >= OUTBOX_POSTS, timeout=WAIT)
+        # Every line is read at once; the window takes 1,024 of them and stdin waits for acknowledgements.
+        assert sender.outbox.added == OUTBOX_POSTS
+        assert len(server.posts) == OUTBOX_POSTS
+        assert not any(post.acknowledged for post in server.posts)
+        server.ack_gate.set()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    assert texts_of(server, acknowledged_only=True) == lines
+    assert len(server.send_transcripts) == 1
+    assert (sender.outbox.added, sender.outbox.acknowledged, sender.outbox.resent) == (len(lines), len(lines), 0)
+
+
+async def test_a_server_that_never_acknowledges_gets_the_window_and_a_timeout(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.withhold_acks = True
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-", "--reply-timeout", "0.3")
+    stdin = StdinBytes(b"".join(b"post %d\n" % number for number in range(5)))
+    sender = send_client.make_sender(settings, stdin, RecordingDelays())  # type: ignore[arg-type]
+    sender.outbox = _minechat.dialogue.Outbox(max_posts=3)
+    task = asyncio.ensure_future(sender.run())
+    try:
+        await server.wait_until(lambda: len(server.send_transcripts) >= 2, timeout=WAIT)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The first connection took the three posts of the window, none more, and was given up on.
+    assert [post.lines for post in server.posts[:3]] == [["post 0"], ["post 1"], ["post 2"]]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\npost 0\n\npost 1\n\npost 2\n\n".encode()
+    assert sender.outbox.added == 3
+
+
+async def test_stdin_closing_right_after_the_last_acknowledgement_ends_the_run(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.run(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(b"one\n")
+        await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["one"])
+        stdin_pipe.end()
+        assert await asyncio.wait_for(task, WAIT) == 0
+    finally:
+        task.cancel()
+    assert len(server.send_transcripts) == 1
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\none\n\n".encode()
+
+
+async def test_last_stdin_line_without_newline_alone(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    await send_client.send(settings, StdinBytes(b"only"), RecordingDelays())  # type: ignore[arg-type]
+    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nonly\n\n".encode()
+
+
+async def test_a_resumed_run_says_what_it_sends_again_and_what_it_posted(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert infos == [
+        "logged in as Focused Loyd",  # once: the later logins are at debug level
+        "sending 2 messages again that the server had not acknowledged when the connection was lost",
+        "sending 2 messages again that the server had not acknowledged when the connection was lost",
+        "posted 3 messages as Focused Loyd; 4 messages had to be sent again, so the chat may show a few twice",
+    ]
+
+
+async def test_stdin_in_another_encoding_and_bytes_that_are_not_text(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    stdin = StdinBytes("Привет\n".encode("cp1251") + b"\x98 odd\n")
+    sender = send_client.make_sender(settings, stdin, RecordingDelays(), encoding="cp1251")  # type: ignore[arg-type]
+    await sender.run()
+    assert texts_of(server) == ["Привет", "\ufffd odd"]
+
+
+async def test_a_failing_stdin_ends_the_messages(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    await send_client.send(settings, FailingStdin(b"one\ntwo"), RecordingDelays())  # type: ignore[arg-type]
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+async def test_run_reads_stdin_in_the_given_encoding(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    stdin = StdinBytes("Ж\n".encode("cp1251"))
+    assert await send_client.run(settings, stdin, RecordingDelays(), encoding="cp1251") == 0  # type: ignore[arg-type]
+    assert texts_of(server) == ["Ж"]
+
+
+async def test_retries_say_what_waits(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.plans.extend([ConnectionPlan(posts=1, take_unacked=True)])
+    messages = ["--message", "one", "--message", "two", "--message", "three"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        "the server closed the connection while we waited for the acknowledgement of message 2; "
+        "trying again in 0.0 s (2 messages waiting)"
+    ]
+
+
+async def test_progress_gives_the_sender_its_tries_afresh(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    # One connection acknowledges a post, then RESUME_TRIES - 1 acknowledge none: still within the tries.
+    server.plans.extend(
+        [ConnectionPlan(posts=1), *(ConnectionPlan(posts=0) for _ in range(send_client.RESUME_TRIES - 1))]
+    )
+    messages = ["--message", "one", "--message", "two"]
+    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+async def test_a_fatal_error_while_stdin_waits_is_reported_as_itself(
+    server: FakeMinechatServer, tmp_path: Path, stdin_pipe: StdinPipe
+) -> None:
+    settings = settings_for(server, tmp_path, "--token", "unknown", "--message", "-")
+    with pytest.raises(UnknownTokenError):
+        await asyncio.wait_for(send_client.send(settings, stdin_pipe.reader, RecordingDelays()), WAIT)
+
+
+async def test_a_failure_reading_the_messages_ends_the_run(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    async def messages() -> AsyncIterator[list[str]]:
+        yield ["one"]
+        raise RuntimeError("the messages broke")
+
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    sender = send_client.Sender(settings, messages(), RecordingDelays())
+    with pytest.raises(RuntimeError, match="the messages broke"):
+        await asyncio.wait_for(sender.run(), WAIT)
+
+
+async def test_blank_stdin_lines_are_skipped_not_the_rest_of_the_batch(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    await send_client.send(settings, StdinBytes(b"one\n\ntwo\n"), RecordingDelays())  # type: ignore[arg-type]
+    assert texts_of(server) == ["one", "two"]
+    assert "skipping an empty line of stdin" in [record.getMessage() for record in caplog.records]

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 import socket
 from pathlib import Path
 
 import pytest
-from fake_server import FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, send, settings_for
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionPlan, FakeMinechatServer
+from helpers import (
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    StdinPipe,
+    error_lines,
+    run_send_main,
+    send,
+    settings_for,
+    texts_of,
+    welcomed_dialogue,
+)
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import send_client
-from chat_io import ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
+from chat_io import EXIT_CONNECTION, EXIT_PROTOCOL, ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
 from send_client import DEFAULT_MESSAGE
 
 
@@ -170,3 +190,154 @@ async def test_cancelled_run_says_what_was_posted(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert "interrupted: posted 0 messages as Focused Loyd; 2 more not acknowledged" in caplog.text
+
+
+async def test_a_reply_quoting_the_token_shows_a_placeholder(
+    server: FakeMinechatServer,
+    tmp_path: Path,
+    account: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.login_reply_override = f"no account has the hash {account}\n".encode()
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_PROTOCOL
+    err = capsys.readouterr().err
+    assert account not in err
+    [line] = error_lines(err)
+    assert line.endswith(' ERROR expected account details from the server, got "no account has the hash <token>"')
+
+
+async def test_a_reset_while_reading_a_reply_is_exit_3_with_one_line(
+    resetting_server: tuple[int, asyncio.Event],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port, took_token = resetting_server
+    argv = ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--message", "hi"]
+    assert await run_send_main(argv, tmp_path, monkeypatch) == EXIT_CONNECTION
+    assert took_token.is_set()
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(" ERROR the connection broke while we waited for the login reply: Connection reset by peer")
+
+
+async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    await send_client.send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
+    [(token, nickname)] = server.accounts.items()
+    dialogue = [record.getMessage() for record in caplog.records if record.getMessage()[:3] in (">> ", "<< ")]
+    account_line = json.dumps({"nickname": nickname, "account_hash": "<token>"}) + "\n"
+    assert dialogue == [
+        f"<< {GREETING.decode()!r}",
+        ">> " + repr("\n"),
+        f"<< {NICKNAME_PROMPT.decode()!r}",
+        ">> " + repr("Eve\n"),
+        f"<< {account_line!r}",
+        f"<< {WELCOME.decode()!r}",
+        ">> " + repr("hi\n\n"),
+        f"<< {ACK.decode()!r}",
+    ]
+    assert token not in caplog.text
+    infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert infos == [
+        f"registered as {nickname}; the token is saved in {tmp_path / 'token.txt'}",
+        f"posted 1 message as {nickname}",
+    ]
+
+
+def test_plural() -> None:
+    assert [_minechat.output.plural(count, "message") for count in (0, 1, 2)] == [
+        "0 messages",
+        "1 message",
+        "2 messages",
+    ]
+
+
+def test_report_without_an_account_names_nobody(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    settings = send_client.parse_settings(["--token", TOKEN, "--token_path", str(tmp_path / "t")], {}, tmp_path)
+    sender = send_client.make_sender(settings, None)
+    sender.report(logging.WARNING, "interrupted: ")
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
+        (logging.WARNING, "interrupted: posted 0 messages")
+    ]
+
+
+def test_a_cut_acknowledgement_is_a_lost_connection() -> None:
+    dialogue = welcomed_dialogue(["one"])
+    dialogue.receive_data(ACK[:10])
+    assert dialogue.next_event() is None
+    dialogue.receive_data(b"")
+    with pytest.raises(
+        ConnectionFailed,
+        match=r"^the server closed the connection while we waited for the acknowledgement of message 1$",
+    ):
+        dialogue.next_event()
+
+
+def test_a_reply_when_none_is_due_is_quoted() -> None:
+    dialogue = welcomed_dialogue([])
+    dialogue.receive_data(b"surprise\n")
+    with pytest.raises(ProtocolError, match=r'^the server sent "surprise" when no reply was due$'):
+        dialogue.next_event()
+
+
+def test_unknown_token_and_null_registration_say_what_to_do() -> None:
+    dialogue = _minechat.dialogue.PostingDialogue(
+        _minechat.dialogue.Outbox(), TOKEN, token_source="the token file t.txt"
+    )
+    dialogue.receive_data(GREETING + b"null\n")
+    dialogue.next_event()
+    with pytest.raises(UnknownTokenError) as caught:
+        dialogue.next_event()
+    assert str(caught.value) == (
+        "the server does not know the token from the token file t.txt; correct it, or remove it "
+        "and give --nickname to register a new account"
+    )
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, "Eve")
+    dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
+    dialogue.next_event()
+    dialogue.next_event()
+    with pytest.raises(ProtocolError, match=r"^the server answered null to a registration$"):
+        dialogue.next_event()
+
+
+async def test_a_reset_while_idle_is_a_close_while_idle(
+    server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
+) -> None:
+    server.plans.append(ConnectionPlan(posts=1, reset=True))
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    task = asyncio.ensure_future(send_client.run(settings, stdin_pipe.reader, RecordingDelays()))
+    try:
+        await stdin_pipe.write(b"one\n")
+        await server.wait_until(lambda: server.senders_done == 1)
+        await stdin_pipe.write(b"two\n")
+        stdin_pipe.end()
+        assert await asyncio.wait_for(task, WAIT) == 0
+    finally:
+        task.cancel()
+    assert texts_of(server, acknowledged_only=True) == ["one", "two"]
+
+
+async def test_timeouts_after_the_greeting_give_no_port_hint(
+    server: FakeMinechatServer, tmp_path: Path, account: str
+) -> None:
+    server.stall_at = "login_reply"
+    settings = settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.1")
+    with pytest.raises(ReplyTimeout) as caught:
+        await send_client.send(settings, None, RecordingDelays())
+    assert str(caught.value) == (
+        "no complete reply from the server in 0.1 s while we waited for the login reply; "
+        "try again later or raise --reply-timeout"
+    )
+
+
+def test_a_line_cut_by_the_close_is_quoted_whole() -> None:
+    dialogue = welcomed_dialogue([])
+    dialogue.receive_data(b"bye")
+    dialogue.receive_data(b"")
+    with pytest.raises(ProtocolError, match=r'^the server sent "bye" when no reply was due$'):
+        dialogue.next_event()

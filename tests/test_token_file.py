@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import TOKEN
+from fake_server import FakeMinechatServer
+from helpers import TOKEN, RecordingDelays, settings_for
 
 import chat_io
 import send_client
@@ -124,3 +125,12 @@ def test_temporary_token_files_are_hidden_siblings(
     [name] = made
     assert Path(name).parent == tmp_path
     assert Path(name).name.startswith(".token.txt.") and name.endswith(".tmp")
+
+
+async def test_unusable_token_path_is_found_before_connecting(server: FakeMinechatServer, tmp_path: Path) -> None:
+    settings = settings_for(
+        server, tmp_path, "--token_path", str(tmp_path / "missing" / "token.txt"), "--nickname", "Eve"
+    )
+    with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
+        await send_client.send(settings, None, RecordingDelays())
+    assert server.send_transcripts == [] and server.registrations == []
