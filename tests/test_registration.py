@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 import stat
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fake_server import ADJECTIVES, FakeMinechatServer
-from helpers import POSIX_ONLY, TOKEN, WAIT, fill_disk, run_client, send, settings_for, spawn_client, stop_with_signal
+from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, FakeMinechatServer
+from helpers import (
+    POSIX_ONLY,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    fill_disk,
+    run_client,
+    scripted_server,
+    send,
+    settings_at,
+    settings_for,
+    spawn_client,
+    stop_with_signal,
+)
 
 import send_client
-from chat_io import ConnectionFailed, FileError, ProtocolError, ReplyTimeout
+from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, ReplyTimeout
 
 
 async def test_registration_saves_token_then_logs_in_with_it(server: FakeMinechatServer, tmp_path: Path) -> None:
@@ -182,3 +197,37 @@ async def test_an_account_hash_the_server_hands_out_is_hidden_too(
     await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
     assert "other-hash" not in caplog.text
     assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text
+
+
+async def test_concurrent_registrations_on_one_token_path_lose_no_account(
+    server: FakeMinechatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both start while no token is saved, as two senders started at once do; then both register.
+    first = settings_at(server.write_port, tmp_path, "--nickname", "Eve")
+    second = settings_at(server.write_port, tmp_path, "--nickname", "Bob")
+    for settings in (first, second):
+        with suppress(ChatError):
+            await send_client.send(settings, io.BytesIO(b""), RecordingDelays())
+    assert len(server.accounts) == 2
+    saved = (tmp_path / "token.txt").read_text().strip()
+    shown = capsys.readouterr().err
+    lost = [token for token in server.accounts if token != saved and token not in shown]
+    assert not lost, f"registered, then neither saved nor shown: {lost}"
+
+
+async def test_registration_reply_cut_before_its_newline_keeps_the_token(tmp_path: Path) -> None:
+    new_token = "11111111-74ca-11e9-9d4f-0242ac110002"
+
+    async def register_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        await reader.readline()
+        writer.write(NICKNAME_PROMPT)
+        await reader.readline()
+        writer.write(f'{{"nickname": "Boring Eve", "account_hash": "{new_token}"}}'.encode())
+        await writer.drain()
+
+    async with scripted_server(register_then_hang_up) as port:
+        with suppress(ChatError):
+            await send_client.send(settings_at(port, tmp_path, "--nickname", "Eve"), io.BytesIO(b""), RecordingDelays())
+    token_file = tmp_path / "token.txt"
+    assert token_file.exists() and token_file.read_text().strip() == new_token

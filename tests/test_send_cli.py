@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
+    LINUX_ONLY,
+    PIPE_CAPACITY,
     POSIX_ONLY,
     ROOT,
     TOKEN,
@@ -521,3 +526,39 @@ async def test_cli_closed_stdin_is_fine_without_dash(
     argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", "hi"]
     assert await run_send_main(argv, tmp_path, monkeypatch) == 0
     assert texts_of(server) == ["hi"]
+
+
+@LINUX_ONLY
+async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    read_end, write_end = os.pipe()
+    # stdin an OS pipe too: asyncio's own would make Process.wait() wait for it to close.
+    stdin_read, stdin_write = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
+        "--token", TOKEN, "--message", "-", "-v",
+        cwd=tmp_path, env=client_env(), stdin=stdin_read, stdout=subprocess.DEVNULL, stderr=write_end,
+    )  # fmt: skip
+    os.close(write_end)
+    os.close(stdin_read)
+    try:
+        os.write(stdin_write, b"".join(b"line %d\n" % number for number in range(3000)))
+        buffered = bytearray(4)
+
+        async def pipe_full() -> None:
+            while True:
+                fcntl.ioctl(read_end, termios.FIONREAD, buffered)
+                # Half full is plenty: the pipe takes whole pages, so small writes may never fill it to the brim.
+                if struct.unpack("i", buffered)[0] >= PIPE_CAPACITY // 2:
+                    return
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(pipe_full(), WAIT * 3)
+        code = await stop_with_signal(process, signal.SIGINT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(read_end)
+        os.close(stdin_write)
+    assert code == 130  # stop_with_signal allows STOP_WAIT seconds

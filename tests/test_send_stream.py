@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import logging
 import random
@@ -13,7 +14,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fake_server import ConnectionPlan, FakeMinechatServer
+from fake_server import ACK, ConnectionPlan, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     TOKEN,
@@ -22,8 +23,12 @@ from helpers import (
     RecordingDelays,
     StdinBytes,
     StdinPipe,
+    free_port,
+    log_in,
     run_client,
+    scripted_server,
     send,
+    settings_at,
     settings_for,
     spawn_client,
     stop_with_signal,
@@ -39,7 +44,7 @@ import _minechat.shutdown
 import _minechat.systemd
 import send_client
 from _minechat.dialogue import OUTBOX_POSTS
-from chat_io import ConnectionFailed, UnknownTokenError
+from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
 from send_client import RESUME_TRIES
 
 
@@ -392,3 +397,48 @@ async def test_blank_stdin_lines_are_skipped_not_the_rest_of_the_batch(
     await send_client.send(settings, StdinBytes(b"one\n\ntwo\n"), RecordingDelays())  # type: ignore[arg-type]
     assert texts_of(server) == ["one", "two"]
     assert "skipping an empty line of stdin" in [record.getMessage() for record in caplog.records]
+
+
+async def test_stream_with_nothing_to_post_ends_while_the_server_is_down(tmp_path: Path) -> None:
+    settings = settings_at(free_port(), tmp_path, "--token", TOKEN, "--message", "-")
+    await asyncio.wait_for(send_client.send(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
+
+
+async def test_long_post_over_a_slow_upload_is_posted_once(tmp_path: Path) -> None:
+    connections: list[int] = []  # bytes of posts taken on each connection
+    second_connection = asyncio.Event()
+
+    async def read_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(0)
+        if len(connections) > 1:
+            second_connection.set()
+        await log_in(reader, writer)
+        tail = b""
+        while chunk := await reader.read(64 * 1024):
+            tail = (tail + chunk)[-2:]
+            if tail == b"\n\n":
+                connections[-1] += 1
+                writer.write(ACK)
+            await asyncio.sleep(0.1)  # about 640 KB/s: a 1 MiB post takes 1.6 s to arrive
+
+    line = b"a" * (1024 * 1024 - 1) + b"\n"
+    async with scripted_server(read_slowly) as port:
+        settings = settings_at(port, tmp_path, "--token", TOKEN, "--message", "-", "--reply-timeout", "0.5")
+        task = asyncio.ensure_future(send_client.send(settings, io.BytesIO(line), RecordingDelays()))
+        waiter = asyncio.ensure_future(second_connection.wait())
+        try:
+            await asyncio.wait({task, waiter}, timeout=WAIT * 2, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            await _minechat.shutdown.cancel_and_wait(task)
+    if task.done() and not task.cancelled():
+        with suppress(ReplyTimeout):
+            task.exception()
+    assert len(connections) == 1, f"posts taken per connection: {connections}"
+
+
+async def test_invisible_only_stdin_line_is_skipped(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    settings = settings_at(server.write_port, tmp_path, "--token", TOKEN, "--message", "-")
+    await send_client.send(settings, io.BytesIO("\ufe0f\u034f\ufe0e\nreal\n".encode()), RecordingDelays())
+    assert [post.lines for post in server.posts] == [["real"]]

@@ -17,7 +17,9 @@ from helpers import (
     RecordingDelays,
     StdinPipe,
     error_lines,
+    run_cli,
     run_send_main,
+    scripted_server,
     send,
     settings_for,
     texts_of,
@@ -341,3 +343,19 @@ def test_a_line_cut_by_the_close_is_quoted_whole() -> None:
     dialogue.receive_data(b"")
     with pytest.raises(ProtocolError, match=r'^the server sent "bye" when no reply was due$'):
         dialogue.next_event()
+
+
+async def test_token_echoed_late_in_a_reply_does_not_leak_in_part(tmp_path: Path) -> None:
+    async def echo_token(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        token = await reader.readline()
+        # An error line that quotes what the client sent, past the 80 characters an error message quotes.
+        writer.write(b"e" * 42 + b" " + token.rstrip(b"\n") + b" is not a known hash, register first\n")
+        await writer.drain()
+        await reader.read()
+
+    async with scripted_server(echo_token) as port:
+        code, err = await run_cli(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v")
+    assert code == 4, err
+    leaked = [TOKEN[start : start + 8] for start in range(len(TOKEN) - 7) if TOKEN[start : start + 8] in err]
+    assert not leaked, err

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import TOKEN, RecordingDelays, settings_for
+from helpers import LINUX_ONLY, POSIX_ONLY, TOKEN, RecordingDelays, free_port, run_cli, settings_for
 
 import chat_io
 import send_client
-from chat_io import FileError, check_token_path, load_token, save_token
+from chat_io import EXIT_FILE, FileError, check_token_path, load_token, save_token
 
 
 @pytest.mark.parametrize(
@@ -134,3 +134,19 @@ async def test_unusable_token_path_is_found_before_connecting(server: FakeMinech
     with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
         await send_client.send(settings, None, RecordingDelays())
     assert server.send_transcripts == [] and server.registrations == []
+
+
+@POSIX_ONLY
+async def test_token_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "token.txt")
+    code, err = await run_cli(free_port(), tmp_path, "--message", "hi", timeout=2)
+    assert code == EXIT_FILE, err
+
+
+@LINUX_ONLY
+async def test_token_path_that_is_a_device_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    code, err = await run_cli(
+        free_port(), tmp_path, "--token_path", "/dev/zero", "--message", "hi", shell_prefix="ulimit -v 1048576;"
+    )
+    assert "Traceback" not in err, err
+    assert code == EXIT_FILE, err
