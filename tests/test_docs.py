@@ -1,4 +1,4 @@
-"""docs/, the README, .env.example and --help describe the same options."""
+"""docs/, the README, .env.example and --help describe the same options and the clients' promises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""read_client under faults: resets, floods stopped at random moments, blocked outputs, long lines, two copies."""
+"""read_client under faults: floods stopped at random moments, blocked outputs, long lines, memory bounds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The token file: read whatever an editor saved, write through symlinks, and prove there is room first."""
+"""The token file: read what an editor saved, write through symlinks, refuse odd files, prove there is room."""
 
 from __future__ import annotations
 
