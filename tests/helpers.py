@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_server import GREETING, WELCOME, FakeMinechatServer
@@ -112,6 +114,66 @@ def client_env(**extra: str) -> dict[str, str]:
         dropped |= {MUTMUT_VARIABLE}
     kept = {key: value for key, value in os.environ.items() if key not in dropped}
     return {**kept, **extra}
+
+
+# The signals a client must find at their defaults, whatever the tests were started with: under
+# nohup (SIGHUP ignored) or `trap "" INT` the child would inherit the ignored ones.
+DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def default_signals() -> None:
+    """Put SIGINT, SIGTERM and SIGHUP back to their defaults (in a child, before it runs the client)."""
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def client_command(script: str, *argv: str | bytes, port: int | None = None, shell: str = "") -> list[str | bytes]:
+    """The command line of a client script in this checkout, aimed at 127.0.0.1:port if given.
+
+    With shell, the command runs as "$@" in that sh script (for a ulimit, or a closed stdin).
+    """
+    address = ["--host", "127.0.0.1", "--port", str(port)] if port is not None else []
+    command: list[str | bytes] = [sys.executable, str(ROOT / script), *address, *argv]
+    return ["sh", "-c", shell, "sh", *command] if shell else command
+
+
+def spawn_options(cwd: Path, env: dict[str, str] | None) -> dict[str, Any]:
+    """What every client process gets: its folder, a clean environment and default signal dispositions."""
+    options: dict[str, Any] = {"cwd": cwd, "env": client_env() if env is None else env}
+    if os.name == "posix":
+        options["preexec_fn"] = default_signals
+    return options
+
+
+async def start_client(
+    script: str,
+    *argv: str | bytes,
+    cwd: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    stdin: Any = subprocess.DEVNULL,
+    stdout: Any = subprocess.PIPE,
+    stderr: Any = subprocess.PIPE,
+    shell: str = "",
+) -> asyncio.subprocess.Process:
+    """Start read_client.py or send_client.py as a process: the one way the tests do it."""
+    return await asyncio.create_subprocess_exec(
+        *client_command(script, *argv, port=port, shell=shell),
+        stdin=stdin, stdout=stdout, stderr=stderr, **spawn_options(cwd, env),
+    )  # fmt: skip
+
+
+def start_client_sync(
+    script: str,
+    *argv: str | bytes,
+    cwd: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    **streams: Any,
+) -> subprocess.Popen[Any]:
+    """start_client for a test without an event loop."""
+    streams.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams)
 
 
 async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
@@ -251,14 +313,6 @@ def chat_of_stamped(lines: list[str]) -> list[str]:
     """Return the chat of lines stamped "%d %H:%M:%S"."""
     texts = [line.split(" ", 2)[2] for line in lines]
     return [text for text in texts if not text.startswith("*** ")]
-
-
-async def spawn_reader(port: int, *options: str, cwd: Path, zone: str) -> asyncio.subprocess.Process:
-    """Start read_client.py against 127.0.0.1:port in the time zone given."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", str(port), *options,
-        cwd=cwd, env=client_env(TZ=zone), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
 
 
 MIDNIGHT_AHEAD = 3.0
@@ -565,28 +619,6 @@ def numbers_of(chat: list[str]) -> list[int]:
     return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
 
 
-async def start_process(
-    port: int, history: Path, *extra: str, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
-) -> asyncio.subprocess.Process:
-    """Start read_client.py in a subprocess against 127.0.0.1:port."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log_path",
-        str(history),
-        *extra,
-        cwd=history.parent,
-        env=client_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-    )
-
-
 async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
     """Wait for a process to exit on its own; return its exit code and stderr."""
     try:
@@ -719,13 +751,8 @@ def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSett
 
 async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
     """Run send_client.py (optionally under a shell prefix such as a ulimit); return exit code and stderr."""
-    command = [sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(port), *argv]
-    if shell_prefix:
-        command = ["sh", "-c", f'{shell_prefix} exec "$@"', "sh", *command]
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, env=client_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    shell = f'{shell_prefix} exec "$@"' if shell_prefix else ""
+    process = await start_client("send_client.py", *argv, port=port, cwd=cwd, stdout=subprocess.DEVNULL, shell=shell)
     try:
         _, err = await asyncio.wait_for(process.communicate(), timeout)
     finally:
@@ -788,26 +815,10 @@ async def run_client(
     server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
 ) -> tuple[int, str, str]:
     """Run send_client.py against the server; return its exit code, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
-        cwd=cwd, env=client_env(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    process = await start_client("send_client.py", *argv, port=server.write_port, cwd=cwd, stdin=subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(stdin), 20)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
-
-
-async def spawn_client(
-    server: FakeMinechatServer, cwd: Path, *argv: str, **options: object
-) -> asyncio.subprocess.Process:
-    """Start send_client.py against the server, stdin, stdout and stderr piped unless told otherwise."""
-    streams: dict[str, object] = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    streams.update(options)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
-        cwd=cwd, env=client_env(), **streams,  # type: ignore[arg-type]
-    )  # fmt: skip
 
 
 def fill_disk(folder: Path) -> None:

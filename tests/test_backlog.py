@@ -21,7 +21,8 @@ from helpers import (
     FakeTime,
     StartReader,
     chat_of,
-    spawn_reader,
+    client_env,
+    start_client,
     stop,
     stop_with_signal,
 )
@@ -158,7 +159,9 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
 ) -> None:
     history = tmp_path / "chat.log"
     history.write_bytes(b"[27.11.26 10:00] Eve: hi\n" + b'{"a": ' + b"[" * 5000 + b"\n")
-    process = await spawn_reader(server.read_port, "--log_path", str(history), cwd=tmp_path, zone="UTC0")
+    process = await start_client(
+        "read_client.py", "--log_path", str(history), port=server.read_port, cwd=tmp_path, env=client_env(TZ="UTC0")
+    )
     connected = asyncio.ensure_future(server.wait_until(lambda: len(server.readers) == 1, timeout=15))
     ended = asyncio.ensure_future(process.wait())
     try:

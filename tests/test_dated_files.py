@@ -24,7 +24,8 @@ from helpers import (
     StartReader,
     chat_of,
     chat_of_stamped,
-    spawn_reader,
+    client_env,
+    start_client,
     status_of,
     stop,
     stop_with_signal,
@@ -158,7 +159,13 @@ async def test_dated_history_follows_rotation_and_is_locked(
 async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     pattern = tmp_path / "logs" / "%Y" / "%m-%d.log"
     options = ("--log_path", str(pattern), "--time-format", "%Y %m-%d %H:%M:%S", "--backlog", "0")
-    process = await spawn_reader(server.read_port, *options, cwd=tmp_path, zone=zone_with_midnight_in(MIDNIGHT_AHEAD))
+    process = await start_client(
+        "read_client.py",
+        *options,
+        port=server.read_port,
+        cwd=tmp_path,
+        env=client_env(TZ=zone_with_midnight_in(MIDNIGHT_AHEAD)),
+    )
     sent = 0
     days: list[str] = []
     try:

@@ -17,18 +17,17 @@ from helpers import (
     FIXED_STAMP,
     FORGED_IN_LONG_LINE,
     POSIX_ONLY,
-    ROOT,
     STAMP,
     WAIT,
     StartReader,
     chat_of,
-    client_env,
     make_history,
     open_history,
     read_history,
     read_main,
     running_reader,
-    start_process,
+    start_client,
+    start_client_sync,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -195,18 +194,21 @@ def test_unusable_history_path_says_why(tmp_path: Path) -> None:
 def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "chat.fifo"
     os.mkfifo(fifo)
-    process = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", str(fifo)],
+    with start_client_sync(
+        "read_client.py",
+        "--log_path",
+        str(fifo),
+        port=9,
         cwd=tmp_path,
-        env=client_env(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=WAIT,
-    )
+    ) as process:
+        _, stderr = process.communicate(timeout=WAIT)
     assert process.returncode == 6
-    assert "not a regular file" in process.stderr
-    assert str(fifo) in process.stderr
-    assert len(process.stderr.strip().splitlines()) == 1
+    assert "not a regular file" in stderr
+    assert str(fifo) in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
@@ -225,7 +227,15 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
 @pytest.mark.parametrize("how", ["rename", "delete"])
 async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         head = b"Eve: "

@@ -14,14 +14,13 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
-    ROOT,
     WAIT,
-    client_env,
     finish,
     make_history,
     open_history,
     read_history,
-    start_process,
+    start_client,
+    start_client_sync,
     stop_with_signal,
 )
 
@@ -93,12 +92,25 @@ def test_lock_file_is_owner_only(tmp_path: Path) -> None:
 @POSIX_ONLY
 async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    first = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         # The same file by another name.
         (tmp_path / "sub").mkdir()
-        second = await start_process(server.read_port, tmp_path / "sub" / ".." / "chat.log")
+        second = await start_client(
+            "read_client.py",
+            "--log_path",
+            str(tmp_path / "sub" / ".." / "chat.log"),
+            port=server.read_port,
+            cwd=tmp_path / "sub" / "..",
+        )
         code, err = await finish(second)
         assert code == 7
         assert len(err.strip().splitlines()) == 1
@@ -108,7 +120,14 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
         # A crash releases the lock.
         first.kill()
         await first.wait()
-        third = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+        third = await start_client(
+            "read_client.py",
+            "--log_path",
+            str(history),
+            port=server.read_port,
+            cwd=history.parent,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
         finally:
@@ -124,11 +143,25 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
 @POSIX_ONLY
 async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    first = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         os.link(history, tmp_path / "same.log")
-        second = await start_process(server.read_port, tmp_path / "same.log", stdout=subprocess.DEVNULL)
+        second = await start_client(
+            "read_client.py",
+            "--log_path",
+            str(tmp_path / "same.log"),
+            port=server.read_port,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+        )
         # Refused, it exits at once; let in, it would run until finish() kills it.
         code, err = await finish(second)
     finally:
@@ -141,11 +174,12 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
     # --log_path poetry, in a project folder: poetry.lock belongs to another tool.
     precious = tmp_path / "poetry.lock"
     precious.write_text("[[package]]\nname = 'aiofiles'\n", encoding="utf-8")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", "poetry"],
+    process = start_client_sync(
+        "read_client.py",
+        "--log_path",
+        "poetry",
+        port=9,
         cwd=tmp_path,
-        env=client_env(),
-        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

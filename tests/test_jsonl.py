@@ -23,8 +23,9 @@ from helpers import (
     RecordingDelays,
     RecordingOut,
     StartReader,
+    client_env,
     records_of,
-    spawn_reader,
+    start_client,
     stop,
     stop_with_signal,
     wait_for_file,
@@ -104,8 +105,15 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     server: FakeMinechatServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "chat.jsonl"
-    process = await spawn_reader(
-        server.read_port, "--log_path", str(path), "--format", "jsonl", cwd=tmp_path, zone=ODD_ZONE
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(path),
+        "--format",
+        "jsonl",
+        port=server.read_port,
+        cwd=tmp_path,
+        env=client_env(TZ=ODD_ZONE),
     )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)

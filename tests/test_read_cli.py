@@ -17,7 +17,6 @@ from helpers import (
     ISO_FORMAT,
     ODD_ZONE,
     POSIX_ONLY,
-    ROOT,
     WAIT,
     StartReader,
     chat_of,
@@ -28,7 +27,8 @@ from helpers import (
     read_main,
     run_read_main,
     running_reader,
-    start_process,
+    start_client,
+    start_client_sync,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -95,15 +95,11 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
     server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
 ) -> None:
     history = tmp_path / "chat.log"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(server.read_port),
+    process = await start_client(
+        "read_client.py",
         "--log_path",
         str(history),
+        port=server.read_port,
         cwd=tmp_path,
         # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
         env=client_env(TZ=ODD_ZONE),
@@ -258,12 +254,12 @@ def test_host_that_idna_refuses_is_a_usage_error(
 @POSIX_ONLY
 def test_invalid_utf8_host_is_a_usage_error(tmp_path: Path) -> None:
     # Bytes, as a shell passes them: Python decodes h\xff to a lone surrogate that UTF-8 cannot encode.
-    result = subprocess.run(
-        [sys.executable.encode(), str(ROOT / "read_client.py").encode(), b"--host", b"h\xff"],
-        cwd=tmp_path, env=client_env(), capture_output=True, timeout=WAIT * 4, check=False,
-    )  # fmt: skip
-    err = result.stderr.decode(errors="replace")
-    assert result.returncode == 2, err
+    with start_client_sync(
+        "read_client.py", b"--host", b"h\xff", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        _, stderr = process.communicate(timeout=WAIT * 4)
+    err = stderr.decode(errors="replace")
+    assert process.returncode == 2, err
     assert err.endswith("error: argument --host: not valid UTF-8 text\n")
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "chat_logs.txt").exists()
@@ -392,7 +388,14 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
 @POSIX_ONLY
 async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         await server.broadcast(b"A: one\n")
@@ -405,7 +408,9 @@ async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) 
 
 async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.write_port, history)
+    process = await start_client(
+        "read_client.py", "--log_path", str(history), port=server.write_port, cwd=history.parent
+    )
     code, err = await finish(process)
     assert code == 2
     errors = [line for line in err.splitlines() if " ERROR " in line]

@@ -36,7 +36,7 @@ from helpers import (
     peak_rss_kb,
     read_history,
     running_reader,
-    start_process,
+    start_client,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -61,7 +61,14 @@ async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     flood: asyncio.Task[None] | None = None
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
@@ -93,8 +100,15 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     history = tmp_path / "chat.log"
     # Both outputs are read by nobody until the flood is on disk: a pager paused, Ctrl-S.
     out, err = UnreadPipe(), UnreadPipe()
-    process = await start_process(
-        server.read_port, history, *(["-v"] if verbose else []), stdout=out.write_end, stderr=err.write_end
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        *(["-v"] if verbose else []),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=err.write_end,
     )
     out.close_write_end()
     err.close_write_end()
@@ -124,7 +138,15 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
 async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
-    process = await start_process(server.read_port, history, stdout=out.write_end, stderr=out.write_end)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=out.write_end,
+    )
     out.close_write_end()
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
@@ -188,7 +210,14 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
 )
 async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path, unit: bytes) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         await wait_for_file(history, lambda data: b"*** connected" in data)
@@ -298,7 +327,15 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
 async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
-    process = await start_process(server.read_port, history, stdout=out.write_end, stderr=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=subprocess.DEVNULL,
+    )
     out.close_write_end()
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
@@ -339,7 +376,16 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
     history = tmp_path / "chat.log"
     # A paused terminal: neither stdout nor stderr is read; -v keeps stderr's queue full.
     out, err = UnreadPipe(), UnreadPipe()
-    process = await start_process(server.read_port, history, "-v", stdout=out.write_end, stderr=err.write_end)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        "-v",
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=err.write_end,
+    )
     out.close_write_end()
     err.close_write_end()
     try:

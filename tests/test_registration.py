@@ -25,7 +25,7 @@ from helpers import (
     send,
     settings_at,
     settings_for,
-    spawn_client,
+    start_client,
     stop_with_signal,
 )
 
@@ -92,7 +92,9 @@ async def test_registration_keeps_the_token_whatever_follows(
 @POSIX_ONLY
 async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.stall_at = "welcome"
-    process = await spawn_client(server, tmp_path, "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL)
+    process = await start_client(
+        "send_client.py", "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL, port=server.write_port, cwd=tmp_path
+    )
     try:
         assert process.stderr is not None
         line = b"x"

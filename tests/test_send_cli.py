@@ -20,7 +20,6 @@ from helpers import (
     LINUX_ONLY,
     PIPE_CAPACITY,
     POSIX_ONLY,
-    ROOT,
     TOKEN,
     WAIT,
     RecordingDelays,
@@ -30,7 +29,7 @@ from helpers import (
     run_client,
     run_send_main,
     settings_for,
-    spawn_client,
+    start_client,
     stop_with_signal,
     texts_of,
     usage_error,
@@ -205,11 +204,9 @@ async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -
     pty = pytest.importorskip("pty")
     controller, terminal = pty.openpty()  # stdin must be a terminal for the question to be asked
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", "1",
-            cwd=tmp_path, env=client_env(),
-            stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        process = await start_client(
+            "send_client.py", port=1, cwd=tmp_path, stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         assert process.stderr is not None
         question = send_client.NICKNAME_QUESTION.encode()
         asked = await asyncio.wait_for(process.stderr.readexactly(len(question)), WAIT * 3)
@@ -280,10 +277,9 @@ async def test_cli_invalid_utf8_is_a_usage_error(
     complaint: str,
 ) -> None:
     # Bytes, as a shell passes them: Python decodes \xff to a lone surrogate that UTF-8 cannot encode.
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port), *argv,
-        cwd=tmp_path, env={**client_env(), **variables},
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    process = await start_client(
+        "send_client.py", *argv, port=server.write_port, cwd=tmp_path, env={**client_env(), **variables},
+        stdout=subprocess.DEVNULL,
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), 20)
     text = err.decode(errors="replace")
@@ -299,12 +295,16 @@ async def test_cli_invalid_utf8_is_a_usage_error(
 async def test_cli_signal_while_relaying_stdin(
     server: FakeMinechatServer, tmp_path: Path, account: str, signum: int, code: int
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--token", account, "--message", "-",
-        cwd=tmp_path, env=client_env(),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    process = await start_client(
+        "send_client.py",
+        "--token",
+        account,
+        "--message",
+        "-",
+        port=server.write_port,
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+    )
     try:
         assert process.stdin is not None
         process.stdin.write(b"first\n")
@@ -328,7 +328,9 @@ async def test_cli_stdin_on_a_terminal_says_how_to_finish(
 
     controller, terminal = pty.openpty()
     try:
-        process = await spawn_client(server, tmp_path, "--token", account, "--message", "-", stdin=terminal)
+        process = await start_client(
+            "send_client.py", "--token", account, "--message", "-", stdin=terminal, port=server.write_port, cwd=tmp_path
+        )
         os.close(terminal)
         terminal = -1
         try:
@@ -356,10 +358,9 @@ async def test_cli_stdin_on_a_terminal_says_how_to_finish(
 async def test_cli_closed_stdin_is_touched_only_for_dash(
     server: FakeMinechatServer, tmp_path: Path, account: str, message: str, code: int
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "sh", "-c", 'exec "$0" "$@" <&-', sys.executable, str(ROOT / "send_client.py"),
-        "--host", "127.0.0.1", "--port", str(server.write_port), "--token", account, "--message", message,
-        cwd=tmp_path, env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = await start_client(
+        "send_client.py", "--token", account, "--message", message,
+        port=server.write_port, cwd=tmp_path, shell='exec "$@" <&-',
     )  # fmt: skip
     _, err_bytes = await asyncio.wait_for(process.communicate(), 20)
     err = err_bytes.decode()
@@ -534,10 +535,9 @@ async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer,
     read_end, write_end = os.pipe()
     # stdin an OS pipe too: asyncio's own would make Process.wait() wait for it to close.
     stdin_read, stdin_write = os.pipe()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--token", TOKEN, "--message", "-", "-v",
-        cwd=tmp_path, env=client_env(), stdin=stdin_read, stdout=subprocess.DEVNULL, stderr=write_end,
+    process = await start_client(
+        "send_client.py", "--token", TOKEN, "--message", "-", "-v",
+        port=server.write_port, cwd=tmp_path, stdin=stdin_read, stdout=subprocess.DEVNULL, stderr=write_end,
     )  # fmt: skip
     os.close(write_end)
     os.close(stdin_read)

@@ -9,6 +9,7 @@ import logging
 import random
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
@@ -30,7 +31,7 @@ from helpers import (
     send,
     settings_at,
     settings_for,
-    spawn_client,
+    start_client,
     stop_with_signal,
     texts_of,
 )
@@ -189,7 +190,16 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.withhold_acks = True
-    process = await spawn_client(server, tmp_path, "--token", account, "--message", "-")
+    process = await start_client(
+        "send_client.py",
+        "--token",
+        account,
+        "--message",
+        "-",
+        port=server.write_port,
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+    )
     assert process.stdin is not None and process.stderr is not None
     # Far more than the outbox and the read-ahead take; buffered here, never drained.
     process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))

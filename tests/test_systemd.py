@@ -10,7 +10,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from helpers import (
     client_env,
     needs_af_unix,
     received,
+    start_client,
     stop_with_signal,
     unit_settings,
 )
@@ -212,14 +212,13 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     address = f"127.0.0.1:{server.read_port}"
     connected = f"STATUS=connected to {address}"
     env = client_env() | {"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        *("--host", "127.0.0.1", "--port", str(server.read_port), "--log_path", str(tmp_path / "chat.log")),
+    process = await start_client(
+        "read_client.py",
+        *("--log_path", str(tmp_path / "chat.log")),
+        port=server.read_port,
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
     try:
         await listener.wait_until(lambda texts: connected in texts, START_WAIT)
