@@ -153,6 +153,7 @@ async def test_backlog_looks_back_through_earlier_days(
     assert "the last 3 chat lines of the history" in lines[3]
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
     server: FakeMinechatServer, tmp_path: Path

@@ -155,6 +155,7 @@ async def test_dated_history_follows_rotation_and_is_locked(
         await read_client.run(plain, RecordingOut(), RecordingDelays())
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     pattern = tmp_path / "logs" / "%Y" / "%m-%d.log"

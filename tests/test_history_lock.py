@@ -89,6 +89,7 @@ def test_lock_file_is_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "chat.log").stat().st_mode) == 0o600
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
@@ -140,6 +141,7 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
     assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"

@@ -53,6 +53,7 @@ import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM])
 async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
@@ -92,6 +93,7 @@ async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
 # --- stdout is only a view -----------------------------------------------------
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 @pytest.mark.parametrize("verbose", [False, True])
 async def test_stdout_nobody_reads_does_not_stall_the_history(
@@ -134,6 +136,7 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     assert status_of(lines)[-1] == "*** stopped by SIGINT"
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
@@ -202,6 +205,7 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
     assert all(re.match(STAMP, entry) for entry in history)
 
 
+@pytest.mark.slow
 @LINUX_ONLY
 @pytest.mark.parametrize(
     "unit",
@@ -323,6 +327,7 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
     ]
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
@@ -371,6 +376,7 @@ async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechat
     assert FORGED_IN_LONG_LINE.decode() not in printed, "stdout shows a forged line"
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"

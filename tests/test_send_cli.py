@@ -529,6 +529,7 @@ async def test_cli_closed_stdin_is_fine_without_dash(
     assert texts_of(server) == ["hi"]
 
 
+@pytest.mark.slow
 @LINUX_ONLY
 async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)

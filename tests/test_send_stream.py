@@ -117,6 +117,7 @@ async def test_stream_reconnects_after_an_idle_drop(
     assert len(server.send_transcripts) == 2
 
 
+@pytest.mark.slow
 async def test_stream_of_3000_lines_survives_a_failing_server(
     server: FakeMinechatServer, tmp_path: Path, account: str, stdin_pipe: StdinPipe
 ) -> None:
@@ -148,6 +149,7 @@ async def test_stream_of_3000_lines_survives_a_failing_server(
     assert server.refused == 6 and server.idle_drops >= 1 and not server.plans
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     server.plans.append(ConnectionPlan(posts=3, reset=True))
@@ -414,6 +416,7 @@ async def test_stream_with_nothing_to_post_ends_while_the_server_is_down(tmp_pat
     await asyncio.wait_for(send_client.send(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
 
 
+@pytest.mark.slow
 async def test_long_post_over_a_slow_upload_is_posted_once(tmp_path: Path) -> None:
     connections: list[int] = []  # bytes of posts taken on each connection
     second_connection = asyncio.Event()

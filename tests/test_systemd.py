@@ -205,6 +205,7 @@ async def test_watchdog_task_only_when_asked(notify_socket: tuple[socket.socket,
         assert pinger.done()
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_reader_reports_ready_status_watchdog_and_stopping(
     server: FakeMinechatServer, tmp_path: Path, notify_socket: tuple[socket.socket, str], listener: Listener
