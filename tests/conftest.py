@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from fake_server import GREETING, FakeMinechatServer
 from helpers import (
     CLIENT_VARIABLES,
+    DEFAULT_SIGNALS,
     MAX_SOCKET_PATH,
     SERVICE_VARIABLES,
     TOKEN,
@@ -204,3 +206,21 @@ async def listener(notify_socket: tuple[socket.socket, str]) -> AsyncIterator[Li
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture
+def default_signal_handlers() -> Iterator[None]:
+    """Python's own handlers for SIGINT, SIGTERM and SIGHUP during a test that signals itself.
+
+    Whatever the suite was started with (nohup, trap '' INT TERM): a client keeps a signal ignored
+    that it found ignored, so the test would wait for a signal that never arrives.
+    """
+    saved = {signum: signal.getsignal(signum) for signum in DEFAULT_SIGNALS}
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)

@@ -340,6 +340,7 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.usefixtures("default_signal_handlers")
 async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     async with running_reader(server, path) as (task, out, _):

@@ -67,6 +67,7 @@ async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.usefixtures("default_signal_handlers")
 async def test_signal_catcher_catches_a_real_signal() -> None:
     with _minechat.shutdown.SignalCatcher() as signals:
         os.kill(os.getpid(), signal.SIGTERM)
