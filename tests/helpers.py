@@ -176,9 +176,20 @@ def start_client_sync(
     return subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams)
 
 
+def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Signal a client process unless it has been seen to exit.
+
+    Not Process.send_signal(): it polls first, and a poll that reaps a client which has just exited
+    takes its exit status from asyncio's child watcher, which then reports 255.
+    """
+    if process.returncode is None:
+        with suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
 async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
     """Send a signal and return the exit code; a process that does not stop in time is killed."""
-    process.send_signal(signum)
+    send_signal(process, signum)
     try:
         return await asyncio.wait_for(process.wait(), STOP_WAIT)
     finally:

@@ -36,6 +36,7 @@ from helpers import (
     peak_rss_kb,
     read_history,
     running_reader,
+    send_signal,
     start_client,
     status_of,
     stop_with_signal,
@@ -401,12 +402,12 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
         started = time.monotonic()
         # The user presses Ctrl-C, and again, and again, until the client is gone.
         while process.returncode is None and time.monotonic() - started < 2 * STOP_WAIT:
-            with suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
+            send_signal(process, signal.SIGINT)
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(process.wait(), 0.1)
         stopped_in_time = process.returncode is not None
-        shown = await err.read_until(rb"\Z-never", timeout=1.0)  # the terminal resumes: what was stuck comes out
+        # The terminal resumes: what was stuck comes out, up to the end of stderr when the client is gone.
+        shown = await err.read_until(rb"\Z-never", timeout=WAIT)
         code = await asyncio.wait_for(process.wait(), WAIT)
     finally:
         if process.returncode is None:
