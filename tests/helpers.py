@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_server import GREETING, WELCOME, FakeMinechatServer
+from fake_server import FakeMinechatServer
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -31,10 +28,8 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-import chat_io
 import read_client
 import send_client
-from _minechat.dialogue import Closed, Outbox, PostingDialogue
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
 from chat_io import backoff
 from read_client import ReaderSettings
@@ -307,9 +302,6 @@ WHEN = datetime(2026, 11, 27, 9, 5)
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
-ISO_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
-
-
 BOUNDARY = "chat line"  # in the status line that ends the backlog: "the last 3 chat lines of the history"
 
 
@@ -318,26 +310,6 @@ async def stop(reader: Reader) -> None:
     reader.task.cancel()
     with suppress(asyncio.CancelledError):
         await reader.task
-
-
-def chat_of_stamped(lines: list[str]) -> list[str]:
-    """Return the chat of lines stamped "%d %H:%M:%S"."""
-    texts = [line.split(" ", 2)[2] for line in lines]
-    return [text for text in texts if not text.startswith("*** ")]
-
-
-MIDNIGHT_AHEAD = 3.0
-
-
-def zone_with_midnight_in(seconds: float) -> str:
-    """Return a POSIX TZ rule whose local midnight is about seconds from now (no zone database needed)."""
-    offset = round(86_400 - seconds - time.time() % 86_400) % 86_400
-    hours, rest = divmod(offset, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"XYZ-{hours:02d}:{minutes:02d}:{secs:02d}"  # POSIX: the sign is west of Greenwich
-
-
-DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
 
 
 ISO_UTC = "2026-11-27T10:00:00+00:00"
@@ -350,105 +322,7 @@ STAMP_TEXT = "[27.11.26 09:05]"
 BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 
 
-BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
-
-
 EMOJI = "😀"  # four bytes in UTF-8
-
-
-def assert_keepalive(sock: socket.socket) -> None:
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == chat_io.KEEPALIVE_IDLE_SECONDS == 60
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == chat_io.KEEPALIVE_INTERVAL_SECONDS == 10
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == chat_io.KEEPALIVE_COUNT == 5
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.connection: chat_io.ReceivingConnection | None = None
-
-    def connected(self, connection: chat_io.ReceivingConnection) -> None:
-        self.connection = connection
-
-    def received(self, data: bytes) -> None:
-        pass
-
-
-class GatedOutput:
-    """An output whose writes wait until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.written: list[str] = []
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.gate.wait(WAIT)
-        self.written.append(text)
-
-
-def skip_note(count: int) -> str:
-    return f"*** {count} skipped\n"
-
-
-class SlowRaw:
-    """A raw file that is non-blocking: it sometimes takes nothing (None), and then one byte at a time."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.calls = 0
-
-    def write(self, data: memoryview) -> int | None:
-        self.calls += 1
-        if self.calls % 2:
-            return None
-        self.data += bytes(data[:1])
-        return 1
-
-
-class FakeSocket:
-    def __init__(self) -> None:
-        self.calls: list[tuple[object, ...]] = []
-
-    def setsockopt(self, *args: object) -> None:
-        self.calls.append(("setsockopt", *args))
-
-    def ioctl(self, *args: object) -> None:
-        self.calls.append(("ioctl", *args))
-
-
-needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
-
-
-class PausableTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-        self.closing = False
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-
-
-async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return read_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
 
 
 # A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
@@ -475,23 +349,6 @@ def open_history(path: Path) -> _minechat.history.HistoryFile:
     history = make_history(path)
     history.open(str(path))
     return history
-
-
-class BlockedOut:
-    """A stdout that takes nothing until the test lets it."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.gate.wait(WAIT)
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -523,48 +380,6 @@ class StdinBytes:
         return chunk
 
 
-def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
-    outbox = _minechat.dialogue.Outbox()
-    for text in messages:
-        outbox.add(text)
-    dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
-    for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
-        dialogue.receive_data(line)
-        assert dialogue.next_event() is not None
-    dialogue.data_to_send()
-    return dialogue
-
-
-class FailingStdin(StdinBytes):
-    """A stdin that gives its bytes, then fails as a vanished terminal does."""
-
-    def read(self, size: int) -> bytes:
-        chunk = super().read(size)
-        if not chunk:
-            raise OSError(5, "Input/output error")
-        return chunk
-
-
-class TerminalStdin:
-    """A stdin that says it is a terminal."""
-
-    encoding = "utf-8"
-
-    def __init__(self, data: bytes) -> None:
-        self.buffer = io.BytesIO(data)
-
-    def isatty(self) -> bool:
-        return True
-
-
-def usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as stop:
-        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
-    assert stop.value.code == 2
-    [line] = capsys.readouterr().err.splitlines()
-    return line.split(": error: ", 1)[1]
-
-
 FORGED_IN_LONG_LINE = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
 
 
@@ -576,11 +391,6 @@ ODD_ZONE = "ODD-13:37"
 
 
 ODD_OFFSET = timedelta(hours=13, minutes=37)
-
-
-def odd_zone_now() -> datetime:
-    """Return the wall-clock time in ODD_ZONE."""
-    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
 
 
 def read_history(path: Path) -> list[str]:
@@ -598,14 +408,6 @@ def status_of(lines: list[str]) -> list[str]:
     """Return only the status lines, without stamps."""
     texts = [re.sub("^" + STAMP, "", line) for line in lines]
     return [text for text in texts if text.startswith("*** ")]
-
-
-class ClosedPipe(RecordingOut):
-    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
-
-    def write(self, text: str) -> int:
-        super().write(text)
-        raise BrokenPipeError(32, "Broken pipe")
 
 
 def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -641,14 +443,6 @@ async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> 
     return process.returncode, err.decode(errors="replace") if err else ""
 
 
-def peak_rss_kb(pid: int) -> int:
-    """Return a process's peak resident memory (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 @asynccontextmanager
 async def running_reader(
     server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
@@ -666,52 +460,7 @@ async def running_reader(
             await task
 
 
-class UnreadPipe:
-    """An OS pipe whose read end the test holds and reads only when it chooses: a paused pager.
-
-    (asyncio's own pipes would make Process.wait() wait for their end, which an unread pipe never reaches.)
-    """
-
-    def __init__(self) -> None:
-        self.read_end, self.write_end = os.pipe()
-        os.set_blocking(self.read_end, False)
-
-    def close_write_end(self) -> None:
-        os.close(self.write_end)
-
-    async def read_until(self, pattern: bytes, timeout: float = WAIT) -> bytes:
-        """Read what is there until pattern shows up; fail after timeout."""
-        data = b""
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, data):
-            try:
-                chunk = os.read(self.read_end, 65536)
-            except BlockingIOError:
-                chunk = None
-            if chunk == b"":
-                break
-            if chunk:
-                data += chunk
-                continue
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(FILE_POLL_SECONDS)
-        return data
-
-    def close(self) -> None:
-        os.close(self.read_end)
-
-
-FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
-
-
-SKIPPED = "not shown here (stdout was too slow)"
-
-
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-
-
-PIPE_CAPACITY = 64 * 1024  # Linux default; a pipe counts as full within a page of it
 
 
 PIPE_PAGE = 4096
@@ -745,14 +494,6 @@ async def scripted_server(handler: Handler) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
-
-
-async def log_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nickname: str = "Focused Loyd") -> None:
-    """Play the server's side of a login with any token."""
-    writer.write(GREETING)
-    token = (await reader.readline()).decode().strip()
-    writer.write(f'{{"nickname": "{nickname}", "account_hash": "{token}"}}\n'.encode() + WELCOME)
-    await writer.drain()
 
 
 def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
@@ -832,67 +573,11 @@ async def run_client(
     return process.returncode, out.decode(), err.decode()
 
 
-def fill_disk(folder: Path) -> None:
-    """Write until the file system in folder has no space left."""
-    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        while os.write(descriptor, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
-
-
-NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
-
-
-def converse(dialogue: PostingDialogue, feeds: list[bytes]) -> tuple[bytes, list[str]]:
-    """Feed the server's bytes in the given pieces; return everything sent and the names of the events."""
-    sent = b"".join(dialogue.data_to_send())
-    events: list[str] = []
-    for data in feeds:
-        dialogue.receive_data(data)
-        while (event := dialogue.next_event()) is not None:
-            events.append(type(event).__name__)
-            if isinstance(event, Closed):
-                break
-        sent += b"".join(dialogue.data_to_send())
-    return sent, events
-
-
-def make_dialogue(messages: list[str], token: str | None = TOKEN, nickname: str | None = None) -> PostingDialogue:
-    outbox = Outbox()
-    for message in messages:
-        outbox.add(message)
-    return PostingDialogue(outbox, token, nickname, "the token file token.txt")
-
-
-def byte_by_byte(data: bytes) -> list[bytes]:
-    return [data[index : index + 1] for index in range(len(data))]
-
-
-LOGIN = [GREETING, ACCOUNT + WELCOME]
-
-
-LOGIN_EVENTS = ["Greeted", "LoggedIn", "Welcomed"]
 
 
 # AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
 MAX_SOCKET_PATH = 100
-
-
-# A started Python may take a while on a busy machine before it says anything.
-START_WAIT = 15.0
-
-
-WATCHDOG_USEC = 1_000_000
-
-
-PINGS_TO_MEASURE = 5
 
 
 def received(sock: socket.socket) -> list[bytes]:
@@ -936,50 +621,5 @@ class Listener:
 UNIT = ROOT / "contrib" / "minechat-read.service"
 
 
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-
-
-def unit_settings() -> dict[str, list[str]]:
-    """Return every key of the unit file with its values, in order (keys may repeat)."""
-    settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text(encoding="utf-8").splitlines():
-        if "=" in line and not line.startswith(("#", ";", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
-
-
-S = "[S]"  # a stamp; the stamper takes whatever it is given
-
-
-T = "[T]"
-
-
-PIECE = 8  # a small piece size, so the tables stay readable
-
-
-class Gate:
-    """An output that blocks until the test lets it write."""
-
-    def __init__(self) -> None:
-        self.written: list[str] = []
-        self.open = threading.Event()
-        self.entered = threading.Event()
-
-    def write(self, text: str) -> None:
-        self.entered.set()
-        assert self.open.wait(5)
-        self.written.append(text)
-
-
 def note(count: int) -> str:
     return f"*** {count} skipped\n"
-
-
-ISO_MSK = "2026-11-28T09:05:00+03:00"
-
-
-def records_of(text: str) -> list[dict[str, object]]:
-    """Parse JSON Lines; every line must be one object."""
-    assert text.endswith("\n") or not text
-    return [json.loads(line) for line in text.split("\n")[:-1]]

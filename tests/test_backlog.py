@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
-    DEFAULT_FORMAT,
     ISO_UTC,
     POSIX_ONLY,
     STAMP,
@@ -37,6 +36,8 @@ import _minechat.systemd
 from _minechat.backlog import lines_from_end, read_backlog
 from _minechat.history import HistoryPattern
 from _minechat.stamping import JsonLineStamper
+
+DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
 
 
 def test_lines_from_end_across_cut_characters() -> None:

@@ -11,19 +11,7 @@ from pathlib import Path
 import fake_server
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import (
-    LINUX_ONLY,
-    TOKEN,
-    FakeSocket,
-    PausableTransport,
-    RecordingDelays,
-    RecordingOut,
-    Sink,
-    assert_keepalive,
-    read_history,
-    send,
-    status_of,
-)
+from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, read_history, send, status_of
 
 import chat_io
 import read_client
@@ -39,6 +27,51 @@ from chat_io import (
     open_receiver,
 )
 from read_client import ReaderSettings
+
+
+def assert_keepalive(sock: socket.socket) -> None:
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == chat_io.KEEPALIVE_IDLE_SECONDS == 60
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == chat_io.KEEPALIVE_INTERVAL_SECONDS == 10
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == chat_io.KEEPALIVE_COUNT == 5
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.connection: chat_io.ReceivingConnection | None = None
+
+    def connected(self, connection: chat_io.ReceivingConnection) -> None:
+        self.connection = connection
+
+    def received(self, data: bytes) -> None:
+        pass
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def setsockopt(self, *args: object) -> None:
+        self.calls.append(("setsockopt", *args))
+
+    def ioctl(self, *args: object) -> None:
+        self.calls.append(("ioctl", *args))
+
+
+class PausableTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
 
 
 def test_describe_error_names_dns_failures() -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
-    MIDNIGHT_AHEAD,
     POSIX_ONLY,
     WAIT,
     FakeTime,
@@ -23,20 +22,35 @@ from helpers import (
     RecordingOut,
     StartReader,
     chat_of,
-    chat_of_stamped,
     client_env,
     start_client,
     status_of,
     stop,
     stop_with_signal,
     wait_for_file,
-    zone_with_midnight_in,
 )
 
 import read_client
 from _minechat.history import HistoryPattern
 from chat_io import AlreadyRunning
 from read_client import ReaderSettings
+
+
+def chat_of_stamped(lines: list[str]) -> list[str]:
+    """Return the chat of lines stamped "%d %H:%M:%S"."""
+    texts = [line.split(" ", 2)[2] for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+MIDNIGHT_AHEAD = 3.0
+
+
+def zone_with_midnight_in(seconds: float) -> str:
+    """Return a POSIX TZ rule whose local midnight is about seconds from now (no zone database needed)."""
+    offset = round(86_400 - seconds - time.time() % 86_400) % 86_400
+    hours, rest = divmod(offset, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"XYZ-{hours:02d}:{minutes:02d}:{secs:02d}"  # POSIX: the sign is west of Greenwich
 
 
 def test_pattern_expands_in_local_time_with_a_literal_percent(tmp_path: Path) -> None:

@@ -7,20 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, FakeMinechatServer
-from helpers import (
-    ACCOUNT,
-    LOGIN,
-    LOGIN_EVENTS,
-    NEW_ACCOUNT,
-    TOKEN,
-    RecordingDelays,
-    StdinBytes,
-    byte_by_byte,
-    converse,
-    make_dialogue,
-    settings_for,
-    texts_of,
-)
+from helpers import ACCOUNT, TOKEN, RecordingDelays, StdinBytes, settings_for, texts_of
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -31,8 +18,41 @@ import _minechat.shutdown
 import _minechat.systemd
 import chat_io
 import send_client
-from _minechat.dialogue import Account, Outbox, PostingDialogue, parse_account
+from _minechat.dialogue import Account, Closed, Outbox, PostingDialogue, parse_account
 from chat_io import ConnectionFailed, ProtocolError, UnknownTokenError
+
+NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
+
+
+def converse(dialogue: PostingDialogue, feeds: list[bytes]) -> tuple[bytes, list[str]]:
+    """Feed the server's bytes in the given pieces; return everything sent and the names of the events."""
+    sent = b"".join(dialogue.data_to_send())
+    events: list[str] = []
+    for data in feeds:
+        dialogue.receive_data(data)
+        while (event := dialogue.next_event()) is not None:
+            events.append(type(event).__name__)
+            if isinstance(event, Closed):
+                break
+        sent += b"".join(dialogue.data_to_send())
+    return sent, events
+
+
+def make_dialogue(messages: list[str], token: str | None = TOKEN, nickname: str | None = None) -> PostingDialogue:
+    outbox = Outbox()
+    for message in messages:
+        outbox.add(message)
+    return PostingDialogue(outbox, token, nickname, "the token file token.txt")
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[index : index + 1] for index in range(len(data))]
+
+
+LOGIN = [GREETING, ACCOUNT + WELCOME]
+
+
+LOGIN_EVENTS = ["Greeted", "LoggedIn", "Welcomed"]
 
 
 @pytest.mark.parametrize(

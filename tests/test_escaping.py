@@ -8,17 +8,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import (
-    BIDI_CONTROLS,
-    BIDI_ESCAPED,
-    STAMP,
-    STAMP_TEXT,
-    WHEN,
-    StartReader,
-    chat_of,
-    read_history,
-    running_reader,
-)
+from helpers import BIDI_CONTROLS, STAMP, STAMP_TEXT, WHEN, StartReader, chat_of, read_history, running_reader
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -31,6 +21,8 @@ import chat_io
 from _minechat.dialogue import is_blank, parse_account
 from _minechat.stamping import LineStamper, format_history_block, format_history_line
 from chat_io import ProtocolError, decode_line, encode_line, flatten_text, redact, sanitize_text
+
+BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
-    ISO_MSK,
     ISO_UTC,
     ODD_OFFSET,
     ODD_ZONE,
@@ -24,7 +23,6 @@ from helpers import (
     RecordingOut,
     StartReader,
     client_env,
-    records_of,
     start_client,
     stop,
     stop_with_signal,
@@ -34,6 +32,14 @@ from helpers import (
 import read_client
 from _minechat.stamping import JsonLineStamper, format_json_record
 from read_client import ReaderSettings
+
+ISO_MSK = "2026-11-28T09:05:00+03:00"
+
+
+def records_of(text: str) -> list[dict[str, object]]:
+    """Parse JSON Lines; every line must be one object."""
+    assert text.endswith("\n") or not text
+    return [json.loads(line) for line in text.split("\n")[:-1]]
 
 
 async def test_jsonl_history_every_record_parses_with_its_fields(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import WAIT, Gate, GatedOutput, SlowRaw, note, skip_note
+from helpers import WAIT, note
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -18,6 +19,53 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure_logging
+
+
+class GatedOutput:
+    """An output whose writes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.written.append(text)
+
+
+def skip_note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+class SlowRaw:
+    """A raw file that is non-blocking: it sometimes takes nothing (None), and then one byte at a time."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.calls = 0
+
+    def write(self, data: memoryview) -> int | None:
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        self.data += bytes(data[:1])
+        return 1
+
+
+class Gate:
+    """An output that blocks until the test lets it write."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.open.wait(5)
+        self.written.append(text)
 
 
 def test_background_writer_never_blocks_and_counts_what_it_skips() -> None:

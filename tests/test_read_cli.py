@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from fake_server import GREETING, FakeMinechatServer
 from helpers import (
     ISO_FORMAT,
+    ODD_OFFSET,
     ODD_ZONE,
     POSIX_ONLY,
     WAIT,
@@ -22,10 +24,8 @@ from helpers import (
     chat_of,
     client_env,
     finish,
-    odd_zone_now,
     read_history,
     read_main,
-    run_read_main,
     running_reader,
     start_client,
     start_client_sync,
@@ -36,6 +36,25 @@ from helpers import (
 
 import read_client
 from _minechat.stamping import format_stamp
+
+
+async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return read_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+
+
+def odd_zone_now() -> datetime:
+    """Return the wall-clock time in ODD_ZONE."""
+    return datetime.now(timezone.utc).replace(tzinfo=None) + ODD_OFFSET
 
 
 def test_options_from_the_environment_and_the_command_line(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -15,25 +17,21 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
+    FILE_POLL_SECONDS,
     FIXED_STAMP,
     FLOOD_WAIT,
-    FORGED,
     FORGED_IN_LONG_LINE,
     LINUX_ONLY,
     POSIX_ONLY,
-    SKIPPED,
     STAMP,
     STOP_WAIT,
     WAIT,
-    BlockedOut,
-    ClosedPipe,
+    RecordingOut,
     StartReader,
-    UnreadPipe,
     chat_of,
     fixed_clock,
     numbered,
     numbers_of,
-    peak_rss_kb,
     read_history,
     running_reader,
     send_signal,
@@ -52,6 +50,81 @@ import _minechat.shutdown
 import _minechat.systemd
 import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
+
+
+class BlockedOut:
+    """A stdout that takes nothing until the test lets it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+class ClosedPipe(RecordingOut):
+    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def peak_rss_kb(pid: int) -> int:
+    """Return a process's peak resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+class UnreadPipe:
+    """An OS pipe whose read end the test holds and reads only when it chooses: a paused pager.
+
+    (asyncio's own pipes would make Process.wait() wait for their end, which an unread pipe never reaches.)
+    """
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+
+    def close_write_end(self) -> None:
+        os.close(self.write_end)
+
+    async def read_until(self, pattern: bytes, timeout: float = WAIT) -> bytes:
+        """Read what is there until pattern shows up; fail after timeout."""
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, data):
+            try:
+                chunk = os.read(self.read_end, 65536)
+            except BlockingIOError:
+                chunk = None
+            if chunk == b"":
+                break
+            if chunk:
+                data += chunk
+                continue
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FILE_POLL_SECONDS)
+        return data
+
+    def close(self) -> None:
+        os.close(self.read_end)
+
+
+FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
+
+
+SKIPPED = "not shown here (stdout was too slow)"
 
 
 @pytest.mark.slow

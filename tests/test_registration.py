@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import signal
 import stat
 import subprocess
@@ -19,7 +20,6 @@ from helpers import (
     TOKEN,
     WAIT,
     RecordingDelays,
-    fill_disk,
     run_client,
     scripted_server,
     send,
@@ -31,6 +31,18 @@ from helpers import (
 
 import send_client
 from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, ReplyTimeout
+
+
+def fill_disk(folder: Path) -> None:
+    """Write until the file system in folder has no space left."""
+    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 async def test_registration_saves_token_then_logs_in_with_it(server: FakeMinechatServer, tmp_path: Path) -> None:

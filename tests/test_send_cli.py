@@ -18,12 +18,10 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     LINUX_ONLY,
-    PIPE_CAPACITY,
     POSIX_ONLY,
     TOKEN,
     WAIT,
     RecordingDelays,
-    TerminalStdin,
     client_env,
     error_lines,
     run_client,
@@ -32,7 +30,6 @@ from helpers import (
     start_client,
     stop_with_signal,
     texts_of,
-    usage_error,
 )
 
 import _minechat.backlog
@@ -44,6 +41,29 @@ import _minechat.shutdown
 import _minechat.systemd
 import send_client
 from chat_io import EXIT_FILE, EXIT_USAGE
+
+
+class TerminalStdin:
+    """A stdin that says it is a terminal."""
+
+    encoding = "utf-8"
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+    def isatty(self) -> bool:
+        return True
+
+
+def usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings([*argv, "--token_path", str(tmp_path / "token.txt")], {}, tmp_path)
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    return line.split(": error: ", 1)[1]
+
+
+PIPE_CAPACITY = 64 * 1024  # Linux default; a pipe counts as full within a page of it
 
 
 def test_empty_message_error_says_so() -> None:

@@ -15,17 +15,15 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fake_server import ACK, ConnectionPlan, FakeMinechatServer
+from fake_server import ACK, GREETING, WELCOME, ConnectionPlan, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     TOKEN,
     WAIT,
-    FailingStdin,
     RecordingDelays,
     StdinBytes,
     StdinPipe,
     free_port,
-    log_in,
     run_client,
     scripted_server,
     send,
@@ -47,6 +45,24 @@ import send_client
 from _minechat.dialogue import OUTBOX_POSTS
 from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
 from send_client import RESUME_TRIES
+
+
+class FailingStdin(StdinBytes):
+    """A stdin that gives its bytes, then fails as a vanished terminal does."""
+
+    def read(self, size: int) -> bytes:
+        chunk = super().read(size)
+        if not chunk:
+            raise OSError(5, "Input/output error")
+        return chunk
+
+
+async def log_in(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nickname: str = "Focused Loyd") -> None:
+    """Play the server's side of a login with any token."""
+    writer.write(GREETING)
+    token = (await reader.readline()).decode().strip()
+    writer.write(f'{{"nickname": "{nickname}", "account_hash": "{token}"}}\n'.encode() + WELCOME)
+    await writer.drain()
 
 
 async def test_cli_posts_thousand_stdin_lines_in_order(

@@ -23,7 +23,6 @@ from helpers import (
     send,
     settings_for,
     texts_of,
-    welcomed_dialogue,
 )
 
 import _minechat.backlog
@@ -36,6 +35,18 @@ import _minechat.systemd
 import send_client
 from chat_io import EXIT_CONNECTION, EXIT_PROTOCOL, ConnectionFailed, ProtocolError, ReplyTimeout, UnknownTokenError
 from send_client import DEFAULT_MESSAGE
+
+
+def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
+    outbox = _minechat.dialogue.Outbox()
+    for text in messages:
+        outbox.add(text)
+    dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
+    for line in (GREETING, json.dumps({"nickname": "N", "account_hash": TOKEN}).encode() + b"\n", WELCOME):
+        dialogue.receive_data(line)
+        assert dialogue.next_event() is not None
+    dialogue.data_to_send()
+    return dialogue
 
 
 async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:

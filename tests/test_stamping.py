@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import EMOJI, ISO_FORMAT, ISO_STAMP, PIECE, STAMP_TEXT, WAIT, WHEN, FakeTime, S, StartReader, T
+from helpers import EMOJI, ISO_FORMAT, STAMP_TEXT, WAIT, WHEN, FakeTime, StartReader
 
 from _minechat.stamping import (
     LineStamper,
@@ -18,6 +18,17 @@ from _minechat.stamping import (
     split_strftime,
 )
 from chat_io import decode_line
+
+ISO_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+
+
+S = "[S]"  # a stamp; the stamper takes whatever it is given
+
+
+T = "[T]"
+
+
+PIECE = 8  # a small piece size, so the tables stay readable
 
 
 async def test_time_format_sets_the_stamp(server: FakeMinechatServer, start_reader: StartReader) -> None:

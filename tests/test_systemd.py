@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -17,21 +18,15 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     LINUX_ONLY,
-    PINGS_TO_MEASURE,
     POSIX_ONLY,
     ROOT,
-    START_WAIT,
-    SYSTEMD_ANALYZE,
     UNIT,
     WAIT,
-    WATCHDOG_USEC,
     Listener,
     client_env,
-    needs_af_unix,
     received,
     start_client,
     stop_with_signal,
-    unit_settings,
 )
 
 import _minechat.backlog
@@ -43,6 +38,31 @@ import _minechat.shutdown
 import _minechat.systemd
 from _minechat.systemd import ServiceNotifier, parse_notify_address, parse_watchdog_period
 from chat_io import EXIT_FILE, EXIT_LOCKED, EXIT_SIGNAL_BASE, EXIT_USAGE
+
+needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
+
+
+# A started Python may take a while on a busy machine before it says anything.
+START_WAIT = 15.0
+
+
+WATCHDOG_USEC = 1_000_000
+
+
+PINGS_TO_MEASURE = 5
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """Return every key of the unit file with its values, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
 
 
 def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
