@@ -75,6 +75,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
 
 
 CLIENT_VARIABLES = {

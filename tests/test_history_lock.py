@@ -14,6 +14,7 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    SYMLINKS,
     WAIT,
     finish,
     make_history,
@@ -71,7 +72,7 @@ def test_lock_holder_that_is_not_a_number_is_unknown(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@SYMLINKS
 def test_lock_is_next_to_the_real_file(tmp_path: Path) -> None:
     # The lock file is now hidden and named for read_client: .NAME.read_client.lock beside the real file.
     (tmp_path / "real").mkdir()
@@ -81,7 +82,7 @@ def test_lock_is_next_to_the_real_file(tmp_path: Path) -> None:
     assert _minechat.history.HistoryPattern(tmp_path / "link.log").lock_path() == expected
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@POSIX_ONLY
 def test_lock_file_is_owner_only(tmp_path: Path) -> None:
     history = open_history(tmp_path / "chat.log")
     history.close()

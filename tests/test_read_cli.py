@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -358,7 +357,7 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
     assert chat_of(read_history(tmp_path / "chat.log")) == []
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@POSIX_ONLY
 @pytest.mark.usefixtures("default_signal_handlers")
 async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"

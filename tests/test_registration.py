@@ -17,6 +17,7 @@ import pytest
 from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    SYMLINKS,
     TOKEN,
     WAIT,
     RecordingDelays,
@@ -144,7 +145,7 @@ async def test_token_that_cannot_be_saved_is_shown_once(
     assert not (tiny_disk / "token.txt").exists()
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@SYMLINKS
 async def test_registration_writes_through_a_symlinked_token_path(server: FakeMinechatServer, tmp_path: Path) -> None:
     target = tmp_path / "secrets" / "minechat.token"
     target.parent.mkdir()

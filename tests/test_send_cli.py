@@ -494,7 +494,7 @@ async def test_cli_verbose_logs_the_dialogue(
     assert " DEBUG >> '<token>\\n'" in err and account not in err
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@POSIX_ONLY
 @pytest.mark.usefixtures("default_signal_handlers")
 async def test_a_signal_stops_the_run_and_says_what_was_posted(
     server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture

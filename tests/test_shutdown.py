@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 
 import pytest
-from helpers import WAIT
+from helpers import POSIX_ONLY, WAIT
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -66,7 +65,7 @@ async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:
             await run_until_signal(fail(), signals)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@POSIX_ONLY
 @pytest.mark.usefixtures("default_signal_handlers")
 async def test_signal_catcher_catches_a_real_signal() -> None:
     with _minechat.shutdown.SignalCatcher() as signals:

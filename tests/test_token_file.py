@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, POSIX_ONLY, TOKEN, RecordingDelays, free_port, run_cli, settings_for
+from helpers import LINUX_ONLY, POSIX_ONLY, SYMLINKS, TOKEN, RecordingDelays, free_port, run_cli, settings_for
 
 import chat_io
 import send_client
@@ -32,7 +32,7 @@ def test_token_file_bom_and_whitespace_are_ignored(tmp_path: Path, content: byte
     assert settings.token == TOKEN
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@SYMLINKS
 @pytest.mark.parametrize("target_exists", [False, True])
 def test_save_token_writes_through_a_symlink(tmp_path: Path, target_exists: bool) -> None:
     target = tmp_path / "elsewhere" / "minechat.token"
