@@ -251,6 +251,7 @@ async def test_ipv6_address_is_shown_in_brackets(start_reader: StartReader) -> N
         port = probe.getsockname()[1]
     reader = await start_reader(port=port, host="::1")
     await reader.delays.wait_for_taken(2)  # the first failure is noted before the second delay is taken
+    await wait_for_file(reader.path, lambda data: b"*** cannot connect" in data)  # and the journal writes it soon after
     statuses = status_of(read_history(reader.path))
     assert statuses[0] == f"*** connecting to [::1]:{port}"
     assert statuses[1].startswith(f"*** cannot connect to [::1]:{port}: ")

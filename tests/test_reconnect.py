@@ -24,6 +24,7 @@ from helpers import (
     read_history,
     running_reader,
     status_of,
+    wait_for_file,
 )
 
 import read_client
@@ -99,6 +100,7 @@ async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatSer
     await server.wait_until(lambda: server.reader_connections >= 6)
     assert reader.delays.resets == 1
     assert reader.delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    await wait_for_file(reader.path, lambda data: b"connection lost" in data)  # the journal writes notes soon after
     assert any("connection lost: the server closed the connection" in line for line in read_history(reader.path))
 
 
