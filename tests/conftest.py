@@ -1,4 +1,8 @@
-"""Fixtures shared by the tests: the fake server and a stdout that can be waited on."""
+"""The tests' fixtures: the fake server, the reader in-process, sockets to listen on, a tiny disk, default signals.
+
+The autouse ones keep the caller's variables, a service manager, logging and secrets out of every test;
+plain helpers are in helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,48 @@ from _minechat.output import SECRETS
 from read_client import ReaderSettings
 
 
+@pytest.fixture(autouse=True)
+def no_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the caller's HOST, TOKEN, VERBOSE and the like away from clients run in-process."""
+    for name in CLIENT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep clients run in-process from notifying a service manager the tests may run under."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Undo what a client's main() did to the root logger, whose stream the test's capture closes."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def restore_secrets() -> Iterator[None]:
+    """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
+    known = set(SECRETS.secrets)
+    yield
+    SECRETS.secrets.clear()
+    SECRETS.secrets.update(known)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeMinechatServer]:
+    async with FakeMinechatServer() as running:
+        yield running
+
+
 @pytest.fixture
 async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
     """Start read_client in-process against the fake server, with tiny backoff delays; stopped at the end."""
@@ -75,80 +121,6 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
         await stop(reader)
 
 
-@pytest.fixture(autouse=True)
-def no_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's HOST, TOKEN, VERBOSE and the like away from clients run in-process."""
-    for name in CLIENT_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Undo what a client's main() did to the root logger, whose stream the test's capture closes."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-@pytest.fixture(autouse=True)
-def restore_secrets() -> Iterator[None]:
-    """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
-    known = set(SECRETS.secrets)
-    yield
-    SECRETS.secrets.clear()
-    SECRETS.secrets.update(known)
-
-
-@pytest.fixture(autouse=True)
-def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep clients run in-process from notifying a service manager the tests may run under."""
-    for name in SERVICE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeMinechatServer]:
-    async with FakeMinechatServer() as running:
-        yield running
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB file system of its own (tmpfs), to be filled up; only for root on Linux."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root on Linux")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(folder)], capture_output=True, check=False
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        # Lazily if a file is still open there (a failing test): a mount left behind breaks later runs' cleanup.
-        if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
-@pytest.fixture
-async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
-    yield server.add_account("Focused Loyd", TOKEN)
-
-
-@pytest.fixture
-def stdin_pipe() -> Iterator[StdinPipe]:
-    pipe = StdinPipe()
-    yield pipe
-    pipe.close()
-
-
 @pytest.fixture
 async def resetting_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
     """A posting port that greets, takes the token, and resets the connection instead of replying."""
@@ -169,6 +141,18 @@ async def resetting_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+@pytest.fixture
+async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
+    yield server.add_account("Focused Loyd", TOKEN)
+
+
+@pytest.fixture
+def stdin_pipe() -> Iterator[StdinPipe]:
+    pipe = StdinPipe()
+    yield pipe
+    pipe.close()
 
 
 @pytest.fixture
@@ -206,6 +190,26 @@ async def listener(notify_socket: tuple[socket.socket, str]) -> AsyncIterator[Li
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB file system of its own (tmpfs), to be filled up; only for root on Linux."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root on Linux")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(folder)], capture_output=True, check=False
+    )
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        # Lazily if a file is still open there (a failing test): a mount left behind breaks later runs' cleanup.
+        if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 @pytest.fixture

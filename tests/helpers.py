@@ -35,26 +35,10 @@ from chat_io import backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
 
-LINUX_ONLY = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="Linux only: its socket options, pipes, /proc and names"
-)
+# --- where the clients are, how long to wait, on which platforms -----------------------------------------
 
 
-@dataclass
-class Reader:
-    """A read_client running in-process and what it writes."""
-
-    task: asyncio.Task[int]
-    out: RecordingOut
-    settings: ReaderSettings
-    delays: RecordingDelays
-
-    @property
-    def path(self) -> Path:
-        return self.settings.log_path
-
-
-StartReader = Callable[..., Awaitable[Reader]]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 WAIT = 5.0
@@ -71,11 +55,21 @@ FILE_WAIT = 30.0
 FILE_POLL_SECONDS = 0.01
 
 
-ROOT = Path(__file__).resolve().parent.parent
+FLOOD_WAIT = 30.0
 
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="Linux only: its socket options, pipes, /proc and names"
+)
+
+
 SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+
+
+# --- the clients as processes: the one way to start them -------------------------------------------------
 
 
 CLIENT_VARIABLES = {
@@ -194,6 +188,17 @@ async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> 
             await process.wait()
 
 
+async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
+    """Wait for a process to exit on its own; return its exit code and stderr."""
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, err.decode(errors="replace") if err else ""
+
+
 async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FILE_WAIT) -> bytes:
     """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
     deadline = time.monotonic() + timeout
@@ -207,6 +212,9 @@ async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
         await asyncio.sleep(FILE_POLL_SECONDS)
+
+
+# --- fakes that record what they were given --------------------------------------------------------------
 
 
 class RecordingOut:
@@ -297,26 +305,72 @@ class RecordingDelays:
         await asyncio.wait_for(wait(), timeout)
 
 
+class StdinPipe:
+    """A real pipe standing in for stdin, written by the test as it goes."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        self.reader = os.fdopen(read_end, "rb", buffering=0)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_end, view) :]
+
+    def end(self) -> None:
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+
+    def close(self) -> None:
+        self.end()
+        self.reader.close()
+
+
+class StdinBytes:
+    """A stdin with no descriptor: the bytes given, then its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int) -> bytes:
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+# --- the reader: its history, and the reader in-process --------------------------------------------------
+
+
+STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+
+
+STAMP_TEXT = "[27.11.26 09:05]"
+
+
 WHEN = datetime(2026, 11, 27, 9, 5)
 
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
-BOUNDARY = "chat line"  # in the status line that ends the backlog: "the last 3 chat lines of the history"
-
-
-async def stop(reader: Reader) -> None:
-    """Stop a reader as a signal would (the journal goes to disk first)."""
-    reader.task.cancel()
-    with suppress(asyncio.CancelledError):
-        await reader.task
-
-
 ISO_UTC = "2026-11-27T10:00:00+00:00"
 
 
-STAMP_TEXT = "[27.11.26 09:05]"
+# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
+FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
+
+
+FIXED_STAMP = "[04.03.26 05:06]"
+
+
+# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
+ODD_ZONE = "ODD-13:37"
+
+
+ODD_OFFSET = timedelta(hours=13, minutes=37)
 
 
 # Bidi embeddings, overrides and isolates, and the marks: each can reorder what a terminal shows.
@@ -326,11 +380,88 @@ BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u2
 EMOJI = "😀"  # four bytes in UTF-8
 
 
-# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
-FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
+FORGED_IN_LONG_LINE = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
 
 
-FIXED_STAMP = "[04.03.26 05:06]"
+def read_history(path: Path) -> list[str]:
+    """Return the history file's lines."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def chat_of(lines: list[str]) -> list[str]:
+    """Strip stamps and drop the status lines."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+def status_of(lines: list[str]) -> list[str]:
+    """Return only the status lines, without stamps."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if text.startswith("*** ")]
+
+
+def note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
+    """Return chat lines carrying their numbers, so gaps and doubles show."""
+    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
+
+
+def numbers_of(chat: list[str]) -> list[int]:
+    """Return the line numbers of numbered chat lines, in file order."""
+    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
+
+
+@dataclass
+class Reader:
+    """A read_client running in-process and what it writes."""
+
+    task: asyncio.Task[int]
+    out: RecordingOut
+    settings: ReaderSettings
+    delays: RecordingDelays
+
+    @property
+    def path(self) -> Path:
+        return self.settings.log_path
+
+
+StartReader = Callable[..., Awaitable[Reader]]
+
+
+async def stop(reader: Reader) -> None:
+    """Stop a reader as a signal would (the journal goes to disk first)."""
+    reader.task.cancel()
+    with suppress(asyncio.CancelledError):
+        await reader.task
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
+    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
+    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+    out = out or RecordingOut()
+    delays = RecordingDelays()
+    task = asyncio.create_task(read_client.run(settings, out, delays))
+    try:
+        yield task, out, delays
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run read_client.main in-process; return the exit code and stderr."""
+    try:
+        code = read_client.main(argv)
+    except SystemExit as stop:
+        code = stop.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
 
 
 def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:
@@ -352,119 +483,41 @@ def open_history(path: Path) -> _minechat.history.HistoryFile:
     return history
 
 
-async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return send_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line]
-
-
-class StdinBytes:
-    """A stdin with no descriptor: the bytes given, then its end."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def read(self, size: int) -> bytes:
-        chunk, self._data = self._data[:size], self._data[size:]
-        return chunk
-
-
-FORGED_IN_LONG_LINE = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
-
-
-STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
-
-
-# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
-ODD_ZONE = "ODD-13:37"
-
-
-ODD_OFFSET = timedelta(hours=13, minutes=37)
-
-
-def read_history(path: Path) -> list[str]:
-    """Return the history file's lines."""
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def chat_of(lines: list[str]) -> list[str]:
-    """Strip stamps and drop the status lines."""
-    texts = [re.sub("^" + STAMP, "", line) for line in lines]
-    return [text for text in texts if not text.startswith("*** ")]
-
-
-def status_of(lines: list[str]) -> list[str]:
-    """Return only the status lines, without stamps."""
-    texts = [re.sub("^" + STAMP, "", line) for line in lines]
-    return [text for text in texts if text.startswith("*** ")]
-
-
-def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run read_client.main in-process; return the exit code and stderr."""
-    try:
-        code = read_client.main(argv)
-    except SystemExit as stop:
-        code = stop.code  # type: ignore[assignment]
-    return code, capsys.readouterr().err
-
-
-FLOOD_WAIT = 30.0
-
-
-def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
-    """Return chat lines carrying their numbers, so gaps and doubles show."""
-    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
-
-
-def numbers_of(chat: list[str]) -> list[int]:
-    """Return the line numbers of numbered chat lines, in file order."""
-    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
-    """Wait for a process to exit on its own; return its exit code and stderr."""
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode, err.decode(errors="replace") if err else ""
-
-
-@asynccontextmanager
-async def running_reader(
-    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
-    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
-    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
-    out = out or RecordingOut()
-    delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
-    try:
-        yield task, out, delays
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+# --- the sender ------------------------------------------------------------------------------------------
 
 
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 
 
-PIPE_PAGE = 4096
+ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+
+
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server, with no outside environment."""
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
+    base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays."""
+    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+
+
+def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
+    """Return the one-line posts the server took, in order."""
+    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
+
+
+def free_port() -> int:
+    """Return a port on 127.0.0.1 that nobody listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -497,9 +550,14 @@ async def scripted_server(handler: Handler) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
-    base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+async def run_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
+) -> tuple[int, str, str]:
+    """Run send_client.py against the server; return its exit code, stdout and stderr."""
+    process = await start_client("send_client.py", *argv, port=server.write_port, cwd=cwd, stdin=subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
@@ -516,65 +574,25 @@ async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_p
     return process.returncode, err.decode(errors="replace")
 
 
-def free_port() -> int:
-    """Return a port on 127.0.0.1 that nobody listens on (just now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return send_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Parse send_client settings aimed at the fake server, with no outside environment."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line]
 
 
-async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays."""
-    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
-
-
-class StdinPipe:
-    """A real pipe standing in for stdin, written by the test as it goes."""
-
-    def __init__(self) -> None:
-        read_end, self._write_end = os.pipe()
-        self.reader = os.fdopen(read_end, "rb", buffering=0)
-
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._write_all, data)
-
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._write_end, view) :]
-
-    def end(self) -> None:
-        if self._write_end >= 0:
-            os.close(self._write_end)
-            self._write_end = -1
-
-    def close(self) -> None:
-        self.end()
-        self.reader.close()
-
-
-def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
-    """Return the one-line posts the server took, in order."""
-    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
-
-
-async def run_client(
-    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
-) -> tuple[int, str, str]:
-    """Run send_client.py against the server; return its exit code, stdout and stderr."""
-    process = await start_client("send_client.py", *argv, port=server.write_port, cwd=cwd, stdin=subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+# --- systemd ---------------------------------------------------------------------------------------------
 
 
 # AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
@@ -620,7 +638,3 @@ class Listener:
 
 
 UNIT = ROOT / "contrib" / "minechat-read.service"
-
-
-def note(count: int) -> str:
-    return f"*** {count} skipped\n"

@@ -311,9 +311,6 @@ async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tm
     assert grown < bound, f"grew by {grown} kB"
 
 
-# --- one reader per history file --------------------------------------------------
-
-
 # --- small ones ------------------------------------------------------------------
 
 
