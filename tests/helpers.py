@@ -30,8 +30,8 @@ import _minechat.shutdown
 import _minechat.systemd
 import read_client
 import send_client
-from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
-from chat_io import backoff
+from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
+from chat_io import STATUS_MARK, backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
 
@@ -638,3 +638,24 @@ class Listener:
 
 
 UNIT = ROOT / "contrib" / "minechat-read.service"
+
+
+# --- oracles: the history's text, line by line, as the stampers must give it ------------------
+
+
+def format_history_line(text: str, when: datetime) -> str:
+    """Return one history line: stamp, space, text, newline."""
+    return f"{format_stamp(when)} {text}\n"
+
+
+def format_status_line(text: str, when: datetime) -> str:
+    """Return a history line that marks a connection event, not chat."""
+    return format_history_line(f"{STATUS_MARK} {text}", when)
+
+
+def format_history_block(block: bytes, when: datetime) -> str:
+    """Stamp every line of a block of complete received lines, as the text stamper does."""
+    if not block:
+        return ""
+    prefix = format_stamp(when) + " "
+    return prefix + stamp_following_lines(block, prefix)

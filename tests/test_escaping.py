@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import BIDI_CONTROLS, STAMP, STAMP_TEXT, WHEN, StartReader, chat_of, read_history, running_reader
+from helpers import (
+    BIDI_CONTROLS,
+    STAMP,
+    STAMP_TEXT,
+    WHEN,
+    StartReader,
+    chat_of,
+    format_history_block,
+    format_history_line,
+    read_history,
+    running_reader,
+)
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -19,7 +30,7 @@ import _minechat.shutdown
 import _minechat.systemd
 import chat_io
 from _minechat.dialogue import is_blank, parse_account
-from _minechat.stamping import LineStamper, format_history_block, format_history_line
+from _minechat.stamping import LineStamper
 from chat_io import ProtocolError, decode_line, encode_line, flatten_text, redact, sanitize_text
 
 BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)

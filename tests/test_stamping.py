@@ -7,14 +7,22 @@ from datetime import datetime, timedelta
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import EMOJI, ISO_FORMAT, STAMP_TEXT, WAIT, WHEN, FakeTime, StartReader
+from helpers import (
+    EMOJI,
+    ISO_FORMAT,
+    STAMP_TEXT,
+    WAIT,
+    WHEN,
+    FakeTime,
+    StartReader,
+    format_history_block,
+    format_history_line,
+    format_status_line,
+)
 
 from _minechat.stamping import (
     LineStamper,
     StampClock,
-    format_history_block,
-    format_history_line,
-    format_status_line,
     split_strftime,
 )
 from chat_io import decode_line
