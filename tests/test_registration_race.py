@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
+from helpers import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 
 import send_client
 from chat_io import FileError, ProtocolError, ReplyTimeout, save_token

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, WAIT, client_env
 from fake_server import FakeMinechatServer
+from helpers import ROOT, WAIT, client_env
 
 TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 

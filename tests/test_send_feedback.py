@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
+from helpers import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
 
 import send_client
 from _minechat.dialogue import Outbox, PostingDialogue

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays
 from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
+from helpers import WAIT, RecordingDelays
 
 import send_client
 from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, client_env
+from helpers import ROOT, client_env
 
 import _minechat
 

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, RecordingDelays
 from fake_server import ConnectionPlan, FakeMinechatServer
+from helpers import WAIT, RecordingDelays
 
 import send_client
 from _minechat.dialogue import Outbox, Post
