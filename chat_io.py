@@ -4,13 +4,13 @@ line framing, connections, the reconnect policy and the token file. It imports n
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import re
 import signal
 import socket
 import stat
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -64,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "ReceivingConnection",
     "ReplyTimeout",
+    "TokenTaken",
     "UnknownTokenError",
     "WrongPort",
     "backoff",
@@ -78,6 +79,7 @@ __all__ = [
     "format_address",
     "is_retryable",
     "load_token",
+    "lock_file",
     "open_connection",
     "open_receiver",
     "redact",
@@ -156,10 +158,6 @@ class ReplyTimeout(ConnectionFailed):
 
 class FileError(ChatError):
     """A local file (history or token) could not be read or written."""
-
-
-class TokenFileTaken(FileError):
-    """The token file holds another account's token, saved there meanwhile: ours would replace it."""
 
 
 class AlreadyRunning(ChatError):
@@ -263,11 +261,6 @@ class LineFramer:
         """Return how many bytes of an unfinished line are held."""
         return len(self._buffer)
 
-    @property
-    def unfinished(self) -> bytes:
-        """Return the bytes of the unfinished line held, without taking them."""
-        return bytes(self._buffer)
-
     def feed(self, data: bytes) -> bytes:
         """Take received bytes; return the complete lines among them, each ending in a newline."""
         first_end = data.find(NEWLINE)
@@ -301,6 +294,10 @@ class LineFramer:
         pieces.append(line)
         return pieces
 
+    def unfinished(self) -> bytes:
+        """Return the unfinished last line held so far, keeping it."""
+        return bytes(self._buffer)
+
     def flush(self) -> bytes:
         """Return the unfinished last line, ended with a newline, and forget it."""
         if not self._buffer:
@@ -327,7 +324,6 @@ TOKEN_FILE_ENCODING = "utf-8-sig"
 TOKEN_FILE_LIMIT = 4096
 # What the pre-check writes: longer than any token the server hands out (a UUID is 36 characters).
 TOKEN_PROBE = b"0" * 64 + NEWLINE
-OWNER_ONLY_FILE = 0o600
 
 
 def load_token(path: Path) -> str | None:
@@ -380,10 +376,16 @@ def check_token_path(path: Path) -> None:
         ) from error
 
 
-def save_token(path: Path, token: str) -> None:
-    """Save the token in a file only its owner can read, created exclusively: a token already there is never replaced.
+class TokenTaken(FileError):
+    """The token file holds another account's token: it is never replaced."""
 
-    Through a symlink, its target is written. Raises TokenFileTaken when another token got there first.
+
+def save_token(path: Path, token: str) -> None:
+    """Save the token in a new file only its owner can read (through a symlink, to its target); never replace one.
+
+    The file is created exclusively, whole: a link of a synced temporary file (an exclusive open where
+    links are missing). A file that is there but holds no token is filled under a lock. If another
+    registration got there first, TokenTaken says so and that token stays.
     """
     import tempfile  # as in check_token_path
 
@@ -397,78 +399,69 @@ def save_token(path: Path, token: str) -> None:
                 write_durably(descriptor, data)
             finally:
                 os.close(descriptor)
-            # A link, not a rename: it fails if the name exists, so two savers at once cannot both win.
-            placed = link_exclusively(temporary, target, data)
+            created = _link_exclusively(temporary, target, data)
         finally:
             with suppress(OSError):
                 os.unlink(temporary)
-        if not placed:
-            fill_blank_token_file(target, data, path)
+        if not created:
+            _fill_empty_token_file(path, target, data)
+    except FileError:
+        raise
     except OSError as error:
         raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
 
 
-def link_exclusively(source: str, target: Path, data: bytes) -> bool:
-    """Give the written file source the name target unless that name exists; tell whether it did."""
+def _link_exclusively(temporary: str, target: Path, data: bytes) -> bool:
+    """Create target holding data, never over an existing file; False if target is there already."""
     try:
-        os.link(source, target)
+        os.link(temporary, target)
+        return True
     except FileExistsError:
         return False
-    except OSError:
-        # No hard links here (FAT, some network file systems, Windows without them): create the name exclusively.
-        return create_exclusively(target, data)
-    return True
-
-
-def create_exclusively(target: Path, data: bytes) -> bool:
-    """Create target with data, readable by its owner only, unless it exists; tell whether it did."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    except OSError as error:
+        if error.errno not in _NO_LINK_ERRNOS:
+            raise
+    # No hard links here (FAT, some network shares): an exclusive open of the final name instead.
     try:
-        descriptor = os.open(target, flags, OWNER_ONLY_FILE)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except FileExistsError:
         return False
     try:
+        lock_file(descriptor)  # a racing registration waits until the token is whole
         write_durably(descriptor, data)
     finally:
         os.close(descriptor)
     return True
 
 
-def fill_blank_token_file(target: Path, data: bytes, shown: Path) -> None:
-    """Write data into an existing token file that holds no token; refuse if it holds one.
-
-    A lock keeps other savers out between the look and the write; the file is made owner-only first.
-    """
-    descriptor = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise FileError(f"cannot save the token to {shown}: it is not a regular file")
-        lock_file(descriptor)
-        held = os.read(descriptor, TOKEN_FILE_LIMIT + 1)
-        if held.decode(TOKEN_FILE_ENCODING, errors="replace").strip():
-            raise TokenFileTaken(f"cannot save the token to {shown}: it holds another token now (saved meanwhile)")
-        if hasattr(os, "fchmod"):
-            os.fchmod(descriptor, OWNER_ONLY_FILE)
-        else:
-            os.chmod(target, OWNER_ONLY_FILE)
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        os.ftruncate(descriptor, 0)
-        write_durably(descriptor, data)
-    finally:
-        os.close(descriptor)  # releases the lock
+# What link() says where a file system has no hard links.
+_NO_LINK_ERRNOS = frozenset(
+    code for code in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS)
+)
 
 
 def lock_file(descriptor: int) -> None:
-    """Take an exclusive lock on an open file, waiting for whoever holds it (a saver, for a moment)."""
-    if sys.platform == "win32":
-        import msvcrt
-
-        os.lseek(descriptor, 0, os.SEEK_SET)
-        msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)  # retries for about 10 s, then raises
+    """Take an exclusive advisory lock on an open file until it is closed (nothing where locks are missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the check for a token still guards against most races
         return
-    import fcntl
-
     fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
+def _fill_empty_token_file(path: Path, target: Path, data: bytes) -> None:
+    """Write data into an existing token file that holds no token; raise TokenTaken if it holds one."""
+    descriptor = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        lock_file(descriptor)  # two registrations fill it one after the other
+        if load_token(target) is not None:
+            raise TokenTaken(f"cannot save the token to {path}: it holds another token now (saved meanwhile)")
+        os.ftruncate(descriptor, 0)
+        if hasattr(os, "fchmod"):
+            os.fchmod(descriptor, 0o600)  # a file made by hand may be readable by others
+        write_durably(descriptor, data)
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def backoff(

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -15,7 +16,8 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
-    MAX_MISSES,
+    MAX_SENDS,
+    READING_PORT_HINT,
     STAGE_GREETING,
     Account,
     Acknowledged,
@@ -26,10 +28,8 @@ from _minechat.dialogue import (
     Post,
     PostingDialogue,
     Registered,
-    ReplyWait,
     Welcomed,
     is_blank,
-    reading_port_hint,
 )
 from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
@@ -47,9 +47,8 @@ from chat_io import (
     DelayFactory,
     FileError,
     LineFramer,
-    ReceivingConnection,
     ReplyTimeout,
-    TokenFileTaken,
+    TokenTaken,
     backoff,
     check_token_path,
     describe_error,
@@ -58,7 +57,6 @@ from chat_io import (
     is_retryable,
     load_token,
     open_connection,
-    open_receiver,
     redact,
     sanitize_text,
     save_token,
@@ -68,8 +66,6 @@ from chat_io import (
 logger = logging.getLogger("send_client")
 
 DEFAULT_TOKEN_PATH = "token.txt"
-# The chat the sender watches for its own posts: the reading port, the reader's READ_PORT.
-DEFAULT_WATCH_PORT = DEFAULT_READ_PORT
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 STDIN_MARK = "-"
@@ -85,9 +81,13 @@ STDIN_HINT = (
 )
 # The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
 UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
+# Each reply timeout after a post doubles the wait for acknowledgements, up to this: a slow server gets
+# the time it needs instead of the same posts again and again. Acknowledgements on time start it over.
+ACK_WAIT_FACTOR = 2.0
+MAX_ACK_WAIT = 240.0
+# A confirmation on the terminal shows this much of the post.
+CONFIRM_LIMIT = 60
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
-# How much of a post its confirmation on a terminal shows.
-CONFIRM_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class SenderSettings:
     connect_timeout: float
     reply_timeout: float
     verbose: bool
-    check: bool = False  # log in, say who we are, post nothing
+    check: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -123,9 +123,6 @@ def parse_settings(
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
     args.token_path = full_path(args.token_path, cwd)
-    given = list(sys.argv[1:] if argv is None else argv)
-    if args.check and configargparse.already_on_command_line(given, ["--message"], parser.prefix_chars):
-        parser.error("--check posts nothing; leave out --message")
     return resolve_settings(parser, args, ask_nickname)
 
 
@@ -137,15 +134,6 @@ def build_parser() -> configargparse.ArgumentParser:
         port_default=DEFAULT_SEND_PORT,
         port_help="port that takes logins and posts",
         verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
-    )
-    parser.add_argument(
-        "--read-port",
-        "--read_port",
-        dest="read_port",
-        env_var="READ_PORT",
-        default=DEFAULT_WATCH_PORT,
-        type=port_number,
-        help="port that streams the chat, watched for our own posts so that none is sent twice",
     )
     parser.add_argument(
         "--token",
@@ -176,18 +164,27 @@ def build_parser() -> configargparse.ArgumentParser:
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",  # no variable: one left set in .env would make every later run post nothing
+        help="log in, print the account's nickname and post nothing (exit code 5: the token is unknown)",
+    )
+    parser.add_argument(
+        "--read-port",
+        "--read_port",
+        dest="read_port",
+        env_var="READ_PORT",
+        default=DEFAULT_READ_PORT,
+        type=port_number,
+        help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
+        "seen there is never sent again",
+    )
+    parser.add_argument(
         "--reply-timeout",
         "--reply_timeout",
         env_var="REPLY_TIMEOUT",
         default=DEFAULT_REPLY_TIMEOUT,
         type=positive_seconds,
         help="seconds to wait for each whole reply line of the server",
-    )
-    parser.add_argument(
-        "--check",
-        env_var="CHECK",
-        action="store_true",
-        help="log in, print the nickname and exit; nothing is posted (exit code 5: the token is unknown)",
     )
     return parser
 
@@ -198,7 +195,11 @@ def resolve_settings(
     ask_nickname: Callable[[], str | None] | None,
 ) -> SenderSettings:
     """Check the parsed options, find the token, and settle what to do."""
-    messages = () if args.check else tuple(args.message or ())  # a MESSAGE in .env is for other runs
+    messages = tuple(args.message or ())
+    if args.check and messages:
+        parser.error("--check posts nothing; leave out --message")
+    if args.check and args.nickname is not None:
+        parser.error("--check logs in with a token and registers nothing; leave out --nickname")
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
     token_path = Path(args.token_path)
@@ -214,15 +215,16 @@ def resolve_settings(
             "leave out --nickname to post with that account, or register another one with a --token_path "
             "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
         )
-    if args.check and token is None:
-        parser.error(f"--check logs in with a token, but no token was found (--token, TOKEN or {token_path})")
     nickname = args.nickname
-    if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
+    asking = not args.check and STDIN_MARK not in messages
+    if token is None and nickname is None and ask_nickname is not None and asking:
         nickname = ask_nickname()
     if nickname is not None:
         nickname = flatten_text(nickname).strip()
         if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
+    if args.check and token is None:
+        parser.error(f"--check needs a token (--token, TOKEN or {token_path}), and none was found")
     if token is None and nickname is None:
         parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")
     return SenderSettings(
@@ -310,28 +312,25 @@ class Link:
     """One connection: feeds the dialogue what arrives, writes what it says, and times each reply line."""
 
     def __init__(
-        self,
-        sender: Sender,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        dialogue: PostingDialogue,
-        outbox: Outbox,
-        wait: ReplyWait,
+        self, sender: Sender, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialogue: PostingDialogue
     ) -> None:
         self.sender = sender
         self.reader = reader
         self.writer = writer
         self.dialogue = dialogue
-        self.outbox = outbox
-        self.wait = wait
+        self.timeout = sender.settings.reply_timeout
         self.loop = asyncio.get_running_loop()
         # When the reply now due must have arrived, whole; None while the server owes us nothing.
-        self.deadline: float | None = None
-        self.since = 0.0  # when the reply became due
-        self.allowance = 0.0  # of the time to the deadline, how much is for the upload of our posts
-        self.waiting = 0.0  # the wait the deadline was set with
-        self.shown = 0  # how many posts the chat had shown when the reply became due
-        self._start_clock()
+        self.deadline: float | None = self.loop.time() + self.timeout
+        self.clock_started = self.loop.time()  # when the reply now due started to be due
+        self.waited = self.timeout  # the wait the deadline allows, without upload time
+
+    def _start_clock(self, extra: float = 0.0) -> None:
+        """Start waiting for the reply now due: acknowledgements get the sender's current wait."""
+        now = self.loop.time()
+        self.waited = self.sender.ack_wait if self.dialogue.ready else self.timeout
+        self.clock_started = now
+        self.deadline = now + self.waited + extra
 
     def transmit(self) -> None:
         """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
@@ -347,21 +346,13 @@ class Link:
         self.writer.write(data)
         if self.dialogue.waiting_for is None:
             return
-        if self.deadline is None:
-            self._start_clock()
         # The server cannot answer what has not reached it: a long post over a slow uplink gets the
         # time it needs at UPLOAD_FLOOR too, or it would time out, be resent and be posted again and again.
         upload = len(data) / UPLOAD_FLOOR_BYTES_PER_SECOND
-        self.deadline = (self.deadline or 0.0) + upload
-        self.allowance += upload
-
-    def _start_clock(self) -> None:
-        """A reply is due from now: it must come within the current wait."""
-        self.since = self.loop.time()
-        self.waiting = self.wait.seconds
-        self.deadline = self.since + self.waiting
-        self.allowance = 0.0
-        self.shown = self.outbox.shown
+        if self.deadline is None:
+            self._start_clock(upload)
+        else:
+            self.deadline += upload
 
     async def run(self) -> bool:
         """Converse until everything is posted (True) or the server closes while owing nothing (False)."""
@@ -409,24 +400,16 @@ class Link:
         remaining = self.deadline - self.loop.time()
         if remaining > 0:
             await asyncio.wait({reading}, timeout=remaining)
-        if reading.done():
-            return
-        if self.dialogue.ready and self.outbox.oldest_sent is not None:
-            self.wait.timed_out()  # the acknowledgement was late: the next wait is longer
-            if self.outbox.shown > self.shown:
-                # The chat shows the server taking our posts: it is slow, not gone. Hanging up now
-                # would only make us send again what it is still working through.
-                logger.debug("the acknowledgements are slow; waiting %g s more", self.wait.seconds)
-                self.waiting = self.wait.seconds
-                self.deadline = self.loop.time() + self.waiting
-                self.shown = self.outbox.shown
-                return
-        due = self.dialogue.waiting_for or "a reply"
-        hint = self.dialogue.port_hint if due == STAGE_GREETING else ""
-        raise ReplyTimeout(
-            f"no complete reply from the server in {self.waiting:g} s while we waited for {due}{hint}; "
-            "try again later or raise --reply-timeout"
-        )
+        if not reading.done():
+            due = self.dialogue.waiting_for or "a reply"
+            hint = READING_PORT_HINT if due == STAGE_GREETING and reading_port_hint(self.sender.settings) else ""
+            advice = "try again later or raise --reply-timeout"
+            if self.dialogue.ready:
+                self.sender.outbox.time_out()
+                advice = f"waiting up to {self.sender.stretch_ack_wait():g} s for acknowledgements from now on"
+            raise ReplyTimeout(
+                f"no complete reply from the server in {self.waited:g} s while we waited for {due}{hint}; {advice}"
+            )
 
     def _receive(self, chunk: bytes) -> bool:
         """Feed what arrived to the dialogue and act on every event; False once the server closed."""
@@ -437,10 +420,15 @@ class Link:
                 return False
             lines += 1
             if isinstance(event, Acknowledged):
-                self.wait.answered(self.loop.time() - self.since - self.allowance)
+                now = self.loop.time()
+                if now - self.clock_started <= self.timeout:
+                    self.sender.reset_ack_wait()
+                self.clock_started = now  # the next acknowledgement is due from now on
             self.sender.handle(event)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
+        if not lines and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("<< %d bytes of a line not ended yet", self.dialogue.unfinished_bytes)
         if lines:
             if self.dialogue.waiting_for is None:
                 self.deadline = None
@@ -449,135 +437,91 @@ class Link:
         return True
 
 
-class ChatWatch:
-    """The chat as a witness: reads the reading port while we post, and hands the witness what it shows.
+class ChatWitness:
+    """Reads the chat while we post and marks the posts it shows as seen, so they are never sent again."""
 
-    Posts are held back while it connects, so the chat shows every post sent after that to us too. If the
-    chat cannot be reached, or never shows our posts, it says so once and the sender goes on without it.
-    """
-
-    def __init__(
-        self,
-        settings: SenderSettings,
-        witness: Witness,
-        outbox: Outbox,
-        on_seen: Callable[[Post], None],
-        wake: Callable[[], None],
-        quiet: bool,
-    ) -> None:
+    def __init__(self, settings: SenderSettings, level: int) -> None:
         self.settings = settings
-        self.witness = witness
-        self.outbox = outbox
-        self.on_seen = on_seen
-        self.wake = wake
-        self.level = logging.DEBUG if quiet else logging.INFO  # for a single message the note is noise
-        self.address = format_address(settings.host, settings.read_port)
-        self.nickname = ""
-        self.given_up = False
-        self.started = False
+        self.level = level  # how loud "going on without it" is: debug for a single message
+        self.core = Witness()
+        self.active = False
+        self._connected = asyncio.Event()
+        self._first_ack_at: float | None = None
         self._task: asyncio.Future[None] | None = None
-        self._connection: ReceivingConnection | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0  # on the witness's clock
 
-    def start(self) -> None:
-        """Connect to the chat unless it is watched, being connected to, or given up; posts wait meanwhile."""
-        if self.given_up or (self._task is not None and not self._task.done()):
-            return
-        self.check_task()
-        self.started = True
-        self.outbox.held = True
-        self._task = asyncio.ensure_future(self._watch())
-
-    def know(self, nickname: str) -> None:
-        """Take the nickname our posts show under."""
-        self.nickname = nickname
-        self.witness.know(nickname)
-
-    def check(self) -> None:
-        """Give the witness up if it proved blind: it never showed one of our posts as it should have."""
-        self.witness.check()
-        self._schedule_check()
-        if self.witness.blind and not self.given_up:
-            self._give_up(
-                f"the chat at {self.address} does not show our posts as "
-                f"'{sanitize_text(self.nickname)}: <text>'; going on without it"
-            )
-
-    def check_task(self) -> None:
-        """Raise what ended the watching unexpectedly, if anything did."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                raise error
-
-    def _schedule_check(self) -> None:
-        """Look again when the next echo falls due, so a blind witness is noticed even if nothing else happens."""
-        due = self.witness.next_due
-        if due is None or self.given_up or (self._timer is not None and self._timer_due <= due):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, due - self.witness.now()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.check()
-
-    async def close(self) -> None:
-        """Stop watching and wait until the connection is gone."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            if not self._task.cancelled():
-                self._task.exception()  # retrieved: what it was is no longer of use
-
-    def connected(self, connection: ReceivingConnection) -> None:
-        """The chat connection is made (ChunkSink)."""
-
-    def received(self, data: bytes) -> None:
-        """Hand the witness what the chat sent; settle each post it shows (ChunkSink)."""
-        for post in self.witness.receive_data(data):
-            self.on_seen(post)
-        self.check()
-
-    async def _watch(self) -> None:
-        connected = False
+    async def start(self) -> None:
+        """Connect to the reading port; return once connected or known to be out of reach."""
+        self._task = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
         try:
-            settings = self.settings
-            async with open_receiver(settings.host, settings.read_port, self, settings.connect_timeout) as connection:
-                connected = True
-                self._connection = connection
-                self.witness.connect()
-                self._release()
-                await connection.wait_ended()
-            logger.debug("the chat at %s hung up; it is watched again with the next connection", self.address)
-        except (ChatError, OSError) as error:
-            if not connected:
-                reason = describe_error(error.__cause__ or error)
-                self._give_up(f"cannot watch the chat at {self.address} for our posts: {reason}; going on without it")
-            elif not self.given_up:
-                logger.debug("lost the chat at %s: %s; watched again with the next connection", self.address, error)
+            # open_connection gives up after --connect-timeout, which bounds this wait.
+            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._connection = None
-            self.witness.disconnect()
-            self._release()
+            await cancel_and_wait(connected)
 
-    def _give_up(self, note: str) -> None:
-        self.given_up = True
-        logger.log(self.level, "%s", note)
-        if self._connection is not None:
-            self._connection.fail(ConnectionFailed("given up"))
-        self._release()
+    async def stop(self) -> None:
+        """Stop reading the chat."""
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved; _run reports its own failures
 
-    def _release(self) -> None:
-        """Let the posts go out: the chat is watched, or will not be."""
-        if self.outbox.held:
-            self.outbox.held = False
-            self.wake()
+    def expect(self, post: Post) -> None:
+        """Await the echo of a post that has just gone out for the first time."""
+        if self.active:
+            self.core.expect(post)
+
+    def note_acknowledged(self, post: Post) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        if self._first_ack_at is None:
+            self._first_ack_at = asyncio.get_running_loop().time()
+        if post.seen:
+            self.core.forget(post)
+
+    def _say(self, text: str) -> None:
+        logger.log(self.level, "%s; going on without it", text)
+
+    async def _run(self) -> None:
+        settings = self.settings
+        where = format_address(settings.host, settings.read_port)
+        try:
+            async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
+                self.active = True
+                self._connected.set()
+                logger.debug("watching the chat on %s for our posts", where)
+                await self._watch(reader, where)
+        except ChatError as error:
+            reason = describe_error(error.__cause__) if error.__cause__ is not None else str(error)
+            self._say(f"cannot read the chat on {where} (--read-port) to see which posts arrived: {reason}")
+        finally:
+            self.active = False
+
+    async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None  # once the chat has shown one of our posts, it is trusted
+            if self.core.matched == 0:
+                # Until then, look again every reply timeout: once the server has taken a post and
+                # a reply timeout has passed without the chat showing it, the chat is no witness.
+                timeout = self.settings.reply_timeout
+                if self._first_ack_at is not None:
+                    timeout = self._first_ack_at + self.settings.reply_timeout - loop.time()
+                    if timeout <= 0:
+                        self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                        return
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
+            except asyncio.TimeoutError:
+                continue
+            except OSError as error:
+                logger.debug("the chat connection broke: %s", describe_error(error))
+                return
+            if not chunk:
+                logger.debug("the chat on %s closed the connection; going on without it", where)
+                return
+            for post in self.core.feed(chunk):
+                logger.debug("the chat shows message %d", post.number)
 
 
 class Sender:
@@ -588,32 +532,42 @@ class Sender:
         settings: SenderSettings,
         messages: AsyncIterator[list[str]],
         make_delays: DelayFactory = backoff,
-        secrets: set[str] | None = None,
+        witness_level: int | None = logging.INFO,
         confirm: bool = False,
+        secrets: set[str] | None = None,
     ) -> None:
         self.settings = settings
-        self.confirm = confirm  # say "posted: ..." as each post is acknowledged (a person types them)
         self.messages = messages
         self.make_delays = make_delays
-        self.witness = Witness()
-        self.outbox = Outbox(observer=self.witness)
-        self.reply_wait = ReplyWait(settings.reply_timeout)  # kept from one connection to the next
-        single = not settings.streaming and len(settings.messages) <= 1
-        self.watch = ChatWatch(settings, self.witness, self.outbox, self._on_seen, self._flush, quiet=single)
+        self.outbox = Outbox()
+        # None: nothing will be posted, so there is nothing to watch the chat for.
+        self.witness = None if witness_level is None else ChatWitness(settings, witness_level)
+        if self.witness is not None:
+            self.outbox.on_first_send = self.witness.expect
         self.token = settings.token
-        # Live: the log filter holds the same set, so a token added here is hidden everywhere from then on.
-        self.secrets = set() if secrets is None else secrets
+        # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
+        self.secrets = secrets if secrets is not None else set()
         if settings.token:
             self.secrets.add(settings.token)
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
+        self.confirm = confirm  # a person types the posts: say as each one is acknowledged
+        self.ack_wait = settings.reply_timeout  # how long acknowledgements may take, stretched by timeouts
         self.changed = asyncio.Event()  # new posts, or the end of the messages
         self._room = asyncio.Event()
         self._messages_ended = False
         self._producer: asyncio.Future[None] | None = None
         self._link: Link | None = None
-        self._last_failure: ChatError | None = None  # what ended the last connection that failed
+
+    def stretch_ack_wait(self) -> float:
+        """Double the wait for acknowledgements after a reply timeout, up to MAX_ACK_WAIT; return it."""
+        self.ack_wait = min(max(self.ack_wait * ACK_WAIT_FACTOR, self.settings.reply_timeout), MAX_ACK_WAIT)
+        return self.ack_wait
+
+    def reset_ack_wait(self) -> None:
+        """Wait for acknowledgements as long as --reply-timeout says again: they come on time."""
+        self.ack_wait = self.settings.reply_timeout
 
     @property
     def finished(self) -> bool:
@@ -624,40 +578,55 @@ class Sender:
         """Post everything; raise what ended the work early."""
         if self.token is None:
             check_token_path(self.settings.token_path)
-        self._producer = asyncio.ensure_future(self._produce())
         try:
+            if self.witness is not None:
+                # Before the first post: the chat shows a post only to readers connected when it comes.
+                await self.witness.start()
+            self._producer = asyncio.ensure_future(self._produce())
             await self._keep_connected()
         except ChatError as error:
             if self.registered and not self.welcomed:
                 raise type(error)(
-                    f"{error}; the new account{self._shown_nickname()} is registered all the same and its token "
-                    f"is saved in {self.settings.token_path}"
+                    f"{error}; the new account {sanitize_text(self.account.nickname if self.account else '')} "
+                    f"is registered all the same and its token is saved in {self.settings.token_path}"
                 ) from error
             raise
         finally:
-            await cancel_and_wait(self._producer)
-            if not self._producer.cancelled():
-                self._producer.exception()  # retrieved; a failure was raised by check_producer already
-            await self.watch.close()
-        if self.outbox.given_up and not self.settings.streaming:
-            # Fixed messages are a task with an end: one that may not have arrived is a failure to say.
-            cause = f"{self._last_failure}; " if self._last_failure else ""
-            raise ConnectionFailed(cause + self.summary())
+            if self._producer is not None:
+                await cancel_and_wait(self._producer)
+                if not self._producer.cancelled():
+                    self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            if self.witness is not None:
+                await self.witness.stop()
         if self.outbox.added:
-            self.report(logging.WARNING if self.outbox.given_up else logging.INFO)
+            self.report(logging.WARNING if self.outbox.doubtful else logging.INFO)
+        if self.outbox.doubtful:
+            raise ConnectionFailed(
+                f"{plural(self.outbox.doubtful, 'message')} went out {MAX_SENDS} times without an acknowledgement "
+                "and may have reached the chat, or not"
+            )
 
     def report(self, level: int, prefix: str = "") -> None:
-        """Log how many messages were posted and how many were not."""
-        logger.log(level, "%s", prefix + self.summary())
-
-    def summary(self) -> str:
-        """Say what became of the messages: counted as messages, never as sends."""
+        """Log how many messages were posted, how many may show more than once and how many may be missing."""
+        outbox = self.outbox
         author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
-        return describe_counts(self.outbox, author)
+        text = f"{prefix}posted {plural(outbox.delivered, 'message')}{author}"
+        if outbox.repeated:
+            text += (
+                f"; {plural(outbox.repeated, 'message')} had to be sent more than once, "
+                f"so the chat may show up to {outbox.most_copies} copies of one"
+            )
+        if outbox.doubtful:
+            text += (
+                f"; {plural(outbox.doubtful, 'message')} sent {MAX_SENDS} times without an acknowledgement "
+                "may have reached the chat, or not"
+            )
+        if outbox:
+            text += f"; {len(outbox)} more not acknowledged, so maybe not posted"
+        logger.log(level, "%s", text)
 
     def check_producer(self) -> None:
-        """Raise what made reading the messages, or watching the chat, fail, if anything did."""
-        self.watch.check_task()
+        """Raise what made reading the messages fail, if it did."""
         producer = self._producer
         if producer is not None and producer.done() and not producer.cancelled():
             error = producer.exception()
@@ -685,8 +654,6 @@ class Sender:
 
     def _flush(self) -> None:
         """Send the new posts if a connection takes them now; wake whoever waits for posts."""
-        if not self.watch.started:
-            self._watch_chat()  # the first post is about to go out: the chat must be watched by then
         if self._link is not None:
             self._link.transmit()
         self.changed.set()
@@ -697,7 +664,7 @@ class Sender:
         failures = 0
         while True:
             self.check_producer()
-            if self._messages_ended and not self.outbox.added and self.token is not None and not self.settings.check:
+            if self._messages_ended and not self.outbox.added and self.token is not None:
                 return  # the messages ended with nothing to post, so there is nothing to connect for
             if self.welcomed and not self.outbox:
                 if self._messages_ended:
@@ -706,20 +673,20 @@ class Sender:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
-            delivered = self.outbox.delivered
+            delivered, doubtful = self.outbox.delivered, self.outbox.doubtful
             try:
                 if await self._converse():
                     return
-                continue  # closed while idle
+                # Closed while idle: not a failure, so no delay; a connection is made when a post comes.
+                logger.debug("the server closed the idle connection")
+                continue
             except ChatError as error:
                 if not is_retryable(error):
                     raise
-                if self.outbox.delivered > delivered:
+                if self.outbox.delivered > delivered or self.outbox.doubtful > doubtful:
+                    # Progress, or a post given up: the next one deserves fresh tries.
                     delays, failures = self.make_delays(), 0
                 failures += 1
-                self._last_failure = error
-                if self.finished:
-                    return  # what the connection left unsettled was given up: there is nothing left to post
                 if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
                     # Fixed messages fail fast when no connection can be made at all, and after a few
                     # fruitless tries; only a stream is worth waiting for indefinitely.
@@ -734,73 +701,45 @@ class Sender:
     async def _converse(self) -> bool:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
-        self._watch_chat()
         dialogue = PostingDialogue(
             self.outbox,
             self.token,
             settings.nickname if self.token is None else None,
             settings.token_source,
-            self.secrets,
-            reading_port_hint(settings.port),
+            reading_port_hint(settings),
         )
         try:
             async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-                self._link = Link(self, reader, writer, dialogue, self.outbox, self.reply_wait)
+                self._link = Link(self, reader, writer, dialogue)
                 try:
-                    done = await self._link.run()
+                    return await self._link.run()
                 finally:
                     self._link = None
-        except ChatError:
-            self._take_stock()
-            raise
-        self._take_stock()
-        return done
-
-    def _take_stock(self) -> None:
-        """After a connection: what it did not settle goes out again on the next, or is given up."""
-        self.outbox.rewind()
-        for post in self.outbox.take_given_up():
-            logger.warning(
-                "message %d got no acknowledgement in %d tries; it is not sent again (it may have reached the chat)",
-                post.number,
-                MAX_MISSES,
-            )
-        self._check_room()
-
-    def _watch_chat(self) -> None:
-        """Watch the chat (again) if there is something to post and it is not watched."""
-        if self.outbox and not self.settings.check:
-            self.watch.start()
-
-    def _check_room(self) -> None:
-        """Let stdin go on once the outbox has drained to half."""
-        if not self._room.is_set() and self.outbox.roomy:
-            self._room.set()
-
-    def _on_seen(self, post: Post) -> None:
-        """The chat showed a post: it has arrived, acknowledged or not, and is never sent again."""
-        if self.outbox.see(post):
-            self._confirm(post)
-            self._check_room()
-            self.changed.set()  # the end may have come, or a post the connection waited for
-
-    def _confirm(self, post: Post) -> None:
-        if self.confirm:
-            logger.info("posted: %s", shorten(post.text, CONFIRM_CHARS))
+                    self._salvage_account(dialogue)
+        finally:
+            # At once, so the counts are right and the posts given up are known before the next try.
+            self.outbox.rewind()
 
     def handle(self, event: Event) -> None:
         """Act on what the server said."""
         if isinstance(event, Acknowledged):
-            if event.fresh:
+            if self.witness is not None:
+                self.witness.note_acknowledged(event.post)
+            if self.confirm:
                 self._confirm(event.post)
-            self._check_room()
-            self.watch.check()
+            if not self._room.is_set() and self.outbox.roomy:
+                self._room.set()
         elif isinstance(event, Registered):
             self._save_account(event.account)
+            if event.malformed:
+                logger.warning("the registration reply was not in the usual shape, but named the new account's token")
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
         elif isinstance(event, LoggedIn):
             first = self.account is None
             self.account = event.account
-            self.watch.know(event.account.nickname)
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
             self.secrets.add(event.account.token)
             logger.log(
                 logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
@@ -813,15 +752,22 @@ class Sender:
                     plural(self.outbox.rewound, "message"),
                 )
 
-    def _shown_nickname(self) -> str:
-        """Return " <nickname>", escaped, or "" when the server never said it."""
-        nickname = self.account.nickname if self.account else ""
-        return f" {sanitize_text(nickname)}" if nickname else ""
+    def _confirm(self, post: Post) -> None:
+        """Tell the person at the terminal that a post is in the chat, in one short line on stderr."""
+        text = post.data[: -2 * len(b"\n")].decode(ENCODING, errors="replace")
+        print(f"posted: {shorten(sanitize_text(text), CONFIRM_LIMIT)}", file=sys.stderr, flush=True)
+
+    def _salvage_account(self, dialogue: PostingDialogue) -> None:
+        """Save a new account whose reply was whole but never ended, as the connection goes for any reason."""
+        account = dialogue.salvage_account() if self.token is None else None
+        if account is None:
+            return
+        with suppress(FileError):  # its token is printed; what ended the connection is the error to report
+            self._save_account(account)
 
     def _save_account(self, account: Account) -> None:
         """Save a new account's token at once, before anything else is read; if that fails, show it."""
         self.account = account
-        self.watch.know(account.nickname)
         self.token = account.token
         self.secrets.add(account.token)
         nickname = sanitize_text(account.nickname)
@@ -831,50 +777,22 @@ class Sender:
             save_token(path, account.token)
         except FileError as error:
             # The only copy of the token is in memory: printed (not logged, which hides it), it is not lost.
-            print(describe_unsaved_token(nickname, account.token, path, error), file=sys.stderr, flush=True)
+            if isinstance(error, TokenTaken):
+                problem = f"{path} holds the token of another account, saved meanwhile, and keeps it"
+                where = "a token file of its own (--token_path)"
+            else:
+                problem = "its token could not be saved"
+                where = str(path)
+            print(
+                f"The new account {nickname} is registered, but {problem}. "
+                f"Its token is {sanitize_text(account.token)} ; put it in {where} (or TOKEN in .env), "
+                "or the account is lost.",
+                file=sys.stderr,
+                flush=True,
+            )
             raise FileError(f"{error}; the token of the new account is printed above") from error
         self.registered = True
-        if account.nickname:
-            logger.info("registered as %s; the token is saved in %s", nickname, path)
-        else:
-            logger.info("registered a new account (the reply does not name it); the token is saved in %s", path)
-
-
-def describe_counts(outbox: Outbox, author: str) -> str:
-    """Say what became of the messages of an outbox: how many posted, sent more than once, may not have arrived."""
-    text = f"posted {plural(outbox.delivered, 'message')}{author}"
-    if outbox.repeated:
-        one = outbox.repeated == 1
-        text += (
-            f"; {plural(outbox.repeated, 'message')} {'was' if one else 'were'} sent more than once, so the chat "
-            f"may show {'it' if one else 'one of them'} up to {outbox.most_sends} times"
-        )
-    if outbox.given_up:
-        one = outbox.given_up == 1
-        text += (
-            f"; {plural(outbox.given_up, 'message')} {'was' if one else 'were'} not sent again after {MAX_MISSES} "
-            f"tries without an acknowledgement: {'it' if one else 'they'} may have reached the chat"
-        )
-    if outbox:
-        text += f"; {len(outbox)} more not acknowledged, so maybe not posted"
-    return text
-
-
-def describe_unsaved_token(nickname: str, token: str, path: Path, error: FileError) -> str:
-    """Say, for stderr, that a new account's token could not be saved: what the token is and where it can go."""
-    shown = sanitize_text(token)
-    nickname = f" {nickname}" if nickname else ""
-    if isinstance(error, TokenFileTaken):
-        # The file keeps the other account's token; this one needs a place of its own.
-        return (
-            f"The new account{nickname} is registered, but its token could not be saved: {path} holds another "
-            f"account's token, saved there meanwhile, which is kept. Its token is {shown} ; put it in a token file "
-            "of its own and give that with --token_path, or as TOKEN in .env, or the account is lost."
-        )
-    return (
-        f"The new account{nickname} is registered, but its token could not be saved. "
-        f"Its token is {shown} ; put it in {path} (or TOKEN in .env), or the account is lost."
-    )
+        logger.info("registered as %s; the token is saved in %s", nickname, path)
 
 
 async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff) -> Sender:
@@ -884,18 +802,34 @@ async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: De
     return sender
 
 
+def reading_port_hint(settings: SenderSettings) -> bool:
+    """Tell whether "is this the reading port?" can be right: not when --port is the posting port already."""
+    return settings.port != DEFAULT_SEND_PORT
+
+
+def choose_witness_level(messages: Sequence[str]) -> int | None:
+    """Say how loud the witness's troubles are: None with nothing to post, debug for a single message."""
+    if not messages:
+        return None
+    if len(messages) == 1 and messages[0] != STDIN_MARK:
+        return logging.DEBUG
+    # Not a warning: posting goes on as before, only without the guard against copies.
+    return logging.INFO
+
+
 def make_sender(
     settings: SenderSettings,
     stdin: BinaryIO | None,
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
-    secrets: set[str] | None = None,
     confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> Sender:
-    """Return a sender for the settings, with stdin standing for '-', secrets to keep hidden, posts confirmed or not."""
-    bare = settings.token is not None and not settings.check  # a bare login posts the test message
-    messages = settings.messages or ((DEFAULT_MESSAGE,) if bare else ())
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays, secrets, confirm)
+    """Return a sender for the settings, with stdin standing for '-' and secrets the set the log filter reads."""
+    messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
+    witness_level = choose_witness_level(messages)
+    produce = iterate_messages(messages, stdin, encoding)
+    return Sender(settings, produce, make_delays, witness_level, confirm, secrets)
 
 
 async def run(
@@ -903,11 +837,11 @@ async def run(
     stdin: BinaryIO | None,
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
-    secrets: set[str] | None = None,
     confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding, secrets, confirm)
+    sender = make_sender(settings, stdin, make_delays, encoding, confirm, secrets)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -918,8 +852,46 @@ async def run(
         if signum is not None:
             sender.report(logging.WARNING, "interrupted: ")
             return signals.exit_code
-    if settings.check and sender.account is not None:
-        print(sanitize_text(sender.account.nickname), flush=True)  # who the token logs in as: the output
+    return EXIT_OK
+
+
+async def check_account(settings: SenderSettings) -> Account:
+    """Log in and return the account, posting nothing; raise UnknownTokenError for an unknown token."""
+    assert settings.token is not None
+    dialogue = PostingDialogue(Outbox(), settings.token, None, settings.token_source, reading_port_hint(settings))
+    async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+        while True:
+            for piece in dialogue.data_to_send():
+                logger.debug(">> %r", redact(piece.decode(ENCODING), {settings.token}))
+                writer.write(piece)
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), settings.reply_timeout)
+            except asyncio.TimeoutError:
+                raise ReplyTimeout(
+                    f"no reply from the server in {settings.reply_timeout:g} s while we waited for "
+                    f"{dialogue.waiting_for}; try again later or raise --reply-timeout"
+                ) from None
+            except OSError as error:
+                raise ConnectionFailed(f"the connection broke while logging in: {describe_error(error)}") from error
+            dialogue.receive_data(chunk)
+            while (event := dialogue.next_event()) is not None:
+                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), {settings.token}))
+                if isinstance(event, LoggedIn):
+                    return event.account
+
+
+async def run_check(settings: SenderSettings) -> int:
+    """Check the token until done or a signal; print the nickname; return the exit code."""
+    with SignalCatcher() as signals:
+        result: list[Account] = []
+
+        async def check() -> None:
+            result.append(await check_account(settings))
+
+        signum = await run_until_signal(check(), signals)
+        if signum is not None:
+            return signals.exit_code
+    print(sanitize_text(result[0].nickname), flush=True)
     return EXIT_OK
 
 
@@ -952,10 +924,13 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run send_client from the command line; return the exit code."""
     interactive = sys.stdin is not None and sys.stdin.isatty()
-    secrets: set[str] = set()  # the tokens the sender learns; every log line hides them
+    secrets: set[str] = set()  # every token met, which the log filter hides
 
     def parse() -> SenderSettings:
-        return parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        if settings.token is not None:
+            secrets.add(settings.token)
+        return settings
 
     async def start(settings: SenderSettings) -> int:
         stdin = None
@@ -966,10 +941,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if interactive:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
+        if settings.check:
+            return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        # Someone typing on a terminal sees each post go out; a pipe's posts are summed up at the end.
+        # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
         confirm = interactive and settings.streaming
-        return await run(settings, stdin, encoding=encoding, secrets=secrets, confirm=confirm)
+        return await run(settings, stdin, encoding=encoding, confirm=confirm, secrets=secrets)
 
     return run_cli(parse, start, logger, secrets)
 

@@ -6,9 +6,9 @@ import json
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple
 
 from chat_io import (
     ACK,
@@ -37,44 +37,40 @@ _FORMAT_CATEGORY = "Cf"
 # a lone accent such as U+0301 does show, on a dotted circle, so it counts as text.
 _INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 QUOTE_LIMIT = 80
-# An account hash in a reply, as JSON or Python would quote it: a malformed reply may still hold an account.
-_ACCOUNT_HASH = r"""(["']account_hash["']\s*:\s*["'])([^"'\s]+)(["'])"""
-_NICKNAME_FIELD = r"""["']nickname["']\s*:\s*["']([^"']*)["']"""
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     """An account as the server describes it after login or registration."""
 
     nickname: str
     token: str
 
 
-def quote_reply(raw: bytes, secrets: Collection[str] = ()) -> str:
-    """Quote a server reply for an error message: escaped, shortened, never raw, secrets hidden."""
-    if not raw:
-        return "nothing (the connection was closed)"
-    # Hide secrets before shortening: a token cut in half would slip past the log filter. Any account
-    # hash is hidden too, known or not: it may be someone's only copy of a token.
-    return f'"{shorten(hide_account_hashes(redact(decode_line(raw), secrets)), QUOTE_LIMIT)}"'
+# An account hash in a reply of any shape (JSON, a Python repr): the value after the key, quoted.
+_ACCOUNT_HASH = re.compile(r"""(account_hash['"]?\s*:\s*['"])([^'"\s]+)""")
 
 
 def hide_account_hashes(text: str) -> str:
-    """Replace the value of every account hash field in text with a placeholder."""
-    return re.sub(_ACCOUNT_HASH, rf"\g<1>{REDACTED}\g<3>", text)
+    """Replace every account hash in a reply with the redaction mark, known secret or not."""
+    return _ACCOUNT_HASH.sub(lambda match: match.group(1) + REDACTED, text)
 
 
-def salvage_account(raw: bytes) -> Account | None:
-    """Find the account in a reply that is not the JSON it should be; its nickname may be unknown ("")."""
-    text = raw.decode(ENCODING, errors="replace")
-    found = re.search(_ACCOUNT_HASH, text)
-    if found is None:
-        return None
-    nickname = re.search(_NICKNAME_FIELD, text)
-    return Account(nickname=nickname.group(1) if nickname else "", token=found.group(2))
+def find_account_hash(raw: bytes) -> str | None:
+    """Return the account hash a reply holds, whatever its shape, or None."""
+    match = _ACCOUNT_HASH.search(raw.decode(ENCODING, errors="replace"))
+    return match.group(2) if match else None
 
 
-def parse_account(raw: bytes, secrets: Collection[str] = ()) -> Account | None:
+def quote_reply(raw: bytes, secrets: Collection[str] = frozenset()) -> str:
+    """Quote a server reply for an error message: escaped, shortened, never raw, with no token in it."""
+    if not raw:
+        return "nothing (the connection was closed)"
+    # Hide secrets before shortening: a token cut in half would slip past the log filter.
+    text = hide_account_hashes(redact(decode_line(raw), secrets))
+    return f'"{shorten(text, QUOTE_LIMIT)}"'
+
+
+def parse_account(raw: bytes, secrets: Collection[str] = frozenset()) -> Account | None:
     """Parse the login reply: the account, or None for the server's null (an unknown token)."""
     try:
         data = json.loads(raw.decode(ENCODING))
@@ -114,115 +110,58 @@ def encode_post(text: str) -> bytes:
 OUTBOX_POSTS = 1024
 OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
-
-
-# After a lost connection, posts sent before go out again at most this many in flight, so that
-# acknowledgements come back between cuts; posts never sent are not held back by it.
+# A post whose acknowledgement timed out this many times is not sent again: the server takes it and
+# keeps quiet, or is too slow for us, and each copy may show in everybody's chat.
+MAX_SENDS = 3
+# After a lost connection, posts go out at most this many at a time until the outbox has drained:
+# a connection that drops again soon costs a few copies at most, and acknowledgements come back
+# between drops. A server that keeps up gets posts as fast as they come again once it has caught up.
 RESEND_WINDOW = 4
-# A post whose acknowledgement was due this many times when the connection was lost is not sent
-# again: a server that takes it and never says so would otherwise post it forever.
-MAX_MISSES = 3
-# A reply wait doubles after each timeout while an acknowledgement was due, up to this: a few minutes.
-REPLY_WAIT_CAP = 180.0
-
-
-class ReplyWait:
-    """How long to wait for a reply line: --reply-timeout, doubled after each timeout while a post's
-    acknowledgement was due (up to REPLY_WAIT_CAP), and back to --reply-timeout once acknowledgements
-    come on time. A slow server gets the time it needs, instead of every post again and again."""
-
-    def __init__(self, base: float, cap: float = REPLY_WAIT_CAP) -> None:
-        self.base = base
-        self.cap = max(cap, base)
-        self.seconds = base
-
-    def timed_out(self) -> None:
-        """An acknowledgement did not come in time: wait longer next time."""
-        self.seconds = min(self.seconds * 2, self.cap)
-
-    def answered(self, took: float) -> None:
-        """An acknowledgement came, took seconds after it was due; on time, the wait starts over."""
-        if took <= self.base:
-            self.seconds = self.base
-
-
-def reading_port_hint(port: int) -> str:
-    """Return the hint that port may be the reading port; none for the posting port itself, where it cannot be right."""
-    return "" if port == DEFAULT_SEND_PORT else READING_PORT_HINT
 
 
 @dataclass(eq=False)
 class Post:
-    """One message on its way: its number in this run, its bytes on the wire, and whether it reached the chat."""
+    """One message on its way: its number in this run, its bytes on the wire, and how often it went out."""
 
     number: int
     data: bytes
-    settled: bool = False  # acknowledged, or seen in the chat: never sent again
-    sends: int = 0  # times written to a connection: the most copies the chat may show
-    misses: int = 0  # times its acknowledgement was due when the connection was lost
-
-    @property
-    def text(self) -> str:
-        """Return the post's line as sent, without the line break and the empty line that end it."""
-        return self.data[: -2 * len(NEWLINE)].decode(ENCODING)
-
-
-class SendObserver(Protocol):
-    """Who is told of every post sent and settled (the chat's witness)."""
-
-    def sent(self, post: Post) -> None:
-        """Post was just written to the server."""
-
-    def settled(self, post: Post) -> None:
-        """Post is settled: acknowledged, or seen in the chat."""
+    sends: int = 0
+    timeouts: int = 0  # connections given up while this post waited for its acknowledgement
+    seen: bool = False  # the chat showed it: it arrived, acknowledged or not
 
 
 class Outbox:
-    """Posts not yet known to have reached the chat, oldest first; knows which went out on the current connection.
+    """Posts not yet acknowledged, oldest first; knows which of them went out on the current connection."""
 
-    A post settles when the server acknowledges it or the chat shows it (see); either way it is never
-    sent again. A post seen before its acknowledgement stays among the sent ones until the
-    acknowledgement comes (they come in order), or the connection is lost.
-    """
-
-    def __init__(
-        self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES, observer: SendObserver | None = None
-    ) -> None:
+    def __init__(self, max_posts: int = OUTBOX_POSTS, max_bytes: int = OUTBOX_BYTES) -> None:
         self.max_posts = max_posts
         self.max_bytes = max_bytes
-        self.observer = observer
-        self._sent: deque[Post] = deque()  # written on this connection, acknowledgement owed, oldest first
-        self._unsent: deque[Post] = deque()  # to write on this connection, oldest first
-        self._bytes = 0  # of the posts held, sent or not
-        self._unsettled = 0
+        self._sent: deque[Post] = deque()
+        self._unsent: deque[Post] = deque()
+        self._bytes = 0
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
-        self.held = False  # while set, nothing is sent: the chat's witness is not watching yet
+        self._window: int | None = None  # how many posts may be in flight; None: as many as there are
         self.added = 0
         self.acknowledged = 0
-        self.delivered = 0  # acknowledged or seen in the chat
-        self.shown = 0  # posts the chat showed before their acknowledgement came, if it ever did
-        self.resent = 0  # sends beyond each post's first
-        self.repeated = 0  # posts sent more than once
-        self.most_sends = 0  # the most times any one post was sent
-        self.given_up = 0  # posts sent MAX_MISSES times without an acknowledgement, not sent again
-        self._dropped: list[Post] = []  # given up since take_given_up last looked
+        self.resent = 0  # sends of posts that had gone out before
+        self.repeated = 0  # messages sent more than once
+        self.most_copies = 0  # the most times one message went out
+        self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
+        self.seen_only = 0  # messages the chat showed that the server never acknowledged
+        self.on_first_send: Callable[[Post], None] | None = None  # told of each post as it first goes out
 
     def __len__(self) -> int:
-        return self._unsettled
-
-    @property
-    def _held_posts(self) -> int:
         return len(self._sent) + len(self._unsent)
 
     @property
     def full(self) -> bool:
         """Tell whether no more posts may be added for now."""
-        return self._held_posts >= self.max_posts or self._bytes >= self.max_bytes
+        return len(self) >= self.max_posts or self._bytes >= self.max_bytes
 
     @property
     def roomy(self) -> bool:
         """Tell whether the outbox has drained to half; refilling slot by slot would mean tiny writes."""
-        return self._held_posts <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
+        return len(self) <= self.max_posts // 2 and self._bytes <= self.max_bytes // 2
 
     @property
     def oldest_sent(self) -> Post | None:
@@ -232,7 +171,7 @@ class Outbox:
     @property
     def has_unsent(self) -> bool:
         """Tell whether some post still has to go out on this connection."""
-        return bool(self._unsent) and not self.held
+        return bool(self._unsent)
 
     @property
     def rewound(self) -> int:
@@ -246,152 +185,138 @@ class Outbox:
         post = Post(self.added, data)
         self._unsent.append(post)
         self._bytes += len(data)
-        self._unsettled += 1
         return post
 
+    @property
+    def delivered(self) -> int:
+        """Return how many messages reached the chat: acknowledged, or shown in it."""
+        return self.acknowledged + self.seen_only
+
     def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent; resends only RESEND_WINDOW in flight."""
-        if self.held:
-            return []
+        """Return the posts to send now, in order, and count them as sent; posts the chat showed are dropped.
+
+        While posts of an earlier connection are resent, at most RESEND_WINDOW are in flight.
+        """
         posts = []
-        while self._unsent:
-            post = self._unsent[0]
-            if post.sends:
-                if len(self._sent) >= RESEND_WINDOW:
-                    break  # sent before: again only a few at a time, so acknowledgements come back between cuts
+        while self._unsent and not self._window_full(len(posts)):
+            post = self._unsent.popleft()
+            if self._rewound:
                 self._rewound -= 1
-            self._sent.append(self._unsent.popleft())
+            if post.seen:
+                self._settle_seen(post)
+                continue
             self._count_send(post)
             posts.append(post)
+        self._sent.extend(posts)
         return posts
+
+    def _window_full(self, taking: int) -> bool:
+        return self._window is not None and len(self._sent) + taking >= self._window
+
+    def _widen_window(self) -> None:
+        if not self._sent and not self._unsent:
+            self._window = None  # caught up
 
     def _count_send(self, post: Post) -> None:
         post.sends += 1
+        if post.sends == 1 and self.on_first_send is not None:
+            self.on_first_send(post)
         if post.sends > 1:
             self.resent += 1
-            self.repeated += post.sends == 2
-            self.most_sends = max(self.most_sends, post.sends)
-        if self.observer is not None:
-            self.observer.sent(post)
+        if post.sends == 2:
+            self.repeated += 1
+        self.most_copies = max(self.most_copies, post.sends)
 
-    def acknowledge(self) -> Post:
-        """Take the server's acknowledgement of the oldest sent post, which settles it."""
-        post = self._sent.popleft()
+    def _settle_seen(self, post: Post) -> None:
         self._bytes -= len(post.data)
-        self.acknowledged += 1
-        self._settle(post)
-        return post
-
-    def see(self, post: Post) -> bool:
-        """Settle a post the chat showed, acknowledged or not; tell whether that is news."""
-        if post.settled:
-            return False
-        self._settle(post)
-        self.shown += 1
-        if post in self._unsent:  # shown after all, while the connection that took it was lost
-            self._unsent.remove(post)
-            self._bytes -= len(post.data)
-            self._rewound -= 1
-        return True
-
-    def rewind(self) -> int:
-        """Count every unsettled sent post as unsent again, as after a lost connection; return how many.
-
-        The post whose acknowledgement was due takes a miss; at MAX_MISSES it is given up, not sent again.
-        """
-        due = self._sent[0] if self._sent else None
-        if due is not None and not due.settled:
-            due.misses += 1
-        again = []
-        for post in self._sent:
-            if post.settled:  # seen in the chat: its acknowledgement will never come now
-                self._bytes -= len(post.data)
-            elif post.misses >= MAX_MISSES:
-                self._give_up(post)
-            else:
-                again.append(post)
-        self._sent.clear()
-        self._unsent.extendleft(reversed(again))
-        self._rewound += len(again)
-        return len(again)
-
-    def take_given_up(self) -> list[Post]:
-        """Return the posts given up since the last look."""
-        dropped, self._dropped = self._dropped, []
-        return dropped
+        self.seen_only += 1
 
     def _give_up(self, post: Post) -> None:
         self._bytes -= len(post.data)
-        self._unsettled -= 1
-        self.given_up += 1
-        self._dropped.append(post)
-        if self.observer is not None:
-            self.observer.settled(post)  # its echo may still come; then it only stands for itself
+        self.doubtful += 1
 
-    def _settle(self, post: Post) -> None:
-        if post.settled:
-            return
-        post.settled = True
-        self._unsettled -= 1
-        self.delivered += 1
-        if self.observer is not None:
-            self.observer.settled(post)
+    def time_out(self) -> None:
+        """Note that no acknowledgement came in time for any post in flight."""
+        for post in self._sent:
+            post.timeouts += 1
+
+    def acknowledge(self) -> Post:
+        """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
+        post = self._sent.popleft()
+        self._bytes -= len(post.data)
+        self.acknowledged += 1
+        self._widen_window()
+        return post
+
+    def rewind(self) -> int:
+        """Count every sent post as unsent again, as after a lost connection; return how many will go again.
+
+        A post the chat showed is settled instead, and one sent MAX_SENDS times is given up.
+        """
+        kept = []
+        for post in self._sent:
+            if post.seen:
+                self._settle_seen(post)
+            elif post.timeouts >= MAX_SENDS:
+                self._give_up(post)
+            else:
+                kept.append(post)
+        if self._sent:  # posts were lost in flight: a few at a time until the outbox has drained
+            self._window = RESEND_WINDOW
+        self._sent.clear()
+        self._unsent.extendleft(reversed(kept))
+        self._rewound += len(kept)
+        return len(kept)
 
 
-@dataclass(frozen=True)
-class Greeted:
+class Greeted(NamedTuple):
     """The server greeted us."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class Prompted:
+class Prompted(NamedTuple):
     """The server asked for a nickname."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class LoggedIn:
+class LoggedIn(NamedTuple):
     """The server knows the token."""
 
     line: bytes
     account: Account
 
 
-@dataclass(frozen=True)
-class Registered:
+class Registered(NamedTuple):
     """The server made a new account; its token must be saved before anything else."""
 
     line: bytes
     account: Account
-    malformed: bool = False  # found in a reply that is not what the protocol says; an error follows
+    malformed: bool = False  # the reply was not in the usual shape, but named the account's token
 
 
-@dataclass(frozen=True)
-class Welcomed:
+class Welcomed(NamedTuple):
     """The server takes posts from now on."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class Acknowledged:
+class Acknowledged(NamedTuple):
     """The server acknowledged a post."""
 
     line: bytes
     post: Post
-    fresh: bool = True  # news: the chat had not shown the post before
 
 
-@dataclass(frozen=True)
-class Closed:
+class Closed(NamedTuple):
     """The server closed the connection while it owed us nothing."""
 
     line: bytes = b""
 
 
+# NamedTuples, not frozen dataclasses: as immutable, and each costs a seventh at every start. They are
+# told apart by type (isinstance), never compared.
 Event = Greeted | Prompted | LoggedIn | Registered | Welcomed | Acknowledged | Closed
 
 STAGE_GREETING = "the greeting"
@@ -423,26 +348,22 @@ class PostingDialogue:
         token: str | None,
         nickname: str | None = None,
         token_source: str = "",
-        secrets: Collection[str] = (),
-        port_hint: str = READING_PORT_HINT,
+        reading_port_hint: bool = True,
     ) -> None:
         if token is None and nickname is None:
             raise ValueError("a token to log in with or a nickname to register is needed")
         self._outbox = outbox
-        self._secrets = secrets  # live: hidden in every reply quoted in an error
-        self.port_hint = port_hint  # added when the first reply is not the greeting
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
+        self._secrets = frozenset({token} if token else ())  # what its errors must never quote
+        self._hint = READING_PORT_HINT if reading_port_hint else ""  # wrong when we are on the posting port
         self._stage = STAGE_GREETING
         self._to_send: list[bytes] = []
         self._framer = LineFramer()
         self._lines: deque[bytes] = deque()
         self._at_eof = False
-        # An account reply handed out before its newline came; the line, once whole, is passed over.
-        self._early_account: bytes | None = None
-        # What a malformed account reply amounts to, raised once the account in it has been handed out.
-        self._failure: ProtocolError | None = None
+        self._failure: ProtocolError | None = None  # raised once the event before it has been handed out
 
     @property
     def ready(self) -> bool:
@@ -474,22 +395,35 @@ class PostingDialogue:
         if self._failure is not None:
             raise self._failure
         if not self._lines:
-            if self._at_eof:
-                return self._closed()
-            return self._take_early_account()
+            return self._closed() if self._at_eof else None
         line = self._lines.popleft()
-        if self._early_account is not None:
-            early, self._early_account = self._early_account, None
-            if line.removesuffix(NEWLINE) == early:
-                return self.next_event()  # handed out already
         if self._stage == STAGE_POSTING:
             return self._settle(line)
         if not line.endswith(NEWLINE):
-            if self._stage == STAGE_REGISTRATION and (is_whole_account(line) or salvage_account(line)):
+            if self._stage == STAGE_REGISTRATION and is_whole_account(line):
                 # Cut off before its newline, the new account is whole all the same: keep its token.
                 return self._advance(line + NEWLINE)
             raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
         return self._advance(line)
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Return how many bytes of a reply line not ended yet are held."""
+        return self._framer.pending
+
+    def salvage_account(self) -> Account | None:
+        """Return the new account of a registration reply still waiting for its newline, if it is whole."""
+        if self._stage != STAGE_REGISTRATION:
+            return None
+        raw = self._framer.unfinished()
+        if is_whole_account(raw):
+            return parse_account(raw)
+        token = find_account_hash(raw)
+        return None if token is None or not raw.rstrip().endswith((b"}", b"'", b'"')) else self._account_of(token)
+
+    def _account_of(self, token: str) -> Account:
+        """An account whose reply named only its token: the nickname is the one we asked for."""
+        return Account(nickname=self._nickname or "", token=token)
 
     def data_to_send(self) -> list[bytes]:
         """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
@@ -497,17 +431,6 @@ class PostingDialogue:
         if self._stage == STAGE_POSTING and self._outbox.has_unsent:
             pieces.extend(post.data for post in self._outbox.take_unsent())
         return pieces
-
-    def _take_early_account(self) -> Event | None:
-        """Hand out a whole account reply still waiting for its newline: a timeout or a signal may come first."""
-        if self._stage != STAGE_REGISTRATION:
-            return None
-        unfinished = self._framer.unfinished.strip()
-        # A JSON object ends with its brace: a reply cut anywhere else is not whole yet.
-        if not (unfinished.startswith(b"{") and unfinished.endswith(b"}")) or not is_whole_account(unfinished):
-            return None
-        self._early_account = self._framer.unfinished
-        return self._advance(self._early_account + NEWLINE)
 
     def _closed(self) -> Closed:
         due = self.waiting_for
@@ -518,8 +441,7 @@ class PostingDialogue:
     def _settle(self, line: bytes) -> Acknowledged:
         due = self.waiting_for
         if line == ACK and due is not None:
-            seen = self._outbox.oldest_sent.settled  # type: ignore[union-attr]
-            return Acknowledged(line, self._outbox.acknowledge(), fresh=not seen)
+            return Acknowledged(line, self._outbox.acknowledge())
         if not line.endswith(NEWLINE) and due is not None:
             raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
         if due is None:
@@ -531,7 +453,7 @@ class PostingDialogue:
         if stage == STAGE_GREETING:
             if line != GREETING:
                 raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self.port_hint}"
+                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self._hint}"
                 )
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
@@ -550,15 +472,19 @@ class PostingDialogue:
             self._expect(line, WELCOME)
             self._stage = STAGE_POSTING
             return Welcomed(line)
-        try:
+        if stage == STAGE_REGISTRATION:
+            try:
+                account = parse_account(line, self._secrets)
+            except ProtocolError as error:
+                token = find_account_hash(line)
+                if token is None:
+                    raise
+                # The account probably exists and this may be its only copy: keep it, then fail.
+                self._failure = error
+                self._stage = STAGE_WELCOME
+                return Registered(line, self._account_of(token), malformed=True)
+        else:
             account = parse_account(line, self._secrets)
-        except ProtocolError:
-            salvaged = salvage_account(line) if stage == STAGE_REGISTRATION else None
-            if salvaged is None:
-                raise
-            # The account probably exists, and this may be the only copy of its token: hand it out first.
-            self._failure = ProtocolError(f"the registration reply is malformed: {quote_reply(line, self._secrets)}")
-            return Registered(line, salvaged, malformed=True)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:

@@ -14,11 +14,14 @@ from chat_io import ENCODING, STATUS_MARK, redact
 
 
 class SecretFilter(logging.Filter):
-    """Keeps the secrets of a live collection out of every log record it sees."""
+    """Keeps the secrets it is given out of every log record it sees.
 
-    def __init__(self, secrets: Collection[str]) -> None:
+    The collection is the caller's and is read at each record, so secrets learnt later (a new
+    account's token) are hidden from then on.
+    """
+
+    def __init__(self, secrets: Collection[str] = frozenset()) -> None:
         super().__init__()
-        # Kept by reference: the owner adds each token as it learns it, and every later record is hidden.
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -29,8 +32,8 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def configure_logging(verbose: bool, background: bool = False, secrets: Collection[str] = ()) -> None:
-    """Send log records to stderr, one line each, with the secrets of a live collection hidden.
+def configure_logging(verbose: bool, background: bool = False, secrets: Collection[str] = frozenset()) -> None:
+    """Send log records to stderr, one line each, with the given secrets hidden.
 
     With background, records are written by a thread, so a stderr nobody reads (a paused
     terminal) never holds up the caller; what does not fit in a bounded queue is skipped.

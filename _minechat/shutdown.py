@@ -109,15 +109,15 @@ def run_cli(
     parse: Callable[[], SettingsT],
     run: Callable[[SettingsT], Coroutine[object, object, int]],
     logger: logging.Logger,
-    secrets: Collection[str] = (),
+    secrets: Collection[str] = frozenset(),
 ) -> int:
     """Parse the settings, run the client on one event loop, and map every way it ends to an exit code.
 
-    Log lines hide the secrets of the live collection given, however many the client adds to it.
+    Log records never show any of secrets, a collection the client may add to as it learns them.
     """
     make_output_safe(sys.stdout)
     make_output_safe(sys.stderr)
-    configure_logging(verbose=False)  # for warnings about .env while the settings are read
+    configure_logging(verbose=False, secrets=secrets)  # for warnings about .env while the settings are read
     try:
         settings = parse()
         # From a thread: a stderr nobody reads must not freeze the client, nor Ctrl-C.

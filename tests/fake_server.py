@@ -42,8 +42,6 @@ SIOCOUTQ = 0x5411
 ACKED_POLL_SECONDS = 0.01
 # The real server's line limit is not on record; this one takes posts far longer than 64 KiB.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-# How long a registration reply waits for the others of its barrier.
-BARRIER_WAIT = 30.0
 # How long an orderly hang-up waits for the client to close its side before cutting it off.
 HANG_UP_WAIT = 2.0
 
@@ -67,7 +65,7 @@ class Post:
     nickname: str
     lines: list[str] = field(default_factory=list)
     acknowledged: bool = False
-    readers: int = 0  # readers connected when it was taken: those that show it
+    readers: int = 0  # readers connected when the post was taken, who see it in the chat
 
 
 @dataclass
@@ -95,28 +93,25 @@ class FakeMinechatServer:
         self.senders_done = 0  # posting connections whose dialogue has ended
         self.reader_connections = 0
         self.readers: set[asyncio.StreamWriter] = set()
-        self.senders: set[asyncio.StreamWriter] = set()  # open posting connections
         # Misbehaviour, set by tests.
         self.close_readers_at_once = False
         self.send_then_close: bytes | None = None  # sent to each new reader, then the server hangs up
         self.stall_at: str | None = None
         self.close_at: str | None = None
         self.login_reply_override: bytes | None = None
+        # Shapes the registration reply from the new nickname and token (a malformed or cut reply).
+        self.registration_reply: Callable[[str, str], bytes] | None = None
+        self.stall_after_registration = False  # go silent right after the registration reply
         self.split_writes = False
         self.welcome_override: bytes | None = None
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.withhold_acks = False  # take every post, acknowledge none
-        self.ack_delay: float | None = None  # acknowledge each post this long after taking it, as a slow server
-        self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, over this long
-        # How a post's line appears on the reading port, from (nickname, text); None: "<nickname>: <text>\n".
-        self.chat_shows: Callable[[str, str], bytes] | None = None
+        self.echo_posts = True  # show each post to the readers, as the public server does
+        self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
+        self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
-        # Hold every registration reply until this many accounts are registered, then send them all at once.
-        self.registration_barrier: int | None = None
-        # Formats the account reply from (nickname, token), for replies cut short or malformed.
-        self.account_reply: Callable[[str, str], bytes] | None = None
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
         self.idle_drops = 0
@@ -196,15 +191,6 @@ class FakeMinechatServer:
         self.readers.clear()
         self._touch()
 
-    async def reset_senders(self) -> None:
-        """Reset every open posting connection (RST), as a server or NAT that drops idle connections does."""
-        for writer in list(self.senders):
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()
-        self.senders.clear()
-        self._touch()
-
     @staticmethod
     async def wait_acknowledged(writer: asyncio.StreamWriter, timeout: float = DEFAULT_WAIT) -> None:
         """Wait until the peer's kernel has acknowledged every byte sent (Linux only)."""
@@ -228,12 +214,16 @@ class FakeMinechatServer:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(interval)
+
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
-            for byte in data:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(self.trickle_interval)
+            await self._trickle(writer, data, self.trickle_interval)
             return
         if not self.split_writes:
             writer.write(data)
@@ -243,14 +233,6 @@ class FakeMinechatServer:
             writer.write(data[start : start + SPLIT_PIECE_BYTES])
             await writer.drain()
             await asyncio.sleep(0)
-
-    @staticmethod
-    async def _trickle(writer: asyncio.StreamWriter, data: bytes, duration: float) -> None:
-        """Send data one byte at a time, spread over duration."""
-        for byte in data:
-            writer.write(bytes([byte]))
-            await writer.drain()
-            await asyncio.sleep(duration / len(data))
 
     async def _serve_reader(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
@@ -278,7 +260,6 @@ class FakeMinechatServer:
         transcript = bytearray()
         self.send_transcripts.append(transcript)
         plan = self.plans.popleft() if self.plans else ConnectionPlan()
-        self.senders.add(writer)
         try:
             if plan.refuse:
                 self.refused += 1
@@ -291,7 +272,6 @@ class FakeMinechatServer:
         except (_HangUp, OSError, asyncio.CancelledError):
             pass
         finally:
-            self.senders.discard(writer)
             writer.close()
             self.senders_done += 1
             self._touch()
@@ -360,6 +340,7 @@ class FakeMinechatServer:
         await self._reply(writer, "greeting", GREETING)
         token = await self._receive(reader, transcript)
         nickname = self.accounts.get(token) if token else None
+        known = nickname is not None
         if token and nickname is None:
             # The real server's quirk: it says null, then falls through into registration.
             self.unknown_tokens.append(token)
@@ -373,16 +354,14 @@ class FakeMinechatServer:
             logger.info("registered %r", nickname)
             if self.on_registration is not None:
                 self.on_registration()
-            self._touch()
-            if self.registration_barrier is not None:
-                barrier = self.registration_barrier
-                await self.wait_until(lambda: len(self.registrations) >= barrier, timeout=BARRIER_WAIT)
-        assert token is not None
-        if self.account_reply is not None:
-            reply = self.account_reply(nickname, token)
+        account = json.dumps({"nickname": nickname, "account_hash": token})
+        if self.registration_reply is not None and not known:
+            await self._write(writer, self.registration_reply(nickname, token))
         else:
-            reply = json.dumps({"nickname": nickname, "account_hash": token}).encode() + b"\n"
-        await self._reply(writer, "login_reply", reply)
+            await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if self.stall_after_registration and not known:
+            await self._stopping.wait()
+            raise _HangUp
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
         acknowledged = 0
@@ -397,9 +376,8 @@ class FakeMinechatServer:
             post.readers = len(self.readers)
             self.posts.append(post)
             self._touch()
-            for text in post.lines:
-                shown = self.chat_shows(nickname, text) if self.chat_shows else f"{nickname}: {text}\n".encode()
-                await self.broadcast(shown)
+            for text in post.lines if self.echo_posts else ():
+                await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
             if self.withhold_acks:
@@ -412,7 +390,7 @@ class FakeMinechatServer:
                 post = Post(nickname)
                 continue
             if self.ack_delay is not None:
-                await asyncio.sleep(self.ack_delay)  # the slow server's own pace
+                await asyncio.sleep(self.ack_delay)
             if self.ack_trickle is not None:
                 await self._trickle(writer, ACK, self.ack_trickle)
             else:
@@ -420,86 +398,6 @@ class FakeMinechatServer:
             post.acknowledged = True
             acknowledged += 1
             post = Post(nickname)
-
-
-class CuttingProxy:
-    """A TCP proxy to a port that cuts each connection after a number of bytes, counted both ways.
-
-    budget() gives each connection's number (say, random between 0 and 3,000); once that many bytes
-    have passed, in either direction, both sides are cut off with a reset, and what was in flight is lost.
-    """
-
-    def __init__(self, target_port: int, budget: Callable[[], int], host: str = "127.0.0.1") -> None:
-        self.target_port = target_port
-        self.budget = budget
-        self.host = host
-        self.port = 0
-        self.connections = 0
-        self.cuts = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> CuttingProxy:
-        self._server = await asyncio.start_server(self._relay, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        with suppress(asyncio.CancelledError):  # the end of the proxy, as for the server's own connections
-            await self._relay_until_cut(client_reader, client_writer)
-
-    async def _relay_until_cut(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
-        self.connections += 1
-        left = [self.budget()]
-        try:
-            server_reader, server_writer = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        writers = (client_writer, server_writer)
-        pumps = [
-            asyncio.ensure_future(self._pump(client_reader, server_writer, left)),
-            asyncio.ensure_future(self._pump(server_reader, client_writer, left)),
-        ]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            if left[0] <= 0:
-                self.cuts += 1
-            for writer in writers:
-                with suppress(OSError):
-                    sock = writer.get_extra_info("socket")
-                    if sock is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                writer.transport.abort()
-
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, left: list[int]) -> None:
-        """Copy reader to writer until either ends or the shared budget runs out (the rest is dropped)."""
-        with suppress(OSError):
-            while left[0] > 0:
-                data = await reader.read(4096)
-                if not data:
-                    return
-                passed = data[: left[0]]
-                left[0] -= len(passed)
-                writer.write(passed)
-                await writer.drain()
 
 
 async def serve(host: str, read_port: int, write_port: int) -> None:
@@ -528,3 +426,82 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CuttingProxy:
+    """A TCP proxy that cuts each connection (a reset both ways) after a random number of bytes."""
+
+    def __init__(self, target_host: str, target_port: int, max_bytes: int, rng: random.Random) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.max_bytes = max_bytes
+        self.rng = rng
+        self.port = 0
+        self.cuts = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+        # The proxy stopping cancels this task, at the top of its own connection: nothing to report.
+        with suppress(asyncio.CancelledError):
+            await self._relay(client_reader, client_writer)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        budget = [self.rng.randint(0, self.max_bytes)]
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        pumps = [
+            asyncio.ensure_future(self._pump(client_reader, server_writer, budget)),
+            asyncio.ensure_future(self._pump(server_reader, client_writer, budget)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            if budget[0] <= 0:
+                self.cuts += 1
+            for writer in (client_writer, server_writer):
+                _reset(writer)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: list[int]) -> None:
+        """Copy bytes one way until the shared budget is spent or the reader ends."""
+        with suppress(OSError):
+            while budget[0] > 0:
+                data = await reader.read(min(64 * 1024, budget[0]))
+                if not data:
+                    return
+                budget[0] -= len(data)
+                writer.write(data)
+                await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a reset, dropping whatever is unsent."""
+    sock = writer.get_extra_info("socket")
+    with suppress(OSError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

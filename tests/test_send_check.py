@@ -1,65 +1,66 @@
-"""--check: log in, print the nickname, post nothing; exit 0, or 5 for an unknown token."""
+"""--check: log in, print the nickname, post nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 from fake_server import FakeMinechatServer
-from send_support import TOKEN, run_client
+from helpers import ROOT, WAIT, client_env
 
-from chat_io import EXIT_OK, EXIT_UNKNOWN_TOKEN, EXIT_USAGE
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+
+
+async def run_cli(server: FakeMinechatServer, cwd: Path, *argv: str) -> tuple[int, str, str]:
+    """Run send_client.py against the server; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
+        "--read-port", str(server.read_port), *argv,
+        cwd=cwd, env=client_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), WAIT * 2)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 async def test_check_prints_the_nickname_and_posts_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
-    (tmp_path / "token.txt").write_text(TOKEN + "\n")
-    code, out, err = await run_client(server, tmp_path, "--check")
-    assert code == EXIT_OK, err
-    assert out == "Focused Loyd\n"
+    code, out, err = await run_cli(server, tmp_path, "--check", "--token", TOKEN)
+    assert (code, out) == (0, "Focused Loyd\n")
     await server.wait_until(lambda: server.senders_done == 1)
-    assert bytes(server.send_transcripts[0]) == f"{TOKEN}\n".encode()  # the login, and nothing after it
-    assert server.posts == []
-    assert TOKEN not in out + err
+    assert [bytes(transcript) for transcript in server.send_transcripts] == [f"{TOKEN}\n".encode()]
+    assert server.posts == [] and server.registrations == []
+    assert TOKEN not in err
 
 
-async def test_check_ignores_a_message_set_in_dotenv(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_check_reads_the_token_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
-    (tmp_path / ".env").write_text(f"TOKEN={TOKEN}\nMESSAGE=posted by every bare run\n")
-    code, out, err = await run_client(server, tmp_path, "--check")
-    assert (code, out) == (EXIT_OK, "Focused Loyd\n"), err
+    (tmp_path / "token.txt").write_text(TOKEN + "\n")
+    code, out, _ = await run_cli(server, tmp_path, "--check")
+    assert (code, out) == (0, "Focused Loyd\n")
     assert server.posts == []
 
 
-async def test_check_with_an_unknown_token_is_exit_5(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_client(server, tmp_path, "--check", "--token", "bogus-token")
-    assert code == EXIT_UNKNOWN_TOKEN
-    assert out == ""
-    assert "the server does not know the token from --token or TOKEN" in err
+async def test_check_of_an_unknown_token_exits_5(server: FakeMinechatServer, tmp_path: Path) -> None:
+    code, out, err = await run_cli(server, tmp_path, "--check", "--token", "bogus-token")
+    assert (code, out) == (5, "")
+    assert "does not know the token" in err and "bogus-token" not in err
     await server.wait_until(lambda: server.senders_done == 1)
     assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
-    assert server.registrations == [] and server.accounts == {}
+    assert server.accounts == {} and server.registrations == []
 
 
-async def test_check_escapes_the_nickname(server: FakeMinechatServer, tmp_path: Path) -> None:
-    token = server.add_account("Evil\x1b[2J\u202eLoyd")
-    code, out, err = await run_client(server, tmp_path, "--check", "--token", token)
-    assert (code, out) == (EXIT_OK, "Evil\\x1b[2J\\u202eLoyd\n"), err
+async def test_check_without_a_token_registers_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
+    code, out, err = await run_cli(server, tmp_path, "--check", "--nickname", "Eve")
+    assert (code, out) == (2, "")
+    assert "--check" in err
+    assert server.send_transcripts == []
 
 
-@pytest.mark.parametrize(
-    ("argv", "complaint"),
-    [
-        (["--check"], "--check logs in with a token, but no token was found"),
-        (["--check", "--token", TOKEN, "--message", "hi"], "--check posts nothing; leave out --message"),
-        (["--check", "--nickname", "Eve"], "--check logs in with a token, but no token was found"),
-    ],
-)
-async def test_check_usage_errors_send_nothing(
-    server: FakeMinechatServer, tmp_path: Path, argv: list[str], complaint: str
-) -> None:
-    code, _, err = await run_client(server, tmp_path, *argv)
-    assert code == EXIT_USAGE
-    assert complaint in err
-    assert len(err.splitlines()) == 1
+async def test_check_with_a_message_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    code, _, err = await run_cli(server, tmp_path, "--check", "--token", TOKEN, "--message", "hi")
+    assert code == 2 and "--check posts nothing" in err
     assert server.send_transcripts == []
