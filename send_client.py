@@ -324,6 +324,7 @@ class Link:
         self.deadline: float | None = self.loop.time() + self.timeout
         self.clock_started = self.loop.time()  # when the reply now due started to be due
         self.waited = self.timeout  # the wait the deadline allows, without upload time
+        self.shown_at_clock = sender.outbox.shown  # posts the chat had shown when the wait began
 
     def _start_clock(self, extra: float = 0.0) -> None:
         """Start waiting for the reply now due: acknowledgements get the sender's current wait."""
@@ -331,6 +332,7 @@ class Link:
         self.waited = self.sender.ack_wait if self.dialogue.ready else self.timeout
         self.clock_started = now
         self.deadline = now + self.waited + extra
+        self.shown_at_clock = self.sender.outbox.shown
 
     def transmit(self) -> None:
         """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
@@ -404,6 +406,16 @@ class Link:
             due = self.dialogue.waiting_for or "a reply"
             hint = READING_PORT_HINT if due == STAGE_GREETING and reading_port_hint(self.sender.settings) else ""
             advice = "try again later or raise --reply-timeout"
+            if self.dialogue.ready and self.sender.outbox.shown > self.shown_at_clock:
+                # The chat shows the server taking our posts meanwhile: it is slow, not gone. Hanging up
+                # would only make us send again what it is still working through; wait longer instead.
+                self.waited = self.sender.stretch_ack_wait()
+                self.deadline = self.loop.time() + self.waited
+                self.shown_at_clock = self.sender.outbox.shown
+                logger.debug(
+                    "the acknowledgements are late but the chat shows our posts; waiting %g s more", self.waited
+                )
+                return
             if self.dialogue.ready:
                 self.sender.outbox.time_out()
                 advice = f"waiting up to {self.sender.stretch_ack_wait():g} s for acknowledgements from now on"
@@ -448,6 +460,7 @@ class ChatWitness:
         self._connected = asyncio.Event()
         self._first_ack_at: float | None = None
         self._task: asyncio.Future[None] | None = None
+        self.on_seen: Callable[[Post], None] | None = None  # told of each post the chat shows, the first time
 
     async def start(self) -> None:
         """Connect to the reading port; return once connected or known to be out of reach."""
@@ -521,6 +534,8 @@ class ChatWitness:
                 return
             for post in self.core.feed(chunk):
                 logger.debug("the chat shows message %d", post.number)
+                if self.on_seen is not None:
+                    self.on_seen(post)
 
 
 class Sender:
@@ -543,6 +558,7 @@ class Sender:
         self.witness = None if witness_level is None else ChatWitness(settings, witness_level)
         if self.witness is not None:
             self.outbox.on_send = self.witness.expect
+            self.witness.on_seen = self.outbox.note_shown
         self.token = settings.token
         # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
         self.secrets = secrets if secrets is not None else set()

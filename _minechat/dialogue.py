@@ -148,6 +148,7 @@ class Outbox:
         self.most_copies = 0  # the most times one message went out
         self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
         self.seen_only = 0  # messages the chat showed that the server never acknowledged
+        self.shown = 0  # posts the chat has shown so far, acknowledged or not
         self.on_send: Callable[[Post], None] | None = None  # told of each post each time it goes out
 
     def __len__(self) -> int:
@@ -234,6 +235,10 @@ class Outbox:
     def _give_up(self, post: Post) -> None:
         self._bytes -= len(post.data)
         self.doubtful += 1
+
+    def note_shown(self, post: Post) -> None:
+        """Count a post the chat has just shown: the server took it."""
+        self.shown += 1
 
     def time_out(self) -> None:
         """Note that no acknowledgement came in time for any post in flight."""

@@ -325,3 +325,16 @@ async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer,
     sender.witness.core.feed(b"Focused Loyd: same\nFocused Loyd: same\n")
     assert first.seen
     assert not second.seen  # else it would never be sent again, though the server may never have taken it
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_slow_server_whose_chat_shows_our_posts_gets_each_line_once(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # Every acknowledgement comes later than --reply-timeout, but the chat shows each post at once: the
+    # server is slow, not gone. Hanging up on it would send again what it is still working through.
+    server.ack_delay = 0.5
+    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.3")
+    sender = await run_sender(settings, b"one\ntwo\nthree\n")
+    assert texts_of(server) == ["one", "two", "three"]
+    assert sender.outbox.delivered == 3 and sender.outbox.repeated == 0
