@@ -574,6 +574,7 @@ class Sender:
         self._messages_ended = False
         self._producer: asyncio.Future[None] | None = None
         self._link: Link | None = None
+        self._last_failure: ChatError | None = None  # what ended the last connection that failed
 
     def stretch_ack_wait(self) -> float:
         """Double the wait for acknowledgements after a reply timeout, up to MAX_ACK_WAIT; return it."""
@@ -616,9 +617,10 @@ class Sender:
         if self.outbox.added:
             self.report(logging.WARNING if self.outbox.doubtful else logging.INFO)
         if self.outbox.doubtful:
+            cause = f"{self._last_failure}; " if self._last_failure is not None else ""  # why, the last time
             raise ConnectionFailed(
-                f"{plural(self.outbox.doubtful, 'message')} went out {MAX_SENDS} times without an acknowledgement "
-                "and may have reached the chat, or not"
+                f"{cause}{plural(self.outbox.doubtful, 'message')} went out {MAX_SENDS} times without an "
+                "acknowledgement and may have reached the chat, or not"
             )
 
     def report(self, level: int, prefix: str = "") -> None:
@@ -698,6 +700,7 @@ class Sender:
             except ChatError as error:
                 if not is_retryable(error):
                     raise
+                self._last_failure = error
                 if self.outbox.delivered > delivered or self.outbox.doubtful > doubtful:
                     # Progress, or a post given up: the next one deserves fresh tries.
                     delays, failures = self.make_delays(), 0
@@ -731,6 +734,13 @@ class Sender:
                 finally:
                     self._link = None
                     self._salvage_account(dialogue)
+        except ReplyTimeout:
+            raise  # counted as a timeout already, for every post in flight
+        except ConnectionFailed:
+            # Lost while the oldest post in flight waited for its acknowledgement: the server may have taken
+            # it and hung up; one that does so every time must not get the post every time.
+            self.outbox.lose_connection()
+            raise
         finally:
             # At once, so the counts are right and the posts given up are known before the next try.
             self.outbox.rewind()

@@ -110,8 +110,9 @@ def encode_post(text: str) -> bytes:
 OUTBOX_POSTS = 1024
 OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
-# A post whose acknowledgement timed out this many times is not sent again: the server takes it and
-# keeps quiet, or is too slow for us, and each copy may show in everybody's chat.
+# A post whose acknowledgement timed out, or whose connection was lost while it was due, this many
+# times is not sent again: the server takes it and keeps quiet or hangs up, or is too slow for us, and
+# each copy may show in everybody's chat.
 MAX_SENDS = 3
 # After a lost connection, posts go out at most this many at a time until the outbox has drained:
 # a connection that drops again soon costs a few copies at most, and acknowledgements come back
@@ -126,7 +127,7 @@ class Post:
     number: int
     data: bytes
     sends: int = 0
-    timeouts: int = 0  # connections given up while this post waited for its acknowledgement
+    timeouts: int = 0  # connections given up or lost while this post waited for its acknowledgement
     seen: bool = False  # the chat showed it: it arrived, acknowledged or not
 
 
@@ -239,6 +240,11 @@ class Outbox:
     def note_shown(self, post: Post) -> None:
         """Count a post the chat has just shown: the server took it."""
         self.shown += 1
+
+    def lose_connection(self) -> None:
+        """Note that the connection was lost while the oldest post in flight awaited its acknowledgement."""
+        if self._sent:
+            self._sent[0].timeouts += 1
 
     def time_out(self) -> None:
         """Note that no acknowledgement came in time for any post in flight."""

@@ -42,7 +42,7 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import send_client
-from _minechat.dialogue import OUTBOX_POSTS
+from _minechat.dialogue import MAX_SENDS, OUTBOX_POSTS
 from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
 from send_client import RESUME_TRIES
 
@@ -93,10 +93,11 @@ async def test_fixed_messages_give_up_after_fruitless_tries(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(RESUME_TRIES + 3))
-    with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; gave up after {RESUME_TRIES} tries"):
+    # Each connection takes the post and hangs up before acknowledging it: it goes out MAX_SENDS times.
+    with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; 1 message went out {MAX_SENDS} times"):
         await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
-    assert len(server.send_transcripts) == RESUME_TRIES + 1
-    assert texts_of(server) == ["one"] * (RESUME_TRIES + 1)
+    assert len(server.send_transcripts) == MAX_SENDS
+    assert texts_of(server) == ["one"] * MAX_SENDS
 
 
 async def test_fixed_messages_fail_fast_without_any_connection(
@@ -254,7 +255,7 @@ async def test_backoff_starts_over_only_after_an_acknowledgement(
 ) -> None:
     # Each of the first two connections acknowledges one post; the next two acknowledge none.
     server.plans.extend(
-        [ConnectionPlan(posts=1), ConnectionPlan(posts=1), ConnectionPlan(posts=0), ConnectionPlan(posts=0)]
+        [ConnectionPlan(posts=1), ConnectionPlan(posts=1), ConnectionPlan(refuse=True), ConnectionPlan(refuse=True)]
     )
     delays = RecordingDelays()
     messages = ["--message", "one", "--message", "two", "--message", "three"]
@@ -391,7 +392,7 @@ async def test_progress_gives_the_sender_its_tries_afresh(
 ) -> None:
     # One connection acknowledges a post, then RESUME_TRIES - 1 acknowledge none: still within the tries.
     server.plans.extend(
-        [ConnectionPlan(posts=1), *(ConnectionPlan(posts=0) for _ in range(send_client.RESUME_TRIES - 1))]
+        [ConnectionPlan(posts=1), *(ConnectionPlan(refuse=True) for _ in range(send_client.RESUME_TRIES - 1))]
     )
     messages = ["--message", "one", "--message", "two"]
     await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())

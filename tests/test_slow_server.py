@@ -294,3 +294,21 @@ async def test_an_idle_connection_reset_is_no_failure(
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
     assert delays.taken == []  # no delay before the next connection, let alone a growing one
     assert len(server.send_transcripts) == 2
+
+
+# --- a server that takes posts and hangs up before acknowledging them --------------------------------
+
+
+async def test_a_post_taken_and_never_acknowledged_by_hang_ups_goes_out_three_times_and_the_stream_goes_on(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    # Three connections take "stuck" and hang up without acknowledging it (no reply timeout ever
+    # comes); the next ones would do the same with it, for ever.
+    server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(MAX_SENDS))
+    settings = settings_for(server, tmp_path, "--message", "-", "--read-port", str(unused_port()))
+    with pytest.raises(ConnectionFailed, match="1 message went out 3 times without an acknowledgement"):
+        await run_sender(settings, b"stuck\nnext\n")
+    copies = Counter(texts_of(server))
+    assert copies["stuck"] == MAX_SENDS  # not once a connection, for ever
+    assert texts_of(server, acknowledged_only=True) == ["next"]
