@@ -457,6 +457,7 @@ class ChatWitness:
         self.level = level  # how loud "going on without it" is: debug for a single message
         self.core = Witness()
         self.active = False
+        self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
         self._connected = asyncio.Event()
         self._first_ack_at: float | None = None
         self._task: asyncio.Future[None] | None = None
@@ -464,6 +465,10 @@ class ChatWitness:
 
     async def start(self) -> None:
         """Connect to the reading port; return once connected or known to be out of reach."""
+        if self._task is not None:  # an earlier connection, ended: it reported its own end
+            await self.stop()
+        self.lost = False
+        self._connected.clear()
         self._task = asyncio.ensure_future(self._run())
         connected = asyncio.ensure_future(self._connected.wait())
         try:
@@ -490,6 +495,11 @@ class ChatWitness:
         # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
         if self._first_ack_at is None:
             self._first_ack_at = asyncio.get_running_loop().time()
+
+    def _lose(self) -> None:
+        """The chat hung up: nothing sent from now on can show to us, until it is connected again."""
+        self.lost = True
+        self.core.reset()  # no echo of what was sent meanwhile can come on a new connection
 
     def _say(self, text: str) -> None:
         logger.log(self.level, "%s; going on without it", text)
@@ -527,10 +537,12 @@ class ChatWitness:
             except asyncio.TimeoutError:
                 continue
             except OSError as error:
-                logger.debug("the chat connection broke: %s", describe_error(error))
+                logger.debug("the chat connection broke: %s; watching again with the next connection", error)
+                self._lose()
                 return
             if not chunk:
-                logger.debug("the chat on %s closed the connection; going on without it", where)
+                logger.debug("the chat on %s closed the connection; watching again with the next connection", where)
+                self._lose()
                 return
             for post in self.core.feed(chunk):
                 logger.debug("the chat shows message %d", post.number)
@@ -719,6 +731,8 @@ class Sender:
     async def _converse(self) -> bool:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
+        if self.witness is not None and self.witness.lost:
+            await self.witness.start()  # before anything goes out on this connection, as at the start
         dialogue = PostingDialogue(
             self.outbox,
             self.token,

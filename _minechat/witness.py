@@ -51,6 +51,13 @@ class Witness:
         self._order.append(post)
         self._waiting.setdefault(echo_text(post), deque()).append(post)
 
+    def reset(self) -> None:
+        """Await no echo any more: the chat connection is gone, and a new one shows only posts made after it."""
+        self._waiting.clear()
+        self._order.clear()
+        self._buffer.clear()
+        self._skipping = False
+
     def forget(self, post: Post) -> None:
         """Stop awaiting the oldest echo still awaited of a post."""
         if post in self._order:

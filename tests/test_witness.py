@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import WAIT, RecordingDelays
+from helpers import WAIT, RecordingDelays, StdinPipe
 
 import send_client
 from _minechat.dialogue import Outbox, Post
@@ -82,6 +82,14 @@ def test_lines_before_the_nickname_is_known_are_not_matched() -> None:
     assert witness.feed(b"Focused Loyd: hi\n") == []
     witness.set_nickname(NICKNAME)
     assert witness.feed(b"Focused Loyd: hi\n") == [post]
+
+
+def test_after_a_new_chat_connection_nothing_sent_before_is_awaited() -> None:
+    [post] = posts_of("hi")
+    witness = witness_for([post])
+    witness.reset()  # the chat hung up: a new connection shows only what comes after it
+    assert witness.feed(b"Focused Loyd: hi\n") == []
+    assert len(witness) == 0
 
 
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
@@ -338,3 +346,28 @@ async def test_a_slow_server_whose_chat_shows_our_posts_gets_each_line_once(
     sender = await run_sender(settings, b"one\ntwo\nthree\n")
     assert texts_of(server) == ["one", "two", "three"]
     assert sender.outbox.delivered == 3 and sender.outbox.repeated == 0
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connection(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # A long stream outlives many connections: a chat that hung up once is not given up for the rest of it.
+    server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
+    stdin = StdinPipe()
+    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays())
+    task = asyncio.ensure_future(sender.run())
+    try:
+        await stdin.write(b"one\n")
+        await server.wait_until(lambda: [post.acknowledged for post in server.posts] == [True])
+        await server.drop_readers()
+        await server.wait_until(lambda: server.idle_drops == 1)
+        await stdin.write(b"two\n")
+        stdin.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+        stdin.close()
+    assert texts_of(server) == ["one", "two"]
+    assert [post.readers for post in server.posts] == [1, 1]  # watched again before "two" went out
+    assert server.reader_connections == 2
