@@ -70,9 +70,16 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeMinechatServer]:
-    async with FakeMinechatServer() as running:
-        yield running
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMinechatServer]:
+    # A sender's default chat to watch, port 5000, is not the fake server's and may be anyone's here:
+    # in-process senders watch a port that refuses instead, unless a test gives --read-port.
+    import send_client
+
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # bound, never listening
+        monkeypatch.setattr(send_client, "DEFAULT_READ_PORT", refusing.getsockname()[1])
+        async with FakeMinechatServer() as running:
+            yield running
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
 from helpers import WAIT, RecordingDelays, StdinPipe
 
+import chat_io
 import send_client
 from _minechat.dialogue import Outbox, Post
 from _minechat.witness import Witness
@@ -371,3 +372,27 @@ async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connect
     assert texts_of(server) == ["one", "two"]
     assert [post.readers for post in server.posts] == [1, 1]  # watched again before "two" went out
     assert server.reader_connections == 2
+
+
+@pytest.mark.usefixtures("account")
+async def test_in_process_senders_of_the_tests_never_watch_whatever_listens_on_port_5000(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # The public chat's port may be anyone's on a shared machine (the README starts a fake server there):
+    # a test that does not give --read-port must not depend on what answers there.
+    accepted: list[object] = []
+
+    async def count(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        writer.close()
+
+    try:
+        listener = await asyncio.start_server(count, "127.0.0.1", chat_io.DEFAULT_READ_PORT)
+    except OSError:
+        pytest.skip("port 5000 is taken here")
+    async with listener:
+        base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", TOKEN]
+        settings = send_client.parse_settings([*base, "--message", "one", "--message", "two"], {}, tmp_path)
+        await run_sender(settings)
+    assert texts_of(server) == ["one", "two"]
+    assert accepted == []
