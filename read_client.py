@@ -21,6 +21,7 @@ from _minechat.settings import (
     full_pattern,
     log_path_value,
     make_parser,
+    non_negative_seconds,
     parse_arguments,
     time_format_value,
 )
@@ -46,6 +47,10 @@ logger = logging.getLogger("read_client")
 
 DEFAULT_LOG_PATH = "chat_logs.txt"
 DEFAULT_BACKLOG = 10
+# The public chat's bots post every few seconds: a minute of silence means a dead connection.
+DEFAULT_IDLE_TIMEOUT = 60
+# How often per idle timeout we look whether anything arrived: silence is noticed within a quarter more.
+SILENCE_CHECKS_PER_TIMEOUT = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class ReaderSettings:
     time_format: str = DEFAULT_TIME_FORMAT
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
 
 
 def parse_settings(
@@ -79,6 +85,7 @@ def parse_settings(
         time_format=args.time_format,
         history_format=args.history_format,
         backlog=args.backlog,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -123,6 +130,15 @@ def build_parser() -> configargparse.ArgumentParser:
         default=DEFAULT_BACKLOG,
         type=backlog_count,
         help="how many chat lines of the history to show at start, before live chat; 0 shows none",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        "--idle_timeout",
+        dest="idle_timeout",
+        env_var="IDLE_TIMEOUT",
+        default=DEFAULT_IDLE_TIMEOUT,
+        type=non_negative_seconds,
+        help="seconds without a byte from the server after which the connection counts as lost; 0 never",
     )
     return parser
 
@@ -202,6 +218,11 @@ class Journal:
         return entries, shown
 
     @property
+    def paused(self) -> bool:
+        """Tell whether we asked the connection to stop reading (so its silence is ours)."""
+        return self._paused
+
+    @property
     def empty(self) -> bool:
         """Tell whether nothing is queued."""
         return not self._entries and not self._shown
@@ -257,6 +278,7 @@ class ConnectionLog:
         self._line_path = ""  # the file of the line still open, if one is
         self._head: bytearray | None = bytearray()  # the first bytes, until we know they are chat
         self._connection: ReceivingConnection | None = None
+        self.heard = False  # something arrived since SilenceWatch last looked
 
     @property
     def delivered_line(self) -> bool:
@@ -270,6 +292,7 @@ class ConnectionLog:
         self._tail.note(f"connected to {self._tail.address}", "connected", address=self._tail.address)
 
     def received(self, data: bytes) -> None:
+        self.heard = True  # the only cost of the idle timeout per chunk
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("<< %r", data)
         if self._head is not None:
@@ -325,6 +348,37 @@ class ConnectionLog:
         self._record(held, end=True)
 
 
+class SilenceWatch:
+    """Ends a connection over which nothing arrived for the idle timeout; looks a few times per timeout."""
+
+    def __init__(
+        self, log: ConnectionLog, connection: ReceivingConnection, timeout: float, paused: Callable[[], bool]
+    ) -> None:
+        self._log = log
+        self._connection = connection
+        self._timeout = timeout
+        self._paused = paused
+        self._interval = timeout / SILENCE_CHECKS_PER_TIMEOUT
+        self._loop = asyncio.get_running_loop()
+        self._quiet_since = self._loop.time()
+        self._handle = self._loop.call_later(self._interval, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._log.heard or self._paused():
+            # While we hold the socket paused, the server's silence is ours.
+            self._log.heard = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= self._timeout:
+            self._connection.fail(ConnectionFailed(f"nothing received for {self._timeout:g} s"))
+            return
+        self._handle = self._loop.call_later(self._interval, self._check)
+
+    def cancel(self) -> None:
+        """Stop looking."""
+        self._handle.cancel()
+
+
 class ChatTail:
     """Receives the chat into the journal, reconnecting forever."""
 
@@ -361,10 +415,21 @@ class ChatTail:
             async with open_receiver(self.settings.host, self.settings.port, log, self.settings.connect_timeout) as (
                 connection
             ):
-                await connection.wait_ended()
+                silence = self._watch_silence(log, connection)
+                try:
+                    await connection.wait_ended()
+                finally:
+                    if silence is not None:
+                        silence.cancel()
         finally:
             self.journal.pause = None
             log.finish()
+
+    def _watch_silence(self, log: ConnectionLog, connection: ReceivingConnection) -> SilenceWatch | None:
+        """Start the idle timeout on a connection, unless it is off."""
+        if not self.settings.idle_timeout:
+            return None
+        return SilenceWatch(log, connection, self.settings.idle_timeout, lambda: self.journal.paused)
 
     async def run(self) -> None:
         """Receive forever; back off between tries, starting over after a connection that delivered a line."""

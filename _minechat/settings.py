@@ -163,6 +163,17 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def non_negative_seconds(value: str) -> float:
+    """Parse a number of seconds for argparse, where 0 turns the thing off."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise configargparse.ArgumentTypeError(f"{value} must be 0 (off) or more")
+    return seconds
+
+
 def full_path(value: str, cwd: Path | None = None) -> Path:
     """Return the path a relative value names from the current directory, so messages show it whole."""
     return (Path.cwd() if cwd is None else cwd) / value

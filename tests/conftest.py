@@ -28,6 +28,7 @@ POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
+    "IDLE_TIMEOUT",
 }  # fmt: skip
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
