@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -14,7 +15,16 @@ from typing import TextIO
 
 import configargparse
 
-from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
+from _minechat.history import (
+    HISTORY_FORMATS,
+    JSONL_FORMAT,
+    TEXT_FORMAT,
+    DiskFull,
+    HistoryFile,
+    HistoryFormat,
+    HistoryPattern,
+    format_status,
+)
 from _minechat.output import BackgroundWriter, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
@@ -26,7 +36,7 @@ from _minechat.settings import (
     time_format_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
-from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, StampClock
+from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
     DEFAULT_READ_PORT,
@@ -145,6 +155,9 @@ def build_parser() -> configargparse.ArgumentParser:
 
 # What the journal may hold before we stop reading the socket until the writer has taken it.
 JOURNAL_HIGH_CHARS = 64 * 1024
+# How often the writer tries again while the disk is full.
+DISK_RETRY_SECONDS = 1.0
+NO_ROOM_NOTE = "the disk is full"
 
 
 class Echo:
@@ -182,6 +195,7 @@ class Journal:
         self._size = 0
         self._ready = asyncio.Event()
         self._paused = False
+        self._stalled = False  # the writer cannot write: stop reading whatever the size
         self.pause: Callable[[bool], None] | None = None  # the current connection's
 
     def add(self, path: str, text: str, shown: str = "") -> None:
@@ -199,9 +213,8 @@ class Journal:
         if not (text or shown):
             return
         self._ready.set()
-        if self._size > JOURNAL_HIGH_CHARS and not self._paused and self.pause is not None:
-            self._paused = True
-            self.pause(True)
+        if self._size > JOURNAL_HIGH_CHARS and not self._paused:
+            self._set_paused(True)
 
     def take(self) -> tuple[list[tuple[str, str]], str]:
         """Return everything queued, as (history file, text) entries and text for stdout, and forget it."""
@@ -211,11 +224,26 @@ class Journal:
         self._shown.clear()
         self._size = 0
         self._ready.clear()
-        if self._paused:
-            self._paused = False
-            if self.pause is not None:
-                self.pause(False)
+        if self._paused and not self._stalled:
+            self._set_paused(False)
         return entries, shown
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        if self.pause is not None:
+            self.pause(paused)
+
+    def attach(self, pause: Callable[[bool], None] | None) -> None:
+        """Take a new connection's pause (None: no connection); it starts paused if we are."""
+        self.pause = pause
+        if pause is not None and self._paused:
+            pause(True)
+
+    def stall(self, stalled: bool) -> None:
+        """Stop reading the socket while the writer cannot write (a full disk), or go on once it can."""
+        self._stalled = stalled
+        if stalled != self._paused:
+            self._set_paused(stalled)
 
     @property
     def paused(self) -> bool:
@@ -237,13 +265,29 @@ class Journal:
 
 
 class Recorder:
-    """Writes the journal to the history file, then to stdout; nothing taken from the journal is dropped."""
+    """Writes the journal to the history file, then to stdout; nothing taken from the journal is dropped.
 
-    def __init__(self, history: HistoryFile, echo: Echo) -> None:
+    A full disk is a pause: the socket is not read, the rest is tried every second, and once it is
+    written the history gets a note of how long the disk was full.
+    """
+
+    def __init__(
+        self,
+        history: HistoryFile,
+        echo: Echo,
+        clock: StampClock,
+        service: ServiceNotifier,
+        history_format: HistoryFormat,
+    ) -> None:
         self.journal = Journal()
         self._history = history
         self._echo = echo
+        self._clock = clock
+        self._service = service
+        self._format = history_format
         self._closing = False
+        self._given_up = False  # stopped on a full disk: what comes now is shown, not written
+        self._woken = asyncio.Event()  # closing: stop waiting for room
         import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
 
         self._write = aiofiles.os.wrap(history.write)  # one thread hop per batch
@@ -253,16 +297,58 @@ class Recorder:
         while True:
             await self.journal.wait()
             entries, shown = self.journal.take()
-            if entries:
-                await self._write(entries)
+            if entries and not self._given_up:
+                await self._write_through_full_disk(entries)
             if shown:
                 self._echo.show(shown)
             if self._closing and self.journal.empty:
                 return
 
+    async def _write_through_full_disk(self, entries: list[tuple[str, str]]) -> None:
+        """Write entries; while the disk is full, hold the socket and try again every second."""
+        full_since = None
+        while True:
+            try:
+                await self._write(entries)
+            except DiskFull as full:
+                entries = full.unwritten
+            else:
+                break
+            if full_since is None:
+                full_since = self._clock.fresh()
+                self._report_full()
+            if self._closing:
+                self._give_up()
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), DISK_RETRY_SECONDS)
+        if full_since is not None:
+            self._report_room(full_since)
+
+    def _report_full(self) -> None:
+        text = f"{NO_ROOM_NOTE} for {self._history.path}: holding the chat, trying again every second"
+        logger.warning("%s", text)
+        self._service.status(text)
+        self.journal.stall(True)
+
+    def _report_room(self, full_since: Moment) -> None:
+        self.journal.stall(False)
+        until = self._clock.fresh()
+        text = f"disk was full from {full_since.iso} to {until.iso}; nothing received was lost"
+        logger.info("%s", text)
+        self._service.status(text)
+        details = {"since": full_since.iso, "until": until.iso}
+        self.journal.add(until.path, self._format.note(until, text, "disk_full", details))
+
+    def _give_up(self) -> None:
+        """Stopping on a full disk: what could not be written is still shown on stdout; say so."""
+        self._given_up = True
+        logger.error("stopping while the disk is full: the last chat received is not written to %s", self._history.path)
+
     async def close(self) -> None:
         """Write out everything queued, then stop; raise what the writing raised."""
         self._closing = True
+        self._woken.set()
         self.journal.wake()
         await self.task
 
@@ -288,7 +374,7 @@ class ConnectionLog:
     def connected(self, connection: ReceivingConnection) -> None:
         self._connection = connection
         self._tail.connected = True
-        self._tail.journal.pause = connection.pause
+        self._tail.journal.attach(connection.pause)
         self._tail.note(f"connected to {self._tail.address}", "connected", address=self._tail.address)
 
     def received(self, data: bytes) -> None:
@@ -422,7 +508,7 @@ class ChatTail:
                     if silence is not None:
                         silence.cancel()
         finally:
-            self.journal.pause = None
+            self.journal.attach(None)
             log.finish()
 
     def _watch_silence(self, log: ConnectionLog, connection: ReceivingConnection) -> SilenceWatch | None:
@@ -483,7 +569,7 @@ async def run(
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
                 await show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
-            recorder = Recorder(history, echo)
+            recorder = Recorder(history, echo, clock, service, history_format)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
             try:
                 async with service.watchdog():

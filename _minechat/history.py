@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -38,6 +39,8 @@ PROBE_FLAGS = getattr(os, "O_NONBLOCK", 0)
 LOCK_SUFFIX = ".read_client.lock"
 # What a long line cut by a rotation says where it goes on in the new file.
 CONTINUED = "(continued) "
+# Errors of a write that room on the disk would fix: a pause, not the end.
+NO_SPACE_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 # Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
 WINDOWS_LOCK_OFFSET = 1 << 30
 
@@ -171,6 +174,19 @@ def already_running(path: Path, holder: str | None) -> AlreadyRunning:
     )
 
 
+class DiskFull(Exception):
+    """A write stopped for want of room: what it holds was not written yet, nor is the rest that HistoryFile keeps."""
+
+    def __init__(self, unwritten: list[tuple[str, str]]) -> None:
+        super().__init__("no space left for the history")
+        self.unwritten = unwritten  # the entries not begun, for write() once there is room
+
+
+def is_no_space(error: OSError) -> bool:
+    """Tell whether a write failed for want of room on the disk (or in the quota)."""
+    return error.errno in NO_SPACE_ERRNOS
+
+
 REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
 
 
@@ -193,6 +209,7 @@ class HistoryFile:
         self._needs_newline = False
         self._at_line_start = True  # what was written last ends a line
         self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
+        self._unwritten = bytearray()  # what a full disk left of the last write to this file, to write first
 
     def open(self, path: str) -> None:
         """Open path (made owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
@@ -279,6 +296,7 @@ class HistoryFile:
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
         with contextlib.suppress(OSError):  # the moved file may be gone
             self._end_cut_line()
+        self._unwritten.clear()  # what did not fit in the moved file cannot go into the new one
         self._close_file()
         self._open_file()
         return True
@@ -295,10 +313,11 @@ class HistoryFile:
             self._descriptor = None
 
     def _switch(self, path: str) -> None:
-        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new.
+        """Go on in the file for a new date: say whence at the start of the new one and where at the end of the old.
 
-        If the new file cannot be had (a folder in its place, another reader on it), the history
-        stays in the old one, with a note: received lines are never dropped for want of a file.
+        If the new file cannot be had (a folder in its place, another reader on it, no room for its
+        first line), the history stays in the old one, with a note: received lines are never
+        dropped for want of a file.
         """
         old_path = self.path
         old_file = (self._descriptor, self._identity, self._needs_newline)
@@ -306,11 +325,17 @@ class HistoryFile:
         self._name, self.path = path, Path(path)
         try:
             self._open_file()
+            started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
+            self._write_now(started)
+            if self._unwritten:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except (OSError, ChatError) as error:
+            self._unwritten.clear()  # the new file's first line, which it never got
             if self._descriptor is not None:
                 os.close(self._descriptor)
             self._descriptor, self._identity, self._needs_newline = old_file
             self.path = old_path  # entries for the refused date now go on here, without trying again
+            self._at_line_start = True
             logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
             reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
             self._write_now(self._note(reason, "file_refused", {"file": path}))
@@ -319,15 +344,24 @@ class HistoryFile:
         self._descriptor, self._identity, self._needs_newline = old_file
         self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
+        self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
         self._descriptor, self._identity, self._needs_newline = new_file
-        started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
-        self._write_now(started)
+        self._at_line_start = True
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread)."""
+        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread).
+
+        On a full disk, raise DiskFull with the entries not begun; the rest of the one begun is kept
+        here, and the next write() starts with it.
+        """
+        entries = list(entries)
         try:
-            for path, text in entries:
+            if not self._write_unwritten():
+                raise DiskFull(entries)
+            for index, (path, text) in enumerate(entries):
+                if self._unwritten:
+                    raise DiskFull(entries[index:])
                 if path != self._name:
                     self._switch(path)
                 elif self._follow_path():
@@ -337,8 +371,22 @@ class HistoryFile:
                     text = self._format.continued(self._clock.fresh()) + text
                     self._line_cut = False
                 self._write_now(text)
+            if self._unwritten:
+                raise DiskFull([])
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
+
+    @property
+    def stalled(self) -> bool:
+        """Tell whether a full disk left part of a write unwritten."""
+        return bool(self._unwritten)
+
+    def _write_unwritten(self) -> bool:
+        """Write what a full disk left over; tell whether all of it is written now."""
+        if self._unwritten:
+            data, self._unwritten = bytes(self._unwritten), bytearray()
+            self._put(memoryview(data))
+        return not self._unwritten
 
     def _write_now(self, text: str) -> None:
         if not text:
@@ -347,11 +395,24 @@ class HistoryFile:
             # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
             text = "\n" + text
             self._needs_newline = False
-        assert self._descriptor is not None
-        data = memoryview(text.encode(ENCODING))
-        while data:
-            data = data[os.write(self._descriptor, data) :]
+        data = text.encode(ENCODING)
         self._at_line_start = text.endswith("\n")
+        if self._unwritten:
+            self._unwritten += data  # behind what did not fit: the order in the file is kept
+            return
+        self._put(memoryview(data))
+
+    def _put(self, data: memoryview) -> None:
+        """Write data; what a full disk does not take is kept in _unwritten, byte for byte."""
+        assert self._descriptor is not None
+        while data:
+            try:
+                data = data[os.write(self._descriptor, data) :]
+            except OSError as error:
+                if not is_no_space(error):
+                    raise
+                self._unwritten += data
+                return
 
 
 class TextHistory:
