@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
+STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+SIGNAL_EXIT_BASE = 128  # as chat_io's EXIT_SIGNAL_BASE, which is not imported yet here
+
+
+def stop_during_start_up(signum: int, frame: object) -> None:
+    """End the process with the signal's exit code: no traceback, wherever in the imports it lands."""
+    raise SystemExit(SIGNAL_EXIT_BASE + signum)
+
+
+def catch_stops_during_start_up() -> None:
+    """Until the event loop takes over, a stop ends the process cleanly; a signal ignored at start stays ignored."""
+    for name in STOP_SIGNAL_NAMES:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop_during_start_up)
+
+
+# First of all, before the imports that take most of the start-up.
+if __name__ == "__main__":
+    catch_stops_during_start_up()
+
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -186,6 +187,16 @@ def restore_logging() -> Iterator[None]:
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def restore_stop_signals() -> Iterator[None]:
+    """Undo a client's main() ignoring the stop signals on its way out: children would inherit that, and keep it."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    saved = {signum: signal.getsignal(signum) for name in names if (signum := getattr(signal, name, None))}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
 @pytest.fixture(autouse=True)
