@@ -47,7 +47,7 @@ from _minechat.history import (
     HistoryPattern,
     format_status,
 )
-from _minechat.output import BackgroundWriter, RawTextOutput, plural
+from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -177,6 +177,8 @@ def build_parser() -> configargparse.ArgumentParser:
 
 # What the journal may hold before we stop reading the socket until the writer has taken it.
 JOURNAL_HIGH_CHARS = 64 * 1024
+# How long a stop waits for the history to take what is queued: a hung disk must not keep us running.
+HISTORY_CLOSE_SECONDS = 1.0
 # How often the writer tries again while the disk is full.
 DISK_RETRY_SECONDS = 1.0
 NO_ROOM_NOTE = "the disk is full"
@@ -312,7 +314,11 @@ class Recorder:
         self._woken = asyncio.Event()  # closing: stop waiting for room
         import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
 
-        self._write = aiofiles.os.wrap(history.write)  # one thread hop per batch
+        self._executor = DaemonExecutor("history")
+        self._write_in_thread = aiofiles.os.wrap(history.write)  # one thread hop per batch
+        self._writing = False  # a write is in the worker's hands
+        self._writes_done = 0  # writes that returned, written or not
+        self._writes_seen = 0  # _writes_done when progressing() last looked
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._write_forever())
 
     async def _write_forever(self) -> None:
@@ -347,6 +353,19 @@ class Recorder:
         if full_since is not None:
             self._report_room(full_since)
 
+    async def _write(self, entries: list[tuple[str, str]]) -> None:
+        self._writing = True
+        try:
+            await self._write_in_thread(entries, executor=self._executor)
+        finally:
+            self._writing = False
+            self._writes_done += 1
+
+    def progressing(self) -> bool:
+        """Tell whether the writer has nothing in hand or finished a write since the last look (for the watchdog)."""
+        done, self._writes_seen = self._writes_done != self._writes_seen, self._writes_done
+        return done or not self._writing
+
     def _report_full(self) -> None:
         text = f"{NO_ROOM_NOTE} for {self._history.path}: holding the chat, trying again every second"
         logger.warning("%s", text)
@@ -368,11 +387,22 @@ class Recorder:
         logger.error("stopping while the disk is full: the last chat received is not written to %s", self._history.path)
 
     async def close(self) -> None:
-        """Write out everything queued, then stop; raise what the writing raised."""
+        """Write out everything queued, then stop; raise what the writing raised. A hung disk gets a second."""
         self._closing = True
         self._woken.set()
         self.journal.wake()
-        await self.task
+        try:
+            done, _ = await asyncio.wait({self.task}, timeout=HISTORY_CLOSE_SECONDS)
+            if not done:
+                logger.error(
+                    "the history file %s takes no writes (a hung disk?); stopping without the last chat",
+                    self._history.path,
+                )
+                await cancel_and_wait(self.task)
+                return
+            await self.task
+        finally:
+            self._executor.shutdown(wait=False)
 
 
 class ConnectionLog:
@@ -594,9 +624,10 @@ async def run(
             recorder = Recorder(history, echo, clock, service, history_format)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
             try:
-                async with service.watchdog():
+                async with service.watchdog(recorder.progressing):
                     service.ready()  # the history file is open and locked: we are working
                     signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
+                service.stopping()
                 name = signal.Signals(signum or signal.SIGINT).name
                 tail.note(f"stopped by {name}", "stopped", signal=name)
             finally:
