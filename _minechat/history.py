@@ -23,7 +23,16 @@ from _minechat.stamping import (
     format_json_record,
     split_strftime,
 )
-from chat_io import ENCODING, NEWLINE, STATUS_MARK, AlreadyRunning, ChatError, FileError, describe_error
+from chat_io import (
+    ENCODING,
+    NEWLINE,
+    STATUS_MARK,
+    AlreadyRunning,
+    ChatError,
+    FileError,
+    describe_error,
+    sanitize_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -427,7 +436,7 @@ class TextHistory:
         return moment.stamp
 
     def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return f"{moment.stamp} {STATUS_MARK} {text}\n"
+        return format_status(moment, text)
 
     cut_end = "\n"  # ends a line cut short by a move
 
@@ -448,7 +457,7 @@ class JsonHistory:
         return moment.iso
 
     def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return format_json_record(moment.iso, text, event=event, **details)
+        return format_json_record(moment.iso, escape_note(text), event=event, **details)
 
     # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
     cut_end = RECORD_END
@@ -462,6 +471,11 @@ HistoryFormat = TextHistory | JsonHistory
 HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
 
 
+def escape_note(text: str) -> str:
+    """Escape a note's text, which may quote a path or a host: it must not make a line of its own."""
+    return sanitize_text(text)
+
+
 def format_status(moment: Moment, text: str) -> str:
-    """Return a status line for stdout."""
-    return f"{moment.stamp} {STATUS_MARK} {text}\n"
+    """Return a note as a line of the text history and of stdout, escaped: every note is made here."""
+    return f"{moment.stamp} {STATUS_MARK} {escape_note(text)}\n"

@@ -300,8 +300,18 @@ PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWXyYzZGuV")
 
 
 def log_path_value(value: str) -> str:
-    """Parse --log_path for argparse: strftime fields are checked, a literal % must be written %%."""
+    """Parse --log_path for argparse: a file's name in UTF-8 without control characters; its strftime fields checked."""
     from _minechat.stamping import split_strftime  # here: the sender never needs the reader's stamping
+
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    if sanitize_text(value) != value:
+        # A line break in the name would forge a line in every note that names the file.
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
+    if value.endswith(tuple(separator for separator in (os.sep, os.altsep, "/") if separator)):
+        raise configargparse.ArgumentTypeError(
+            "it ends with a folder separator; name the file too (logs/%Y/chat.txt, not logs/%Y/)"
+        )
 
     try:
         parts = split_strftime(value)
