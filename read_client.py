@@ -620,7 +620,9 @@ async def run(
             if settings.backlog:
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
-                await show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
+                backlog = show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
+                if await run_until_signal(backlog, signals) is not None:
+                    return signals.exit_code  # Ctrl-C while a long history is read back
             recorder = Recorder(history, echo, clock, service, history_format)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
             try:

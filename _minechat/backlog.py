@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,10 @@ BACKLOG_TOTAL_CHARS = 4 * 1024 * 1024
 
 
 def lines_from_end(
-    file: BinaryIO, block_size: int = BACKLOG_BLOCK_BYTES, limit: int = BACKLOG_LINE_BYTES
+    file: BinaryIO,
+    block_size: int = BACKLOG_BLOCK_BYTES,
+    limit: int = BACKLOG_LINE_BYTES,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[bytes, bool]]:
     """Yield a file's non-empty lines, last first, reading blocks back from its end; cut to limit bytes (then True).
 
@@ -39,6 +43,8 @@ def lines_from_end(
     partial = b""  # the line that began before position: the first limit bytes seen of it
     cut = False
     while position > 0:
+        if stop is not None and stop.is_set():
+            return  # given up (Ctrl-C): a block at most after it was asked
         start = max(0, position - block_size)
         file.seek(start)
         data = file.read(position - start) + partial
@@ -103,7 +109,7 @@ def show_record(record: dict[str, object], time_format: str) -> str:
     return f"{stamp} {text}"
 
 
-def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
+def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event | None = None) -> Iterator[str]:
     """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
     shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
     for path in paths:
@@ -112,7 +118,7 @@ def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
         except FileNotFoundError:
             continue
         with file:
-            for raw, cut in lines_from_end(file):
+            for raw, cut in lines_from_end(file, stop=stop):
                 line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
                 record = parse_record(line)
                 if record is not None:
@@ -124,11 +130,11 @@ def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
                 yield sanitize_text(line) + (CUT_MARK if cut else "")
 
 
-def read_backlog(paths: Iterable[Path], count: int, time_format: str) -> list[str]:
-    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS."""
+def read_backlog(paths: Iterable[Path], count: int, time_format: str, stop: threading.Event | None = None) -> list[str]:
+    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS; stop ends early."""
     found: list[str] = []
     size = 0
-    for line in backlog_lines(paths, time_format):
+    for line in backlog_lines(paths, time_format, stop):
         size += len(line) + 1
         if len(found) == count or size > BACKLOG_TOTAL_CHARS:
             break
@@ -141,12 +147,17 @@ async def show_backlog(
 ) -> None:
     """Show the last chat lines of the history, then a status line that marks where live chat begins."""
 
+    stop = threading.Event()  # the scan runs in a thread, which a cancellation cannot reach otherwise
+
     def read() -> list[str]:
         paths = [history.path, *history.pattern.earlier_files(history.path)]
-        return read_backlog(paths, count, time_format)
+        return read_backlog(paths, count, time_format, stop)
 
     try:
         lines = await asyncio.to_thread(read)
+    except asyncio.CancelledError:
+        stop.set()  # so the thread ends now, not after the whole history: asyncio.run waits for it
+        raise
     except Exception as error:  # the backlog is a courtesy: a damaged history must not keep us from the chat
         logger.warning("cannot show the backlog: %s", describe_error(error))
         return
