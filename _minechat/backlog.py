@@ -47,7 +47,11 @@ def lines_from_end(
             return  # given up (Ctrl-C): a block at most after it was asked
         start = max(0, position - block_size)
         file.seek(start)
-        data = file.read(position - start) + partial
+        block = file.read(position - start)
+        if b"\0" in block:
+            # Never written by us (chat's NULs are escaped): what a power cut leaves of appended blocks.
+            block = block.replace(b"\0", b"")
+        data = block + partial
         position = start
         lines = data.split(NEWLINE)
         for index in range(len(lines) - 1, 0, -1):
@@ -73,11 +77,11 @@ def status_shape(time_format: str) -> re.Pattern[str]:
     pieces = []
     for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
         if re.fullmatch(r"\d+", token):
-            pieces.append(r"\d+")
+            pieces.append(r"\s*\d+")  # a space-padded field (%e, %k, %l) has one digit or two
         elif re.fullmatch(r"[^\W\d_]+", token):
             pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
         elif token.isspace():
-            pieces.append(r"\s+")
+            pieces.append(r"\s*")  # padding of a field that has two digits now, or separation
         elif token in "+-":
             pieces.append("[+-]")  # a UTC offset's sign
         else:
@@ -96,6 +100,33 @@ def parse_record(line: str) -> dict[str, object] | None:
     if isinstance(record, dict) and isinstance(record.get("time"), str) and isinstance(record.get("text"), str):
         return record
     return None
+
+
+# The head of a record as format_json_record writes it: enough to show a record too long to parse.
+_RECORD_HEAD = re.compile(r'\{"time": "([^"\\]*)", "nick": (null|"(?:[^"\\]|\\.)*"), "text": "((?:[^"\\]|\\.)*)')
+_PARTIAL_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{0,3}$|\\$")
+
+
+def parse_record_head(line: str) -> dict[str, object] | None:
+    """Return time, nick and the text so far of a record cut before its end, or None if it is not one."""
+    match = _RECORD_HEAD.match(line)
+    if match is None:
+        return None
+    time_text, nick_json, text_json = match.groups()
+    try:
+        nick = json.loads(nick_json)
+        text = json.loads('"' + _PARTIAL_ESCAPE.sub("", text_json) + '"')
+    except ValueError:
+        return None
+    return {"time": time_text, "nick": nick, "text": text}
+
+
+def cut_shown(line: str, cut: bool) -> str:
+    """Escape a backlog line and cut it to BACKLOG_LINE_BYTES as shown: an escape is four characters, not one."""
+    safe = sanitize_text(line)
+    if len(safe) > BACKLOG_LINE_BYTES:
+        safe, cut = safe[:BACKLOG_LINE_BYTES], True
+    return safe + (CUT_MARK if cut else "")
 
 
 def show_record(record: dict[str, object], time_format: str) -> str:
@@ -120,14 +151,14 @@ def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event
         with file:
             for raw, cut in lines_from_end(file, stop=stop):
                 line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
-                record = parse_record(line)
+                record = parse_record(line) if not cut else parse_record_head(line)
                 if record is not None:
                     if "event" in record:
                         continue
                     line = show_record(record, time_format)
                 elif any(shape.match(line) for shape in shapes):
                     continue
-                yield sanitize_text(line) + (CUT_MARK if cut else "")
+                yield cut_shown(line, cut)
 
 
 def read_backlog(paths: Iterable[Path], count: int, time_format: str, stop: threading.Event | None = None) -> list[str]:

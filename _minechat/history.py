@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import json
 import logging
 import os
 import re
@@ -65,6 +66,9 @@ def lock_path_for(path: Path) -> Path:
     return real.with_name(f".{real.name}{LOCK_SUFFIX}")
 
 
+# What logrotate and `mv chat.txt chat.txt.1` make of a history: name.1, name.2, name-20261127.
+ROTATED_SUFFIX = r"(?:\.\d+|-\d{8}(?:\d+)?)"
+
 # Fields that expand to digits only; every other field (names of days and months, zones) to a word.
 DIGIT_FIELDS = frozenset("dHIjmMSUwWyYGuV")
 # What stands for a path separator in the name of a dated history's lock file ("%_" is no strftime field).
@@ -110,16 +114,18 @@ class HistoryPattern:
         return Path(folder) / f".{LOCK_SEPARATOR.join(parts[first:])}{LOCK_SUFFIX}"
 
     def earlier_files(self, current: Path) -> list[Path]:
-        """Return the other files this pattern matches, last modified first (none without fields)."""
+        """Return the other files this pattern matches, and rotated copies of a fixed name, last modified first."""
         if not self.dated:
-            return []
-        wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
-        shape = re.compile(
-            "".join(
-                (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
-                for text, is_field in self._parts
+            wildcard = glob.escape(self._fixed) + "[.-]*"
+            shape = re.compile(re.escape(self._fixed) + ROTATED_SUFFIX)
+        else:
+            wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
+            shape = re.compile(
+                "".join(
+                    (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
+                    for text, is_field in self._parts
+                )
             )
-        )
         # By real path: with .. in the pattern, one file can be found by several names.
         seen = {os.path.normcase(os.path.realpath(current))}
         found = []
@@ -215,7 +221,7 @@ class HistoryFile:
         self._descriptor: int | None = None
         self._lock: int | None = None
         self._identity: tuple[int, int] | None = None
-        self._needs_newline = False
+        self._tail_repair = b""  # ends a last line an earlier run left unfinished; written before anything else
         self._at_line_start = True  # what was written last ends a line
         self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
         self._unwritten = bytearray()  # what a full disk left of the last write to this file, to write first
@@ -251,7 +257,7 @@ class HistoryFile:
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
         self._identity = identify_file(status)
-        self._needs_newline = status.st_size > 0 and not self._ends_with_newline()
+        self._tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
 
     def _refuse_unless_regular(self, status: os.stat_result) -> None:
         # A FIFO or a device would block our writes or swallow them: the history must be a file.
@@ -259,6 +265,14 @@ class HistoryFile:
             raise FileError(
                 f"cannot open history file {self.path}: it is not a regular file; choose another --log_path"
             )
+
+    def _repair_tail(self) -> bytes:
+        """Return what ends the file's unfinished last line as its format wants (JSON Lines: one whole record)."""
+        with open(self.path, "rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            file.seek(max(0, end - TAIL_REPAIR_BYTES))
+            tail = file.read().rpartition(NEWLINE)[2]
+        return self._format.end_cut_line(tail)
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as file:
@@ -329,7 +343,7 @@ class HistoryFile:
         dropped for want of a file.
         """
         old_path = self.path
-        old_file = (self._descriptor, self._identity, self._needs_newline)
+        old_file = (self._descriptor, self._identity, self._tail_repair)
         self._descriptor = None
         self._name, self.path = path, Path(path)
         try:
@@ -342,20 +356,20 @@ class HistoryFile:
             self._unwritten.clear()  # the new file's first line, which it never got
             if self._descriptor is not None:
                 os.close(self._descriptor)
-            self._descriptor, self._identity, self._needs_newline = old_file
+            self._descriptor, self._identity, self._tail_repair = old_file
             self.path = old_path  # entries for the refused date now go on here, without trying again
             self._at_line_start = True
             logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
             reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
             self._write_now(self._note(reason, "file_refused", {"file": path}))
             return
-        new_file = (self._descriptor, self._identity, self._needs_newline)
-        self._descriptor, self._identity, self._needs_newline = old_file
+        new_file = (self._descriptor, self._identity, self._tail_repair)
+        self._descriptor, self._identity, self._tail_repair = old_file
         self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
         self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
-        self._descriptor, self._identity, self._needs_newline = new_file
+        self._descriptor, self._identity, self._tail_repair = new_file
         self._at_line_start = True
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
@@ -400,11 +414,11 @@ class HistoryFile:
     def _write_now(self, text: str) -> None:
         if not text:
             return
-        if self._needs_newline:
-            # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
-            text = "\n" + text
-            self._needs_newline = False
         data = text.encode(ENCODING)
+        if self._tail_repair:
+            # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
+            data = self._tail_repair + data
+            self._tail_repair = b""
         self._at_line_start = text.endswith("\n")
         if self._unwritten:
             self._unwritten += data  # behind what did not fit: the order in the file is kept
@@ -440,6 +454,10 @@ class TextHistory:
 
     cut_end = "\n"  # ends a line cut short by a move
 
+    def end_cut_line(self, tail: bytes) -> bytes:
+        """Return what ends a line an earlier run left unfinished (a crash, a full disk)."""
+        return NEWLINE
+
     def continued(self, moment: Moment) -> str:
         """Return what starts the rest of a cut line in the new file."""
         return f"{moment.stamp} {CONTINUED}"
@@ -462,6 +480,14 @@ class JsonHistory:
     # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
     cut_end = RECORD_END
 
+    def end_cut_line(self, tail: bytes) -> bytes:
+        """Return what makes a record an earlier run left unfinished valid JSON, then ends its line."""
+        ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
+        suffix = complete_json_line((tail + ending).decode(ENCODING, errors="replace"))
+        if suffix is None:
+            return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
+        return ending + suffix.encode(ENCODING) + NEWLINE
+
     def continued(self, moment: Moment) -> str:
         """Return what opens a record for the rest of a cut line in the new file."""
         return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
@@ -479,3 +505,92 @@ def escape_note(text: str) -> str:
 def format_status(moment: Moment, text: str) -> str:
     """Return a note as a line of the text history and of stdout, escaped: every note is made here."""
     return f"{moment.stamp} {STATUS_MARK} {escape_note(text)}\n"
+
+
+# How far back a cut JSON Lines record is looked for when the history is opened.
+TAIL_REPAIR_BYTES = 16 * 1024 * 1024
+_LITERALS = ("true", "false", "null")
+_ESCAPES = frozenset('"\\/bfnrtu')
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def complete_utf8(data: bytes) -> bytes:
+    """Return the continuation bytes that end a UTF-8 character cut at the end of data (b"" if none is cut)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the lead byte of the last character
+            needed = 3 if byte >= 0xF0 else 2 if byte >= 0xE0 else 1  # continuation bytes it wants
+            missing = needed - (back - 1)
+            if byte < 0xC0 or missing <= 0:
+                return b""
+            # A second byte that every lead byte accepts (E0 wants A0.., F0 90..), then plain ones.
+            second = {0xE0: 0xA0, 0xF0: 0x90}.get(byte, 0x80) if back == 1 else 0x80
+            return bytes([second] + [0x80] * (missing - 1))
+    return b""
+
+
+def complete_json_line(prefix: str) -> str | None:
+    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
+    stack: list[str] = []
+    in_string = is_key = False
+    escape = 0  # 1 after a backslash; 2..5 within \\u's four hex digits
+    expect = "value"  # what comes next outside a string: key, colon, value, after (a comma or a close)
+    token = ""  # a literal or number being read
+    for char in prefix:
+        if in_string:
+            if escape == 1:
+                if char not in _ESCAPES:
+                    return None
+                escape = 2 if char == "u" else 0
+            elif escape:
+                if char not in _HEX:
+                    return None
+                escape = 0 if escape == 5 else escape + 1
+            elif char == "\\":
+                escape = 1
+            elif char == '"':
+                in_string = False
+                expect = "colon" if is_key else "after"
+            elif char < " ":
+                return None
+            continue
+        if token and not (char.isalnum() or char in "+-."):
+            token, expect = "", "after"
+        if char in " \t":
+            continue
+        if char == '"' and expect in ("key", "value"):
+            in_string, is_key = True, expect == "key"
+        elif char in "{[" and expect == "value":
+            stack.append("}" if char == "{" else "]")
+            expect = "key" if char == "{" else "value"
+        elif char in "}]" and stack and stack[-1] == char and expect in ("after", "key", "value"):
+            stack.pop()
+            expect = "after"
+        elif char == ":" and expect == "colon":
+            expect = "value"
+        elif char == "," and expect == "after" and stack:
+            expect = "key" if stack[-1] == "}" else "value"
+        elif expect in ("value", "after") and (char.isalnum() or char in "+-."):
+            token += char
+        else:
+            return None
+    if not prefix.lstrip().startswith("{"):
+        return None
+    suffix = ""
+    if in_string:
+        suffix += "n" if escape == 1 else "0" * (6 - escape) if escape else ""
+        suffix += '"'
+        expect = "colon" if is_key else "after"
+    if token:
+        literal = next((word for word in _LITERALS if word.startswith(token)), None)
+        suffix += literal[len(token) :] if literal else ("0" if token[-1] in "+-.eE" else "")
+        expect = "after"
+    suffix += {"colon": ": null", "value": "null", "key": '"cut": true' if prefix.rstrip().endswith(",") else ""}.get(
+        expect, ""
+    )
+    suffix += "".join(reversed(stack))
+    try:
+        json.loads(prefix + suffix)
+    except ValueError:
+        return None
+    return suffix
