@@ -202,6 +202,41 @@ def is_no_space(error: OSError) -> bool:
     return error.errno in NO_SPACE_ERRNOS
 
 
+class HistoryLock:
+    """The lock file beside a history: our process id in it, and a file lock the OS drops when we die."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Tell whether we hold the lock."""
+        return self._descriptor is not None
+
+    def take(self, history: Path) -> None:
+        """Take the lock for history; raise FileError if the lock file cannot be made, AlreadyRunning if it is held."""
+        try:
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
+        except OSError as error:
+            raise FileError(
+                f"cannot create the lock file {self.path} beside the history: {describe_error(error)}; "
+                "choose another --log_path"
+            ) from error
+        if not try_lock(self._descriptor):
+            raise already_running(history, read_holder(self._descriptor))
+        os.lseek(self._descriptor, 0, os.SEEK_SET)
+        pid = f"{os.getpid()}\n".encode()
+        os.write(self._descriptor, pid)
+        os.ftruncate(self._descriptor, len(pid))  # a longer PID of an earlier run must not trail ours
+
+    def release(self) -> None:
+        """Close the lock file, which releases the lock."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
 REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
 
 
@@ -219,7 +254,7 @@ class HistoryFile:
         self._format = history_format
         self._clock = clock
         self._descriptor: int | None = None
-        self._lock: int | None = None
+        self._lock: HistoryLock | None = None  # made when first taken: the folders may be made just before
         self._identity: tuple[int, int] | None = None
         self._tail_repair = b""  # ends a last line an earlier run left unfinished; written before anything else
         self._at_line_start = True  # what was written last ends a line
@@ -281,29 +316,15 @@ class HistoryFile:
 
     def _take_lock(self) -> None:
         """Lock the file that names us, beside the history or its pattern; the first reader keeps it until it ends."""
-        if self._lock is not None:
-            return
-        lock_path = self.pattern.lock_path()
-        try:
-            self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
-        except OSError as error:
-            raise FileError(
-                f"cannot create the lock file {lock_path} beside the history: {describe_error(error)}; "
-                "choose another --log_path"
-            ) from error
-        if not try_lock(self._lock):
-            raise already_running(self.path, read_holder(self._lock))
-        os.lseek(self._lock, 0, os.SEEK_SET)
-        pid = f"{os.getpid()}\n".encode()
-        os.write(self._lock, pid)
-        os.ftruncate(self._lock, len(pid))
+        if self._lock is None or not self._lock.held:
+            self._lock = HistoryLock(self.pattern.lock_path())
+            self._lock.take(self.path)
 
     def close(self) -> None:
         """Close the file and release the lock."""
-        for descriptor in (self._descriptor, self._lock):
-            if descriptor is not None:
-                os.close(descriptor)
-        self._descriptor = self._lock = None
+        self._close_file()
+        if self._lock is not None:
+            self._lock.release()
 
     def _note(self, text: str, event: str, details: Mapping[str, object]) -> str:
         return self._format.note(self._clock.fresh(), text, event, details)
