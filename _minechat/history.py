@@ -12,6 +12,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -202,6 +203,15 @@ def is_no_space(error: OSError) -> bool:
     return error.errno in NO_SPACE_ERRNOS
 
 
+@dataclass
+class OpenFile:
+    """One open history file: its descriptor, what tells it from another, what ends a line a crash left unfinished."""
+
+    descriptor: int | None = None
+    identity: tuple[int, int] | None = None
+    tail_repair: bytes = b""  # written before anything else
+
+
 class HistoryLock:
     """The lock file beside a history: our process id in it, and a file lock the OS drops when we die."""
 
@@ -224,7 +234,9 @@ class HistoryLock:
                 "choose another --log_path"
             ) from error
         if not try_lock(self._descriptor):
-            raise already_running(history, read_holder(self._descriptor))
+            holder = read_holder(self._descriptor)
+            self.release()  # so held says no
+            raise already_running(history, holder)
         os.lseek(self._descriptor, 0, os.SEEK_SET)
         pid = f"{os.getpid()}\n".encode()
         os.write(self._descriptor, pid)
@@ -253,10 +265,8 @@ class HistoryFile:
         self._name = ""  # its name as the clock gives it, which entries are compared with
         self._format = history_format
         self._clock = clock
-        self._descriptor: int | None = None
+        self._file = OpenFile()  # the file written now
         self._lock: HistoryLock | None = None  # made when first taken: the folders may be made just before
-        self._identity: tuple[int, int] | None = None
-        self._tail_repair = b""  # ends a last line an earlier run left unfinished; written before anything else
         self._at_line_start = True  # what was written last ends a line
         self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
         self._unwritten = bytearray()  # what a full disk left of the last write to this file, to write first
@@ -281,7 +291,7 @@ class HistoryFile:
         with contextlib.suppress(FileNotFoundError):
             self._refuse_unless_regular(os.stat(self.path))
         descriptor = os.open(self.path, OPEN_FLAGS | PROBE_FLAGS, OWNER_ONLY)
-        self._descriptor = descriptor
+        self._file.descriptor = descriptor
         status = os.fstat(descriptor)
         self._refuse_unless_regular(status)
         if PROBE_FLAGS:
@@ -291,8 +301,8 @@ class HistoryFile:
         if not try_lock(descriptor):
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
-        self._identity = identify_file(status)
-        self._tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
+        self._file.identity = identify_file(status)
+        self._file.tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
 
     def _refuse_unless_regular(self, status: os.stat_result) -> None:
         # A FIFO or a device would block our writes or swallow them: the history must be a file.
@@ -335,7 +345,7 @@ class HistoryFile:
             current = identify_file(os.stat(self.path))
         except FileNotFoundError:
             current = None
-        if current == self._identity:
+        if current == self._file.identity:
             return False
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
         with contextlib.suppress(OSError):  # the moved file may be gone
@@ -352,9 +362,9 @@ class HistoryFile:
             self._write_now(self._format.cut_end)
 
     def _close_file(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
+        if self._file.descriptor is not None:
+            os.close(self._file.descriptor)
+            self._file.descriptor = None
 
     def _switch(self, path: str) -> None:
         """Go on in the file for a new date: say whence at the start of the new one and where at the end of the old.
@@ -364,8 +374,7 @@ class HistoryFile:
         dropped for want of a file.
         """
         old_path = self.path
-        old_file = (self._descriptor, self._identity, self._tail_repair)
-        self._descriptor = None
+        old_file, self._file = self._file, OpenFile()
         self._name, self.path = path, Path(path)
         try:
             self._open_file()
@@ -375,22 +384,20 @@ class HistoryFile:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except (OSError, ChatError) as error:
             self._unwritten.clear()  # the new file's first line, which it never got
-            if self._descriptor is not None:
-                os.close(self._descriptor)
-            self._descriptor, self._identity, self._tail_repair = old_file
+            self._close_file()
+            self._file = old_file
             self.path = old_path  # entries for the refused date now go on here, without trying again
             self._at_line_start = True
             logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
             reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
             self._write_now(self._note(reason, "file_refused", {"file": path}))
             return
-        new_file = (self._descriptor, self._identity, self._tail_repair)
-        self._descriptor, self._identity, self._tail_repair = old_file
+        new_file, self._file = self._file, old_file
         self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
         self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
-        self._descriptor, self._identity, self._tail_repair = new_file
+        self._file = new_file
         self._at_line_start = True
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
@@ -436,10 +443,10 @@ class HistoryFile:
         if not text:
             return
         data = text.encode(ENCODING)
-        if self._tail_repair:
+        if self._file.tail_repair:
             # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
-            data = self._tail_repair + data
-            self._tail_repair = b""
+            data = self._file.tail_repair + data
+            self._file.tail_repair = b""
         self._at_line_start = text.endswith("\n")
         if self._unwritten:
             self._unwritten += data  # behind what did not fit: the order in the file is kept
@@ -448,10 +455,10 @@ class HistoryFile:
 
     def _put(self, data: memoryview) -> None:
         """Write data; what a full disk does not take is kept in _unwritten, byte for byte."""
-        assert self._descriptor is not None
+        assert self._file.descriptor is not None
         while data:
             try:
-                data = data[os.write(self._descriptor, data) :]
+                data = data[os.write(self._file.descriptor, data) :]
             except OSError as error:
                 if not is_no_space(error):
                     raise
