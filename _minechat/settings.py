@@ -10,9 +10,8 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 import configargparse
 
@@ -48,8 +47,7 @@ _SURROGATE_ESCAPE_BASE = 0xDC00
 _SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):  # a NamedTuple, not a frozen dataclass: a third of the cost at every start
     """The value of a variable and where it was found, for error messages."""
 
     value: str

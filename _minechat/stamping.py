@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, sanitize_block, sanitize_text, utf8_cut
+from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
 
 # The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
 DEFAULT_TIME_FORMAT = "[%d.%m.%y %H:%M]"
@@ -20,16 +20,6 @@ SUBSECOND_FIELD = "f"
 def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
     """Return the history prefix for a moment: [DD.MM.YY HH:MM], or as time_format says."""
     return when.strftime(time_format)
-
-
-def format_history_line(text: str, when: datetime) -> str:
-    """Return one history line: stamp, space, text, newline."""
-    return f"{format_stamp(when)} {text}\n"
-
-
-def format_status_line(text: str, when: datetime) -> str:
-    """Return a history line that marks a connection event, not chat."""
-    return format_history_line(f"{STATUS_MARK} {text}", when)
 
 
 def split_strftime(pattern: str) -> list[tuple[str, bool]]:
@@ -121,14 +111,6 @@ def stamp_following_lines(block: bytes, prefix: str) -> str:
     text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
     text = sanitize_block(text)
     return text[:-1].replace("\n", "\n" + prefix) + "\n"
-
-
-def format_history_block(block: bytes, when: datetime) -> str:
-    """Stamp every line of a block of complete received lines; the same as line by line, faster."""
-    if not block:
-        return ""
-    prefix = format_stamp(when) + " "
-    return prefix + stamp_following_lines(block, prefix)
 
 
 class LineStamper:

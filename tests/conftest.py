@@ -1,4 +1,8 @@
-"""Fixtures shared by the tests: the fake server and a stdout that can be waited on."""
+"""The tests' fixtures: the fake server, the reader in-process, sockets to listen on, a tiny disk, default signals.
+
+The autouse ones keep the caller's variables, a service manager, logging and secrets out of every test;
+plain helpers are in helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +10,37 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fake_server import FakeMinechatServer
+from fake_server import GREETING, FakeMinechatServer
+from helpers import (
+    CLIENT_VARIABLES,
+    DEFAULT_SIGNALS,
+    MAX_SOCKET_PATH,
+    SERVICE_VARIABLES,
+    TOKEN,
+    WAIT,
+    Listener,
+    Reader,
+    RecordingDelays,
+    RecordingOut,
+    StartReader,
+    StdinPipe,
+    stop,
+)
 
+import read_client
 from _minechat.output import SECRETS
-from chat_io import backoff
-
-WAIT = 5.0
-# How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
-STOP_WAIT = 2.0
-# How long a client may take to put a flood on disk, and how often a test looks at the file.
-FILE_WAIT = 30.0
-FILE_POLL_SECONDS = 0.01
-ROOT = Path(__file__).resolve().parent.parent
-POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
-CLIENT_VARIABLES = {
-    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
-    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
-    "IDLE_TIMEOUT",
-}  # fmt: skip
-# Set when the tests themselves run under systemd: a client under test must not report to it.
-SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
-
-
-# Variables of the caller that would change what a client in a subprocess does, beyond its own:
-# PYTHONUNBUFFERED would hide a missing flush of stdout, TZ is set on purpose where stamps are checked.
-CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
-# Under mutmut, a client in a subprocess inherits the mutant under test, so it runs that mutant (of
-# chat_io: a script run as __main__ keeps its own code). While mutmut only records which tests reach
-# which functions ("stats"), a subprocess cannot report and would look for mutmut's settings in its
-# own folder, and fail: it runs unmutated instead.
-MUTMUT_VARIABLE = "MUTANT_UNDER_TEST"
-MUTMUT_STATS = "stats"
-
-
-def client_env(**extra: str) -> dict[str, str]:
-    """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
-    dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
-    if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
-        dropped |= {MUTMUT_VARIABLE}
-    kept = {key: value for key, value in os.environ.items() if key not in dropped}
-    return {**kept, **extra}
+from read_client import ReaderSettings
 
 
 @pytest.fixture(autouse=True)
@@ -62,118 +50,11 @@ def no_client_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
-    """Send a signal and return the exit code; a process that does not stop in time is killed."""
-    process.send_signal(signum)
-    try:
-        return await asyncio.wait_for(process.wait(), STOP_WAIT)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FILE_WAIT) -> bytes:
-    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        if predicate(data):
-            return data
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
-        await asyncio.sleep(FILE_POLL_SECONDS)
-
-
-class RecordingOut:
-    """A text stream that remembers what was written and lets a test wait for lines.
-
-    Writes may come from another thread (the client prints from one), so the event that wakes
-    waiting tests is set through the loop.
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self._changed = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-
-    def write(self, text: str) -> int:
-        self.text += text
-        if self._loop.is_closed():
-            return len(text)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._changed.set()
-        else:
-            self._loop.call_soon_threadsafe(self._changed.set)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def lines(self) -> list[str]:
-        return self.text.splitlines()
-
-    async def wait_for_lines(self, count: int, timeout: float = WAIT) -> list[str]:
-        await self.wait_for(lambda text: len(text.splitlines()) >= count, timeout)
-        return self.lines
-
-    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
-        """Wait until what was written satisfies predicate; return it."""
-
-        async def wait() -> None:
-            while not predicate(self.text):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-        return self.text
-
-
-class FakeTime:
-    """A clock the test moves by hand."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def __call__(self) -> float:
-        return self.value
-
-
-class RecordingDelays:
-    """A backoff factory with tiny delays that counts resets and delays taken."""
-
-    def __init__(self, initial: float = 0.002, cap: float = 0.05) -> None:
-        self.initial = initial
-        self.cap = cap
-        self.resets = 0
-        self.taken: list[float] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self) -> Iterator[float]:
-        self.resets += 1
-        return self._generate()
-
-    def _generate(self) -> Iterator[float]:
-        for delay in backoff(initial=self.initial, cap=self.cap, jitter=0):
-            self.taken.append(delay)
-            self._changed.set()
-            yield delay
-
-    async def wait_for_taken(self, count: int, timeout: float = WAIT) -> None:
-        async def wait() -> None:
-            while len(self.taken) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
+@pytest.fixture(autouse=True)
+def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep clients run in-process from notifying a service manager the tests may run under."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -190,16 +71,6 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def restore_stop_signals() -> Iterator[None]:
-    """Undo a client's main() ignoring the stop signals on its way out: children would inherit that, and keep it."""
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    saved = {signum: signal.getsignal(signum) for name in names if (signum := getattr(signal, name, None))}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-@pytest.fixture(autouse=True)
 def restore_secrets() -> Iterator[None]:
     """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
     known = set(SECRETS.secrets)
@@ -208,17 +79,117 @@ def restore_secrets() -> Iterator[None]:
     SECRETS.secrets.update(known)
 
 
-@pytest.fixture(autouse=True)
-def no_service_manager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep clients run in-process from notifying a service manager the tests may run under."""
-    for name in SERVICE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[FakeMinechatServer]:
     async with FakeMinechatServer() as running:
         yield running
+
+
+@pytest.fixture
+async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[StartReader]:
+    """Start read_client in-process against the fake server, with tiny backoff delays; stopped at the end."""
+    readers: list[Reader] = []
+
+    async def start(
+        port: int | None = None,
+        log_path: Path | None = None,
+        out: RecordingOut | None = None,
+        host: str = "127.0.0.1",
+        now: Callable[[], float] = time.time,
+        time_format: str = "[%d.%m.%y %H:%M]",
+        history_format: str = "text",
+        backlog: int = 10,
+    ) -> Reader:
+        settings = ReaderSettings(
+            host=host,
+            port=port or server.read_port,
+            log_path=log_path or tmp_path / "chat.log",
+            connect_timeout=WAIT,
+            verbose=False,
+            time_format=time_format,
+            history_format=history_format,
+            backlog=backlog,
+        )
+        out = out or RecordingOut()
+        delays = RecordingDelays()
+        reader = Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+        readers.append(reader)
+        return reader
+
+    yield start
+    for reader in readers:
+        await stop(reader)
+
+
+@pytest.fixture
+async def resetting_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """A posting port that greets, takes the token, and resets the connection instead of replying."""
+    took_token = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        await writer.drain()
+        await reader.readline()
+        took_token.set()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1], took_token
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+@pytest.fixture
+async def account(server: FakeMinechatServer) -> AsyncIterator[str]:
+    yield server.add_account("Focused Loyd", TOKEN)
+
+
+@pytest.fixture
+def stdin_pipe() -> Iterator[StdinPipe]:
+    pipe = StdinPipe()
+    yield pipe
+    pipe.close()
+
+
+@pytest.fixture
+def silent_listener() -> socket.socket:
+    """A listening socket that no client should ever reach."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A bound AF_UNIX datagram socket standing in for systemd's, and its path."""
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no AF_UNIX datagram sockets here")
+    folder = tmp_path
+    if len(str(folder / "notify")) > MAX_SOCKET_PATH:
+        folder = Path(tempfile.mkdtemp(prefix="notify"))
+    path = str(folder / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    yield sock, path
+    sock.close()
+    with suppress(OSError):
+        os.unlink(path)
+
+
+@pytest.fixture
+async def listener(notify_socket: tuple[socket.socket, str]) -> AsyncIterator[Listener]:
+    collecting = Listener(notify_socket[0])
+    task = asyncio.create_task(collecting.run())
+    yield collecting
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 @pytest.fixture
@@ -239,3 +210,21 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         # Lazily if a file is still open there (a failing test): a mount left behind breaks later runs' cleanup.
         if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def default_signal_handlers() -> Iterator[None]:
+    """Python's own handlers for SIGINT, SIGTERM and SIGHUP during a test that signals itself.
+
+    Whatever the suite was started with (nohup, trap '' INT TERM): a client keeps a signal ignored
+    that it found ignored, so the test would wait for a signal that never arrives.
+    """
+    saved = {signum: signal.getsignal(signum) for signum in DEFAULT_SIGNALS}
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)

@@ -7,17 +7,16 @@ import json
 import os
 import signal
 import time
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, WAIT, RecordingDelays, RecordingOut, wait_for_file
 from fake_server import FakeMinechatServer
+from helpers import POSIX_ONLY, WAIT, RecordingDelays, RecordingOut
 
 import read_client
 from _minechat.backlog import BACKLOG_LINE_BYTES, CUT_MARK, read_backlog
 from _minechat.history import HISTORY_FORMATS, HistoryPattern
-from _minechat.stamping import JsonLineStamper, format_json_record
+from _minechat.stamping import format_json_record
 from read_client import ReaderSettings
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
@@ -29,9 +28,10 @@ NOTE_COUNT = 600_000
 STOP_PROMISE = 1.0  # seconds from Ctrl-C to the end
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_ctrl_c_during_a_long_backlog_scan_stops_within_a_second(
-    server: FakeMinechatServer, tmp_path: Path
+    server: FakeMinechatServer, tmp_path: Path, default_signal_handlers: None
 ) -> None:
     path = tmp_path / "chat.log"
     path.write_bytes(NOTE_LINE * NOTE_COUNT)
@@ -45,59 +45,6 @@ async def test_ctrl_c_during_a_long_backlog_scan_stops_within_a_second(
     assert time.monotonic() - started < STOP_PROMISE
     assert code == 130
     assert server.reader_connections == 0
-
-
-# --- moved from test_history_attacks.py, where they were strict xfails -------------------
-
-
-def test_backlog_of_a_long_jsonl_line_is_shown_as_chat(tmp_path: Path) -> None:
-    history = tmp_path / "chat.jsonl"
-    long = b"Eve: " + b"z" * (100 * 1024)
-    history.write_text(JsonLineStamper().feed(long + b"\nBob: short\n", ISO), encoding="utf-8")
-    shown = read_backlog([history], 10, DEFAULT_FORMAT)
-    assert shown[1] == "[27.11.26 10:00] Bob: short"
-    assert shown[0].startswith("[27.11.26 10:00] Eve: zzzz"), shown[0][:60]
-    assert shown[0].endswith("z [...]")
-
-
-def test_backlog_hides_notes_stamped_with_a_space_padded_field(tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    # '%l' is the hour 1..12, padded with a space: one of these two notes has the other shape than now.
-    history.write_text(
-        " 9:00 AM *** connecting to minechat.dvmn.org:5000\n"
-        "10:00 AM *** connecting to minechat.dvmn.org:5000\n"
-        "10:01 AM Eve: hi\n",
-        encoding="utf-8",
-    )
-    assert read_backlog([history], 10, "%l:%M %p") == ["10:01 AM Eve: hi"]
-
-
-async def test_jsonl_history_cut_inside_a_record_is_one_record_per_line_after_a_restart(
-    server: FakeMinechatServer, tmp_path: Path
-) -> None:
-    history = tmp_path / "chat.jsonl"
-    stamper = JsonLineStamper()
-    cut = stamper.feed(b"Eve: " + b"z" * (100 * 1024), ISO)  # the start of a long line, as streamed
-    assert cut.startswith('{"time"') and not cut.endswith("\n")
-    history.write_text(cut, encoding="utf-8")
-    settings = ReaderSettings("127.0.0.1", server.read_port, history, WAIT, False, history_format="jsonl", backlog=0)
-    out = RecordingOut()
-    task = asyncio.create_task(read_client.run(settings, out, RecordingDelays()))
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1)
-        await server.broadcast(b"Bob: after the restart\n")
-        await wait_for_file(history, lambda data: b"after the restart" in data, WAIT)
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-    bad = []
-    for line in history.read_text(encoding="utf-8").splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            bad.append(line[:60])
-    assert not bad, bad
 
 
 # --- rotation and power cuts ------------------------------------------------------------

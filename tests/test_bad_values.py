@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, client_env
+from helpers import ROOT, client_env
 
 # A refused value ends the client at once; one that is taken makes it retry forever.
 REFUSAL_WAIT = 10.0

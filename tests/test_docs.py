@@ -1,18 +1,20 @@
-"""docs/, the README, .env.example and --help describe the same options."""
+"""docs/, the README, .env.example and --help describe the same options and the clients' promises."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 import shutil
+import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import read_client
 import send_client
+from chat_io import EXIT_LOCKED
 
 PARSERS = [read_client.build_parser, send_client.build_parser]
 README = ROOT / "README.md"
@@ -199,3 +201,16 @@ def test_the_readme_gives_the_test_command_ci_runs() -> None:
     assert block.group().splitlines()[-2] == "python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert [line for line in ci if "pytest" in line and not line.startswith("#")] == ["python -m pytest"]
+
+
+def test_readme_lists_every_exit_code_of_the_reader() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Exit codes") :]
+    table = table[: table.index("\n\n", table.index("| code |"))]
+    for code in (EXIT_LOCKED, 128 + signal.SIGHUP):
+        assert f"| {code} |" in table, code
+
+
+def test_readme_says_a_long_line_stays_one_line() -> None:
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "split over several history lines" not in readme

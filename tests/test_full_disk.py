@@ -13,9 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import STOP_WAIT, WAIT, FakeTime, RecordingDelays, RecordingOut, wait_for_file
 from fake_server import FakeMinechatServer
-from test_read_client import STAMP, read_history
+from helpers import STAMP, STOP_WAIT, WAIT, FakeTime, RecordingDelays, RecordingOut, read_history, wait_for_file
 
 import read_client
 from _minechat.history import HISTORY_FORMATS, DiskFull, HistoryFile, HistoryPattern
@@ -80,6 +79,7 @@ def received_statuses(listener: socket.socket) -> list[str]:
     return statuses
 
 
+@pytest.mark.slow
 async def test_full_disk_pauses_and_carries_on_where_the_write_stopped(
     server: FakeMinechatServer, tiny_disk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,6 +174,7 @@ def test_new_day_file_whose_first_write_fails_leaves_the_history_in_the_old_one(
     assert (tiny_disk / "28.log").read_bytes() == b""
 
 
+@pytest.mark.slow
 async def test_stop_while_the_disk_is_full_ends_in_time(
     server: FakeMinechatServer, tiny_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,9 +11,19 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import ROOT, WAIT, RecordingDelays, RecordingOut, client_env, wait_for_file
+import pytest
 from fake_server import FakeMinechatServer
-from test_read_client import chat_of, read_history, status_of
+from helpers import (
+    ROOT,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    chat_of,
+    client_env,
+    read_history,
+    status_of,
+    wait_for_file,
+)
 
 import read_client
 from read_client import ReaderSettings
@@ -72,6 +82,7 @@ async def test_silent_connection_is_dropped_and_reconnected(server: FakeMinechat
     assert lost == [f"*** connection lost: nothing received for {IDLE:g} s; next try in 0.0 s"]
 
 
+@pytest.mark.slow
 async def test_idle_timeout_zero_keeps_a_silent_connection(server: FakeMinechatServer, tmp_path: Path) -> None:
     async with reading(server, tmp_path / "chat.log", idle_timeout=0) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)

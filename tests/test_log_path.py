@@ -10,8 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, FakeTime, client_env
-from test_read_client import STAMP, read_history
+from helpers import POSIX_ONLY, ROOT, STAMP, FakeTime, client_env, read_history
 
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import StampClock

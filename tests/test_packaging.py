@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 

@@ -11,9 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, FakeTime, RecordingDelays, RecordingOut, wait_for_file
 from fake_server import FakeMinechatServer
-from test_read_client import STAMP, read_history
+from helpers import STAMP, WAIT, FakeTime, RecordingDelays, RecordingOut, read_history, wait_for_file
 
 import read_client
 from _minechat.backlog import BACKLOG_BLOCK_BYTES, BACKLOG_TOTAL_CHARS, CUT_MARK, read_backlog

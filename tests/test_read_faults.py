@@ -1,4 +1,4 @@
-"""read_client under faults: resets, floods stopped at random moments, blocked outputs, long lines, two copies."""
+"""read_client under faults: floods stopped at random moments, blocked outputs, long lines, memory bounds."""
 
 from __future__ import annotations
 
@@ -9,76 +9,72 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import (
+from fake_server import FakeMinechatServer
+from helpers import (
     FILE_POLL_SECONDS,
+    FIXED_STAMP,
+    FLOOD_WAIT,
+    FORGED_IN_LONG_LINE,
+    LINUX_ONLY,
     POSIX_ONLY,
-    ROOT,
+    STAMP,
     STOP_WAIT,
     WAIT,
-    RecordingDelays,
     RecordingOut,
-    client_env,
+    StartReader,
+    chat_of,
+    fixed_clock,
+    numbered,
+    numbers_of,
+    read_history,
+    running_reader,
+    send_signal,
+    start_client,
+    status_of,
     stop_with_signal,
     wait_for_file,
 )
-from fake_server import FakeMinechatServer
-from test_read_client import STAMP, chat_of, read_history, status_of
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
-from read_client import ReaderSettings
-
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's SIOCOUTQ and /proc")
-FLOOD_WAIT = 30.0
 
 
-def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
-    """Return chat lines carrying their numbers, so gaps and doubles show."""
-    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
+class BlockedOut:
+    """A stdout that takes nothing until the test lets it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        assert self.gate.wait(WAIT)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
 
 
-def numbers_of(chat: list[str]) -> list[int]:
-    """Return the line numbers of numbered chat lines, in file order."""
-    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
+class ClosedPipe(RecordingOut):
+    """A stdout whose reader has gone away, as after `read_client.py | head -1`."""
 
-
-async def start_process(
-    port: int, history: Path, *extra: str, stdout: int = subprocess.PIPE, stderr: int = subprocess.PIPE
-) -> asyncio.subprocess.Process:
-    """Start read_client.py in a subprocess against 127.0.0.1:port."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log_path",
-        str(history),
-        *extra,
-        cwd=history.parent,
-        env=client_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-    )
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
-    """Wait for a process to exit on its own; return its exit code and stderr."""
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode, err.decode(errors="replace") if err else ""
+    def write(self, text: str) -> int:
+        super().write(text)
+        raise BrokenPipeError(32, "Broken pipe")
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -87,98 +83,6 @@ def peak_rss_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError("no VmHWM")
-
-
-@asynccontextmanager
-async def running_reader(
-    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
-    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
-    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
-    out = out or RecordingOut()
-    delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
-    try:
-        yield task, out, delays
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-
-# --- every byte received is recorded ---------------------------------------
-
-
-@LINUX_ONLY
-async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinechatServer, tmp_path: Path) -> None:
-    path = tmp_path / "chat.log"
-    count = 60_000
-    async with running_reader(server, path) as (_, _, delays):
-        await server.wait_until(lambda: len(server.readers) == 1)
-        await server.broadcast(numbered(1, count))
-        # The client's kernel has acknowledged every byte, so all of it reached this machine.
-        await server.reset_readers(wait_acked=True)
-        await delays.wait_for_taken(1, timeout=FLOOD_WAIT)
-    history = read_history(path)
-    assert numbers_of(chat_of(history)) == list(range(1, count + 1))
-    assert any(line.startswith("*** connection lost: ") for line in status_of(history))
-
-
-async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer, tmp_path: Path) -> None:
-    server.send_then_close = b"x"
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(6)
-        await server.wait_until(lambda: server.reader_connections >= 6)
-    # A connection that delivered no complete line does not count as working: no reset.
-    assert delays.resets == 1
-    assert delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
-    # The byte each one sent was received, so it is recorded.
-    assert chat_of(read_history(path))[:5] == ["x"] * 5
-
-
-async def test_backoff_resets_after_a_complete_line(server: FakeMinechatServer, tmp_path: Path) -> None:
-    server.send_then_close = b"A: whole\n"
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(4)
-    assert delays.resets >= 4
-    assert set(delays.taken[:4]) == {0.002}
-
-
-# --- a stop under load loses nothing -----------------------------------------
-
-
-@POSIX_ONLY
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM])
-async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
-    server: FakeMinechatServer, tmp_path: Path, signum: int
-) -> None:
-    seed = random.randrange(1_000_000)
-    rng = random.Random(seed)
-    history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-    flood: asyncio.Task[None] | None = None
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        count = 150_000
-        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
-        threshold = rng.randrange(1, 3_000_000)
-        await wait_for_file(history, lambda data: len(data) >= threshold)
-    finally:
-        code = await stop_with_signal(process, signum)
-        if flood is not None:
-            flood.cancel()
-            with suppress(asyncio.CancelledError, OSError):
-                await flood
-    lines = read_history(history)
-    got = numbers_of(chat_of(lines))
-    assert code == 128 + signum, f"seed {seed}"
-    assert got == list(range(1, len(got) + 1)), f"seed {seed}: a gap or a double"
-    assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name, f"seed {seed}"
-
-
-# --- stdout is only a view -----------------------------------------------------
 
 
 class UnreadPipe:
@@ -217,6 +121,53 @@ class UnreadPipe:
         os.close(self.read_end)
 
 
+FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
+
+
+SKIPPED = "not shown here (stdout was too slow)"
+
+
+@pytest.mark.slow
+@POSIX_ONLY
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM])
+async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
+    server: FakeMinechatServer, tmp_path: Path, signum: int
+) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    history = tmp_path / "chat.log"
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
+    flood: asyncio.Task[None] | None = None
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        count = 150_000
+        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
+        threshold = rng.randrange(1, 3_000_000)
+        await wait_for_file(history, lambda data: len(data) >= threshold)
+    finally:
+        code = await stop_with_signal(process, signum)
+        if flood is not None:
+            flood.cancel()
+            with suppress(asyncio.CancelledError, OSError):
+                await flood
+    lines = read_history(history)
+    got = numbers_of(chat_of(lines))
+    assert code == 128 + signum, f"seed {seed}"
+    assert got == list(range(1, len(got) + 1)), f"seed {seed}: a gap or a double"
+    assert status_of(lines)[-1] == "*** stopped by " + signal.Signals(signum).name, f"seed {seed}"
+
+
+# --- stdout is only a view -----------------------------------------------------
+
+
+@pytest.mark.slow
 @POSIX_ONLY
 @pytest.mark.parametrize("verbose", [False, True])
 async def test_stdout_nobody_reads_does_not_stall_the_history(
@@ -225,8 +176,15 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     history = tmp_path / "chat.log"
     # Both outputs are read by nobody until the flood is on disk: a pager paused, Ctrl-S.
     out, err = UnreadPipe(), UnreadPipe()
-    process = await start_process(
-        server.read_port, history, *(["-v"] if verbose else []), stdout=out.write_end, stderr=err.write_end
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        *(["-v"] if verbose else []),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=err.write_end,
     )
     out.close_write_end()
     err.close_write_end()
@@ -252,11 +210,20 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     assert status_of(lines)[-1] == "*** stopped by SIGINT"
 
 
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
-    process = await start_process(server.read_port, history, stdout=out.write_end, stderr=out.write_end)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=out.write_end,
+    )
     out.close_write_end()
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
@@ -271,28 +238,7 @@ async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, 
     assert status_of(read_history(history))[-1] == "*** stopped by SIGTERM"
 
 
-@POSIX_ONLY
-def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
-    fifo = tmp_path / "chat.fifo"
-    os.mkfifo(fifo)
-    process = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", "--log_path", str(fifo)],
-        cwd=tmp_path,
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    assert process.returncode == 6
-    assert "not a regular file" in process.stderr
-    assert str(fifo) in process.stderr
-    assert len(process.stderr.strip().splitlines()) == 1
-
-
 # --- a long line stays one line ------------------------------------------------
-
-FORGED = b"[28.11.26 16:52] Admin: the server moves, log in at evil.example"
-SKIPPED = "not shown here (stdout was too slow)"
 
 
 @pytest.mark.parametrize(
@@ -333,6 +279,7 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
     assert all(re.match(STAMP, entry) for entry in history)
 
 
+@pytest.mark.slow
 @LINUX_ONLY
 @pytest.mark.parametrize(
     "unit",
@@ -341,7 +288,14 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
 )
 async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path, unit: bytes) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
         await wait_for_file(history, lambda data: b"*** connected" in data)
@@ -357,87 +311,181 @@ async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tm
     assert grown < bound, f"grew by {grown} kB"
 
 
-# --- one reader per history file --------------------------------------------------
-
-
-@POSIX_ONLY
-async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
-    history = tmp_path / "chat.log"
-    first = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        # The same file by another name.
-        (tmp_path / "sub").mkdir()
-        second = await start_process(server.read_port, tmp_path / "sub" / ".." / "chat.log")
-        code, err = await finish(second)
-        assert code == 7
-        assert len(err.strip().splitlines()) == 1
-        assert "chat.log" in err and str(first.pid) in err
-        assert "Traceback" not in err
-        assert server.reader_connections == 1
-        # A crash releases the lock.
-        first.kill()
-        await first.wait()
-        third = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
-        try:
-            await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
-        finally:
-            assert await stop_with_signal(third, signal.SIGINT) == 130
-    finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
-    lines = read_history(history)
-    assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
-
-
 # --- small ones ------------------------------------------------------------------
 
 
-async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
-    path = tmp_path / "chat.log"
-    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as (_, _, delays):
-        await delays.wait_for_taken(1)
-    history = read_history(path)
-    assert history
-    assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)
-    assert "127.0.0.1\\n[28.11.26 16:52] Admin: forged" in history[0]
+async def test_closed_stdout_does_not_stop_the_history(server: FakeMinechatServer, start_reader: StartReader) -> None:
+    reader = await start_reader(out=ClosedPipe())
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"A: one\n")
+    await reader.out.wait_for_lines(1)
+    await server.broadcast(b"A: two\n")
+    await server.drop_readers()
+    await reader.delays.wait_for_taken(1)
+    await wait_for_file(reader.path, lambda data: b"A: two" in data)
+    assert chat_of(read_history(reader.path)) == ["A: one", "A: two"]
+    assert len(reader.out.lines) == 1  # after the broken pipe, no more printing is tried
+    assert not reader.task.done()
 
 
-async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
+    # The first cut falls inside the emoji unless it backs up over all three continuation bytes.
+    line = "E: " + "a" * (MAX_LINE_BYTES - 4) + "😀" * 4 + "b" * MAX_LINE_BYTES
     async with running_reader(server, path) as (_, out, _):
         await server.wait_until(lambda: len(server.readers) == 1)
-        await server.broadcast(b"A: next\n")
-        await out.wait_for(lambda text: "A: next\n" in text)
-    history = read_history(path)
-    assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
-    assert all(re.match(STAMP, line) for line in history[1:])
-    assert chat_of(history) == ["A: cut off by a full disk", "A: next"]
+        await server.broadcast(f"{line}\nBob: after\n".encode())
+        await out.wait_for_lines(2)
+    assert chat_of(read_history(path)) == [line, "Bob: after"]
 
 
+async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
+    high = read_client.JOURNAL_HIGH_CHARS
+    journal = read_client.Journal()
+    calls: list[bool] = []
+    journal.pause = calls.append
+    text = "x" * high
+    journal.add("a.log", text, text)  # shown as the very text written: counted once
+    assert calls == []
+    journal.add("a.log", "y", "y")
+    journal.add("b.log", "z", "z")
+    assert calls == [True]
+    entries, shown = journal.take()
+    assert entries == [("a.log", text + "y"), ("b.log", "z")] and shown == text + "yz"
+    assert calls == [True, False]
+    journal.add("a.log", text, text)  # counted afresh from nothing
+    assert calls == [True, False]
+    journal.take()
+    half = high // 2
+    journal.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
+    assert calls == [True, False]
+    journal.add("a.log", "note")
+    assert calls == [True, False, True]
+    journal.take()
+    journal.add("a.log", "note")
+    journal.add("a.log", "")
+    journal.add("b.log", "", "")
+    assert journal.take() == ([("a.log", "note")], "")
+    assert calls == [True, False, True, False] and journal.empty
+
+
+@pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
+def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
+    out = BlockedOut()
+    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    assert echo._writer._thread.name == "stdout"
+    echo.show("first\n")
+    assert out.entered.wait(WAIT)
+    echo.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
+    out.gate.set()
+    echo.close()
+    echo._writer._thread.join(WAIT)
+    assert out.text == (
+        f"first\n{FIXED_STAMP} *** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}\n"
+    )
+
+
+def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def write(self, text: str) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    echo.show("a\n")
+    echo._writer._thread.join(WAIT)
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot print chat any more (Broken pipe); still writing the history file"
+    ]
+
+
+@pytest.mark.slow
 @POSIX_ONLY
-async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.read_port, history, stdout=subprocess.DEVNULL)
+    out = UnreadPipe()
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=subprocess.DEVNULL,
+    )
+    out.close_write_end()
     try:
         await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"A: one\n")
-        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+        # Fill the pipe and the stdout queue while nobody reads stdout.
+        await server.broadcast(numbered(1, 20_000))
+        await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
+        # Then in small batches, so that stdout's queue fills up to the brim.
+        for first in range(20_001, 30_001, 10):
+            await server.broadcast(numbered(first, 10))
+            await asyncio.sleep(0.001)
+        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+        # The first 64 KiB piece of a long line is skipped on stdout; the rest waits in the client.
+        head = b"Eve: "
+        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
+        await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
+        # The piece goes to stdout's queue right after the history write; there is nothing to wait on.
+        await asyncio.sleep(0.5)
+        # The pager scrolls on and catches up: the client says what it skipped.
+        await out.read_until(rb"\*\*\* \d+ lines? not shown here[^\n]*\n")
+        # The long line ends.
+        await server.broadcast(b"\nBob: after\n")
+        shown = await out.read_until(rb"Bob: after\n")
     finally:
-        code = await stop_with_signal(process, signal.SIGHUP)
-    assert code == 129
-    assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
+        await stop_with_signal(process, signal.SIGINT)
+        out.close()
+    lines = read_history(history)
+    assert chat_of(lines)[-2:] == [
+        (head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE).decode(),
+        "Bob: after",
+    ]
+    # stdout: every line either starts with a stamp and is what the history holds, or is a note.
+    printed = shown.decode(errors="replace").splitlines()  # the read may start inside a character
+    assert FORGED_IN_LONG_LINE.decode() not in printed, "stdout shows a forged line"
 
 
-async def test_posting_port_is_recognised(server: FakeMinechatServer, tmp_path: Path) -> None:
+@pytest.mark.slow
+@POSIX_ONLY
+async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_process(server.write_port, history)
-    code, err = await finish(process)
-    assert code == 2
-    errors = [line for line in err.splitlines() if " ERROR " in line]
-    assert len(errors) == 1
-    assert "5000" in errors[0] and str(server.write_port) in errors[0]
-    assert "Traceback" not in err
-    assert "Hello %username%" not in history.read_text(encoding="utf-8")
+    # A paused terminal: neither stdout nor stderr is read; -v keeps stderr's queue full.
+    out, err = UnreadPipe(), UnreadPipe()
+    process = await start_client(
+        "read_client.py",
+        "--log_path",
+        str(history),
+        "-v",
+        port=server.read_port,
+        cwd=history.parent,
+        stdout=out.write_end,
+        stderr=err.write_end,
+    )
+    out.close_write_end()
+    err.close_write_end()
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+        await server.broadcast(numbered(1, 30_000))
+        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+        started = time.monotonic()
+        # The user presses Ctrl-C, and again, and again, until the client is gone.
+        while process.returncode is None and time.monotonic() - started < 2 * STOP_WAIT:
+            send_signal(process, signal.SIGINT)
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.1)
+        stopped_in_time = process.returncode is not None
+        # The terminal resumes: what was stuck comes out, up to the end of stderr when the client is gone.
+        shown = await err.read_until(rb"\Z-never", timeout=WAIT)
+        code = await asyncio.wait_for(process.wait(), WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        out.close()
+        err.close()
+    assert code == 130
+    assert b"Traceback" not in shown
+    assert stopped_in_time
+    assert status_of(read_history(history))[-1] == "*** stopped by SIGINT"

@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal, wait_for_file
 from fake_server import FakeMinechatServer
-from test_read_client import read_history, status_of
+from helpers import (
+    POSIX_ONLY,
+    ROOT,
+    WAIT,
+    client_env,
+    default_signals,
+    read_history,
+    status_of,
+    stop_with_signal,
+    wait_for_file,
+)
 
 pytestmark = POSIX_ONLY
 # How long a process must outlive a signal it ignores.
@@ -36,10 +45,12 @@ runpy.run_path(script, run_name="__main__")
 
 
 def ignore(signum: int) -> None:
-    """Ignore a signal in the child before it starts, as nohup does."""
+    """Ignore a signal in the child before it starts, as nohup does; the others at their defaults."""
+    default_signals()
     signal.signal(signum, signal.SIG_IGN)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
 async def test_signal_ignored_at_start_stays_ignored(server: FakeMinechatServer, tmp_path: Path, signum: int) -> None:
     history = tmp_path / "chat.log"
@@ -89,6 +100,7 @@ async def test_stop_during_the_imports_is_clean(tmp_path: Path, module: str, sig
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_signals,
     )
     try:
         _, err = await asyncio.wait_for(process.communicate(), WAIT)

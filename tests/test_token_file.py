@@ -1,18 +1,20 @@
-"""The token file: read whatever an editor saved, write through symlinks, and prove there is room first."""
+"""The token file: read what an editor saved, write through symlinks, refuse odd files, prove there is room."""
 
 from __future__ import annotations
 
 import os
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from fake_server import FakeMinechatServer
+from helpers import LINUX_ONLY, POSIX_ONLY, SYMLINKS, TOKEN, RecordingDelays, free_port, run_cli, settings_for
 
+import chat_io
 import send_client
-from chat_io import FileError, check_token_path, load_token, save_token
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+from chat_io import EXIT_FILE, FileError, check_token_path, load_token, save_token
 
 
 @pytest.mark.parametrize(
@@ -30,7 +32,7 @@ def test_token_file_bom_and_whitespace_are_ignored(tmp_path: Path, content: byte
     assert settings.token == TOKEN
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+@SYMLINKS
 @pytest.mark.parametrize("target_exists", [False, True])
 def test_save_token_writes_through_a_symlink(tmp_path: Path, target_exists: bool) -> None:
     target = tmp_path / "elsewhere" / "minechat.token"
@@ -75,3 +77,76 @@ def test_check_token_path_finds_a_full_disk(tiny_disk: Path) -> None:
 def test_check_token_path_leaves_nothing_behind(tmp_path: Path) -> None:
     check_token_path(tmp_path / "token.txt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_token_file_round_trip_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "token.txt"
+    assert load_token(path) is None
+    path.write_text("\n")  # an empty file, as `touch` leaves it (a token there would be kept)
+    path.chmod(0o644)
+    save_token(path, "new-token")
+    assert path.read_text() == "new-token\n"
+    assert load_token(path) == "new-token"
+    assert [p.name for p in tmp_path.iterdir()] == ["token.txt"]
+    if sys.platform != "win32":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_token_file_errors_are_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileError, match="cannot save the token"):
+        save_token(tmp_path / "missing" / "token.txt", "t")
+    with pytest.raises(FileError, match="choose another --token_path"):
+        check_token_path(tmp_path / "missing" / "token.txt")
+    with pytest.raises(FileError, match="cannot read the token file"):
+        load_token(tmp_path)
+
+
+def test_unreadable_token_file_says_why(tmp_path: Path) -> None:
+    (tmp_path / "token.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(chat_io.FileError, match=r"^cannot read the token file .*token\.txt: 'utf-8' codec can't"):
+        chat_io.load_token(tmp_path / "token.txt")
+
+
+@pytest.mark.parametrize("function", [chat_io.save_token, chat_io.check_token_path])
+def test_temporary_token_files_are_hidden_siblings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: object
+) -> None:
+    made: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(**options: str) -> tuple[int, str]:
+        descriptor, name = real_mkstemp(**options)
+        made.append(name)
+        return descriptor, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    args = (tmp_path / "token.txt", "t") if function is chat_io.save_token else (tmp_path / "token.txt",)
+    function(*args)  # type: ignore[operator]
+    [name] = made
+    assert Path(name).parent == tmp_path
+    assert Path(name).name.startswith(".token.txt.") and name.endswith(".tmp")
+
+
+async def test_unusable_token_path_is_found_before_connecting(server: FakeMinechatServer, tmp_path: Path) -> None:
+    settings = settings_for(
+        server, tmp_path, "--token_path", str(tmp_path / "missing" / "token.txt"), "--nickname", "Eve"
+    )
+    with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
+        await send_client.send(settings, None, RecordingDelays())
+    assert server.send_transcripts == [] and server.registrations == []
+
+
+@POSIX_ONLY
+async def test_token_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "token.txt")
+    code, err = await run_cli(free_port(), tmp_path, "--message", "hi", timeout=2)
+    assert code == EXIT_FILE, err
+
+
+@LINUX_ONLY
+async def test_token_path_that_is_a_device_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    code, err = await run_cli(
+        free_port(), tmp_path, "--token_path", "/dev/zero", "--message", "hi", shell_prefix="ulimit -v 1048576;"
+    )
+    assert "Traceback" not in err, err
+    assert code == EXIT_FILE, err

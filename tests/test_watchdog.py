@@ -12,9 +12,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, STOP_WAIT, WAIT, RecordingDelays, RecordingOut
 from fake_server import FakeMinechatServer
-from test_service import Listener, listener, notify_socket  # noqa: F401 - fixtures
+from helpers import POSIX_ONLY, STOP_WAIT, WAIT, Listener, RecordingDelays, RecordingOut
 
 import read_client
 from _minechat.history import HistoryFile
@@ -34,11 +33,12 @@ def pings_after(messages: Listener, moment: float) -> int:
     return sum(1 for when, text in messages.messages if text == "WATCHDOG=1" and when > moment)
 
 
+@pytest.mark.slow
 async def test_no_pings_while_a_history_write_hangs(
     server: FakeMinechatServer,
     tmp_path: Path,
-    notify_socket: tuple[socket.socket, str],  # noqa: F811
-    listener: Listener,  # noqa: F811
+    notify_socket: tuple[socket.socket, str],
+    listener: Listener,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket[1])
@@ -79,7 +79,7 @@ async def test_no_pings_while_a_history_write_hangs(
             await task
 
 
-async def test_watchdog_interval_has_a_floor(notify_socket: tuple[socket.socket, str], listener: Listener) -> None:  # noqa: F811
+async def test_watchdog_interval_has_a_floor(notify_socket: tuple[socket.socket, str], listener: Listener) -> None:
     with ServiceNotifier({"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": "1"}) as service:
         async with service.watchdog():
             await listener.wait_until(lambda texts: "WATCHDOG=1" in texts)
@@ -91,9 +91,10 @@ async def test_watchdog_interval_has_a_floor(notify_socket: tuple[socket.socket,
 async def test_stopping_is_said_when_stopping_begins(
     server: FakeMinechatServer,
     tmp_path: Path,
-    notify_socket: tuple[socket.socket, str],  # noqa: F811
-    listener: Listener,  # noqa: F811
+    notify_socket: tuple[socket.socket, str],
+    listener: Listener,
     monkeypatch: pytest.MonkeyPatch,
+    default_signal_handlers: None,
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket[1])
     settings = ReaderSettings("127.0.0.1", server.read_port, tmp_path / "chat.log", WAIT, verbose=False)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
+from fake_server import ACK, GREETING, NICKNAME_PROMPT, WELCOME, FakeMinechatServer
+from helpers import ACCOUNT, TOKEN, RecordingDelays, StdinBytes, settings_for, texts_of
 
-from _minechat.dialogue import Closed, Outbox, PostingDialogue
-from chat_io import ACK, GREETING, NICKNAME_PROMPT, WELCOME, ConnectionFailed, ProtocolError, UnknownTokenError
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import chat_io
+import send_client
+from _minechat.dialogue import Account, Closed, Outbox, PostingDialogue, parse_account
+from chat_io import ConnectionFailed, ProtocolError, UnknownTokenError
 
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
-ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
 NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
 
 
@@ -38,7 +50,44 @@ def byte_by_byte(data: bytes) -> list[bytes]:
 
 
 LOGIN = [GREETING, ACCOUNT + WELCOME]
+
+
 LOGIN_EVENTS = ["Greeted", "LoggedIn", "Welcomed"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "account"),
+    [
+        (b'{"nickname": "Focused Loyd", "account_hash": "5210a154"}\n', Account("Focused Loyd", "5210a154")),
+        ('{"nickname": "Boring Ева", "account_hash": "t"}\n'.encode(), Account("Boring Ева", "t")),
+        (b"null\n", None),
+    ],
+)
+def test_parse_account(raw: bytes, account: Account | None) -> None:
+    assert parse_account(raw) == account
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage\n",
+        b"\n",
+        b"[]\n",
+        b'{"nickname": "x"}\n',
+        b'{"nickname": 1, "account_hash": "t"}\n',
+        b"\xff\n",
+        b"Enter preferred nickname below:\n",
+    ],
+)
+def test_parse_account_rejects_anything_else(raw: bytes) -> None:
+    with pytest.raises(ProtocolError, match="expected account details from the server, got "):
+        parse_account(raw)
+
+
+def test_parse_account_quotes_what_it_got() -> None:
+    with pytest.raises(chat_io.ProtocolError) as caught:
+        _minechat.dialogue.parse_account(b"[]\n")
+    assert str(caught.value) == 'expected account details from the server, got "[]"'
 
 
 @pytest.mark.parametrize(
@@ -215,3 +264,54 @@ def test_outbox_fills_by_count_or_bytes_and_drains_to_half() -> None:
     big = Outbox(max_posts=100, max_bytes=1000)
     big.add("x" * 2000)  # one post always fits, however long
     assert big.full
+
+
+def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
+    outbox = _minechat.dialogue.Outbox(max_posts=100, max_bytes=10)
+    outbox.add("aaaa")  # six bytes on the wire
+    outbox.add("bbbb")
+    assert outbox.full
+    outbox.take_unsent()
+    outbox.acknowledge()
+    assert not outbox.full and not outbox.roomy
+    outbox.acknowledge()
+    assert outbox.roomy and not outbox.full
+
+
+def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
+    with pytest.raises(ValueError, match=r"^a token to log in with or a nickname to register is needed$"):
+        _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, None)
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), TOKEN)
+    dialogue.receive_data(GREETING + b"null\n")
+    dialogue.next_event()
+    with pytest.raises(UnknownTokenError, match=r"^the server does not know the token from the token; "):
+        dialogue.next_event()
+
+
+def test_outbox_counts_every_rewind() -> None:
+    outbox = _minechat.dialogue.Outbox()
+    outbox.add("one")
+    outbox.add("two")
+    outbox.take_unsent()
+    assert outbox.rewind() == 2
+    assert outbox.rewind() == 0  # a connection lost before the welcome sends nothing
+    assert outbox.rewound == 2
+
+
+def test_outbox_starts_empty_in_bytes() -> None:
+    outbox = _minechat.dialogue.Outbox(max_posts=10, max_bytes=6)
+    outbox.add("aaa")  # five bytes on the wire
+    assert not outbox.full
+
+
+async def test_a_full_outbox_is_logged(
+    server: FakeMinechatServer, tmp_path: Path, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
+    sender = send_client.make_sender(settings, StdinBytes(b"a\nb\nc\n"), RecordingDelays())  # type: ignore[arg-type]
+    sender.outbox = _minechat.dialogue.Outbox(max_posts=1)
+    await sender.run()
+    assert texts_of(server) == ["a", "b", "c"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("the outbox is full; stdin waits for acknowledgements") == 2

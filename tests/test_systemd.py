@@ -1,4 +1,4 @@
-"""Reporting to systemd: the notify datagrams on a real AF_UNIX socket, from the notifier and from read_client."""
+"""Reporting to systemd: notify datagrams on a real AF_UNIX socket, from the notifier and the reader; the unit."""
 
 from __future__ import annotations
 
@@ -11,30 +11,106 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from conftest import POSIX_ONLY, ROOT, WAIT, client_env, stop_with_signal
 from fake_server import FakeMinechatServer
+from helpers import (
+    LINUX_ONLY,
+    POSIX_ONLY,
+    ROOT,
+    UNIT,
+    WAIT,
+    Listener,
+    client_env,
+    received,
+    start_client,
+    stop_with_signal,
+)
 
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
 import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
 from _minechat.systemd import ServiceNotifier, parse_notify_address, parse_watchdog_period
 from chat_io import EXIT_FILE, EXIT_LOCKED, EXIT_SIGNAL_BASE, EXIT_USAGE
 
-# AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
-MAX_SOCKET_PATH = 100
+needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
+
+
 # A started Python may take a while on a busy machine before it says anything.
 START_WAIT = 15.0
+
+
 WATCHDOG_USEC = 1_000_000
+
+
 PINGS_TO_MEASURE = 5
 
-needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
-LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract socket names are Linux's")
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """Return every key of the unit file with its values, in order (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_odd_notify_socket_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
+    assert _minechat.systemd.parse_notify_address("vsock:2:1") is None
+    assert [record.getMessage() for record in caplog.records] == [
+        "NOTIFY_SOCKET 'vsock:2:1' is neither a path nor an abstract name; not notifying"
+    ]
+
+
+@needs_af_unix
+def test_notifier_failures_are_logged_with_their_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
+    with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+        service.ready()
+    assert caplog.records[0].getMessage() == ("cannot notify the service manager: No such file or directory")
+    caplog.clear()
+
+    def no_socket(*args: object) -> socket.socket:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", no_socket)
+    with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
+        service.ready()
+    assert [record.getMessage() for record in caplog.records] == [
+        "cannot open a socket to the service manager: Too many open files"
+    ]
+
+
+@needs_af_unix
+def test_notifier_sends_assignments_in_one_datagram_and_long_statuses(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.setblocking(False)
+        with _minechat.systemd.ServiceNotifier({"NOTIFY_SOCKET": path}) as service:
+            service.notify("A=1", "B=2")
+            service.status("s" * 150)
+        assert sock.recv(1024) == b"A=1\nB=2"
+        assert sock.recv(1024) == b"STATUS=" + b"s" * 150
+
+
+def test_notifier_watchdog_is_for_this_process_by_default() -> None:
+    environ = {"WATCHDOG_USEC": "3000000", "WATCHDOG_PID": str(os.getpid())}
+    assert _minechat.systemd.ServiceNotifier(environ).watchdog_period == 3.0
+    assert _minechat.systemd.ServiceNotifier(environ, pid=os.getpid() + 1).watchdog_period is None
 
 
 @pytest.mark.parametrize(
@@ -69,33 +145,6 @@ def test_notify_address(value: str | None, address: str | None) -> None:
 )
 def test_watchdog_period(usec: str | None, pid: str | None, period: float | None) -> None:
     assert parse_watchdog_period(usec, pid, own_pid=4242) == period
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    """A bound AF_UNIX datagram socket standing in for systemd's, and its path."""
-    if not hasattr(socket, "AF_UNIX"):
-        pytest.skip("no AF_UNIX datagram sockets here")
-    folder = tmp_path
-    if len(str(folder / "notify")) > MAX_SOCKET_PATH:
-        folder = Path(tempfile.mkdtemp(prefix="notify"))
-    path = str(folder / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    yield sock, path
-    sock.close()
-    with suppress(OSError):
-        os.unlink(path)
-
-
-def received(sock: socket.socket) -> list[bytes]:
-    """Return every datagram waiting on a non-blocking socket."""
-    messages = []
-    with suppress(BlockingIOError):
-        while True:
-            messages.append(sock.recv(65536))
-    return messages
 
 
 def test_unset_variable_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,45 +225,7 @@ async def test_watchdog_task_only_when_asked(notify_socket: tuple[socket.socket,
         assert pinger.done()
 
 
-class Listener:
-    """Collects datagrams from a notify socket, each with the time it arrived."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.messages: list[tuple[float, str]] = []
-        self._changed = asyncio.Event()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            data = await loop.sock_recv(self.sock, 65536)
-            self.messages.append((time.monotonic(), data.decode()))
-            self._changed.set()
-
-    @property
-    def texts(self) -> list[str]:
-        return [text for _, text in self.messages]
-
-    async def wait_until(self, predicate: Callable[[list[str]], bool], timeout: float = WAIT) -> list[str]:
-        async def wait() -> None:
-            while not predicate(self.texts):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), timeout)
-        return self.texts
-
-
-@pytest.fixture
-async def listener(notify_socket: tuple[socket.socket, str]) -> AsyncIterator[Listener]:
-    collecting = Listener(notify_socket[0])
-    task = asyncio.create_task(collecting.run())
-    yield collecting
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
-
-
+@pytest.mark.slow
 @POSIX_ONLY
 async def test_reader_reports_ready_status_watchdog_and_stopping(
     server: FakeMinechatServer, tmp_path: Path, notify_socket: tuple[socket.socket, str], listener: Listener
@@ -222,14 +233,13 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     address = f"127.0.0.1:{server.read_port}"
     connected = f"STATUS=connected to {address}"
     env = client_env() | {"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "read_client.py"),
-        *("--host", "127.0.0.1", "--port", str(server.read_port), "--log_path", str(tmp_path / "chat.log")),
+    process = await start_client(
+        "read_client.py",
+        *("--log_path", str(tmp_path / "chat.log")),
+        port=server.read_port,
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
     try:
         await listener.wait_until(lambda texts: connected in texts, START_WAIT)
@@ -253,22 +263,6 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     # The promise is at least two pings a period; one late ping must still beat the deadline.
     assert statistics.median(gaps) <= period / 2
     assert max(gaps) < period
-
-
-# --- the systemd unit -------------------------------------------------------
-
-UNIT = ROOT / "contrib" / "minechat-read.service"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-
-
-def unit_settings() -> dict[str, list[str]]:
-    """Return every key of the unit file with its values, in order (keys may repeat)."""
-    settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text(encoding="utf-8").splitlines():
-        if "=" in line and not line.startswith(("#", ";", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
 
 
 def test_unit_matches_the_clients_exit_codes() -> None:

@@ -1,0 +1,662 @@
+"""Plain helpers the tests share: constants, fakes, and the ways to run the clients."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_server import FakeMinechatServer
+
+import _minechat.backlog
+import _minechat.dialogue
+import _minechat.history
+import _minechat.output
+import _minechat.settings
+import _minechat.shutdown
+import _minechat.systemd
+import read_client
+import send_client
+from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
+from chat_io import STATUS_MARK, backoff
+from read_client import ReaderSettings
+from send_client import SenderSettings
+
+# --- where the clients are, how long to wait, on which platforms -----------------------------------------
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+WAIT = 5.0
+
+
+# How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
+STOP_WAIT = 2.0
+
+
+# How long a client may take to put a flood on disk, and how often a test looks at the file.
+FILE_WAIT = 30.0
+
+
+FILE_POLL_SECONDS = 0.01
+
+
+FLOOD_WAIT = 30.0
+
+
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
+
+
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="Linux only: its socket options, pipes, /proc and names"
+)
+
+
+SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+
+
+# --- the clients as processes: the one way to start them -------------------------------------------------
+
+
+CLIENT_VARIABLES = {
+    "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
+    "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
+    "IDLE_TIMEOUT",
+}  # fmt: skip
+
+
+# Set when the tests themselves run under systemd: a client under test must not report to it.
+SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+
+# Variables of the caller that would change what a client in a subprocess does, beyond its own:
+# PYTHONUNBUFFERED would hide a missing flush of stdout, TZ is set on purpose where stamps are checked.
+CALLER_VARIABLES = {"PYTHONUNBUFFERED", "TZ"}
+
+
+# Under mutmut, a client in a subprocess inherits the mutant under test, so it runs that mutant (of
+# chat_io: a script run as __main__ keeps its own code). While mutmut only records which tests reach
+# which functions ("stats"), a subprocess cannot report and would look for mutmut's settings in its
+# own folder, and fail: it runs unmutated instead.
+MUTMUT_VARIABLE = "MUTANT_UNDER_TEST"
+
+
+MUTMUT_STATS = "stats"
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """This environment without the clients' variables and the caller's quirks, plus extra, for a subprocess."""
+    dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
+    if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
+        dropped |= {MUTMUT_VARIABLE}
+    kept = {key: value for key, value in os.environ.items() if key not in dropped}
+    return {**kept, **extra}
+
+
+# The signals a client must find at their defaults, whatever the tests were started with: under
+# nohup (SIGHUP ignored) or `trap "" INT` the child would inherit the ignored ones.
+DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def default_signals() -> None:
+    """Put SIGINT, SIGTERM and SIGHUP back to their defaults (in a child, before it runs the client)."""
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def client_command(script: str, *argv: str | bytes, port: int | None = None, shell: str = "") -> list[str | bytes]:
+    """The command line of a client script in this checkout, aimed at 127.0.0.1:port if given.
+
+    With shell, the command runs as "$@" in that sh script (for a ulimit, or a closed stdin).
+    """
+    address = ["--host", "127.0.0.1", "--port", str(port)] if port is not None else []
+    command: list[str | bytes] = [sys.executable, str(ROOT / script), *address, *argv]
+    return ["sh", "-c", shell, "sh", *command] if shell else command
+
+
+def spawn_options(cwd: Path, env: dict[str, str] | None) -> dict[str, Any]:
+    """What every client process gets: its folder, a clean environment and default signal dispositions."""
+    options: dict[str, Any] = {"cwd": cwd, "env": client_env() if env is None else env}
+    if os.name == "posix":
+        options["preexec_fn"] = default_signals
+    return options
+
+
+async def start_client(
+    script: str,
+    *argv: str | bytes,
+    cwd: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    stdin: Any = subprocess.DEVNULL,
+    stdout: Any = subprocess.PIPE,
+    stderr: Any = subprocess.PIPE,
+    shell: str = "",
+) -> asyncio.subprocess.Process:
+    """Start read_client.py or send_client.py as a process: the one way the tests do it."""
+    return await asyncio.create_subprocess_exec(
+        *client_command(script, *argv, port=port, shell=shell),
+        stdin=stdin, stdout=stdout, stderr=stderr, **spawn_options(cwd, env),
+    )  # fmt: skip
+
+
+def start_client_sync(
+    script: str,
+    *argv: str | bytes,
+    cwd: Path,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    **streams: Any,
+) -> subprocess.Popen[Any]:
+    """start_client for a test without an event loop."""
+    streams.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams)
+
+
+def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Signal a client process unless it has been seen to exit.
+
+    Not Process.send_signal(): it polls first, and a poll that reaps a client which has just exited
+    takes its exit status from asyncio's child watcher, which then reports 255.
+    """
+    if process.returncode is None:
+        with suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
+    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+    send_signal(process, signum)
+    try:
+        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
+    """Wait for a process to exit on its own; return its exit code and stderr."""
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, err.decode(errors="replace") if err else ""
+
+
+async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout: float = FILE_WAIT) -> bytes:
+    """Poll a file the client writes until its content satisfies predicate; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if predicate(data):
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never got there; it has {len(data)} bytes: {data[-200:]!r}")
+        await asyncio.sleep(FILE_POLL_SECONDS)
+
+
+# --- fakes that record what they were given --------------------------------------------------------------
+
+
+class RecordingOut:
+    """A text stream that remembers what was written and lets a test wait for lines.
+
+    Writes may come from another thread (the client prints from one), so the event that wakes
+    waiting tests is set through the loop.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, text: str) -> int:
+        self.text += text
+        if self._loop.is_closed():
+            return len(text)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._changed.set()
+        else:
+            self._loop.call_soon_threadsafe(self._changed.set)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    async def wait_for_lines(self, count: int, timeout: float = WAIT) -> list[str]:
+        await self.wait_for(lambda text: len(text.splitlines()) >= count, timeout)
+        return self.lines
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Wait until what was written satisfies predicate; return it."""
+
+        async def wait() -> None:
+            while not predicate(self.text):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return self.text
+
+
+class FakeTime:
+    """A clock the test moves by hand."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self) -> float:
+        return self.value
+
+
+class RecordingDelays:
+    """A backoff factory with tiny delays that counts resets and delays taken."""
+
+    def __init__(self, initial: float = 0.002, cap: float = 0.05) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.resets = 0
+        self.taken: list[float] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self) -> Iterator[float]:
+        self.resets += 1
+        return self._generate()
+
+    def _generate(self) -> Iterator[float]:
+        for delay in backoff(initial=self.initial, cap=self.cap, jitter=0):
+            self.taken.append(delay)
+            self._changed.set()
+            yield delay
+
+    async def wait_for_taken(self, count: int, timeout: float = WAIT) -> None:
+        async def wait() -> None:
+            while len(self.taken) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+class StdinPipe:
+    """A real pipe standing in for stdin, written by the test as it goes."""
+
+    def __init__(self) -> None:
+        read_end, self._write_end = os.pipe()
+        self.reader = os.fdopen(read_end, "rb", buffering=0)
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_end, view) :]
+
+    def end(self) -> None:
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
+
+    def close(self) -> None:
+        self.end()
+        self.reader.close()
+
+
+class StdinBytes:
+    """A stdin with no descriptor: the bytes given, then its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int) -> bytes:
+        chunk, self._data = self._data[:size], self._data[size:]
+        return chunk
+
+
+# --- the reader: its history, and the reader in-process --------------------------------------------------
+
+
+STAMP = r"\[\d\d\.\d\d\.\d\d \d\d:\d\d\] "
+
+
+STAMP_TEXT = "[27.11.26 09:05]"
+
+
+WHEN = datetime(2026, 11, 27, 9, 5)
+
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+ISO_UTC = "2026-11-27T10:00:00+00:00"
+
+
+# A fixed moment and the stamp DEFAULT_TIME_FORMAT gives it in local time.
+FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7).timestamp()
+
+
+FIXED_STAMP = "[04.03.26 05:06]"
+
+
+# A POSIX TZ rule that needs no time zone database: UTC+13:37, which no caller's zone is.
+ODD_ZONE = "ODD-13:37"
+
+
+ODD_OFFSET = timedelta(hours=13, minutes=37)
+
+
+# Bidi embeddings, overrides and isolates, and the marks: each can reorder what a terminal shows.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+EMOJI = "😀"  # four bytes in UTF-8
+
+
+FORGED_IN_LONG_LINE = b"[01.01.25 00:00] Admin: the server moves, log in at evil.example"
+
+
+def read_history(path: Path) -> list[str]:
+    """Return the history file's lines."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def chat_of(lines: list[str]) -> list[str]:
+    """Strip stamps and drop the status lines."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if not text.startswith("*** ")]
+
+
+def status_of(lines: list[str]) -> list[str]:
+    """Return only the status lines, without stamps."""
+    texts = [re.sub("^" + STAMP, "", line) for line in lines]
+    return [text for text in texts if text.startswith("*** ")]
+
+
+def note(count: int) -> str:
+    return f"*** {count} skipped\n"
+
+
+def numbered(first: int, count: int, pad: str = "ну и погода сегодня") -> bytes:
+    """Return chat lines carrying their numbers, so gaps and doubles show."""
+    return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
+
+
+def numbers_of(chat: list[str]) -> list[int]:
+    """Return the line numbers of numbered chat lines, in file order."""
+    return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
+
+
+@dataclass
+class Reader:
+    """A read_client running in-process and what it writes."""
+
+    task: asyncio.Task[int]
+    out: RecordingOut
+    settings: ReaderSettings
+    delays: RecordingDelays
+
+    @property
+    def path(self) -> Path:
+        return self.settings.log_path
+
+
+StartReader = Callable[..., Awaitable[Reader]]
+
+
+async def stop(reader: Reader) -> None:
+    """Stop a reader as a signal would (the journal goes to disk first)."""
+    reader.task.cancel()
+    with suppress(asyncio.CancelledError):
+        await reader.task
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
+    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
+    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+    out = out or RecordingOut()
+    delays = RecordingDelays()
+    task = asyncio.create_task(read_client.run(settings, out, delays))
+    try:
+        yield task, out, delays
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run read_client.main in-process; return the exit code and stderr."""
+    try:
+        code = read_client.main(argv)
+    except SystemExit as stop:
+        code = stop.code  # type: ignore[assignment]
+    return code, capsys.readouterr().err
+
+
+def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:
+    """Return the clock run() would build for a pattern, stopped at FIXED_TIME."""
+    expand = pattern.expand if pattern is not None else (lambda when: "")
+    return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
+
+
+def make_history(path: Path) -> _minechat.history.HistoryFile:
+    """Return a text history file for path, as run() builds it, not yet open."""
+    pattern = _minechat.history.HistoryPattern(path)
+    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
+
+
+def open_history(path: Path) -> _minechat.history.HistoryFile:
+    """Return a text history file for path, open and locked."""
+    history = make_history(path)
+    history.open(str(path))
+    return history
+
+
+# --- the sender ------------------------------------------------------------------------------------------
+
+
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+
+
+ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+
+
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server, with no outside environment."""
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
+    base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
+    return send_client.parse_settings([*base, *argv], {}, tmp_path)
+
+
+async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays."""
+    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+
+
+def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
+    """Return the one-line posts the server took, in order."""
+    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
+
+
+def free_port() -> int:
+    """Return a port on 127.0.0.1 that nobody listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted_server(handler: Handler) -> AsyncIterator[int]:
+    """A posting server that follows a script of the test's own; yields its port."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)  # type: ignore[arg-type]
+        try:
+            await handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+async def run_client(
+    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
+) -> tuple[int, str, str]:
+    """Run send_client.py against the server; return its exit code, stdout and stderr."""
+    process = await start_client("send_client.py", *argv, port=server.write_port, cwd=cwd, stdin=subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
+    """Run send_client.py (optionally under a shell prefix such as a ulimit); return exit code and stderr."""
+    shell = f'{shell_prefix} exec "$@"' if shell_prefix else ""
+    process = await start_client("send_client.py", *argv, port=port, cwd=cwd, stdout=subprocess.DEVNULL, shell=shell)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, err.decode(errors="replace")
+
+
+async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+    monkeypatch.chdir(cwd)
+
+    def call() -> int:
+        try:
+            return send_client.main(argv)
+        except SystemExit as stop:  # a usage error, through argparse
+            assert isinstance(stop.code, int)
+            return stop.code
+
+    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line]
+
+
+# --- systemd ---------------------------------------------------------------------------------------------
+
+
+# AF_UNIX paths are short: 104 bytes on macOS, 108 on Linux.
+MAX_SOCKET_PATH = 100
+
+
+def received(sock: socket.socket) -> list[bytes]:
+    """Return every datagram waiting on a non-blocking socket."""
+    messages = []
+    with suppress(BlockingIOError):
+        while True:
+            messages.append(sock.recv(65536))
+    return messages
+
+
+class Listener:
+    """Collects datagrams from a notify socket, each with the time it arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.messages: list[tuple[float, str]] = []
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 65536)
+            self.messages.append((time.monotonic(), data.decode()))
+            self._changed.set()
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for _, text in self.messages]
+
+    async def wait_until(self, predicate: Callable[[list[str]], bool], timeout: float = WAIT) -> list[str]:
+        async def wait() -> None:
+            while not predicate(self.texts):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+        return self.texts
+
+
+UNIT = ROOT / "contrib" / "minechat-read.service"
+
+
+# --- oracles: the history's text, line by line, as the stampers must give it ------------------
+
+
+def format_history_line(text: str, when: datetime) -> str:
+    """Return one history line: stamp, space, text, newline."""
+    return f"{format_stamp(when)} {text}\n"
+
+
+def format_status_line(text: str, when: datetime) -> str:
+    """Return a history line that marks a connection event, not chat."""
+    return format_history_line(f"{STATUS_MARK} {text}", when)
+
+
+def format_history_block(block: bytes, when: datetime) -> str:
+    """Stamp every line of a block of complete received lines, as the text stamper does."""
+    if not block:
+        return ""
+    prefix = format_stamp(when) + " "
+    return prefix + stamp_following_lines(block, prefix)

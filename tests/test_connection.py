@@ -1,0 +1,274 @@
+"""Connections: keepalive options, the receiver's flow control, timeouts, and how failures are described."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import fake_server
+import pytest
+from fake_server import FakeMinechatServer
+from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, read_history, send, status_of
+
+import chat_io
+import read_client
+import send_client
+from chat_io import (
+    ConnectionFailed,
+    FileError,
+    ProtocolError,
+    describe_error,
+    format_address,
+    is_retryable,
+    open_connection,
+    open_receiver,
+)
+from read_client import ReaderSettings
+
+
+def assert_keepalive(sock: socket.socket) -> None:
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == chat_io.KEEPALIVE_IDLE_SECONDS == 60
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == chat_io.KEEPALIVE_INTERVAL_SECONDS == 10
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == chat_io.KEEPALIVE_COUNT == 5
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.connection: chat_io.ReceivingConnection | None = None
+
+    def connected(self, connection: chat_io.ReceivingConnection) -> None:
+        self.connection = connection
+
+    def received(self, data: bytes) -> None:
+        pass
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def setsockopt(self, *args: object) -> None:
+        self.calls.append(("setsockopt", *args))
+
+    def ioctl(self, *args: object) -> None:
+        self.calls.append(("ioctl", *args))
+
+
+class PausableTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def test_describe_error_names_dns_failures() -> None:
+    assert describe_error(socket.gaierror(-2, "Name or service not known")) == "Name or service not known"
+    assert describe_error(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")) == os.strerror(111)
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (ConnectionRefusedError(), True),
+        (ConnectionResetError(), True),
+        (socket.gaierror(-2, "Name or service not known"), True),
+        (asyncio.TimeoutError(), True),
+        (asyncio.IncompleteReadError(b"", 1), True),
+        (ConnectionFailed("gone"), True),
+        (FileError("disk full"), False),
+        (ProtocolError("odd"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_is_retryable(error: BaseException, retry: bool) -> None:
+    assert is_retryable(error) is retry
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "address"),
+    [
+        ("minechat.dvmn.org", 5000, "minechat.dvmn.org:5000"),
+        ("127.0.0.1", 1, "127.0.0.1:1"),
+        ("::1", 5000, "[::1]:5000"),
+    ],
+)
+def test_format_address(host: str, port: int, address: str) -> None:
+    assert format_address(host, port) == address
+
+
+async def test_connection_has_keepalive_and_closes(server: fake_server.FakeMinechatServer) -> None:
+    async with open_connection("127.0.0.1", server.read_port) as (_, writer):
+        sock = writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert writer.is_closing()
+
+
+@LINUX_ONLY
+async def test_posting_connection_sets_keepalive_idle_interval_and_count(server: FakeMinechatServer) -> None:
+    async with open_connection("127.0.0.1", server.write_port) as (_, writer):
+        assert_keepalive(writer.get_extra_info("socket"))
+
+
+@LINUX_ONLY
+async def test_reading_connection_sets_keepalive_idle_interval_and_count(server: FakeMinechatServer) -> None:
+    sink = Sink()
+    async with open_receiver("127.0.0.1", server.read_port, sink) as connection:
+        assert sink.connection is connection
+        assert_keepalive(connection._transport.get_extra_info("socket"))  # type: ignore[union-attr]
+
+
+def test_keepalive_on_no_socket_is_nothing() -> None:
+    chat_io.enable_keepalive(None)
+
+
+def test_port_65535_reaches_the_connection(tmp_path: Path) -> None:
+    import read_client
+
+    settings = read_client.parse_settings(["--port", "65535"], {}, tmp_path)
+    assert settings.port == 65535
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (TimeoutError(), "timed out"),
+        (OSError(None, "odd failure"), "odd failure"),
+        (ValueError("bad value"), "bad value"),
+        (ValueError(), "ValueError"),
+        (chat_io.FileError("disk full"), "disk full"),
+    ],
+)
+def test_describe_error(error: BaseException, text: str) -> None:
+    assert chat_io.describe_error(error) == text
+
+
+def test_keepalive_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "SIO_KEEPALIVE_VALS", 98, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("ioctl", 98, (1, 60_000, 10_000)),
+    ]
+
+
+def test_keepalive_on_macos(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    monkeypatch.setattr(socket, "TCP_KEEPALIVE", 16, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [
+        ("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        ("setsockopt", socket.IPPROTO_TCP, 16, 60),
+    ]
+
+
+def test_keepalive_failure_is_ignored() -> None:
+    class Refusing(FakeSocket):
+        def setsockopt(self, *args: object) -> None:
+            raise OSError(92, "Protocol not available")
+
+    chat_io.enable_keepalive(Refusing())  # type: ignore[arg-type]
+
+
+async def test_receiving_connection_pauses_and_resumes_only_while_open() -> None:
+    sink = Sink()
+    connection = chat_io.ReceivingConnection(sink)
+    connection.pause(True)  # not connected yet: nothing to pause
+    transport = PausableTransport()
+    connection.connection_made(transport)
+    assert sink.connection is connection
+    connection.pause(True)
+    connection.pause(False)
+    transport.closing = True
+    connection.pause(True)
+    assert transport.calls == ["pause", "resume"]
+
+
+async def test_leaving_the_receiver_closes_the_connection(server: FakeMinechatServer) -> None:
+    async with open_receiver("127.0.0.1", server.read_port, Sink()):
+        await server.wait_until(lambda: len(server.readers) == 1)
+    await server.wait_until(lambda: not server.readers)
+
+
+def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TCP_KEEPIDLE", "TCP_KEEPALIVE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "SIO_KEEPALIVE_VALS"):
+        monkeypatch.delattr(socket, name, raising=False)
+    sock = FakeSocket()
+    chat_io.enable_keepalive(sock)  # type: ignore[arg-type]
+    assert sock.calls == [("setsockopt", socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = ReaderSettings("127.0.0.1", port, tmp_path / "chat.log", 0.3, verbose=False)
+            delays = RecordingDelays()
+            task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), delays))
+            try:
+                await delays.wait_for_taken(1)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            for filler in fillers:
+                filler.close()
+    notes = status_of(read_history(tmp_path / "chat.log"))
+    assert notes[1] == (
+        f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
+        "next try in 0.0 s"
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_connecting_has_a_timeout(tmp_path: Path) -> None:
+    # A listener that never accepts, with its backlog filled, leaves further connects hanging.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            settings = send_client.parse_settings(
+                ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--connect-timeout", "0.3"], {}, tmp_path
+            )
+            with pytest.raises(ConnectionFailed, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
+                await send(settings)
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_refused_connection_is_a_connection_failure(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = send_client.parse_settings(["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], {}, tmp_path)
+    with pytest.raises(ConnectionFailed, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
+        await send(settings)
