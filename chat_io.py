@@ -4,6 +4,7 @@ line framing, connections, the reconnect policy and the token file. It imports n
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import re
@@ -63,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "ReceivingConnection",
     "ReplyTimeout",
+    "TokenTaken",
     "UnknownTokenError",
     "WrongPort",
     "backoff",
@@ -77,6 +79,7 @@ __all__ = [
     "format_address",
     "is_retryable",
     "load_token",
+    "lock_file",
     "open_connection",
     "open_receiver",
     "redact",
@@ -291,6 +294,10 @@ class LineFramer:
         pieces.append(line)
         return pieces
 
+    def unfinished(self) -> bytes:
+        """Return the unfinished last line held so far, keeping it."""
+        return bytes(self._buffer)
+
     def flush(self) -> bytes:
         """Return the unfinished last line, ended with a newline, and forget it."""
         if not self._buffer:
@@ -369,29 +376,92 @@ def check_token_path(path: Path) -> None:
         ) from error
 
 
+class TokenTaken(FileError):
+    """The token file holds another account's token: it is never replaced."""
+
+
 def save_token(path: Path, token: str) -> None:
-    """Write the token atomically to a file that only its owner can read (through a symlink, to its target)."""
+    """Save the token in a new file only its owner can read (through a symlink, to its target); never replace one.
+
+    The file is created exclusively, whole: a link of a synced temporary file (an exclusive open where
+    links are missing). A file that is there but holds no token is filled under a lock. If another
+    registration got there first, TokenTaken says so and that token stays.
+    """
     import tempfile  # as in check_token_path
 
     target = resolve_token_path(path)
+    data = (token + "\n").encode(ENCODING)
     try:
         # mkstemp creates the file with mode 0600, so the token is never readable by others.
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             try:
-                write_durably(descriptor, (token + "\n").encode(ENCODING))
+                write_durably(descriptor, data)
             finally:
                 os.close(descriptor)
-            if load_token(target) is not None:
-                # Another registration saved its token here meanwhile: replacing it would lose that account.
-                raise FileError(f"cannot save the token to {path}: it holds another token now (saved meanwhile)")
-            os.replace(temporary, target)
-        except BaseException:
+            created = _link_exclusively(temporary, target, data)
+        finally:
             with suppress(OSError):
                 os.unlink(temporary)
-            raise
+        if not created:
+            _fill_empty_token_file(path, target, data)
+    except FileError:
+        raise
     except OSError as error:
         raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+
+
+def _link_exclusively(temporary: str, target: Path, data: bytes) -> bool:
+    """Create target holding data, never over an existing file; False if target is there already."""
+    try:
+        os.link(temporary, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in _NO_LINK_ERRNOS:
+            raise
+    # No hard links here (FAT, some network shares): an exclusive open of the final name instead.
+    try:
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    except FileExistsError:
+        return False
+    try:
+        lock_file(descriptor)  # a racing registration waits until the token is whole
+        write_durably(descriptor, data)
+    finally:
+        os.close(descriptor)
+    return True
+
+
+# What link() says where a file system has no hard links.
+_NO_LINK_ERRNOS = frozenset(
+    code for code in (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS)
+)
+
+
+def lock_file(descriptor: int) -> None:
+    """Take an exclusive advisory lock on an open file until it is closed (nothing where locks are missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the check for a token still guards against most races
+        return
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+
+def _fill_empty_token_file(path: Path, target: Path, data: bytes) -> None:
+    """Write data into an existing token file that holds no token; raise TokenTaken if it holds one."""
+    descriptor = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        lock_file(descriptor)  # two registrations fill it one after the other
+        if load_token(target) is not None:
+            raise TokenTaken(f"cannot save the token to {path}: it holds another token now (saved meanwhile)")
+        os.ftruncate(descriptor, 0)
+        if hasattr(os, "fchmod"):
+            os.fchmod(descriptor, 0o600)  # a file made by hand may be readable by others
+        write_durably(descriptor, data)
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def backoff(

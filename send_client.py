@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -15,6 +16,7 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
+    MAX_SENDS,
     READING_PORT_HINT,
     STAGE_GREETING,
     Account,
@@ -23,15 +25,18 @@ from _minechat.dialogue import (
     Event,
     LoggedIn,
     Outbox,
+    Post,
     PostingDialogue,
     Registered,
     Welcomed,
     is_blank,
 )
-from _minechat.output import SECRETS, plural
-from _minechat.settings import full_path, make_parser, parse_arguments, positive_seconds, text_value
+from _minechat.output import plural
+from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.witness import Witness
 from chat_io import (
+    DEFAULT_READ_PORT,
     DEFAULT_SEND_PORT,
     ENCODING,
     EXIT_OK,
@@ -43,16 +48,19 @@ from chat_io import (
     FileError,
     LineFramer,
     ReplyTimeout,
+    TokenTaken,
     backoff,
     check_token_path,
     describe_error,
     flatten_text,
+    format_address,
     is_retryable,
     load_token,
     open_connection,
     redact,
     sanitize_text,
     save_token,
+    shorten,
 )
 
 logger = logging.getLogger("send_client")
@@ -73,6 +81,12 @@ STDIN_HINT = (
 )
 # The slowest uplink a reply deadline allows for, on top of --reply-timeout (a 1 MiB post: 32 s more).
 UPLOAD_FLOOR_BYTES_PER_SECOND = 32 * 1024
+# Each reply timeout after a post doubles the wait for acknowledgements, up to this: a slow server gets
+# the time it needs instead of the same posts again and again. Acknowledgements on time start it over.
+ACK_WAIT_FACTOR = 2.0
+MAX_ACK_WAIT = 240.0
+# A confirmation on the terminal shows this much of the post.
+CONFIRM_LIMIT = 60
 NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 
 
@@ -82,6 +96,7 @@ class SenderSettings:
 
     host: str
     port: int
+    read_port: int
     token: str | None
     token_source: str
     nickname: str | None
@@ -90,6 +105,7 @@ class SenderSettings:
     connect_timeout: float
     reply_timeout: float
     verbose: bool
+    check: bool = False
 
     @property
     def streaming(self) -> bool:
@@ -148,6 +164,21 @@ def build_parser() -> configargparse.ArgumentParser:
         f"(default: {DEFAULT_MESSAGE!r} after a login, nothing after a registration)",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",  # no variable: one left set in .env would make every later run post nothing
+        help="log in, print the account's nickname and post nothing (exit code 5: the token is unknown)",
+    )
+    parser.add_argument(
+        "--read-port",
+        "--read_port",
+        dest="read_port",
+        env_var="READ_PORT",
+        default=DEFAULT_READ_PORT,
+        type=port_number,
+        help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
+        "seen there is never sent again",
+    )
+    parser.add_argument(
         "--reply-timeout",
         "--reply_timeout",
         env_var="REPLY_TIMEOUT",
@@ -165,6 +196,10 @@ def resolve_settings(
 ) -> SenderSettings:
     """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
+    if args.check and messages:
+        parser.error("--check posts nothing; leave out --message")
+    if args.check and args.nickname is not None:
+        parser.error("--check logs in with a token and registers nothing; leave out --nickname")
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
     token_path = Path(args.token_path)
@@ -181,17 +216,21 @@ def resolve_settings(
             "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
         )
     nickname = args.nickname
-    if token is None and nickname is None and ask_nickname is not None and STDIN_MARK not in messages:
+    asking = not args.check and STDIN_MARK not in messages
+    if token is None and nickname is None and ask_nickname is not None and asking:
         nickname = ask_nickname()
     if nickname is not None:
         nickname = flatten_text(nickname).strip()
         if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
+    if args.check and token is None:
+        parser.error(f"--check needs a token (--token, TOKEN or {token_path}), and none was found")
     if token is None and nickname is None:
         parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")
     return SenderSettings(
         host=args.host,
         port=args.port,
+        read_port=args.read_port,
         token=token,
         token_source=source,
         nickname=nickname,
@@ -200,6 +239,7 @@ def resolve_settings(
         connect_timeout=args.connect_timeout,
         reply_timeout=args.reply_timeout,
         verbose=args.verbose,
+        check=args.check,
     )
 
 
@@ -282,6 +322,15 @@ class Link:
         self.loop = asyncio.get_running_loop()
         # When the reply now due must have arrived, whole; None while the server owes us nothing.
         self.deadline: float | None = self.loop.time() + self.timeout
+        self.clock_started = self.loop.time()  # when the reply now due started to be due
+        self.waited = self.timeout  # the wait the deadline allows, without upload time
+
+    def _start_clock(self, extra: float = 0.0) -> None:
+        """Start waiting for the reply now due: acknowledgements get the sender's current wait."""
+        now = self.loop.time()
+        self.waited = self.sender.ack_wait if self.dialogue.ready else self.timeout
+        self.clock_started = now
+        self.deadline = now + self.waited + extra
 
     def transmit(self) -> None:
         """Write whatever the dialogue has to send; start the clock if a reply becomes due."""
@@ -301,7 +350,7 @@ class Link:
         # time it needs at UPLOAD_FLOOR too, or it would time out, be resent and be posted again and again.
         upload = len(data) / UPLOAD_FLOOR_BYTES_PER_SECOND
         if self.deadline is None:
-            self.deadline = self.loop.time() + self.timeout + upload
+            self._start_clock(upload)
         else:
             self.deadline += upload
 
@@ -353,10 +402,13 @@ class Link:
             await asyncio.wait({reading}, timeout=remaining)
         if not reading.done():
             due = self.dialogue.waiting_for or "a reply"
-            hint = READING_PORT_HINT if due == STAGE_GREETING else ""
+            hint = READING_PORT_HINT if due == STAGE_GREETING and reading_port_hint(self.sender.settings) else ""
+            advice = "try again later or raise --reply-timeout"
+            if self.dialogue.ready:
+                self.sender.outbox.time_out()
+                advice = f"waiting up to {self.sender.stretch_ack_wait():g} s for acknowledgements from now on"
             raise ReplyTimeout(
-                f"no complete reply from the server in {self.timeout:g} s while we waited for {due}{hint}; "
-                "try again later or raise --reply-timeout"
+                f"no complete reply from the server in {self.waited:g} s while we waited for {due}{hint}; {advice}"
             )
 
     def _receive(self, chunk: bytes) -> bool:
@@ -367,35 +419,155 @@ class Link:
             if isinstance(event, Closed):
                 return False
             lines += 1
+            if isinstance(event, Acknowledged):
+                now = self.loop.time()
+                if now - self.clock_started <= self.timeout:
+                    self.sender.reset_ack_wait()
+                self.clock_started = now  # the next acknowledgement is due from now on
             self.sender.handle(event)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.sender.secrets))
+        if not lines and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("<< %d bytes of a line not ended yet", self.dialogue.unfinished_bytes)
         if lines:
-            self.deadline = None if self.dialogue.waiting_for is None else self.loop.time() + self.timeout
+            if self.dialogue.waiting_for is None:
+                self.deadline = None
+            else:
+                self._start_clock()
         return True
+
+
+class ChatWitness:
+    """Reads the chat while we post and marks the posts it shows as seen, so they are never sent again."""
+
+    def __init__(self, settings: SenderSettings, level: int) -> None:
+        self.settings = settings
+        self.level = level  # how loud "going on without it" is: debug for a single message
+        self.core = Witness()
+        self.active = False
+        self._connected = asyncio.Event()
+        self._first_ack_at: float | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the reading port; return once connected or known to be out of reach."""
+        self._task = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            # open_connection gives up after --connect-timeout, which bounds this wait.
+            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(connected)
+
+    async def stop(self) -> None:
+        """Stop reading the chat."""
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved; _run reports its own failures
+
+    def expect(self, post: Post) -> None:
+        """Await the echo of a post that has just gone out for the first time."""
+        if self.active:
+            self.core.expect(post)
+
+    def note_acknowledged(self, post: Post) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        if self._first_ack_at is None:
+            self._first_ack_at = asyncio.get_running_loop().time()
+        if post.seen:
+            self.core.forget(post)
+
+    def _say(self, text: str) -> None:
+        logger.log(self.level, "%s; going on without it", text)
+
+    async def _run(self) -> None:
+        settings = self.settings
+        where = format_address(settings.host, settings.read_port)
+        try:
+            async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
+                self.active = True
+                self._connected.set()
+                logger.debug("watching the chat on %s for our posts", where)
+                await self._watch(reader, where)
+        except ChatError as error:
+            reason = describe_error(error.__cause__) if error.__cause__ is not None else str(error)
+            self._say(f"cannot read the chat on {where} (--read-port) to see which posts arrived: {reason}")
+        finally:
+            self.active = False
+
+    async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None  # once the chat has shown one of our posts, it is trusted
+            if self.core.matched == 0:
+                # Until then, look again every reply timeout: once the server has taken a post and
+                # a reply timeout has passed without the chat showing it, the chat is no witness.
+                timeout = self.settings.reply_timeout
+                if self._first_ack_at is not None:
+                    timeout = self._first_ack_at + self.settings.reply_timeout - loop.time()
+                    if timeout <= 0:
+                        self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                        return
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
+            except asyncio.TimeoutError:
+                continue
+            except OSError as error:
+                logger.debug("the chat connection broke: %s", describe_error(error))
+                return
+            if not chunk:
+                logger.debug("the chat on %s closed the connection; going on without it", where)
+                return
+            for post in self.core.feed(chunk):
+                logger.debug("the chat shows message %d", post.number)
 
 
 class Sender:
     """Logs in or registers, then posts every message, reconnecting and resending what was not acknowledged."""
 
     def __init__(
-        self, settings: SenderSettings, messages: AsyncIterator[list[str]], make_delays: DelayFactory = backoff
+        self,
+        settings: SenderSettings,
+        messages: AsyncIterator[list[str]],
+        make_delays: DelayFactory = backoff,
+        witness_level: int | None = logging.INFO,
+        confirm: bool = False,
+        secrets: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.messages = messages
         self.make_delays = make_delays
         self.outbox = Outbox()
+        # None: nothing will be posted, so there is nothing to watch the chat for.
+        self.witness = None if witness_level is None else ChatWitness(settings, witness_level)
+        if self.witness is not None:
+            self.outbox.on_first_send = self.witness.expect
         self.token = settings.token
-        self.secrets = {settings.token} if settings.token else set()
-        SECRETS.secrets.update(self.secrets)
+        # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
+        self.secrets = secrets if secrets is not None else set()
+        if settings.token:
+            self.secrets.add(settings.token)
         self.account: Account | None = None
         self.registered = False  # a new account was made and its token saved
         self.welcomed = False  # some connection got as far as posting
+        self.confirm = confirm  # a person types the posts: say as each one is acknowledged
+        self.ack_wait = settings.reply_timeout  # how long acknowledgements may take, stretched by timeouts
         self.changed = asyncio.Event()  # new posts, or the end of the messages
         self._room = asyncio.Event()
         self._messages_ended = False
         self._producer: asyncio.Future[None] | None = None
         self._link: Link | None = None
+
+    def stretch_ack_wait(self) -> float:
+        """Double the wait for acknowledgements after a reply timeout, up to MAX_ACK_WAIT; return it."""
+        self.ack_wait = min(max(self.ack_wait * ACK_WAIT_FACTOR, self.settings.reply_timeout), MAX_ACK_WAIT)
+        return self.ack_wait
+
+    def reset_ack_wait(self) -> None:
+        """Wait for acknowledgements as long as --reply-timeout says again: they come on time."""
+        self.ack_wait = self.settings.reply_timeout
 
     @property
     def finished(self) -> bool:
@@ -406,8 +578,11 @@ class Sender:
         """Post everything; raise what ended the work early."""
         if self.token is None:
             check_token_path(self.settings.token_path)
-        self._producer = asyncio.ensure_future(self._produce())
         try:
+            if self.witness is not None:
+                # Before the first post: the chat shows a post only to readers connected when it comes.
+                await self.witness.start()
+            self._producer = asyncio.ensure_future(self._produce())
             await self._keep_connected()
         except ChatError as error:
             if self.registered and not self.welcomed:
@@ -417,20 +592,37 @@ class Sender:
                 ) from error
             raise
         finally:
-            await cancel_and_wait(self._producer)
-            if not self._producer.cancelled():
-                self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            if self._producer is not None:
+                await cancel_and_wait(self._producer)
+                if not self._producer.cancelled():
+                    self._producer.exception()  # retrieved; a failure was raised by check_producer already
+            if self.witness is not None:
+                await self.witness.stop()
         if self.outbox.added:
-            self.report(logging.INFO)
+            self.report(logging.WARNING if self.outbox.doubtful else logging.INFO)
+        if self.outbox.doubtful:
+            raise ConnectionFailed(
+                f"{plural(self.outbox.doubtful, 'message')} went out {MAX_SENDS} times without an acknowledgement "
+                "and may have reached the chat, or not"
+            )
 
     def report(self, level: int, prefix: str = "") -> None:
-        """Log how many messages were posted and how many were not."""
+        """Log how many messages were posted, how many may show more than once and how many may be missing."""
+        outbox = self.outbox
         author = f" as {sanitize_text(self.account.nickname)}" if self.account else ""
-        text = f"{prefix}posted {plural(self.outbox.acknowledged, 'message')}{author}"
-        if self.outbox.resent:
-            text += f"; {plural(self.outbox.resent, 'message')} had to be sent again, so the chat may show a few twice"
-        if self.outbox:
-            text += f"; {len(self.outbox)} more not acknowledged, so maybe not posted"
+        text = f"{prefix}posted {plural(outbox.delivered, 'message')}{author}"
+        if outbox.repeated:
+            text += (
+                f"; {plural(outbox.repeated, 'message')} had to be sent more than once, "
+                f"so the chat may show up to {outbox.most_copies} copies of one"
+            )
+        if outbox.doubtful:
+            text += (
+                f"; {plural(outbox.doubtful, 'message')} sent {MAX_SENDS} times without an acknowledgement "
+                "may have reached the chat, or not"
+            )
+        if outbox:
+            text += f"; {len(outbox)} more not acknowledged, so maybe not posted"
         logger.log(level, "%s", text)
 
     def check_producer(self) -> None:
@@ -481,15 +673,18 @@ class Sender:
                 self.changed.clear()
                 await self.changed.wait()
                 continue
-            acknowledged = self.outbox.acknowledged
+            delivered, doubtful = self.outbox.delivered, self.outbox.doubtful
             try:
                 if await self._converse():
                     return
-                continue  # closed while idle
+                # Closed while idle: not a failure, so no delay; a connection is made when a post comes.
+                logger.debug("the server closed the idle connection")
+                continue
             except ChatError as error:
                 if not is_retryable(error):
                     raise
-                if self.outbox.acknowledged > acknowledged:
+                if self.outbox.delivered > delivered or self.outbox.doubtful > doubtful:
+                    # Progress, or a post given up: the next one deserves fresh tries.
                     delays, failures = self.make_delays(), 0
                 failures += 1
                 if not self.settings.streaming and (not self.welcomed or failures > RESUME_TRIES):
@@ -506,29 +701,46 @@ class Sender:
     async def _converse(self) -> bool:
         """Hold one connection; True once everything is posted, False if it closed while idle."""
         settings = self.settings
-        self.outbox.rewind()
         dialogue = PostingDialogue(
-            self.outbox, self.token, settings.nickname if self.token is None else None, settings.token_source
+            self.outbox,
+            self.token,
+            settings.nickname if self.token is None else None,
+            settings.token_source,
+            reading_port_hint(settings),
         )
-        async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
-            self._link = Link(self, reader, writer, dialogue)
-            try:
-                return await self._link.run()
-            finally:
-                self._link = None
+        try:
+            async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+                self._link = Link(self, reader, writer, dialogue)
+                try:
+                    return await self._link.run()
+                finally:
+                    self._link = None
+                    self._salvage_account(dialogue)
+        finally:
+            # At once, so the counts are right and the posts given up are known before the next try.
+            self.outbox.rewind()
 
     def handle(self, event: Event) -> None:
         """Act on what the server said."""
         if isinstance(event, Acknowledged):
+            if self.witness is not None:
+                self.witness.note_acknowledged(event.post)
+            if self.confirm:
+                self._confirm(event.post)
             if not self._room.is_set() and self.outbox.roomy:
                 self._room.set()
         elif isinstance(event, Registered):
             self._save_account(event.account)
+            if event.malformed:
+                logger.warning("the registration reply was not in the usual shape, but named the new account's token")
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
         elif isinstance(event, LoggedIn):
             first = self.account is None
             self.account = event.account
+            if self.witness is not None:
+                self.witness.core.set_nickname(event.account.nickname)
             self.secrets.add(event.account.token)
-            SECRETS.secrets.add(event.account.token)
             logger.log(
                 logging.INFO if first else logging.DEBUG, "logged in as %s", sanitize_text(event.account.nickname)
             )
@@ -540,12 +752,24 @@ class Sender:
                     plural(self.outbox.rewound, "message"),
                 )
 
+    def _confirm(self, post: Post) -> None:
+        """Tell the person at the terminal that a post is in the chat, in one short line on stderr."""
+        text = post.data[: -2 * len(b"\n")].decode(ENCODING, errors="replace")
+        print(f"posted: {shorten(sanitize_text(text), CONFIRM_LIMIT)}", file=sys.stderr, flush=True)
+
+    def _salvage_account(self, dialogue: PostingDialogue) -> None:
+        """Save a new account whose reply was whole but never ended, as the connection goes for any reason."""
+        account = dialogue.salvage_account() if self.token is None else None
+        if account is None:
+            return
+        with suppress(FileError):  # its token is printed; what ended the connection is the error to report
+            self._save_account(account)
+
     def _save_account(self, account: Account) -> None:
         """Save a new account's token at once, before anything else is read; if that fails, show it."""
         self.account = account
         self.token = account.token
         self.secrets.add(account.token)
-        SECRETS.secrets.add(account.token)
         nickname = sanitize_text(account.nickname)
         path = self.settings.token_path
         # Synchronous on purpose: no signal or cancellation can come between the reply and the save.
@@ -553,9 +777,15 @@ class Sender:
             save_token(path, account.token)
         except FileError as error:
             # The only copy of the token is in memory: printed (not logged, which hides it), it is not lost.
+            if isinstance(error, TokenTaken):
+                problem = f"{path} holds the token of another account, saved meanwhile, and keeps it"
+                where = "a token file of its own (--token_path)"
+            else:
+                problem = "its token could not be saved"
+                where = str(path)
             print(
-                f"The new account {nickname} is registered, but its token could not be saved. "
-                f"Its token is {sanitize_text(account.token)} ; put it in {path} (or TOKEN in .env), "
+                f"The new account {nickname} is registered, but {problem}. "
+                f"Its token is {sanitize_text(account.token)} ; put it in {where} (or TOKEN in .env), "
                 "or the account is lost.",
                 file=sys.stderr,
                 flush=True,
@@ -572,19 +802,46 @@ async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: De
     return sender
 
 
+def reading_port_hint(settings: SenderSettings) -> bool:
+    """Tell whether "is this the reading port?" can be right: not when --port is the posting port already."""
+    return settings.port != DEFAULT_SEND_PORT
+
+
+def choose_witness_level(messages: Sequence[str]) -> int | None:
+    """Say how loud the witness's troubles are: None with nothing to post, debug for a single message."""
+    if not messages:
+        return None
+    if len(messages) == 1 and messages[0] != STDIN_MARK:
+        return logging.DEBUG
+    # Not a warning: posting goes on as before, only without the guard against copies.
+    return logging.INFO
+
+
 def make_sender(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> Sender:
-    """Return a sender for the settings, with stdin standing for '-'."""
+    """Return a sender for the settings, with stdin standing for '-' and secrets the set the log filter reads."""
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
-    return Sender(settings, iterate_messages(messages, stdin, encoding), make_delays)
+    witness_level = choose_witness_level(messages)
+    produce = iterate_messages(messages, stdin, encoding)
+    return Sender(settings, produce, make_delays, witness_level, confirm, secrets)
 
 
 async def run(
-    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff, encoding: str = ENCODING
+    settings: SenderSettings,
+    stdin: BinaryIO | None,
+    make_delays: DelayFactory = backoff,
+    encoding: str = ENCODING,
+    confirm: bool = False,
+    secrets: set[str] | None = None,
 ) -> int:
     """Send until done or a signal; return the exit code."""
-    sender = make_sender(settings, stdin, make_delays, encoding)
+    sender = make_sender(settings, stdin, make_delays, encoding, confirm, secrets)
     with SignalCatcher() as signals:
         try:
             signum = await run_until_signal(sender.run(), signals)
@@ -595,6 +852,46 @@ async def run(
         if signum is not None:
             sender.report(logging.WARNING, "interrupted: ")
             return signals.exit_code
+    return EXIT_OK
+
+
+async def check_account(settings: SenderSettings) -> Account:
+    """Log in and return the account, posting nothing; raise UnknownTokenError for an unknown token."""
+    assert settings.token is not None
+    dialogue = PostingDialogue(Outbox(), settings.token, None, settings.token_source, reading_port_hint(settings))
+    async with open_connection(settings.host, settings.port, settings.connect_timeout) as (reader, writer):
+        while True:
+            for piece in dialogue.data_to_send():
+                logger.debug(">> %r", redact(piece.decode(ENCODING), {settings.token}))
+                writer.write(piece)
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), settings.reply_timeout)
+            except asyncio.TimeoutError:
+                raise ReplyTimeout(
+                    f"no reply from the server in {settings.reply_timeout:g} s while we waited for "
+                    f"{dialogue.waiting_for}; try again later or raise --reply-timeout"
+                ) from None
+            except OSError as error:
+                raise ConnectionFailed(f"the connection broke while logging in: {describe_error(error)}") from error
+            dialogue.receive_data(chunk)
+            while (event := dialogue.next_event()) is not None:
+                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), {settings.token}))
+                if isinstance(event, LoggedIn):
+                    return event.account
+
+
+async def run_check(settings: SenderSettings) -> int:
+    """Check the token until done or a signal; print the nickname; return the exit code."""
+    with SignalCatcher() as signals:
+        result: list[Account] = []
+
+        async def check() -> None:
+            result.append(await check_account(settings))
+
+        signum = await run_until_signal(check(), signals)
+        if signum is not None:
+            return signals.exit_code
+    print(sanitize_text(result[0].nickname), flush=True)
     return EXIT_OK
 
 
@@ -627,9 +924,13 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run send_client from the command line; return the exit code."""
     interactive = sys.stdin is not None and sys.stdin.isatty()
+    secrets: set[str] = set()  # every token met, which the log filter hides
 
     def parse() -> SenderSettings:
-        return parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
+        if settings.token is not None:
+            secrets.add(settings.token)
+        return settings
 
     async def start(settings: SenderSettings) -> int:
         stdin = None
@@ -640,10 +941,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if interactive:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
+        if settings.check:
+            return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
-        return await run(settings, stdin, encoding=encoding)
+        # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
+        confirm = interactive and settings.streaming
+        return await run(settings, stdin, encoding=encoding, confirm=confirm, secrets=secrets)
 
-    return run_cli(parse, start, logger)
+    return run_cli(parse, start, logger, secrets)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ import json
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from _minechat.output import SECRETS
 from chat_io import (
     ACK,
     DEFAULT_SEND_PORT,
@@ -16,6 +17,7 @@ from chat_io import (
     GREETING,
     NEWLINE,
     NICKNAME_PROMPT,
+    REDACTED,
     WELCOME,
     ConnectionFailed,
     LineFramer,
@@ -37,33 +39,48 @@ _INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100
 QUOTE_LIMIT = 80
 
 
-@dataclass(frozen=True)
-class Account:
+class Account(NamedTuple):
     """An account as the server describes it after login or registration."""
 
     nickname: str
     token: str
 
 
-def quote_reply(raw: bytes) -> str:
-    """Quote a server reply for an error message: escaped, shortened, never raw."""
+# An account hash in a reply of any shape (JSON, a Python repr): the value after the key, quoted.
+_ACCOUNT_HASH = re.compile(r"""(account_hash['"]?\s*:\s*['"])([^'"\s]+)""")
+
+
+def hide_account_hashes(text: str) -> str:
+    """Replace every account hash in a reply with the redaction mark, known secret or not."""
+    return _ACCOUNT_HASH.sub(lambda match: match.group(1) + REDACTED, text)
+
+
+def find_account_hash(raw: bytes) -> str | None:
+    """Return the account hash a reply holds, whatever its shape, or None."""
+    match = _ACCOUNT_HASH.search(raw.decode(ENCODING, errors="replace"))
+    return match.group(2) if match else None
+
+
+def quote_reply(raw: bytes, secrets: Collection[str] = frozenset()) -> str:
+    """Quote a server reply for an error message: escaped, shortened, never raw, with no token in it."""
     if not raw:
         return "nothing (the connection was closed)"
-    # Hide known secrets before shortening: a token cut in half would slip past the log filter.
-    return f'"{shorten(redact(decode_line(raw), SECRETS.secrets), QUOTE_LIMIT)}"'
+    # Hide secrets before shortening: a token cut in half would slip past the log filter.
+    text = hide_account_hashes(redact(decode_line(raw), secrets))
+    return f'"{shorten(text, QUOTE_LIMIT)}"'
 
 
-def parse_account(raw: bytes) -> Account | None:
+def parse_account(raw: bytes, secrets: Collection[str] = frozenset()) -> Account | None:
     """Parse the login reply: the account, or None for the server's null (an unknown token)."""
     try:
         data = json.loads(raw.decode(ENCODING))
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}") from None
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}") from None
     if data is None:
         return None
     fields = data if isinstance(data, dict) else {}
     if not (isinstance(fields.get("nickname"), str) and isinstance(fields.get("account_hash"), str)):
-        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw)}")
+        raise ProtocolError(f"expected account details from the server, got {quote_reply(raw, secrets)}")
     return Account(nickname=data["nickname"], token=data["account_hash"])
 
 
@@ -93,14 +110,24 @@ def encode_post(text: str) -> bytes:
 OUTBOX_POSTS = 1024
 OUTBOX_BYTES = 16 * 1024 * 1024
 READING_PORT_HINT = f"; is this the reading port? Posts go to port {DEFAULT_SEND_PORT}"
+# A post whose acknowledgement timed out this many times is not sent again: the server takes it and
+# keeps quiet, or is too slow for us, and each copy may show in everybody's chat.
+MAX_SENDS = 3
+# After a lost connection, posts go out at most this many at a time until the outbox has drained:
+# a connection that drops again soon costs a few copies at most, and acknowledgements come back
+# between drops. A server that keeps up gets posts as fast as they come again once it has caught up.
+RESEND_WINDOW = 4
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Post:
-    """One message on its way: its number in this run and its bytes on the wire."""
+    """One message on its way: its number in this run, its bytes on the wire, and how often it went out."""
 
     number: int
     data: bytes
+    sends: int = 0
+    timeouts: int = 0  # connections given up while this post waited for its acknowledgement
+    seen: bool = False  # the chat showed it: it arrived, acknowledged or not
 
 
 class Outbox:
@@ -113,9 +140,15 @@ class Outbox:
         self._unsent: deque[Post] = deque()
         self._bytes = 0
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
+        self._window: int | None = None  # how many posts may be in flight; None: as many as there are
         self.added = 0
         self.acknowledged = 0
-        self.resent = 0
+        self.resent = 0  # sends of posts that had gone out before
+        self.repeated = 0  # messages sent more than once
+        self.most_copies = 0  # the most times one message went out
+        self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
+        self.seen_only = 0  # messages the chat showed that the server never acknowledged
+        self.on_first_send: Callable[[Post], None] | None = None  # told of each post as it first goes out
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._unsent)
@@ -154,83 +187,136 @@ class Outbox:
         self._bytes += len(data)
         return post
 
+    @property
+    def delivered(self) -> int:
+        """Return how many messages reached the chat: acknowledged, or shown in it."""
+        return self.acknowledged + self.seen_only
+
     def take_unsent(self) -> list[Post]:
-        """Return the posts to send now, in order, and count them as sent."""
-        posts = list(self._unsent)
-        self._unsent.clear()
+        """Return the posts to send now, in order, and count them as sent; posts the chat showed are dropped.
+
+        While posts of an earlier connection are resent, at most RESEND_WINDOW are in flight.
+        """
+        posts = []
+        while self._unsent and not self._window_full(len(posts)):
+            post = self._unsent.popleft()
+            if self._rewound:
+                self._rewound -= 1
+            if post.seen:
+                self._settle_seen(post)
+                continue
+            self._count_send(post)
+            posts.append(post)
         self._sent.extend(posts)
-        self.resent += self._rewound
-        self._rewound = 0
         return posts
+
+    def _window_full(self, taking: int) -> bool:
+        return self._window is not None and len(self._sent) + taking >= self._window
+
+    def _widen_window(self) -> None:
+        if not self._sent and not self._unsent:
+            self._window = None  # caught up
+
+    def _count_send(self, post: Post) -> None:
+        post.sends += 1
+        if post.sends == 1 and self.on_first_send is not None:
+            self.on_first_send(post)
+        if post.sends > 1:
+            self.resent += 1
+        if post.sends == 2:
+            self.repeated += 1
+        self.most_copies = max(self.most_copies, post.sends)
+
+    def _settle_seen(self, post: Post) -> None:
+        self._bytes -= len(post.data)
+        self.seen_only += 1
+
+    def _give_up(self, post: Post) -> None:
+        self._bytes -= len(post.data)
+        self.doubtful += 1
+
+    def time_out(self) -> None:
+        """Note that no acknowledgement came in time for any post in flight."""
+        for post in self._sent:
+            post.timeouts += 1
 
     def acknowledge(self) -> Post:
         """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
         post = self._sent.popleft()
         self._bytes -= len(post.data)
         self.acknowledged += 1
+        self._widen_window()
         return post
 
     def rewind(self) -> int:
-        """Count every sent post as unsent again, as after a lost connection; return how many."""
-        count = len(self._sent)
-        self._unsent.extendleft(reversed(self._sent))
+        """Count every sent post as unsent again, as after a lost connection; return how many will go again.
+
+        A post the chat showed is settled instead, and one sent MAX_SENDS times is given up.
+        """
+        kept = []
+        for post in self._sent:
+            if post.seen:
+                self._settle_seen(post)
+            elif post.timeouts >= MAX_SENDS:
+                self._give_up(post)
+            else:
+                kept.append(post)
+        if self._sent:  # posts were lost in flight: a few at a time until the outbox has drained
+            self._window = RESEND_WINDOW
         self._sent.clear()
-        self._rewound += count
-        return count
+        self._unsent.extendleft(reversed(kept))
+        self._rewound += len(kept)
+        return len(kept)
 
 
-@dataclass(frozen=True)
-class Greeted:
+class Greeted(NamedTuple):
     """The server greeted us."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class Prompted:
+class Prompted(NamedTuple):
     """The server asked for a nickname."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class LoggedIn:
+class LoggedIn(NamedTuple):
     """The server knows the token."""
 
     line: bytes
     account: Account
 
 
-@dataclass(frozen=True)
-class Registered:
+class Registered(NamedTuple):
     """The server made a new account; its token must be saved before anything else."""
 
     line: bytes
     account: Account
+    malformed: bool = False  # the reply was not in the usual shape, but named the account's token
 
 
-@dataclass(frozen=True)
-class Welcomed:
+class Welcomed(NamedTuple):
     """The server takes posts from now on."""
 
     line: bytes
 
 
-@dataclass(frozen=True)
-class Acknowledged:
+class Acknowledged(NamedTuple):
     """The server acknowledged a post."""
 
     line: bytes
     post: Post
 
 
-@dataclass(frozen=True)
-class Closed:
+class Closed(NamedTuple):
     """The server closed the connection while it owed us nothing."""
 
     line: bytes = b""
 
 
+# NamedTuples, not frozen dataclasses: as immutable, and each costs a seventh at every start. They are
+# told apart by type (isinstance), never compared.
 Event = Greeted | Prompted | LoggedIn | Registered | Welcomed | Acknowledged | Closed
 
 STAGE_GREETING = "the greeting"
@@ -256,18 +342,28 @@ class PostingDialogue:
     server welcomes us it sends the outbox's posts and settles one per acknowledgement.
     """
 
-    def __init__(self, outbox: Outbox, token: str | None, nickname: str | None = None, token_source: str = "") -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        token: str | None,
+        nickname: str | None = None,
+        token_source: str = "",
+        reading_port_hint: bool = True,
+    ) -> None:
         if token is None and nickname is None:
             raise ValueError("a token to log in with or a nickname to register is needed")
         self._outbox = outbox
         self._token = token
         self._nickname = nickname
         self._token_source = token_source or "the token"
+        self._secrets = frozenset({token} if token else ())  # what its errors must never quote
+        self._hint = READING_PORT_HINT if reading_port_hint else ""  # wrong when we are on the posting port
         self._stage = STAGE_GREETING
         self._to_send: list[bytes] = []
         self._framer = LineFramer()
         self._lines: deque[bytes] = deque()
         self._at_eof = False
+        self._failure: ProtocolError | None = None  # raised once the event before it has been handed out
 
     @property
     def ready(self) -> bool:
@@ -296,6 +392,8 @@ class PostingDialogue:
 
     def next_event(self) -> Event | None:
         """Return what the next reply line means, or None until more data arrives; raise on a bad reply."""
+        if self._failure is not None:
+            raise self._failure
         if not self._lines:
             return self._closed() if self._at_eof else None
         line = self._lines.popleft()
@@ -307,6 +405,25 @@ class PostingDialogue:
                 return self._advance(line + NEWLINE)
             raise ConnectionFailed(f"the server closed the connection while we waited for {self._stage}")
         return self._advance(line)
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Return how many bytes of a reply line not ended yet are held."""
+        return self._framer.pending
+
+    def salvage_account(self) -> Account | None:
+        """Return the new account of a registration reply still waiting for its newline, if it is whole."""
+        if self._stage != STAGE_REGISTRATION:
+            return None
+        raw = self._framer.unfinished()
+        if is_whole_account(raw):
+            return parse_account(raw)
+        token = find_account_hash(raw)
+        return None if token is None or not raw.rstrip().endswith((b"}", b"'", b'"')) else self._account_of(token)
+
+    def _account_of(self, token: str) -> Account:
+        """An account whose reply named only its token: the nickname is the one we asked for."""
+        return Account(nickname=self._nickname or "", token=token)
 
     def data_to_send(self) -> list[bytes]:
         """Return what to write now, in order: dialogue lines, then any unsent posts once we are welcomed."""
@@ -328,15 +445,15 @@ class PostingDialogue:
         if not line.endswith(NEWLINE) and due is not None:
             raise ConnectionFailed(f"the server closed the connection while we waited for {due}")
         if due is None:
-            raise ProtocolError(f"the server sent {quote_reply(line)} when no reply was due")
-        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"the server sent {quote_reply(line, self._secrets)} when no reply was due")
+        raise ProtocolError(f"expected {due} from the server, got {quote_reply(line, self._secrets)}")
 
     def _advance(self, line: bytes) -> Event:
         stage = self._stage
         if stage == STAGE_GREETING:
             if line != GREETING:
                 raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line)}{READING_PORT_HINT}"
+                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self._hint}"
                 )
             if self._token is not None:
                 self._to_send.append(encode_line(self._token))
@@ -355,7 +472,19 @@ class PostingDialogue:
             self._expect(line, WELCOME)
             self._stage = STAGE_POSTING
             return Welcomed(line)
-        account = parse_account(line)
+        if stage == STAGE_REGISTRATION:
+            try:
+                account = parse_account(line, self._secrets)
+            except ProtocolError as error:
+                token = find_account_hash(line)
+                if token is None:
+                    raise
+                # The account probably exists and this may be its only copy: keep it, then fail.
+                self._failure = error
+                self._stage = STAGE_WELCOME
+                return Registered(line, self._account_of(token), malformed=True)
+        else:
+            account = parse_account(line, self._secrets)
         if account is None and stage == STAGE_REGISTRATION:
             raise ProtocolError("the server answered null to a registration")
         if account is None:
@@ -369,4 +498,4 @@ class PostingDialogue:
 
     def _expect(self, line: bytes, expected: bytes) -> None:
         if line != expected:
-            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line)}")
+            raise ProtocolError(f"expected {self._stage} from the server, got {quote_reply(line, self._secrets)}")

@@ -8,7 +8,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import suppress
 from typing import Any, TextIO, TypeVar
 
@@ -16,11 +16,15 @@ from chat_io import ENCODING, STATUS_MARK, redact
 
 
 class SecretFilter(logging.Filter):
-    """Keeps known secrets out of every log record it sees."""
+    """Keeps the secrets it is given out of every log record it sees.
 
-    def __init__(self) -> None:
+    The collection is the caller's and is read at each record, so secrets learnt later (a new
+    account's token) are hidden from then on.
+    """
+
+    def __init__(self, secrets: Collection[str] = frozenset()) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -30,11 +34,8 @@ class SecretFilter(logging.Filter):
         return True
 
 
-SECRETS = SecretFilter()
-
-
-def configure_logging(verbose: bool, background: bool = False) -> None:
-    """Send log records to stderr, one line each, with known secrets hidden.
+def configure_logging(verbose: bool, background: bool = False, secrets: Collection[str] = frozenset()) -> None:
+    """Send log records to stderr, one line each, with the given secrets hidden.
 
     With background, records are written by a thread, so a stderr nobody reads (a paused
     terminal) never holds up the caller; what does not fit in a bounded queue is skipped.
@@ -44,7 +45,7 @@ def configure_logging(verbose: bool, background: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
-    handler.addFilter(SECRETS)
+    handler.addFilter(SecretFilter(secrets))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple, NoReturn
 
 import configargparse
 
+from _minechat import __version__
 from chat_io import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HOST,
@@ -246,6 +247,9 @@ def make_parser(
         help="seconds to wait for a connection",
     )
     parser.add_argument("-v", "--verbose", env_var="VERBOSE", action="store_true", help=verbose_help)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="show the version and exit"
+    )
     return parser
 
 

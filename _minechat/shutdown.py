@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from contextlib import suppress
 from types import TracebackType
 from typing import Protocol, TypeVar
@@ -114,15 +114,19 @@ def run_cli(
     parse: Callable[[], SettingsT],
     run: Callable[[SettingsT], Coroutine[object, object, int]],
     logger: logging.Logger,
+    secrets: Collection[str] = frozenset(),
 ) -> int:
-    """Parse the settings, run the client on one event loop, and map every way it ends to an exit code."""
+    """Parse the settings, run the client on one event loop, and map every way it ends to an exit code.
+
+    Log records never show any of secrets, a collection the client may add to as it learns them.
+    """
     make_output_safe(sys.stdout)
     make_output_safe(sys.stderr)
-    configure_logging(verbose=False)  # for warnings about .env while the settings are read
+    configure_logging(verbose=False, secrets=secrets)  # for warnings about .env while the settings are read
     try:
         settings = parse()
         # From a thread: a stderr nobody reads must not freeze the client, nor Ctrl-C.
-        configure_logging(settings.verbose, background=True)
+        configure_logging(settings.verbose, background=True, secrets=secrets)
         return asyncio.run(run(settings))
     except ChatError as error:
         logger.error("%s", error)

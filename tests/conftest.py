@@ -39,7 +39,6 @@ from helpers import (
 )
 
 import read_client
-from _minechat.output import SECRETS
 from read_client import ReaderSettings
 
 
@@ -68,15 +67,6 @@ def restore_logging() -> Iterator[None]:
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-@pytest.fixture(autouse=True)
-def restore_secrets() -> Iterator[None]:
-    """Forget the secrets a test's sender made the global log filter hide (a token "x" would hide every x)."""
-    known = set(SECRETS.secrets)
-    yield
-    SECRETS.secrets.clear()
-    SECRETS.secrets.update(known)
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ class Post:
     nickname: str
     lines: list[str] = field(default_factory=list)
     acknowledged: bool = False
+    readers: int = 0  # readers connected when the post was taken, who see it in the chat
 
 
 @dataclass
@@ -98,6 +99,9 @@ class FakeMinechatServer:
         self.stall_at: str | None = None
         self.close_at: str | None = None
         self.login_reply_override: bytes | None = None
+        # Shapes the registration reply from the new nickname and token (a malformed or cut reply).
+        self.registration_reply: Callable[[str, str], bytes] | None = None
+        self.stall_after_registration = False  # go silent right after the registration reply
         self.split_writes = False
         self.welcome_override: bytes | None = None
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
@@ -106,6 +110,9 @@ class FakeMinechatServer:
         self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
         self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
+        self.echo_posts = True  # show each post to the readers, as the public server does
+        self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
+        self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
         self.on_registration: Callable[[], None] | None = None  # runs before the registration reply
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
@@ -215,12 +222,16 @@ class FakeMinechatServer:
         self._tasks.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(interval)
+
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
-            for byte in data:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(self.trickle_interval)
+            await self._trickle(writer, data, self.trickle_interval)
             return
         if not self.split_writes:
             writer.write(data)
@@ -342,6 +353,7 @@ class FakeMinechatServer:
         await self._reply(writer, "greeting", GREETING)
         token = await self._receive(reader, transcript)
         nickname = self.accounts.get(token) if token else None
+        known = nickname is not None
         if token and nickname is None:
             # The real server's quirk: it says null, then falls through into registration.
             self.unknown_tokens.append(token)
@@ -356,7 +368,13 @@ class FakeMinechatServer:
             if self.on_registration is not None:
                 self.on_registration()
         account = json.dumps({"nickname": nickname, "account_hash": token})
-        await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if self.registration_reply is not None and not known:
+            await self._write(writer, self.registration_reply(nickname, token))
+        else:
+            await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if self.stall_after_registration and not known:
+            await self._stopping.wait()
+            raise _HangUp
         await self._reply(writer, "welcome", WELCOME)
         post = Post(nickname)
         acknowledged = 0
@@ -368,9 +386,10 @@ class FakeMinechatServer:
             if line:
                 post.lines.append(line)
                 continue
+            post.readers = len(self.readers)
             self.posts.append(post)
             self._touch()
-            for text in post.lines:
+            for text in post.lines if self.echo_posts else ():
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
@@ -383,7 +402,12 @@ class FakeMinechatServer:
                     self._spawn(self._ack_when_open(writer, held))
                 post = Post(nickname)
                 continue
-            await self._reply(writer, "ack", ACK)
+            if self.ack_delay is not None:
+                await asyncio.sleep(self.ack_delay)
+            if self.ack_trickle is not None:
+                await self._trickle(writer, ACK, self.ack_trickle)
+            else:
+                await self._reply(writer, "ack", ACK)
             post.acknowledged = True
             acknowledged += 1
             post = Post(nickname)
@@ -415,3 +439,82 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class CuttingProxy:
+    """A TCP proxy that cuts each connection (a reset both ways) after a random number of bytes."""
+
+    def __init__(self, target_host: str, target_port: int, max_bytes: int, rng: random.Random) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.max_bytes = max_bytes
+        self.rng = rng
+        self.port = 0
+        self.cuts = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
+        # The proxy stopping cancels this task, at the top of its own connection: nothing to report.
+        with suppress(asyncio.CancelledError):
+            await self._relay(client_reader, client_writer)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        budget = [self.rng.randint(0, self.max_bytes)]
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        pumps = [
+            asyncio.ensure_future(self._pump(client_reader, server_writer, budget)),
+            asyncio.ensure_future(self._pump(server_reader, client_writer, budget)),
+        ]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            if budget[0] <= 0:
+                self.cuts += 1
+            for writer in (client_writer, server_writer):
+                _reset(writer)
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, budget: list[int]) -> None:
+        """Copy bytes one way until the shared budget is spent or the reader ends."""
+        with suppress(OSError):
+            while budget[0] > 0:
+                data = await reader.read(min(64 * 1024, budget[0]))
+                if not data:
+                    return
+                budget[0] -= len(data)
+                writer.write(data)
+                await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a reset, dropping whatever is unsent."""
+    sock = writer.get_extra_info("socket")
+    with suppress(OSError):
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

@@ -18,7 +18,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-from _minechat.output import SECRETS, BackgroundWriter, RawTextOutput, configure_logging
+from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging
 
 
 class GatedOutput:
@@ -137,8 +137,7 @@ def test_background_writer_gives_up_after_a_failure_and_after_a_stuck_wait() -> 
 def test_configured_logging_hides_known_secrets(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, background: bool
 ) -> None:
-    monkeypatch.setattr(SECRETS, "secrets", {"sekrit-token"})
-    configure_logging(verbose=False, background=background)
+    configure_logging(verbose=False, background=background, secrets={"sekrit-token"})
     log = logging.getLogger("anyone")
     log.warning("the server said %r", "bad sekrit-token here")
     log.debug("not shown at info level")
@@ -257,10 +256,11 @@ def test_make_output_safe_ignores_streams_it_cannot_change(error: Exception) -> 
 
 
 def test_a_fresh_secret_filter_hides_what_it_is_taught() -> None:
-    secrets = _minechat.output.SecretFilter()
+    taught: set[str] = set()
+    secrets = _minechat.output.SecretFilter(taught)
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "token %s", ("abc",), None)
     assert secrets.filter(record) and record.getMessage() == "token abc"
-    secrets.secrets.add("abc")
+    taught.add("abc")  # the caller's set, read at each record
     assert secrets.filter(record) and record.getMessage() == "token <token>"
 
 

@@ -412,7 +412,8 @@ async def test_cli_posts_and_reports(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", account]
+    argv = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
+    argv += ["--token", account]
     assert await run_send_main([*argv, "--message", "one", "--message", "two"], tmp_path, monkeypatch) == 0
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
     lines = error_lines(capsys.readouterr().err)

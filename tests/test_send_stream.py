@@ -340,11 +340,13 @@ async def test_a_resumed_run_says_what_it_sends_again_and_what_it_posted(
     messages = ["--message", "one", "--message", "two", "--message", "three"]
     await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    infos = [info for info in infos if not info.startswith("cannot read the chat")]  # no reading port here
     assert infos == [
         "logged in as Focused Loyd",  # once: the later logins are at debug level
         "sending 2 messages again that the server had not acknowledged when the connection was lost",
         "sending 2 messages again that the server had not acknowledged when the connection was lost",
-        "posted 3 messages as Focused Loyd; 4 messages had to be sent again, so the chat may show a few twice",
+        "posted 3 messages as Focused Loyd; 2 messages had to be sent more than once, "
+        "so the chat may show up to 3 copies of one",
     ]
 
 

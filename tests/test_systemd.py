@@ -182,8 +182,6 @@ def test_abstract_socket_name() -> None:
 def test_missing_listener_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Tokens that earlier tests taught the process-wide secret filter would be hidden in this text too.
-    monkeypatch.setattr(_minechat.output.SECRETS, "secrets", set())
     caplog.set_level(logging.DEBUG, logger="_minechat.systemd")
     with ServiceNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody")}) as service:
         service.ready()

@@ -1,0 +1,82 @@
+"""The chat as a witness, without any I/O: which of our posts the reading port has shown."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from _minechat.dialogue import Post
+from chat_io import NEWLINE, LineFramer
+
+# Posts remembered while their echo is awaited; beyond this the oldest is forgotten (memory stays bounded
+# if the chat never shows some of them).
+WITNESS_MEMORY = 4096
+ECHO_SEPARATOR = b": "
+
+
+def echo_text(post: Post) -> bytes:
+    """Return what the chat shows after '<nickname>: ' for a post, newline included."""
+    return post.data[: -len(NEWLINE)]  # the post's one line, without the empty line that ends it
+
+
+class Witness:
+    """Matches chat lines of the form '<nickname>: <text>' with our posts, one echo per post, in order."""
+
+    def __init__(self, memory: int = WITNESS_MEMORY) -> None:
+        self._memory = memory
+        self._prefix: bytes | None = None
+        self._framer = LineFramer()
+        self._waiting: dict[bytes, deque[Post]] = {}
+        self._order: deque[Post] = deque()  # every post awaiting its echo, oldest first
+        self.matched = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def set_nickname(self, nickname: str) -> None:
+        """Learn the nickname the server shows our posts under."""
+        self._prefix = nickname.encode() + ECHO_SEPARATOR
+
+    def expect(self, post: Post) -> None:
+        """Await the echo of a post that has just gone out for the first time."""
+        if len(self._order) >= self._memory:
+            self._forget(self._order[0])
+        self._order.append(post)
+        self._waiting.setdefault(echo_text(post), deque()).append(post)
+
+    def forget(self, post: Post) -> None:
+        """Stop awaiting the echo of a post (acknowledged and seen, or never to be resent)."""
+        if post in self._order:
+            self._forget(post)
+
+    def feed(self, data: bytes) -> list[Post]:
+        """Take bytes from the reading port; return the posts they show for the first time, in order."""
+        block = self._framer.feed(data)
+        if not block or self._prefix is None:
+            return []
+        seen = []
+        for line in block[: -len(NEWLINE)].split(NEWLINE):
+            post = self._match(line + NEWLINE)
+            if post is not None:
+                seen.append(post)
+        return seen
+
+    def _match(self, line: bytes) -> Post | None:
+        assert self._prefix is not None
+        if not line.startswith(self._prefix):
+            return None
+        waiting = self._waiting.get(line[len(self._prefix) :])
+        if not waiting:
+            return None
+        post = waiting[0]
+        self._forget(post)
+        post.seen = True
+        self.matched += 1
+        return post
+
+    def _forget(self, post: Post) -> None:
+        self._order.remove(post)
+        key = echo_text(post)
+        waiting = self._waiting[key]
+        waiting.remove(post)
+        if not waiting:
+            del self._waiting[key]

@@ -1,0 +1,288 @@
+"""The witness's matching, from tables, without sockets: which posts the chat has shown."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fake_server import ConnectionPlan, FakeMinechatServer
+from helpers import WAIT, RecordingDelays
+
+import send_client
+from _minechat.dialogue import Outbox, Post
+from _minechat.witness import Witness
+from send_client import SenderSettings
+
+NICKNAME = "Focused Loyd"
+
+
+def posts_of(*texts: str) -> list[Post]:
+    """Return posts as the outbox makes them, escaping included."""
+    outbox = Outbox()
+    return [outbox.add(text) for text in texts]
+
+
+def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096) -> Witness:
+    witness = Witness(memory)
+    witness.set_nickname(nickname)
+    for post in posts:
+        witness.expect(post)
+    return witness
+
+
+@pytest.mark.parametrize(
+    ("texts", "chat", "seen"),
+    [
+        # Our nickname and the text as sent: seen.
+        (["hi"], b"Focused Loyd: hi\n", [0]),
+        # Another author, or another text, or a line cut short: not ours.
+        (["hi"], b"Boring Eve: hi\nFocused Loyd: hi!\nFocused Loyd: h", []),
+        # Identical texts: one echo per post, in order.
+        (["hi", "hi", "hi"], b"Focused Loyd: hi\nFocused Loyd: hi\n", [0, 1]),
+        # Out of order echoes of different texts are matched each to its own post.
+        (["one", "two"], b"Focused Loyd: two\nEva: one\nFocused Loyd: one\n", [1, 0]),
+        # The text as we sent it: escaped line breaks show escaped.
+        (["a\nb"], b"Focused Loyd: a b\n", [0]),
+        # Cyrillic, split anywhere, and a nickname with spaces.
+        (["привет"], "Focused Loyd: привет\n".encode(), [0]),
+        # A line that only ends with our text is not ours.
+        (["hi"], b"Eva: Focused Loyd: hi\n", []),
+    ],
+)
+def test_matching(texts: list[str], chat: bytes, seen: list[int]) -> None:
+    posts = posts_of(*texts)
+    witness = witness_for(posts)
+    shown = []
+    for index in range(len(chat)):  # byte by byte: a line split anywhere is matched once, whole
+        shown += witness.feed(chat[index : index + 1])
+    assert shown == [posts[index] for index in seen]
+    assert [post.seen for post in posts] == [index in seen for index in range(len(posts))]
+    assert witness.matched == len(seen)
+
+
+def test_an_echo_is_never_matched_twice() -> None:
+    [post] = posts_of("hi")
+    witness = witness_for([post])
+    assert witness.feed(b"Focused Loyd: hi\n") == [post]
+    assert witness.feed(b"Focused Loyd: hi\n") == []
+    assert len(witness) == 0
+
+
+def test_lines_before_the_nickname_is_known_are_not_matched() -> None:
+    [post] = posts_of("hi")
+    witness = Witness()
+    witness.expect(post)
+    assert witness.feed(b"Focused Loyd: hi\n") == []
+    witness.set_nickname(NICKNAME)
+    assert witness.feed(b"Focused Loyd: hi\n") == [post]
+
+
+def test_memory_is_bounded_and_forgets_the_oldest() -> None:
+    posts = posts_of("one", "two", "three")
+    witness = witness_for(posts, memory=2)
+    assert len(witness) == 2
+    assert witness.feed(b"Focused Loyd: one\nFocused Loyd: three\n") == [posts[2]]
+
+
+def test_a_forgotten_post_takes_no_echo() -> None:
+    first, second = posts_of("hi", "hi")
+    witness = witness_for([first, second])
+    witness.forget(first)
+    assert witness.feed(b"Focused Loyd: hi\n") == [second]
+    witness.forget(first)  # twice is harmless
+
+
+def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
+    outbox = Outbox()
+    posts = [outbox.add(text) for text in ("one", "two", "three")]
+    witness = witness_for([])
+    for post in outbox.take_unsent():
+        witness.expect(post)
+    witness.feed(b"Focused Loyd: one\nFocused Loyd: two\n")
+    assert outbox.rewind() == 1
+    assert outbox.take_unsent() == [posts[2]]
+    assert (outbox.seen_only, outbox.delivered, outbox.repeated) == (2, 2, 1)
+
+
+def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
+    outbox = Outbox()
+    post = outbox.add("one")
+    outbox.take_unsent()
+    outbox.rewind()
+    post.seen = True  # the echo came late, after the connection was lost
+    assert outbox.take_unsent() == []
+    assert not outbox and outbox.delivered == 1
+
+
+# --- the witness at work, against the fake server -------------------------------------------------
+
+TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+
+
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Settings aimed at the fake server's posting port, watching its reading port."""
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
+    return send_client.parse_settings([*base, "--token", TOKEN, *argv], {}, tmp_path)
+
+
+def texts_of(server: FakeMinechatServer) -> list[str]:
+    """Return the one-line posts the server took, in order."""
+    return [" | ".join(post.lines) for post in server.posts]
+
+
+async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
+    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
+    await asyncio.wait_for(sender.run(), WAIT)
+    return sender
+
+
+@pytest.fixture
+def account(server: FakeMinechatServer) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_post_seen_in_the_chat_is_not_sent_again(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    # The first connection takes "two" and hangs up before acknowledging it.
+    server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
+    sender = await run_sender(settings_for(server, tmp_path, "--message", "one", "--message", "two"))
+    assert texts_of(server) == ["one", "two"]
+    assert all(post.readers == 1 for post in server.posts)  # the witness was there before the first post
+    assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (1, 1, 0)
+    assert caplog.records[-1].getMessage() == "posted 2 messages as Focused Loyd"
+
+
+@pytest.mark.usefixtures("account")
+async def test_identical_texts_are_each_seen_once(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
+    messages = ["--message", "same", "--message", "same", "--message", "same"]
+    await run_sender(settings_for(server, tmp_path, *messages))
+    assert texts_of(server) == ["same"] * 3  # the second was seen, the third went out on the next connection
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_slow_server_gets_posts_seen_in_the_chat_once(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.ack_delay = 0.3
+    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.2")
+    sender = await run_sender(settings, b"one\ntwo\nthree\n")
+    copies = Counter(texts_of(server))
+    assert copies["one"] == 1  # seen before its acknowledgement was given up on: never sent again
+    assert set(copies) == {"one", "two", "three"} and max(copies.values()) <= 2
+    assert sender.outbox.delivered == 3
+
+
+@pytest.mark.usefixtures("account")
+async def test_an_unreachable_chat_is_said_once_and_posting_goes_on(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    closed_port = unused_port()
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(closed_port)]
+    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+    await run_sender(settings, b"one\ntwo\n")
+    assert texts_of(server) == ["one", "two"]
+    said = [record for record in caplog.records if "(--read-port)" in record.getMessage()]
+    assert [record.levelno for record in said] == [logging.INFO]
+    assert said[0].getMessage().startswith(f"cannot read the chat on 127.0.0.1:{closed_port} (--read-port)")
+    assert said[0].getMessage().endswith("; going on without it")
+
+
+@pytest.mark.usefixtures("account")
+async def test_an_unreachable_chat_is_only_a_debug_line_for_a_single_message(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="send_client")
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(unused_port())]
+    await run_sender(send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path))
+    said = [record.levelno for record in caplog.records if "(--read-port)" in record.getMessage()]
+    assert said == [logging.DEBUG]
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_chat_that_never_shows_our_posts_is_said_once(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    server.echo_posts = False
+    stdin = b"".join(f"post {number}\n".encode() for number in range(5))
+    sender = send_client.make_sender(
+        settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.1"), SlowStdin(stdin), RecordingDelays()
+    )
+    await asyncio.wait_for(sender.run(), WAIT)
+    said = [record.getMessage() for record in caplog.records if "does not show our posts" in record.getMessage()]
+    assert said == [
+        f"the chat on 127.0.0.1:{server.read_port} does not show our posts as '<nickname>: <text>'; going on without it"
+    ]
+
+
+class SlowStdin(io.RawIOBase):
+    """Stdin that gives one line, then the rest after a pause longer than the witness's grace."""
+
+    PAUSE = 0.3
+
+    def __init__(self, data: bytes) -> None:
+        self._first, _, self._rest = data.partition(b"\n")
+        self._first += b"\n"
+        self._calls = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        self._calls += 1
+        if self._calls == 1:
+            return self._first
+        if self._calls == 2:
+            threading.Event().wait(self.PAUSE)  # this runs in the stdin thread, not the loop
+            return self._rest
+        return b""
+
+
+def unused_port() -> int:
+    """Return a port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+@pytest.mark.usefixtures("account")
+async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+            settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+            sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+            before = asyncio.all_tasks()
+            task = asyncio.ensure_future(sender.run())
+            await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 1.0)  # within a second
+            assert asyncio.all_tasks() - before == set()
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert server.posts == []
