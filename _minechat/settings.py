@@ -169,6 +169,8 @@ def positive_seconds(value: str) -> float:
         raise configargparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
     if not seconds > 0:
         raise configargparse.ArgumentTypeError(f"{value} must be more than 0")
+    if seconds == float("inf"):  # a wait without an end is no timeout: every wait has one
+        raise configargparse.ArgumentTypeError(f"{value} is no number of seconds a wait can end after")
     if seconds < MIN_TIMEOUT_SECONDS:
         raise configargparse.ArgumentTypeError(f"{value} is too short to ever work (at least {MIN_TIMEOUT_SECONDS:g})")
     return seconds
@@ -319,6 +321,8 @@ def log_path_value(value: str) -> str:
     """Parse --log_path for argparse: a file's name in UTF-8 without control characters; its strftime fields checked."""
     from _minechat.stamping import split_strftime  # here: the sender never needs the reader's stamping
 
+    if not value.strip():
+        raise configargparse.ArgumentTypeError("it names no file")
     if is_undecodable(value):
         raise configargparse.ArgumentTypeError("not valid UTF-8 text")
     if sanitize_text(value) != value:

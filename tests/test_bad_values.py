@@ -37,6 +37,8 @@ def run_reader(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         (["--host", "ex ample.com"], "--host"),
         (["--connect-timeout", "1e-300"], "--connect-timeout"),
         (["--idle-timeout", "1e-300"], "--idle-timeout"),
+        (["--connect-timeout", "inf"], "--connect-timeout"),
+        (["--idle-timeout", "inf"], "--idle-timeout"),
     ],
 )
 def test_value_that_can_never_work_is_refused(tmp_path: Path, argv: list[str], option: str) -> None:
@@ -53,3 +55,12 @@ def test_hosts_that_can_work_are_taken(host: str, tmp_path: Path) -> None:
     import read_client
 
     assert read_client.parse_settings(["--host", host], {}, tmp_path).host == host
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400"])
+def test_a_timeout_that_never_ends_is_refused(value: str) -> None:
+    import send_client
+
+    with pytest.raises(SystemExit) as stop:
+        send_client.parse_settings(["--token", "t", "--reply-timeout", value], {}, Path.cwd())
+    assert stop.value.code == 2

@@ -52,6 +52,10 @@ def test_log_path_with_control_characters_is_refused(tmp_path: Path, value: str)
     assert_refused(run_reader(tmp_path, LOG_PATH=value), tmp_path, "LOG_PATH")
 
 
+def test_empty_log_path_is_refused(tmp_path: Path) -> None:
+    assert_refused(run_reader(tmp_path, "--log_path", ""), tmp_path, "--log_path")
+
+
 @POSIX_ONLY
 def test_log_path_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     assert_refused(run_reader(tmp_path, "--log_path", b"chat\xff.txt"), tmp_path, "not valid UTF-8")
