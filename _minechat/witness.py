@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import deque
 
 from _minechat.dialogue import Post
-from chat_io import NEWLINE, LineFramer
+from chat_io import NEWLINE
 
 # Posts remembered while their echo is awaited; beyond this the oldest is forgotten (memory stays bounded
 # if the chat never shows some of them).
 WITNESS_MEMORY = 4096
 ECHO_SEPARATOR = b": "
+# A chat line longer than this is skipped whole: none of our posts (at most a 1 MiB stdin line) makes
+# one, and a piece of it must never pass for a line of its own, which could show one of our posts.
+CHAT_LINE_LIMIT = 1024 * 1024 + 4096
 
 
 def echo_text(post: Post) -> bytes:
@@ -24,7 +27,8 @@ class Witness:
     def __init__(self, memory: int = WITNESS_MEMORY) -> None:
         self._memory = memory
         self._prefix: bytes | None = None
-        self._framer = LineFramer()
+        self._buffer = bytearray()  # the unfinished chat line
+        self._skipping = False  # inside a chat line too long to be ours
         self._waiting: dict[bytes, deque[Post]] = {}
         self._order: deque[Post] = deque()  # every post awaiting its echo, oldest first
         self.matched = 0
@@ -50,15 +54,34 @@ class Witness:
 
     def feed(self, data: bytes) -> list[Post]:
         """Take bytes from the reading port; return the posts they show for the first time, in order."""
-        block = self._framer.feed(data)
-        if not block or self._prefix is None:
+        lines = self._frame(data)
+        if self._prefix is None:
             return []
         seen = []
-        for line in block[: -len(NEWLINE)].split(NEWLINE):
-            post = self._match(line + NEWLINE)
+        for line in lines:
+            post = self._match(line)
             if post is not None:
                 seen.append(post)
         return seen
+
+    def _frame(self, data: bytes) -> list[bytes]:
+        """Split the chat's bytes into whole lines, newline included, skipping any too long to be ours."""
+        lines = []
+        start = 0
+        while (end := data.find(NEWLINE, start)) >= 0:
+            if not self._skipping:
+                self._buffer += data[start : end + 1]
+                if len(self._buffer) <= CHAT_LINE_LIMIT:
+                    lines.append(bytes(self._buffer))
+            self._buffer.clear()
+            self._skipping = False
+            start = end + 1
+        if not self._skipping:
+            self._buffer += data[start:]
+            if len(self._buffer) > CHAT_LINE_LIMIT:
+                self._buffer.clear()
+                self._skipping = True
+        return lines
 
     def _match(self, line: bytes) -> Post | None:
         assert self._prefix is not None

@@ -286,3 +286,23 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
             for filler in fillers:
                 filler.close()
     assert server.posts == []
+
+
+# --- what a chat line or a second send can pass for ------------------------------------------------------
+
+
+def test_a_chat_line_too_long_to_be_ours_never_shows_one_of_our_posts() -> None:
+    [post] = posts_of("hi")
+    witness = witness_for([post])
+    # Padded so that a reader cutting lines into 64 KiB pieces would find "Focused Loyd: hi" starting one.
+    forged = b"Eva: " + b"x" * (64 * 1024 - len(b"Eva: ")) + b"Focused Loyd: hi\n"
+    assert witness.feed(forged) == []  # never taken for our post: it would then never be sent again
+    assert witness.feed(b"Focused Loyd: hi\n") == [post]
+
+
+def test_a_long_post_of_ours_is_recognised_whole() -> None:
+    [post] = posts_of("слово " * 20_000)  # 240 KB: far over 64 KiB, well within a stdin line's 1 MiB
+    witness = witness_for([post])
+    echo = f"{NICKNAME}: ".encode() + post.data[:-1]
+    shown = [seen for start in range(0, len(echo), 4096) for seen in witness.feed(echo[start : start + 4096])]
+    assert shown == [post]
