@@ -468,16 +468,15 @@ class ChatWitness:
             self._task.exception()  # retrieved; _run reports its own failures
 
     def expect(self, post: Post) -> None:
-        """Await the echo of a post that has just gone out for the first time."""
+        """Await one more echo of a post that has just gone out (each send may show)."""
         if self.active:
             self.core.expect(post)
 
     def note_acknowledged(self, post: Post) -> None:
         """Start the clock for the first echo once the server has taken a post."""
+        # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
         if self._first_ack_at is None:
             self._first_ack_at = asyncio.get_running_loop().time()
-        if post.seen:
-            self.core.forget(post)
 
     def _say(self, text: str) -> None:
         logger.log(self.level, "%s; going on without it", text)
@@ -543,7 +542,7 @@ class Sender:
         # None: nothing will be posted, so there is nothing to watch the chat for.
         self.witness = None if witness_level is None else ChatWitness(settings, witness_level)
         if self.witness is not None:
-            self.outbox.on_first_send = self.witness.expect
+            self.outbox.on_send = self.witness.expect
         self.token = settings.token
         # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
         self.secrets = secrets if secrets is not None else set()

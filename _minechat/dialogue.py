@@ -148,7 +148,7 @@ class Outbox:
         self.most_copies = 0  # the most times one message went out
         self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
         self.seen_only = 0  # messages the chat showed that the server never acknowledged
-        self.on_first_send: Callable[[Post], None] | None = None  # told of each post as it first goes out
+        self.on_send: Callable[[Post], None] | None = None  # told of each post each time it goes out
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._unsent)
@@ -219,8 +219,8 @@ class Outbox:
 
     def _count_send(self, post: Post) -> None:
         post.sends += 1
-        if post.sends == 1 and self.on_first_send is not None:
-            self.on_first_send(post)
+        if self.on_send is not None:
+            self.on_send(post)
         if post.sends > 1:
             self.resent += 1
         if post.sends == 2:

@@ -22,7 +22,11 @@ def echo_text(post: Post) -> bytes:
 
 
 class Witness:
-    """Matches chat lines of the form '<nickname>: <text>' with our posts, one echo per post, in order."""
+    """Matches chat lines of the form '<nickname>: <text>' with our posts: one echo per send, in order.
+
+    A post sent twice may show twice, so each send is awaited: a second echo of one post is not taken
+    for a later post of the same text, which would then never be sent, though it may never have arrived.
+    """
 
     def __init__(self, memory: int = WITNESS_MEMORY) -> None:
         self._memory = memory
@@ -41,14 +45,14 @@ class Witness:
         self._prefix = nickname.encode() + ECHO_SEPARATOR
 
     def expect(self, post: Post) -> None:
-        """Await the echo of a post that has just gone out for the first time."""
+        """Await one more echo of a post that has just gone out (again)."""
         if len(self._order) >= self._memory:
             self._forget(self._order[0])
         self._order.append(post)
         self._waiting.setdefault(echo_text(post), deque()).append(post)
 
     def forget(self, post: Post) -> None:
-        """Stop awaiting the echo of a post (acknowledged and seen, or never to be resent)."""
+        """Stop awaiting the oldest echo still awaited of a post."""
         if post in self._order:
             self._forget(post)
 
@@ -92,8 +96,10 @@ class Witness:
             return None
         post = waiting[0]
         self._forget(post)
-        post.seen = True
         self.matched += 1
+        if post.seen:
+            return None  # the echo of another send of a post shown already: no news, and no one else's
+        post.seen = True
         return post
 
     def _forget(self, post: Post) -> None:

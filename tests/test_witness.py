@@ -306,3 +306,22 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
     echo = f"{NICKNAME}: ".encode() + post.data[:-1]
     shown = [seen for start in range(0, len(echo), 4096) for seen in witness.feed(echo[start : start + 4096])]
     assert shown == [post]
+
+
+@pytest.mark.usefixtures("account")
+async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer, tmp_path: Path) -> None:
+    # "same" went out on a connection that was lost, went out again, and a second "same" after it. The
+    # chat shows "same" twice: both may be the first post's, so the second post is not seen.
+    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays())
+    assert sender.witness is not None
+    sender.witness.active = True  # as once the chat is connected, before anything is sent
+    sender.witness.core.set_nickname(NICKNAME)
+    outbox = sender.outbox
+    first = outbox.add("same")
+    outbox.take_unsent()
+    outbox.rewind()
+    second = outbox.add("same")
+    assert outbox.take_unsent() == [first, second]
+    sender.witness.core.feed(b"Focused Loyd: same\nFocused Loyd: same\n")
+    assert first.seen
+    assert not second.seen  # else it would never be sent again, though the server may never have taken it
