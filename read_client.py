@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
 import sys
+
+STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+SIGNAL_EXIT_BASE = 128  # as chat_io's EXIT_SIGNAL_BASE, which is not imported yet here
+
+
+def stop_during_start_up(signum: int, frame: object) -> None:
+    """End the process with the signal's exit code: no traceback, wherever in the imports it lands."""
+    raise SystemExit(SIGNAL_EXIT_BASE + signum)
+
+
+def catch_stops_during_start_up() -> None:
+    """Until the event loop takes over, a stop ends the process cleanly; a signal ignored at start stays ignored."""
+    for name in STOP_SIGNAL_NAMES:
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop_during_start_up)
+
+
+# First of all, before the imports that take most of the start-up.
+if __name__ == "__main__":
+    catch_stops_during_start_up()
+
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,18 +37,28 @@ from typing import TextIO
 
 import configargparse
 
-from _minechat.history import HISTORY_FORMATS, JSONL_FORMAT, TEXT_FORMAT, HistoryFile, HistoryPattern, format_status
-from _minechat.output import BackgroundWriter, RawTextOutput, plural
+from _minechat.history import (
+    HISTORY_FORMATS,
+    JSONL_FORMAT,
+    TEXT_FORMAT,
+    DiskFull,
+    HistoryFile,
+    HistoryFormat,
+    HistoryPattern,
+    format_status,
+)
+from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
     full_pattern,
     log_path_value,
     make_parser,
+    non_negative_seconds,
     parse_arguments,
     time_format_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
-from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, StampClock
+from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
     DEFAULT_READ_PORT,
@@ -46,6 +79,10 @@ logger = logging.getLogger("read_client")
 
 DEFAULT_LOG_PATH = "chat_logs.txt"
 DEFAULT_BACKLOG = 10
+# The public chat's bots post every few seconds: a minute of silence means a dead connection.
+DEFAULT_IDLE_TIMEOUT = 60
+# How often per idle timeout we look whether anything arrived: silence is noticed within a quarter more.
+SILENCE_CHECKS_PER_TIMEOUT = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +97,7 @@ class ReaderSettings:
     time_format: str = DEFAULT_TIME_FORMAT
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
 
 
 def parse_settings(
@@ -79,6 +117,7 @@ def parse_settings(
         time_format=args.time_format,
         history_format=args.history_format,
         backlog=args.backlog,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -124,11 +163,25 @@ def build_parser() -> configargparse.ArgumentParser:
         type=backlog_count,
         help="how many chat lines of the history to show at start, before live chat; 0 shows none",
     )
+    parser.add_argument(
+        "--idle-timeout",
+        "--idle_timeout",
+        dest="idle_timeout",
+        env_var="IDLE_TIMEOUT",
+        default=DEFAULT_IDLE_TIMEOUT,
+        type=non_negative_seconds,
+        help="seconds without a byte from the server after which the connection counts as lost; 0 never",
+    )
     return parser
 
 
 # What the journal may hold before we stop reading the socket until the writer has taken it.
 JOURNAL_HIGH_CHARS = 64 * 1024
+# How long a stop waits for the history to take what is queued: a hung disk must not keep us running.
+HISTORY_CLOSE_SECONDS = 1.0
+# How often the writer tries again while the disk is full.
+DISK_RETRY_SECONDS = 1.0
+NO_ROOM_NOTE = "the disk is full"
 
 
 class Echo:
@@ -166,6 +219,7 @@ class Journal:
         self._size = 0
         self._ready = asyncio.Event()
         self._paused = False
+        self._stalled = False  # the writer cannot write: stop reading whatever the size
         self.pause: Callable[[bool], None] | None = None  # the current connection's
 
     def add(self, path: str, text: str, shown: str = "") -> None:
@@ -183,9 +237,8 @@ class Journal:
         if not (text or shown):
             return
         self._ready.set()
-        if self._size > JOURNAL_HIGH_CHARS and not self._paused and self.pause is not None:
-            self._paused = True
-            self.pause(True)
+        if self._size > JOURNAL_HIGH_CHARS and not self._paused:
+            self._set_paused(True)
 
     def take(self) -> tuple[list[tuple[str, str]], str]:
         """Return everything queued, as (history file, text) entries and text for stdout, and forget it."""
@@ -195,11 +248,31 @@ class Journal:
         self._shown.clear()
         self._size = 0
         self._ready.clear()
-        if self._paused:
-            self._paused = False
-            if self.pause is not None:
-                self.pause(False)
+        if self._paused and not self._stalled:
+            self._set_paused(False)
         return entries, shown
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        if self.pause is not None:
+            self.pause(paused)
+
+    def attach(self, pause: Callable[[bool], None] | None) -> None:
+        """Take a new connection's pause (None: no connection); it starts paused if we are."""
+        self.pause = pause
+        if pause is not None and self._paused:
+            pause(True)
+
+    def stall(self, stalled: bool) -> None:
+        """Stop reading the socket while the writer cannot write (a full disk), or go on once it can."""
+        self._stalled = stalled
+        if stalled != self._paused:
+            self._set_paused(stalled)
+
+    @property
+    def paused(self) -> bool:
+        """Tell whether we asked the connection to stop reading (so its silence is ours)."""
+        return self._paused
 
     @property
     def empty(self) -> bool:
@@ -216,34 +289,120 @@ class Journal:
 
 
 class Recorder:
-    """Writes the journal to the history file, then to stdout; nothing taken from the journal is dropped."""
+    """Writes the journal to the history file, then to stdout; nothing taken from the journal is dropped.
 
-    def __init__(self, history: HistoryFile, echo: Echo) -> None:
+    A full disk is a pause: the socket is not read, the rest is tried every second, and once it is
+    written the history gets a note of how long the disk was full.
+    """
+
+    def __init__(
+        self,
+        history: HistoryFile,
+        echo: Echo,
+        clock: StampClock,
+        service: ServiceNotifier,
+        history_format: HistoryFormat,
+    ) -> None:
         self.journal = Journal()
         self._history = history
         self._echo = echo
+        self._clock = clock
+        self._service = service
+        self._format = history_format
         self._closing = False
+        self._given_up = False  # stopped on a full disk: what comes now is shown, not written
+        self._woken = asyncio.Event()  # closing: stop waiting for room
         import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
 
-        self._write = aiofiles.os.wrap(history.write)  # one thread hop per batch
+        self._executor = DaemonExecutor("history")
+        self._write_in_thread = aiofiles.os.wrap(history.write)  # one thread hop per batch
+        self._writing = False  # a write is in the worker's hands
+        self._writes_done = 0  # writes that returned, written or not
+        self._writes_seen = 0  # _writes_done when progressing() last looked
         self.task: asyncio.Task[None] = asyncio.ensure_future(self._write_forever())
 
     async def _write_forever(self) -> None:
         while True:
             await self.journal.wait()
             entries, shown = self.journal.take()
-            if entries:
-                await self._write(entries)
+            if entries and not self._given_up:
+                await self._write_through_full_disk(entries)
             if shown:
                 self._echo.show(shown)
             if self._closing and self.journal.empty:
                 return
 
+    async def _write_through_full_disk(self, entries: list[tuple[str, str]]) -> None:
+        """Write entries; while the disk is full, hold the socket and try again every second."""
+        full_since = None
+        while True:
+            try:
+                await self._write(entries)
+            except DiskFull as full:
+                entries = full.unwritten
+            else:
+                break
+            if full_since is None:
+                full_since = self._clock.fresh()
+                self._report_full()
+            if self._closing:
+                self._give_up()
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), DISK_RETRY_SECONDS)
+        if full_since is not None:
+            self._report_room(full_since)
+
+    async def _write(self, entries: list[tuple[str, str]]) -> None:
+        self._writing = True
+        try:
+            await self._write_in_thread(entries, executor=self._executor)
+        finally:
+            self._writing = False
+            self._writes_done += 1
+
+    def progressing(self) -> bool:
+        """Tell whether the writer has nothing in hand or finished a write since the last look (for the watchdog)."""
+        done, self._writes_seen = self._writes_done != self._writes_seen, self._writes_done
+        return done or not self._writing
+
+    def _report_full(self) -> None:
+        text = f"{NO_ROOM_NOTE} for {self._history.path}: holding the chat, trying again every second"
+        logger.warning("%s", text)
+        self._service.status(text)
+        self.journal.stall(True)
+
+    def _report_room(self, full_since: Moment) -> None:
+        self.journal.stall(False)
+        until = self._clock.fresh()
+        text = f"disk was full from {full_since.iso} to {until.iso}; nothing received was lost"
+        logger.info("%s", text)
+        self._service.status(text)
+        details = {"since": full_since.iso, "until": until.iso}
+        self.journal.add(until.path, self._format.note(until, text, "disk_full", details))
+
+    def _give_up(self) -> None:
+        """Stopping on a full disk: what could not be written is still shown on stdout; say so."""
+        self._given_up = True
+        logger.error("stopping while the disk is full: the last chat received is not written to %s", self._history.path)
+
     async def close(self) -> None:
-        """Write out everything queued, then stop; raise what the writing raised."""
+        """Write out everything queued, then stop; raise what the writing raised. A hung disk gets a second."""
         self._closing = True
+        self._woken.set()
         self.journal.wake()
-        await self.task
+        try:
+            done, _ = await asyncio.wait({self.task}, timeout=HISTORY_CLOSE_SECONDS)
+            if not done:
+                logger.error(
+                    "the history file %s takes no writes (a hung disk?); stopping without the last chat",
+                    self._history.path,
+                )
+                await cancel_and_wait(self.task)
+                return
+            await self.task
+        finally:
+            self._executor.shutdown(wait=False)
 
 
 class ConnectionLog:
@@ -257,6 +416,7 @@ class ConnectionLog:
         self._line_path = ""  # the file of the line still open, if one is
         self._head: bytearray | None = bytearray()  # the first bytes, until we know they are chat
         self._connection: ReceivingConnection | None = None
+        self.heard = False  # something arrived since SilenceWatch last looked
 
     @property
     def delivered_line(self) -> bool:
@@ -266,10 +426,11 @@ class ConnectionLog:
     def connected(self, connection: ReceivingConnection) -> None:
         self._connection = connection
         self._tail.connected = True
-        self._tail.journal.pause = connection.pause
+        self._tail.journal.attach(connection.pause)
         self._tail.note(f"connected to {self._tail.address}", "connected", address=self._tail.address)
 
     def received(self, data: bytes) -> None:
+        self.heard = True  # the only cost of the idle timeout per chunk
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("<< %r", data)
         if self._head is not None:
@@ -325,6 +486,37 @@ class ConnectionLog:
         self._record(held, end=True)
 
 
+class SilenceWatch:
+    """Ends a connection over which nothing arrived for the idle timeout; looks a few times per timeout."""
+
+    def __init__(
+        self, log: ConnectionLog, connection: ReceivingConnection, timeout: float, paused: Callable[[], bool]
+    ) -> None:
+        self._log = log
+        self._connection = connection
+        self._timeout = timeout
+        self._paused = paused
+        self._interval = timeout / SILENCE_CHECKS_PER_TIMEOUT
+        self._loop = asyncio.get_running_loop()
+        self._quiet_since = self._loop.time()
+        self._handle = self._loop.call_later(self._interval, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._log.heard or self._paused():
+            # While we hold the socket paused, the server's silence is ours.
+            self._log.heard = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= self._timeout:
+            self._connection.fail(ConnectionFailed(f"nothing received for {self._timeout:g} s"))
+            return
+        self._handle = self._loop.call_later(self._interval, self._check)
+
+    def cancel(self) -> None:
+        """Stop looking."""
+        self._handle.cancel()
+
+
 class ChatTail:
     """Receives the chat into the journal, reconnecting forever."""
 
@@ -361,10 +553,21 @@ class ChatTail:
             async with open_receiver(self.settings.host, self.settings.port, log, self.settings.connect_timeout) as (
                 connection
             ):
-                await connection.wait_ended()
+                silence = self._watch_silence(log, connection)
+                try:
+                    await connection.wait_ended()
+                finally:
+                    if silence is not None:
+                        silence.cancel()
         finally:
-            self.journal.pause = None
+            self.journal.attach(None)
             log.finish()
+
+    def _watch_silence(self, log: ConnectionLog, connection: ReceivingConnection) -> SilenceWatch | None:
+        """Start the idle timeout on a connection, unless it is off."""
+        if not self.settings.idle_timeout:
+            return None
+        return SilenceWatch(log, connection, self.settings.idle_timeout, lambda: self.journal.paused)
 
     async def run(self) -> None:
         """Receive forever; back off between tries, starting over after a connection that delivered a line."""
@@ -417,13 +620,16 @@ async def run(
             if settings.backlog:
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
-                await show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
-            recorder = Recorder(history, echo)
+                backlog = show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
+                if await run_until_signal(backlog, signals) is not None:
+                    return signals.exit_code  # Ctrl-C while a long history is read back
+            recorder = Recorder(history, echo, clock, service, history_format)
             tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
             try:
-                async with service.watchdog():
+                async with service.watchdog(recorder.progressing):
                     service.ready()  # the history file is open and locked: we are working
                     signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
+                service.stopping()
                 name = signal.Signals(signum or signal.SIGINT).name
                 tail.note(f"stopped by {name}", "stopped", signal=name)
             finally:

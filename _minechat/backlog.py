@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,10 @@ BACKLOG_TOTAL_CHARS = 4 * 1024 * 1024
 
 
 def lines_from_end(
-    file: BinaryIO, block_size: int = BACKLOG_BLOCK_BYTES, limit: int = BACKLOG_LINE_BYTES
+    file: BinaryIO,
+    block_size: int = BACKLOG_BLOCK_BYTES,
+    limit: int = BACKLOG_LINE_BYTES,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[bytes, bool]]:
     """Yield a file's non-empty lines, last first, reading blocks back from its end; cut to limit bytes (then True).
 
@@ -39,9 +43,15 @@ def lines_from_end(
     partial = b""  # the line that began before position: the first limit bytes seen of it
     cut = False
     while position > 0:
+        if stop is not None and stop.is_set():
+            return  # given up (Ctrl-C): a block at most after it was asked
         start = max(0, position - block_size)
         file.seek(start)
-        data = file.read(position - start) + partial
+        block = file.read(position - start)
+        if b"\0" in block:
+            # Never written by us (chat's NULs are escaped): what a power cut leaves of appended blocks.
+            block = block.replace(b"\0", b"")
+        data = block + partial
         position = start
         lines = data.split(NEWLINE)
         for index in range(len(lines) - 1, 0, -1):
@@ -67,11 +77,11 @@ def status_shape(time_format: str) -> re.Pattern[str]:
     pieces = []
     for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
         if re.fullmatch(r"\d+", token):
-            pieces.append(r"\d+")
+            pieces.append(r"\s*\d+")  # a space-padded field (%e, %k, %l) has one digit or two
         elif re.fullmatch(r"[^\W\d_]+", token):
             pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
         elif token.isspace():
-            pieces.append(r"\s+")
+            pieces.append(r"\s*")  # padding of a field that has two digits now, or separation
         elif token in "+-":
             pieces.append("[+-]")  # a UTC offset's sign
         else:
@@ -92,6 +102,33 @@ def parse_record(line: str) -> dict[str, object] | None:
     return None
 
 
+# The head of a record as format_json_record writes it: enough to show a record too long to parse.
+_RECORD_HEAD = re.compile(r'\{"time": "([^"\\]*)", "nick": (null|"(?:[^"\\]|\\.)*"), "text": "((?:[^"\\]|\\.)*)')
+_PARTIAL_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{0,3}$|\\$")
+
+
+def parse_record_head(line: str) -> dict[str, object] | None:
+    """Return time, nick and the text so far of a record cut before its end, or None if it is not one."""
+    match = _RECORD_HEAD.match(line)
+    if match is None:
+        return None
+    time_text, nick_json, text_json = match.groups()
+    try:
+        nick = json.loads(nick_json)
+        text = json.loads('"' + _PARTIAL_ESCAPE.sub("", text_json) + '"')
+    except ValueError:
+        return None
+    return {"time": time_text, "nick": nick, "text": text}
+
+
+def cut_shown(line: str, cut: bool) -> str:
+    """Escape a backlog line and cut it to BACKLOG_LINE_BYTES as shown: an escape is four characters, not one."""
+    safe = sanitize_text(line)
+    if len(safe) > BACKLOG_LINE_BYTES:
+        safe, cut = safe[:BACKLOG_LINE_BYTES], True
+    return safe + (CUT_MARK if cut else "")
+
+
 def show_record(record: dict[str, object], time_format: str) -> str:
     """Return a chat record as a text line, stamped with time_format."""
     try:
@@ -103,7 +140,7 @@ def show_record(record: dict[str, object], time_format: str) -> str:
     return f"{stamp} {text}"
 
 
-def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
+def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event | None = None) -> Iterator[str]:
     """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
     shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
     for path in paths:
@@ -112,23 +149,23 @@ def backlog_lines(paths: Iterable[Path], time_format: str) -> Iterator[str]:
         except FileNotFoundError:
             continue
         with file:
-            for raw, cut in lines_from_end(file):
+            for raw, cut in lines_from_end(file, stop=stop):
                 line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
-                record = parse_record(line)
+                record = parse_record(line) if not cut else parse_record_head(line)
                 if record is not None:
                     if "event" in record:
                         continue
                     line = show_record(record, time_format)
                 elif any(shape.match(line) for shape in shapes):
                     continue
-                yield sanitize_text(line) + (CUT_MARK if cut else "")
+                yield cut_shown(line, cut)
 
 
-def read_backlog(paths: Iterable[Path], count: int, time_format: str) -> list[str]:
-    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS."""
+def read_backlog(paths: Iterable[Path], count: int, time_format: str, stop: threading.Event | None = None) -> list[str]:
+    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS; stop ends early."""
     found: list[str] = []
     size = 0
-    for line in backlog_lines(paths, time_format):
+    for line in backlog_lines(paths, time_format, stop):
         size += len(line) + 1
         if len(found) == count or size > BACKLOG_TOTAL_CHARS:
             break
@@ -141,12 +178,17 @@ async def show_backlog(
 ) -> None:
     """Show the last chat lines of the history, then a status line that marks where live chat begins."""
 
+    stop = threading.Event()  # the scan runs in a thread, which a cancellation cannot reach otherwise
+
     def read() -> list[str]:
         paths = [history.path, *history.pattern.earlier_files(history.path)]
-        return read_backlog(paths, count, time_format)
+        return read_backlog(paths, count, time_format, stop)
 
     try:
         lines = await asyncio.to_thread(read)
+    except asyncio.CancelledError:
+        stop.set()  # so the thread ends now, not after the whole history: asyncio.run waits for it
+        raise
     except Exception as error:  # the backlog is a courtesy: a damaged history must not keep us from the chat
         logger.warning("cannot show the backlog: %s", describe_error(error))
         return

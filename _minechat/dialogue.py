@@ -35,7 +35,7 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _FORMAT_CATEGORY = "Cf"
 # Marks that show nothing even alone (variation selectors, the grapheme joiner, Mongolian ones);
 # a lone accent such as U+0301 does show, on a dotted circle, so it counts as text.
-_INVISIBLE_MARKS = re.compile("[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_INVISIBLE_MARKS = "[\u034f\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]"  # text: compiled on first use
 QUOTE_LIMIT = 80
 
 
@@ -47,17 +47,17 @@ class Account(NamedTuple):
 
 
 # An account hash in a reply of any shape (JSON, a Python repr): the value after the key, quoted.
-_ACCOUNT_HASH = re.compile(r"""(account_hash['"]?\s*:\s*['"])([^'"\s]+)""")
+_ACCOUNT_HASH = r"""(account_hash['"]?\s*:\s*['"])([^'"\s]+)"""  # text: compiled on first use
 
 
 def hide_account_hashes(text: str) -> str:
     """Replace every account hash in a reply with the redaction mark, known secret or not."""
-    return _ACCOUNT_HASH.sub(lambda match: match.group(1) + REDACTED, text)
+    return re.sub(_ACCOUNT_HASH, lambda match: match.group(1) + REDACTED, text)
 
 
 def find_account_hash(raw: bytes) -> str | None:
     """Return the account hash a reply holds, whatever its shape, or None."""
-    match = _ACCOUNT_HASH.search(raw.decode(ENCODING, errors="replace"))
+    match = re.search(_ACCOUNT_HASH, raw.decode(ENCODING, errors="replace"))
     return match.group(2) if match else None
 
 
@@ -93,7 +93,7 @@ def is_blank(text: str) -> bool:
         char.isspace()
         or char in _BLANK_LETTERS
         or unicodedata.category(char) == _FORMAT_CATEGORY
-        or _INVISIBLE_MARKS.match(char)
+        or re.match(_INVISIBLE_MARKS, char)
         for char in text
     )
 

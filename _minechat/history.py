@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import json
 import logging
 import os
 import re
 import stat
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +25,16 @@ from _minechat.stamping import (
     format_json_record,
     split_strftime,
 )
-from chat_io import ENCODING, NEWLINE, STATUS_MARK, AlreadyRunning, ChatError, FileError, describe_error
+from chat_io import (
+    ENCODING,
+    NEWLINE,
+    STATUS_MARK,
+    AlreadyRunning,
+    ChatError,
+    FileError,
+    describe_error,
+    sanitize_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +50,8 @@ PROBE_FLAGS = getattr(os, "O_NONBLOCK", 0)
 LOCK_SUFFIX = ".read_client.lock"
 # What a long line cut by a rotation says where it goes on in the new file.
 CONTINUED = "(continued) "
+# Errors of a write that room on the disk would fix: a pause, not the end.
+NO_SPACE_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 # Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
 WINDOWS_LOCK_OFFSET = 1 << 30
 
@@ -52,6 +66,9 @@ def lock_path_for(path: Path) -> Path:
     real = Path(os.path.realpath(path))
     return real.with_name(f".{real.name}{LOCK_SUFFIX}")
 
+
+# What logrotate and `mv chat.txt chat.txt.1` make of a history: name.1, name.2, name-20261127.
+ROTATED_SUFFIX = r"(?:\.\d+|-\d{8}(?:\d+)?)"
 
 # Fields that expand to digits only; every other field (names of days and months, zones) to a word.
 DIGIT_FIELDS = frozenset("dHIjmMSUwWyYGuV")
@@ -98,16 +115,18 @@ class HistoryPattern:
         return Path(folder) / f".{LOCK_SEPARATOR.join(parts[first:])}{LOCK_SUFFIX}"
 
     def earlier_files(self, current: Path) -> list[Path]:
-        """Return the other files this pattern matches, last modified first (none without fields)."""
+        """Return the other files this pattern matches, and rotated copies of a fixed name, last modified first."""
         if not self.dated:
-            return []
-        wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
-        shape = re.compile(
-            "".join(
-                (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
-                for text, is_field in self._parts
+            wildcard = glob.escape(self._fixed) + "[.-]*"
+            shape = re.compile(re.escape(self._fixed) + ROTATED_SUFFIX)
+        else:
+            wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
+            shape = re.compile(
+                "".join(
+                    (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
+                    for text, is_field in self._parts
+                )
             )
-        )
         # By real path: with .. in the pattern, one file can be found by several names.
         seen = {os.path.normcase(os.path.realpath(current))}
         found = []
@@ -171,6 +190,65 @@ def already_running(path: Path, holder: str | None) -> AlreadyRunning:
     )
 
 
+class DiskFull(Exception):
+    """A write stopped for want of room: what it holds was not written yet, nor is the rest that HistoryFile keeps."""
+
+    def __init__(self, unwritten: list[tuple[str, str]]) -> None:
+        super().__init__("no space left for the history")
+        self.unwritten = unwritten  # the entries not begun, for write() once there is room
+
+
+def is_no_space(error: OSError) -> bool:
+    """Tell whether a write failed for want of room on the disk (or in the quota)."""
+    return error.errno in NO_SPACE_ERRNOS
+
+
+@dataclass
+class OpenFile:
+    """One open history file: its descriptor, what tells it from another, what ends a line a crash left unfinished."""
+
+    descriptor: int | None = None
+    identity: tuple[int, int] | None = None
+    tail_repair: bytes = b""  # written before anything else
+
+
+class HistoryLock:
+    """The lock file beside a history: our process id in it, and a file lock the OS drops when we die."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Tell whether we hold the lock."""
+        return self._descriptor is not None
+
+    def take(self, history: Path) -> None:
+        """Take the lock for history; raise FileError if the lock file cannot be made, AlreadyRunning if it is held."""
+        try:
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
+        except OSError as error:
+            raise FileError(
+                f"cannot create the lock file {self.path} beside the history: {describe_error(error)}; "
+                "choose another --log_path"
+            ) from error
+        if not try_lock(self._descriptor):
+            holder = read_holder(self._descriptor)
+            self.release()  # so held says no
+            raise already_running(history, holder)
+        os.lseek(self._descriptor, 0, os.SEEK_SET)
+        pid = f"{os.getpid()}\n".encode()
+        os.write(self._descriptor, pid)
+        os.ftruncate(self._descriptor, len(pid))  # a longer PID of an earlier run must not trail ours
+
+    def release(self) -> None:
+        """Close the lock file, which releases the lock."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
 REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
 
 
@@ -187,12 +265,11 @@ class HistoryFile:
         self._name = ""  # its name as the clock gives it, which entries are compared with
         self._format = history_format
         self._clock = clock
-        self._descriptor: int | None = None
-        self._lock: int | None = None
-        self._identity: tuple[int, int] | None = None
-        self._needs_newline = False
+        self._file = OpenFile()  # the file written now
+        self._lock: HistoryLock | None = None  # made when first taken: the folders may be made just before
         self._at_line_start = True  # what was written last ends a line
         self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
+        self._unwritten = bytearray()  # what a full disk left of the last write to this file, to write first
 
     def open(self, path: str) -> None:
         """Open path (made owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
@@ -214,7 +291,7 @@ class HistoryFile:
         with contextlib.suppress(FileNotFoundError):
             self._refuse_unless_regular(os.stat(self.path))
         descriptor = os.open(self.path, OPEN_FLAGS | PROBE_FLAGS, OWNER_ONLY)
-        self._descriptor = descriptor
+        self._file.descriptor = descriptor
         status = os.fstat(descriptor)
         self._refuse_unless_regular(status)
         if PROBE_FLAGS:
@@ -224,8 +301,8 @@ class HistoryFile:
         if not try_lock(descriptor):
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
-        self._identity = identify_file(status)
-        self._needs_newline = status.st_size > 0 and not self._ends_with_newline()
+        self._file.identity = identify_file(status)
+        self._file.tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
 
     def _refuse_unless_regular(self, status: os.stat_result) -> None:
         # A FIFO or a device would block our writes or swallow them: the history must be a file.
@@ -234,6 +311,14 @@ class HistoryFile:
                 f"cannot open history file {self.path}: it is not a regular file; choose another --log_path"
             )
 
+    def _repair_tail(self) -> bytes:
+        """Return what ends the file's unfinished last line as its format wants (JSON Lines: one whole record)."""
+        with open(self.path, "rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            file.seek(max(0, end - TAIL_REPAIR_BYTES))
+            tail = file.read().rpartition(NEWLINE)[2]
+        return self._format.end_cut_line(tail)
+
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as file:
             file.seek(-1, os.SEEK_END)
@@ -241,29 +326,15 @@ class HistoryFile:
 
     def _take_lock(self) -> None:
         """Lock the file that names us, beside the history or its pattern; the first reader keeps it until it ends."""
-        if self._lock is not None:
-            return
-        lock_path = self.pattern.lock_path()
-        try:
-            self._lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), OWNER_ONLY)
-        except OSError as error:
-            raise FileError(
-                f"cannot create the lock file {lock_path} beside the history: {describe_error(error)}; "
-                "choose another --log_path"
-            ) from error
-        if not try_lock(self._lock):
-            raise already_running(self.path, read_holder(self._lock))
-        os.lseek(self._lock, 0, os.SEEK_SET)
-        pid = f"{os.getpid()}\n".encode()
-        os.write(self._lock, pid)
-        os.ftruncate(self._lock, len(pid))
+        if self._lock is None or not self._lock.held:
+            self._lock = HistoryLock(self.pattern.lock_path())
+            self._lock.take(self.path)
 
     def close(self) -> None:
         """Close the file and release the lock."""
-        for descriptor in (self._descriptor, self._lock):
-            if descriptor is not None:
-                os.close(descriptor)
-        self._descriptor = self._lock = None
+        self._close_file()
+        if self._lock is not None:
+            self._lock.release()
 
     def _note(self, text: str, event: str, details: Mapping[str, object]) -> str:
         return self._format.note(self._clock.fresh(), text, event, details)
@@ -274,11 +345,12 @@ class HistoryFile:
             current = identify_file(os.stat(self.path))
         except FileNotFoundError:
             current = None
-        if current == self._identity:
+        if current == self._file.identity:
             return False
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
         with contextlib.suppress(OSError):  # the moved file may be gone
             self._end_cut_line()
+        self._unwritten.clear()  # what did not fit in the moved file cannot go into the new one
         self._close_file()
         self._open_file()
         return True
@@ -290,44 +362,57 @@ class HistoryFile:
             self._write_now(self._format.cut_end)
 
     def _close_file(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
+        if self._file.descriptor is not None:
+            os.close(self._file.descriptor)
+            self._file.descriptor = None
 
     def _switch(self, path: str) -> None:
-        """Go on in the file for a new date: say where at the end of the old one and whence at the start of the new.
+        """Go on in the file for a new date: say whence at the start of the new one and where at the end of the old.
 
-        If the new file cannot be had (a folder in its place, another reader on it), the history
-        stays in the old one, with a note: received lines are never dropped for want of a file.
+        If the new file cannot be had (a folder in its place, another reader on it, no room for its
+        first line), the history stays in the old one, with a note: received lines are never
+        dropped for want of a file.
         """
         old_path = self.path
-        old_file = (self._descriptor, self._identity, self._needs_newline)
-        self._descriptor = None
+        old_file, self._file = self._file, OpenFile()
         self._name, self.path = path, Path(path)
         try:
             self._open_file()
+            started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
+            self._write_now(started)
+            if self._unwritten:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except (OSError, ChatError) as error:
-            if self._descriptor is not None:
-                os.close(self._descriptor)
-            self._descriptor, self._identity, self._needs_newline = old_file
+            self._unwritten.clear()  # the new file's first line, which it never got
+            self._close_file()
+            self._file = old_file
             self.path = old_path  # entries for the refused date now go on here, without trying again
+            self._at_line_start = True
             logger.warning("cannot start history file %s (%s); it goes on in %s", path, describe_error(error), old_path)
             reason = f"cannot start {path}: {describe_error(error)}; the history goes on here"
             self._write_now(self._note(reason, "file_refused", {"file": path}))
             return
-        new_file = (self._descriptor, self._identity, self._needs_newline)
-        self._descriptor, self._identity, self._needs_newline = old_file
+        new_file, self._file = self._file, old_file
         self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
+        self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
-        self._descriptor, self._identity, self._needs_newline = new_file
-        started = self._note(f"history continues from {old_path}", "file_started", {"previous_file": str(old_path)})
-        self._write_now(started)
+        self._file = new_file
+        self._at_line_start = True
 
     def write(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread)."""
+        """Append each (file, text) entry, whole, to its file (blocking: call it from a thread).
+
+        On a full disk, raise DiskFull with the entries not begun; the rest of the one begun is kept
+        here, and the next write() starts with it.
+        """
+        entries = list(entries)
         try:
-            for path, text in entries:
+            if not self._write_unwritten():
+                raise DiskFull(entries)
+            for index, (path, text) in enumerate(entries):
+                if self._unwritten:
+                    raise DiskFull(entries[index:])
                 if path != self._name:
                     self._switch(path)
                 elif self._follow_path():
@@ -337,21 +422,48 @@ class HistoryFile:
                     text = self._format.continued(self._clock.fresh()) + text
                     self._line_cut = False
                 self._write_now(text)
+            if self._unwritten:
+                raise DiskFull([])
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
+
+    @property
+    def stalled(self) -> bool:
+        """Tell whether a full disk left part of a write unwritten."""
+        return bool(self._unwritten)
+
+    def _write_unwritten(self) -> bool:
+        """Write what a full disk left over; tell whether all of it is written now."""
+        if self._unwritten:
+            data, self._unwritten = bytes(self._unwritten), bytearray()
+            self._put(memoryview(data))
+        return not self._unwritten
 
     def _write_now(self, text: str) -> None:
         if not text:
             return
-        if self._needs_newline:
+        data = text.encode(ENCODING)
+        if self._file.tail_repair:
             # The last run was cut off mid-line (a full disk, a crash): do not glue onto it.
-            text = "\n" + text
-            self._needs_newline = False
-        assert self._descriptor is not None
-        data = memoryview(text.encode(ENCODING))
-        while data:
-            data = data[os.write(self._descriptor, data) :]
+            data = self._file.tail_repair + data
+            self._file.tail_repair = b""
         self._at_line_start = text.endswith("\n")
+        if self._unwritten:
+            self._unwritten += data  # behind what did not fit: the order in the file is kept
+            return
+        self._put(memoryview(data))
+
+    def _put(self, data: memoryview) -> None:
+        """Write data; what a full disk does not take is kept in _unwritten, byte for byte."""
+        assert self._file.descriptor is not None
+        while data:
+            try:
+                data = data[os.write(self._file.descriptor, data) :]
+            except OSError as error:
+                if not is_no_space(error):
+                    raise
+                self._unwritten += data
+                return
 
 
 class TextHistory:
@@ -366,9 +478,13 @@ class TextHistory:
         return moment.stamp
 
     def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return f"{moment.stamp} {STATUS_MARK} {text}\n"
+        return format_status(moment, text)
 
     cut_end = "\n"  # ends a line cut short by a move
+
+    def end_cut_line(self, tail: bytes) -> bytes:
+        """Return what ends a line an earlier run left unfinished (a crash, a full disk)."""
+        return NEWLINE
 
     def continued(self, moment: Moment) -> str:
         """Return what starts the rest of a cut line in the new file."""
@@ -387,10 +503,18 @@ class JsonHistory:
         return moment.iso
 
     def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return format_json_record(moment.iso, text, event=event, **details)
+        return format_json_record(moment.iso, escape_note(text), event=event, **details)
 
     # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
     cut_end = RECORD_END
+
+    def end_cut_line(self, tail: bytes) -> bytes:
+        """Return what makes a record an earlier run left unfinished valid JSON, then ends its line."""
+        ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
+        suffix = complete_json_line((tail + ending).decode(ENCODING, errors="replace"))
+        if suffix is None:
+            return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
+        return ending + suffix.encode(ENCODING) + NEWLINE
 
     def continued(self, moment: Moment) -> str:
         """Return what opens a record for the rest of a cut line in the new file."""
@@ -401,6 +525,100 @@ HistoryFormat = TextHistory | JsonHistory
 HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
 
 
+def escape_note(text: str) -> str:
+    """Escape a note's text, which may quote a path or a host: it must not make a line of its own."""
+    return sanitize_text(text)
+
+
 def format_status(moment: Moment, text: str) -> str:
-    """Return a status line for stdout."""
-    return f"{moment.stamp} {STATUS_MARK} {text}\n"
+    """Return a note as a line of the text history and of stdout, escaped: every note is made here."""
+    return f"{moment.stamp} {STATUS_MARK} {escape_note(text)}\n"
+
+
+# How far back a cut JSON Lines record is looked for when the history is opened.
+TAIL_REPAIR_BYTES = 16 * 1024 * 1024
+_LITERALS = ("true", "false", "null")
+_ESCAPES = frozenset('"\\/bfnrtu')
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def complete_utf8(data: bytes) -> bytes:
+    """Return the continuation bytes that end a UTF-8 character cut at the end of data (b"" if none is cut)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the lead byte of the last character
+            needed = 3 if byte >= 0xF0 else 2 if byte >= 0xE0 else 1  # continuation bytes it wants
+            missing = needed - (back - 1)
+            if byte < 0xC0 or missing <= 0:
+                return b""
+            # A second byte that every lead byte accepts (E0 wants A0.., F0 90..), then plain ones.
+            second = {0xE0: 0xA0, 0xF0: 0x90}.get(byte, 0x80) if back == 1 else 0x80
+            return bytes([second] + [0x80] * (missing - 1))
+    return b""
+
+
+def complete_json_line(prefix: str) -> str | None:
+    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
+    stack: list[str] = []
+    in_string = is_key = False
+    escape = 0  # 1 after a backslash; 2..5 within \\u's four hex digits
+    expect = "value"  # what comes next outside a string: key, colon, value, after (a comma or a close)
+    token = ""  # a literal or number being read
+    for char in prefix:
+        if in_string:
+            if escape == 1:
+                if char not in _ESCAPES:
+                    return None
+                escape = 2 if char == "u" else 0
+            elif escape:
+                if char not in _HEX:
+                    return None
+                escape = 0 if escape == 5 else escape + 1
+            elif char == "\\":
+                escape = 1
+            elif char == '"':
+                in_string = False
+                expect = "colon" if is_key else "after"
+            elif char < " ":
+                return None
+            continue
+        if token and not (char.isalnum() or char in "+-."):
+            token, expect = "", "after"
+        if char in " \t":
+            continue
+        if char == '"' and expect in ("key", "value"):
+            in_string, is_key = True, expect == "key"
+        elif char in "{[" and expect == "value":
+            stack.append("}" if char == "{" else "]")
+            expect = "key" if char == "{" else "value"
+        elif char in "}]" and stack and stack[-1] == char and expect in ("after", "key", "value"):
+            stack.pop()
+            expect = "after"
+        elif char == ":" and expect == "colon":
+            expect = "value"
+        elif char == "," and expect == "after" and stack:
+            expect = "key" if stack[-1] == "}" else "value"
+        elif expect in ("value", "after") and (char.isalnum() or char in "+-."):
+            token += char
+        else:
+            return None
+    if not prefix.lstrip().startswith("{"):
+        return None
+    suffix = ""
+    if in_string:
+        suffix += "n" if escape == 1 else "0" * (6 - escape) if escape else ""
+        suffix += '"'
+        expect = "colon" if is_key else "after"
+    if token:
+        literal = next((word for word in _LITERALS if word.startswith(token)), None)
+        suffix += literal[len(token) :] if literal else ("0" if token[-1] in "+-.eE" else "")
+        expect = "after"
+    suffix += {"colon": ": null", "value": "null", "key": '"cut": true' if prefix.rstrip().endswith(",") else ""}.get(
+        expect, ""
+    )
+    suffix += "".join(reversed(stack))
+    try:
+        json.loads(prefix + suffix)
+    except ValueError:
+        return None
+    return suffix

@@ -37,6 +37,11 @@ MAX_PORT = 65535
 ENVIRONMENT_SOURCE = "the environment"
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
+# A label of a host name as the resolver gets it (IDNA-encoded): letters, digits, hyphens (not first
+# or last) and underscores (some internal names have them); a space or a leading "-" can never resolve.
+_HOST_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+# Shorter than any connection or reply can take: a value below it can never work.
+MIN_TIMEOUT_SECONDS = 0.001
 _SURROGATES = "[\ud800-\udfff]"  # text: compiled on first use, not at every start
 # What a lone surrogate stands for: an undecodable byte of argv, the environment or a name.
 _SURROGATE_ESCAPE_BASE = 0xDC00
@@ -130,6 +135,11 @@ def host_name(value: str) -> str:
         raise configargparse.ArgumentTypeError(
             f"'{show_value(value)}' is not a host name (every dot-separated part must be 1 to 63 characters)"
         )
+    labels = encoded.decode("ascii").removesuffix(".").split(".")
+    if not all(re.fullmatch(_HOST_LABEL, label) for label in labels):
+        raise configargparse.ArgumentTypeError(
+            f"'{show_value(value)}' is not a host name (letters, digits and hyphens, no hyphen first or last)"
+        )
     return host
 
 
@@ -159,6 +169,23 @@ def positive_seconds(value: str) -> float:
         raise configargparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
     if not seconds > 0:
         raise configargparse.ArgumentTypeError(f"{value} must be more than 0")
+    if seconds == float("inf"):  # a wait without an end is no timeout: every wait has one
+        raise configargparse.ArgumentTypeError(f"{value} is no number of seconds a wait can end after")
+    if seconds < MIN_TIMEOUT_SECONDS:
+        raise configargparse.ArgumentTypeError(f"{value} is too short to ever work (at least {MIN_TIMEOUT_SECONDS:g})")
+    return seconds
+
+
+def non_negative_seconds(value: str) -> float:
+    """Parse a number of seconds for argparse, where 0 turns the thing off."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise configargparse.ArgumentTypeError(f"{value} must be 0 (off) or more")
+    if 0 < seconds < MIN_TIMEOUT_SECONDS:
+        raise configargparse.ArgumentTypeError(f"{value} is too short to ever work (0 is off)")
     return seconds
 
 
@@ -291,8 +318,20 @@ PATH_FIELDS = frozenset("aAbBcdHIjmMpSUwWXyYzZGuV")
 
 
 def log_path_value(value: str) -> str:
-    """Parse --log_path for argparse: strftime fields are checked, a literal % must be written %%."""
+    """Parse --log_path for argparse: a file's name in UTF-8 without control characters; its strftime fields checked."""
     from _minechat.stamping import split_strftime  # here: the sender never needs the reader's stamping
+
+    if not value.strip():
+        raise configargparse.ArgumentTypeError("it names no file")
+    if is_undecodable(value):
+        raise configargparse.ArgumentTypeError("not valid UTF-8 text")
+    if sanitize_text(value) != value:
+        # A line break in the name would forge a line in every note that names the file.
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
+    if value.endswith(tuple(separator for separator in (os.sep, os.altsep, "/") if separator)):
+        raise configargparse.ArgumentTypeError(
+            "it ends with a folder separator; name the file too (logs/%Y/chat.txt, not logs/%Y/)"
+        )
 
     try:
         parts = split_strftime(value)

@@ -26,17 +26,20 @@ class SignalCatcher:
     def __init__(self) -> None:
         self.received: int | None = None
         self._arrived = asyncio.Event()
-        self._installed: list[int] = []
+        self._installed: list[tuple[int, object]] = []  # each signal and the handler it had before
 
     def __enter__(self) -> SignalCatcher:
         loop = asyncio.get_running_loop()
         for signum in self.SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN:
+                continue  # ignored when we started (nohup, `cmd &`): it stays ignored
             try:
                 loop.add_signal_handler(signum, self._on_signal, signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 # Windows: Ctrl-C still arrives as KeyboardInterrupt, which main() maps.
                 continue
-            self._installed.append(signum)
+            self._installed.append((signum, previous))
         return self
 
     def _on_signal(self, signum: int) -> None:
@@ -51,8 +54,10 @@ class SignalCatcher:
         tb: TracebackType | None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        for signum in self._installed:
+        for signum, previous in self._installed:
             loop.remove_signal_handler(signum)
+            with suppress(OSError, TypeError, ValueError):  # TypeError: a handler not set from Python
+                signal.signal(signum, previous)  # type: ignore[arg-type]
 
     async def wait(self) -> None:
         """Return once a signal has arrived."""
@@ -65,7 +70,7 @@ class SignalCatcher:
 
 
 def ignore_stop_signals() -> None:
-    """Let SIGINT, SIGTERM and SIGHUP do nothing from now on."""
+    """Let SIGINT, SIGTERM and SIGHUP do nothing from now on (we are on the way out)."""
     for signum in SignalCatcher.SIGNALS:
         with suppress(OSError, ValueError):  # ValueError: not the main thread
             signal.signal(signum, signal.SIG_IGN)

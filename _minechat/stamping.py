@@ -194,7 +194,7 @@ class LineStamper:
 
 # JSON escapes what is below U+0020; these (DEL, C1, bidi controls and marks, line and paragraph
 # separators) it leaves raw, and they too could drive a terminal that shows the file or split its lines.
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_JSON = "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"  # compiled on first use
 _encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 NICK_SEPARATOR = ": "
 RECORD_END = '"}\n'
@@ -206,7 +206,7 @@ def _escape_json_char(match: re.Match[str]) -> str:
 
 def make_json_safe(text: str) -> str:
     """Turn the characters JSON leaves raw but a terminal or a line splitter would act on into \\u escapes."""
-    return _UNSAFE_IN_JSON.sub(_escape_json_char, text) if _UNSAFE_IN_JSON.search(text) else text
+    return re.sub(_UNSAFE_IN_JSON, _escape_json_char, text) if re.search(_UNSAFE_IN_JSON, text) else text
 
 
 def format_json_record(when: str, text: str, nick: str | None = None, **fields: object) -> str:

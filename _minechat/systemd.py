@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from _minechat.shutdown import cancel_and_wait
@@ -21,6 +21,8 @@ MICROSECONDS_PER_SECOND = 1_000_000
 # systemd asks for a ping at least every half period; a third leaves room for a busy moment.
 WATCHDOG_PINGS_PER_PERIOD = 3
 STATUS_LIMIT = 200
+# WATCHDOG_USEC=1 must not make us spin a core: no more than this many pings a second.
+MIN_PING_INTERVAL = 0.05
 
 
 def parse_notify_address(value: str | None) -> str | None:
@@ -60,6 +62,7 @@ class ServiceNotifier:
             environ.get(WATCHDOG_USEC_VARIABLE), environ.get(WATCHDOG_PID_VARIABLE), os.getpid() if pid is None else pid
         )
         self._socket: socket.socket | None = None
+        self._stopping_said = False
 
     def __enter__(self) -> ServiceNotifier:
         family = getattr(socket, "AF_UNIX", None)  # Windows has none: then there is no systemd either
@@ -74,7 +77,7 @@ class ServiceNotifier:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.notify("STOPPING=1")
+        self.stopping()
         if self._socket is not None:
             sock, self._socket = self._socket, None
             sock.close()
@@ -92,17 +95,24 @@ class ServiceNotifier:
         """Say that start-up is over and we are working."""
         self.notify("READY=1")
 
+    def stopping(self) -> None:
+        """Say that we are stopping, once: as soon as stopping begins."""
+        if not self._stopping_said:
+            self._stopping_said = True
+            self.notify("STOPPING=1")
+
     def status(self, text: str) -> None:
         """Show one line of text as our status (systemctl status)."""
         self.notify(f"STATUS={shorten(text, STATUS_LIMIT)}")  # escaped, so it cannot add another line
 
     @asynccontextmanager
-    async def watchdog(self) -> AsyncIterator[None]:
-        """Within the block, ping the watchdog often enough while the event loop runs, if one is asked for."""
+    async def watchdog(self, healthy: Callable[[], bool] = lambda: True) -> AsyncIterator[None]:
+        """Within the block, ping the watchdog often enough while healthy() says we work, if one is asked for."""
         if self._socket is None or self.watchdog_period is None:
             yield
             return
-        pinger = asyncio.ensure_future(self._ping_forever(self.watchdog_period / WATCHDOG_PINGS_PER_PERIOD))
+        interval = max(self.watchdog_period / WATCHDOG_PINGS_PER_PERIOD, MIN_PING_INTERVAL)
+        pinger = asyncio.ensure_future(self._ping_forever(interval, healthy))
         try:
             yield
         finally:
@@ -110,7 +120,8 @@ class ServiceNotifier:
             if not pinger.cancelled() and pinger.exception() is not None:
                 logger.debug("the watchdog pinger failed: %r", pinger.exception())
 
-    async def _ping_forever(self, interval: float) -> None:
+    async def _ping_forever(self, interval: float, healthy: Callable[[], bool]) -> None:
         while True:
-            self.notify("WATCHDOG=1")
+            if healthy():  # a stuck process gets no ping, so the service manager restarts it
+                self.notify("WATCHDOG=1")
             await asyncio.sleep(interval)

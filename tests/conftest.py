@@ -69,6 +69,16 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def restore_stop_signals() -> Iterator[None]:
+    """Undo a client's main() ignoring the stop signals on its way out: children would inherit that, and keep it."""
+    saved = {signum: signal.getsignal(signum) for signum in DEFAULT_SIGNALS}
+    yield
+    for signum, handler in saved.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
 @pytest.fixture
 async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeMinechatServer]:
     # A sender's default chat to watch, port 5000, is not the fake server's and may be anyone's here:

@@ -106,6 +106,9 @@ class FakeMinechatServer:
         self.welcome_override: bytes | None = None
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
+        self.silent_readers = False  # keep every reading connection open and send it nothing, as a hung server
+        self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
+        self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
         self.echo_posts = True  # show each post to the readers, as the public server does
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
@@ -168,9 +171,14 @@ class FakeMinechatServer:
         self._changed = asyncio.Event()
 
     async def broadcast(self, data: bytes) -> None:
-        """Send raw bytes to every connected reader."""
+        """Send raw bytes to every connected reader that is not silenced."""
         for writer in list(self.readers):
-            await self._write(writer, data)
+            if writer not in self.silenced:
+                await self._write(writer, data)
+
+    def go_silent(self) -> None:
+        """Send the readers connected now nothing more, yet keep their connections open (a hung server or proxy)."""
+        self.silenced.update(self.readers)
 
     async def drop_readers(self) -> None:
         """Hang up on every reader at once, as a failing network would."""
@@ -243,14 +251,19 @@ class FakeMinechatServer:
             if self.send_then_close is not None:
                 await self._write(writer, self.send_then_close)
                 return
+            if self.silent_readers:
+                self.silenced.add(writer)
             self.readers.add(writer)
             self._touch()
             # Readers never write; wait for them to hang up.
             while await reader.read(1024):
                 pass
+            if writer in self.silenced:
+                self.silenced_connections_closed += 1
         except (OSError, asyncio.CancelledError):
             pass
         finally:
+            self.silenced.discard(writer)
             self.readers.discard(writer)
             writer.close()
             self._touch()

@@ -30,6 +30,7 @@ import _minechat.shutdown
 import _minechat.systemd
 import read_client
 import send_client
+from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
 from chat_io import STATUS_MARK, backoff
 from read_client import ReaderSettings
@@ -75,6 +76,7 @@ SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need pri
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
+    "IDLE_TIMEOUT",
 }  # fmt: skip
 
 
@@ -659,3 +661,12 @@ def format_history_block(block: bytes, when: datetime) -> str:
         return ""
     prefix = format_stamp(when) + " "
     return prefix + stamp_following_lines(block, prefix)
+
+
+def open_text_history(pattern: Path, now: FakeTime | None = None) -> tuple[HistoryFile, StampClock]:
+    """Return an open text history for a pattern, and its clock."""
+    history_pattern = HistoryPattern(pattern)
+    clock = StampClock(expand_path=history_pattern.expand, now=now or FakeTime(datetime(2026, 11, 27).timestamp()))
+    history = HistoryFile(history_pattern, HISTORY_FORMATS["text"], clock)
+    history.open(clock.read().path)
+    return history, clock

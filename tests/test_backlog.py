@@ -33,7 +33,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-from _minechat.backlog import lines_from_end, read_backlog
+from _minechat.backlog import BACKLOG_BLOCK_BYTES, BACKLOG_TOTAL_CHARS, CUT_MARK, lines_from_end, read_backlog
 from _minechat.history import HistoryPattern
 from _minechat.stamping import JsonLineStamper
 
@@ -180,11 +180,6 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
     assert process.returncode == 143, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JSON Lines record longer than 64 KiB is cut before it is parsed, so the backlog shows "
-    'the raw record ({"time": ..., "text": "zzz... [...]) instead of a stamped chat line',
-)
 def test_backlog_of_a_long_jsonl_line_is_shown_as_chat(tmp_path: Path) -> None:
     history = tmp_path / "chat.jsonl"
     long = b"Eve: " + b"z" * (100 * 1024)
@@ -195,11 +190,6 @@ def test_backlog_of_a_long_jsonl_line_is_shown_as_chat(tmp_path: Path) -> None:
     assert shown[0].endswith("z [...]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status_shape() turns the stamp of *now* into a pattern: a space-padded field (%l, %e, %k) makes "
-    "notes stamped with one digit fail to match when now has two (and the reverse), so notes show as chat",
-)
 def test_backlog_hides_notes_stamped_with_a_space_padded_field(tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     # '%l' is the hour 1..12, padded with a space: one of these two notes has the other shape than now.
@@ -221,3 +211,25 @@ def test_backlog_reads_an_earlier_file_once_whatever_path_finds_it(tmp_path: Pat
     current.write_text("", encoding="utf-8")
     earlier = pattern.earlier_files(current)
     assert read_backlog([current, *earlier], 10, DEFAULT_FORMAT) == ["[27.11.26 10:00] Eve: yesterday"]
+
+
+def test_cut_mark_on_a_long_line_that_starts_on_a_block_edge(tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    short = b"[27.11.26 10:00] Eve: short\n"
+    head = b"[27.11.26 10:00] Eve: "
+    long = head + b"z" * (2 * BACKLOG_BLOCK_BYTES - len(head) - 1) + b"\n"  # starts two blocks from the end
+    history.write_bytes(short + long)
+    shown = read_backlog([history], 10, DEFAULT_FORMAT)
+    assert shown[0] == short.decode().rstrip("\n")
+    assert shown[1].startswith(head.decode() + "zzz")
+    assert shown[1].endswith("z" + CUT_MARK)
+
+
+def test_backlog_stays_within_its_total_bound(tmp_path: Path) -> None:
+    history = tmp_path / "chat.log"
+    lines = [f"[27.11.26 10:00] Eve: {number:04d} " + "z" * 10_000 for number in range(1000)]
+    history.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    shown = read_backlog([history], 1000, DEFAULT_FORMAT)
+    assert sum(len(line) + 1 for line in shown) <= BACKLOG_TOTAL_CHARS
+    assert len(shown) == BACKLOG_TOTAL_CHARS // (len(lines[0]) + 1)
+    assert shown == lines[-len(shown) :]

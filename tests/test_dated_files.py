@@ -23,6 +23,8 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
+    open_text_history,
+    read_history,
     start_client,
     status_of,
     stop,
@@ -258,3 +260,20 @@ async def test_lines_that_cross_midnight_into_an_unusable_file_are_not_lost(
     assert f"*** cannot start {tmp_path / '01.log'}: " in old
     assert "history continues in" not in old
     assert old.index("*** cannot start") < old.index("A: after midnight")
+
+
+def test_refused_midnight_switch_keeps_every_later_line_in_the_old_file(tmp_path: Path) -> None:
+    day_one = datetime(2026, 11, 27, 23, 59, 30).timestamp()
+    now = FakeTime(day_one)
+    (tmp_path / "28.log").mkdir()  # the new day's file cannot be had
+    history, clock = open_text_history(tmp_path / "%d.log", now)
+    try:
+        history.write([(clock.read().path, "Bob: one\n")])
+        now.value = day_one + 60
+        for text in ("Bob: two\n", "Bob: three\n", "Bob: four\n"):
+            history.write([(clock.read().path, text)])
+    finally:
+        history.close()
+    lines = read_history(tmp_path / "27.log")
+    assert [line for line in lines if not line.startswith("[")] == ["Bob: one", "Bob: two", "Bob: three", "Bob: four"]
+    assert sum("*** cannot start" in line for line in lines) == 1

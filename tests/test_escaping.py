@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -12,13 +14,17 @@ from helpers import (
     BIDI_CONTROLS,
     STAMP,
     STAMP_TEXT,
+    WAIT,
     WHEN,
+    RecordingDelays,
+    RecordingOut,
     StartReader,
     chat_of,
     format_history_block,
     format_history_line,
     read_history,
     running_reader,
+    wait_for_file,
 )
 
 import _minechat.backlog
@@ -29,9 +35,11 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import chat_io
+import read_client
 from _minechat.dialogue import is_blank, parse_account
 from _minechat.stamping import LineStamper
 from chat_io import ProtocolError, decode_line, encode_line, flatten_text, redact, sanitize_text
+from read_client import ReaderSettings
 
 BIDI_ESCAPED = "".join(f"\\u{ord(char):04x}" for char in BIDI_CONTROLS)
 
@@ -151,3 +159,26 @@ async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Pa
     assert history
     assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)
     assert "127.0.0.1\\n[28.11.26 16:52] Admin: forged" in history[0]
+
+
+async def test_line_and_paragraph_separators_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    settings = ReaderSettings("127.0.0.1", server.read_port, path, WAIT, verbose=False)
+    out = RecordingOut()
+    task = asyncio.create_task(read_client.run(settings, out, RecordingDelays()))
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast("Bob: a\u2028b\u2029c\n".encode())
+        await wait_for_file(path, lambda data: b"Bob: a" in data)
+        await out.wait_for(lambda text: "Bob: a" in text)
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    expected = STAMP + re.escape("Bob: a\\u2028b\\u2029c")
+    assert [line for line in read_history(path) if "Bob" in line] == [
+        line for line in read_history(path) if re.fullmatch(expected, line)
+    ]
+    assert any(re.fullmatch(expected, line) for line in read_history(path))
+    assert "\u2028" not in out.text and "\u2029" not in out.text
+    assert any(re.fullmatch(expected, line) for line in out.text.split("\n"))

@@ -19,6 +19,7 @@ from helpers import (
     finish,
     make_history,
     open_history,
+    open_text_history,
     read_history,
     start_client,
     start_client_sync,
@@ -32,6 +33,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
+from _minechat.history import lock_path_for
 from chat_io import AlreadyRunning
 
 
@@ -196,3 +198,16 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=WAIT)
     assert precious.read_text(encoding="utf-8") == "[[package]]\nname = 'aiofiles'\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="flock semantics")
+def test_lock_file_with_a_longer_stale_pid_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "chat.log"
+    lock_path_for(path).write_text("98765432109876543210\n")  # left by an earlier run
+    first, _ = open_text_history(path)
+    try:
+        with pytest.raises(AlreadyRunning) as caught:
+            open_text_history(path)
+    finally:
+        first.close()
+    assert f"(process {os.getpid()})" in str(caught.value)

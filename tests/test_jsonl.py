@@ -140,11 +140,6 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     assert re.fullmatch(STAMP + "Eve: hi\n", (await process.stdout.read()).decode())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a jsonl history cut off inside a streamed record (full disk, power loss) only gets a line "
-    "break on restart: the unterminated record stays, so the file no longer has one JSON object per line",
-)
 async def test_jsonl_history_cut_inside_a_record_is_one_record_per_line_after_a_restart(
     server: FakeMinechatServer, tmp_path: Path
 ) -> None:

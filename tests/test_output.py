@@ -18,7 +18,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-from _minechat.output import BackgroundWriter, RawTextOutput, configure_logging
+from _minechat.output import OUTPUT_LIMIT_CHARS, BackgroundWriter, RawTextOutput, configure_logging
 
 
 class GatedOutput:
@@ -305,3 +305,22 @@ def test_background_log_handler_thread_is_named() -> None:
         assert handler._writer._thread.name == "log"
     finally:
         handler.close()
+
+
+def test_one_text_longer_than_the_stdout_queue_is_written_when_nothing_waits() -> None:
+    written: list[str] = []
+    done = threading.Event()
+    text = "[27.11.26 10:00] Eve: hi\n" * (OUTPUT_LIMIT_CHARS // 10)  # a backlog of thousands of lines
+
+    def write(chunk: str) -> None:
+        written.append(chunk)
+        if sum(map(len, written)) >= len(text):
+            done.set()
+
+    writer = BackgroundWriter(write, lambda count: f"{count} skipped\n", name="test-stdout")
+    try:
+        assert writer.put(text)
+        assert done.wait(WAIT)
+    finally:
+        writer.close()
+    assert "".join(written) == text

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 from fake_server import FakeMinechatServer
-from helpers import ROOT, WAIT, client_env
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
+from helpers import ROOT, TOKEN, WAIT, client_env
 
 
 async def run_cli(server: FakeMinechatServer, cwd: Path, *argv: str) -> tuple[int, str, str]:

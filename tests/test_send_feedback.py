@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
+from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, stop_with_signal
 
 import send_client
 from _minechat.dialogue import Outbox, PostingDialogue
 from chat_io import ProtocolError, ReplyTimeout
 
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 HINT = "is this the reading port?"
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
-from helpers import WAIT, RecordingDelays
+from helpers import TOKEN, WAIT, RecordingDelays
 
 import send_client
 from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 # Times scaled down from the 3 s late acknowledgements against --reply-timeout 2.
 REPLY_TIMEOUT = 0.2
 ACK_DELAY = 0.3

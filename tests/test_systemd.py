@@ -254,7 +254,7 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     texts = [text for text in listener.texts if text != "WATCHDOG=1"]
     assert texts[:3] == ["READY=1", f"STATUS=connecting to {address}", connected]
     assert texts[3].startswith("STATUS=connection lost: ") and " next try in " in texts[3]
-    assert texts[4:] == [f"STATUS=connecting to {address}", connected, "STATUS=stopped by SIGTERM", "STOPPING=1"]
+    assert texts[4:] == [f"STATUS=connecting to {address}", connected, "STOPPING=1", "STATUS=stopped by SIGTERM"]
     pings = [when for when, text in listener.messages if text == "WATCHDOG=1"]
     gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
     period = WATCHDOG_USEC / 1_000_000

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import WAIT, RecordingDelays, StdinPipe
+from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe
 
 import chat_io
 import send_client
@@ -131,8 +131,6 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
 
 
 # --- the witness at work, against the fake server -------------------------------------------------
-
-TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 
 
 def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:

@@ -1,0 +1,145 @@
+"""read_client and a server that goes silent while keeping the connection open: --idle-timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fake_server import FakeMinechatServer
+from helpers import (
+    ROOT,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    chat_of,
+    client_env,
+    read_history,
+    status_of,
+    wait_for_file,
+)
+
+import read_client
+from read_client import ReaderSettings
+
+IDLE = 0.5  # seconds of silence a test reader takes for a dead connection
+
+
+@dataclass
+class Reader:
+    """A read_client running in-process and what it writes."""
+
+    task: asyncio.Task[int]
+    out: RecordingOut
+    path: Path
+    delays: RecordingDelays
+
+
+@asynccontextmanager
+async def reading(
+    server: FakeMinechatServer, path: Path, idle_timeout: float = IDLE, history_format: str = "text"
+) -> AsyncIterator[Reader]:
+    """Run a reader with a short idle timeout against the fake server; cancel it at the end."""
+    settings = ReaderSettings(
+        host="127.0.0.1",
+        port=server.read_port,
+        log_path=path,
+        connect_timeout=WAIT,
+        verbose=False,
+        history_format=history_format,
+        idle_timeout=idle_timeout,
+    )
+    out = RecordingOut()
+    delays = RecordingDelays()
+    task = asyncio.create_task(read_client.run(settings, out, delays))
+    try:
+        yield Reader(task, out, path, delays)
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_silent_connection_is_dropped_and_reconnected(server: FakeMinechatServer, tmp_path: Path) -> None:
+    async with reading(server, tmp_path / "chat.log") as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(b"Bob: before\n")
+        await reader.out.wait_for(lambda text: "Bob: before" in text)
+        server.go_silent()  # the connection stays open, but nothing more comes over it
+        await server.wait_until(lambda: server.reader_connections == 2 and len(server.readers) == 1)
+        await server.broadcast(b"Bob: after\n")
+        await reader.out.wait_for(lambda text: "Bob: after" in text)
+        assert server.silenced_connections_closed == 1  # the reader hung up the silent one
+    history = read_history(reader.path)
+    assert chat_of(history) == ["Bob: before", "Bob: after"]
+    lost = [line for line in status_of(history) if "connection lost" in line]
+    assert lost == [f"*** connection lost: nothing received for {IDLE:g} s; next try in 0.0 s"]
+
+
+@pytest.mark.slow
+async def test_idle_timeout_zero_keeps_a_silent_connection(server: FakeMinechatServer, tmp_path: Path) -> None:
+    async with reading(server, tmp_path / "chat.log", idle_timeout=0) as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        server.go_silent()
+        with suppress(asyncio.TimeoutError):
+            await server.wait_until(lambda: server.reader_connections > 1, timeout=IDLE * 2)
+        assert server.reader_connections == 1
+        assert not reader.task.done()
+
+
+async def test_silent_server_is_not_hammered(server: FakeMinechatServer, tmp_path: Path) -> None:
+    server.silent_readers = True  # accepts every connection and never says a thing
+    async with reading(server, tmp_path / "chat.log", idle_timeout=0.1) as reader:
+        await reader.delays.wait_for_taken(3)
+        # No connection delivered a line: the backoff grows and is never started over.
+        assert reader.delays.resets == 1
+        assert reader.delays.taken[:3] == sorted(reader.delays.taken[:3])
+        assert reader.delays.taken[0] < reader.delays.taken[2]
+
+
+async def test_silent_connection_is_a_lost_event_in_json_lines(server: FakeMinechatServer, tmp_path: Path) -> None:
+    async with reading(server, tmp_path / "chat.jsonl", history_format="jsonl") as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        server.go_silent()
+        await server.wait_until(lambda: server.reader_connections == 2)
+        await wait_for_file(reader.path, lambda data: data.count(b'"event": "connected"') == 2, timeout=WAIT)
+    records = [json.loads(line) for line in reader.path.read_text(encoding="utf-8").splitlines()]
+    lost = [record for record in records if record.get("event") == "lost"]
+    assert len(lost) == 1
+    assert lost[0]["error"] == f"nothing received for {IDLE:g} s"
+    assert lost[0]["text"].startswith(f"connection lost: nothing received for {IDLE:g} s; next try in ")
+
+
+def test_help_names_the_idle_timeout() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "read_client.py"), "--help"], capture_output=True, text=True, env=client_env()
+    )
+    assert result.returncode == 0
+    assert "--idle-timeout" in result.stdout and "IDLE_TIMEOUT" in result.stdout
+
+
+def test_idle_timeout_comes_from_the_environment(tmp_path: Path) -> None:
+    settings = read_client.parse_settings([], {"IDLE_TIMEOUT": "2.5"}, tmp_path)
+    assert settings.idle_timeout == 2.5
+    assert read_client.parse_settings([], {}, tmp_path).idle_timeout == 60
+    assert read_client.parse_settings(["--idle-timeout", "0"], {}, tmp_path).idle_timeout == 0
+
+
+def test_negative_idle_timeout_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "read_client.py"), "--idle-timeout", "-1"],
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "--idle-timeout" in result.stderr
+    assert not list(tmp_path.iterdir())
