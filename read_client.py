@@ -1,39 +1,25 @@
 """Tail the minechat chat forever: print every line and append it, stamped, to a history file."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
+# First of all, before the imports that take most of the start-up: a stop ends the process by the signal
+# itself until the client's own handlers are in place. A handler in Python would raise inside an import,
+# where the exception can be lost ("Exception ignored in _get_module_lock") and the client go on running.
+# _signal, not signal: it is loaded already, while signal imports enum first (5 ms).
+import _signal
 
-import signal
-import sys
-
-STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
-SIGNAL_EXIT_BASE = 128  # as chat_io's EXIT_SIGNAL_BASE, which is not imported yet here
-
-
-def stop_during_start_up(signum: int, frame: object) -> None:
-    """End the process with the signal's exit code: no traceback, wherever in the imports it lands."""
-    raise SystemExit(SIGNAL_EXIT_BASE + signum)
-
-
-def catch_stops_during_start_up() -> None:
-    """Until the event loop takes over, a stop ends the process cleanly; a signal ignored at start stays ignored."""
-    for name in STOP_SIGNAL_NAMES:
-        signum = getattr(signal, name, None)
-        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop_during_start_up)
-
-
-# First of all, before the imports that take most of the start-up.
-if __name__ == "__main__":
-    catch_stops_during_start_up()
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
 
 import asyncio
 import contextlib
 import logging
+import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import configargparse
 
@@ -57,7 +43,7 @@ from _minechat.settings import (
     parse_arguments,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, end_program, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
@@ -408,7 +394,7 @@ class Recorder:
 class ConnectionLog:
     """One connection's sink: stamps what arrives into the journal, and spots the posting port's greeting."""
 
-    def __init__(self, tail: ChatTail) -> None:
+    def __init__(self, tail: "ChatTail") -> None:
         self._tail = tail
         self._format = tail.history_format
         self._stamper = self._format.make_stamper()
@@ -646,5 +632,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
 
 
+def program() -> NoReturn:
+    """Run as a command (the installed minechat-read, or python read_client.py): end as main says, by a signal too."""
+    end_program(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

@@ -1,6 +1,12 @@
 """Post to the minechat chat: log in with a token, or register a new account and save its token."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
+# First of all, before the imports that take most of the start-up: a stop ends the process by the signal
+# itself until the client's own handlers are in place (see read_client.py).
+import _signal
+
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
 
 import asyncio
 import logging
@@ -11,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, NoReturn, TextIO
 
 import configargparse
 
@@ -33,7 +39,14 @@ from _minechat.dialogue import (
 )
 from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.shutdown import (
+    SignalCatcher,
+    cancel_and_wait,
+    ctrl_c_raises,
+    end_program,
+    run_cli,
+    run_until_signal,
+)
 from _minechat.witness import Witness
 from chat_io import (
     DEFAULT_READ_PORT,
@@ -312,7 +325,7 @@ class Link:
     """One connection: feeds the dialogue what arrives, writes what it says, and times each reply line."""
 
     def __init__(
-        self, sender: Sender, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialogue: PostingDialogue
+        self, sender: "Sender", reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialogue: PostingDialogue
     ) -> None:
         self.sender = sender
         self.reader = reader
@@ -941,9 +954,10 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
     encoding = getattr(stdin, "encoding", None) or ENCODING
     while True:
         try:
-            out.write(NICKNAME_QUESTION)
-            out.flush()
-            raw = stdin.buffer.readline()
+            with ctrl_c_raises():  # before the question: a Ctrl-C as soon as it shows must end its line too
+                out.write(NICKNAME_QUESTION)
+                out.flush()
+                raw = stdin.buffer.readline()
         except KeyboardInterrupt:
             out.write("\n")  # Ctrl-C: end the prompt's line, so the shell's prompt starts on its own
             out.flush()
@@ -990,5 +1004,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parse, start, logger, secrets)
 
 
+def program() -> NoReturn:
+    """Run as a command (the installed minechat-send, or python send_client.py): end as main says, by a signal too."""
+    end_program(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

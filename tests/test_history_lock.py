@@ -135,7 +135,7 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
         try:
             await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
         finally:
-            assert await stop_with_signal(third, signal.SIGINT) == 130
+            assert await stop_with_signal(third, signal.SIGINT) == -signal.SIGINT
     finally:
         if first.returncode is None:
             first.kill()

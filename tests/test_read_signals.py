@@ -77,7 +77,7 @@ async def test_signal_ignored_at_start_stays_ignored(server: FakeMinechatServer,
             await asyncio.wait_for(asyncio.shield(process.wait()), IGNORED_WAIT)
     finally:
         returncode = await stop_with_signal(process, signal.SIGTERM)
-    assert returncode == 128 + signal.SIGTERM
+    assert returncode == -signal.SIGTERM
     assert status_of(read_history(history))[-1] == "*** stopped by SIGTERM"
 
 
@@ -108,6 +108,6 @@ async def test_stop_during_the_imports_is_clean(tmp_path: Path, module: str, sig
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert process.returncode == 128 + signum, err.decode()
+    assert process.returncode == -signum, err.decode()
     assert b"Traceback" not in err
     assert not (tmp_path / "chat_logs.txt").exists()

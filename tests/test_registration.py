@@ -115,7 +115,7 @@ async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMi
             line = await asyncio.wait_for(process.stderr.readline(), WAIT * 3)
     finally:
         code = await stop_with_signal(process, signal.SIGINT)
-    assert code == 130
+    assert code == -signal.SIGINT
     [(token, _)] = server.accounts.items()
     assert (tmp_path / "token.txt").read_text() == token + "\n"
 

@@ -236,7 +236,7 @@ async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -
     finally:
         os.close(controller)
         os.close(terminal)
-    assert returncode == 130
+    assert returncode == -signal.SIGINT
     assert rest == b"\n"  # the question's line is ended; nothing else is said
 
 
@@ -311,7 +311,7 @@ async def test_cli_invalid_utf8_is_a_usage_error(
 
 
 @POSIX_ONLY
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, -signal.SIGTERM)])
 async def test_cli_signal_while_relaying_stdin(
     server: FakeMinechatServer, tmp_path: Path, account: str, signum: int, code: int
 ) -> None:
@@ -584,4 +584,4 @@ async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer,
             await process.wait()
         os.close(read_end)
         os.close(stdin_write)
-    assert code == 130  # stop_with_signal allows STOP_WAIT seconds
+    assert code == -signal.SIGINT  # stop_with_signal allows STOP_WAIT seconds

@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -58,7 +59,7 @@ async def test_each_post_typed_on_a_terminal_is_confirmed(server: FakeMinechatSe
     finally:
         code = await stop_with_signal(process, 2)
         os.close(controller)
-    assert code == 130
+    assert code == -signal.SIGINT
     assert [post.lines for post in server.posts] == [["привет"], ["second line"]]
 
 
