@@ -35,6 +35,9 @@ MIN_PORT = 1
 MAX_PORT = 65535
 
 ENVIRONMENT_SOURCE = "the environment"
+# In the process environment every variable carries it: HOST, TOKEN or FORMAT there belong to other
+# programs (some shells export HOST). A .env is ours alone, and takes the names with or without it.
+ENV_PREFIX = "MINECHAT_"
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 # A label of a host name as the resolver gets it (IDNA-encoded): letters, digits, hyphens (not first
@@ -49,10 +52,16 @@ _SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
 
 
 class Setting(NamedTuple):  # a NamedTuple, not a frozen dataclass: a third of the cost at every start
-    """The value of a variable and where it was found, for error messages."""
+    """The value of a variable, where it was found and how it was spelled there, for error messages."""
 
     value: str
     source: str
+    name: str
+
+
+def environment_name(name: str) -> str:
+    """Return the name an option's variable has in the process environment."""
+    return ENV_PREFIX + name
 
 
 class ChatArgumentParser(configargparse.ArgumentParser):
@@ -61,7 +70,7 @@ class ChatArgumentParser(configargparse.ArgumentParser):
     def format_help(self) -> str:
         for action in self._actions:
             name = getattr(action, "env_var", None)
-            note = f"[env var: {name}]"
+            note = f"[env var: {environment_name(name or '')}]"
             if name and action.help and note not in action.help:
                 action.help += " " + note
         return super().format_help()
@@ -215,10 +224,19 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
-    """Return the environment layered over the .env of cwd (the environment wins); an empty value is unset."""
+    """Return the environment layered over the .env of cwd (the environment wins), by unprefixed name.
+
+    The environment gives only the names with ENV_PREFIX; .env gives both spellings, and of a name
+    spelled both ways there the prefixed one. An empty value is unset.
+    """
     dotenv_path = cwd / DOTENV_NAME
-    merged = {key: Setting(value, str(dotenv_path)) for key, value in read_dotenv(dotenv_path).items()}
-    merged.update((key, Setting(value, ENVIRONMENT_SOURCE)) for key, value in environ.items() if value)
+    dotenv = read_dotenv(dotenv_path)
+    merged = {}
+    for key in sorted(dotenv, key=lambda key: key.startswith(ENV_PREFIX)):  # the prefixed ones last, to win
+        merged[key.removeprefix(ENV_PREFIX)] = Setting(dotenv[key], str(dotenv_path), key)
+    for key, value in environ.items():
+        if value and key.startswith(ENV_PREFIX):
+            merged[key.removeprefix(ENV_PREFIX)] = Setting(value, ENVIRONMENT_SOURCE, key)
     return merged
 
 
@@ -233,9 +251,10 @@ def make_parser(
         add_env_var_help=False,
         allow_abbrev=False,
         epilog=(
-            "Every option can also be set in the environment or in a .env file in the current "
-            "directory; the command line wins over the environment, the environment over .env. "
-            "An empty value counts as unset."
+            f"Every option can also be set in the environment, as the variable named with it (all begin "
+            f"with {ENV_PREFIX}), or in a .env file in the current directory, where the {ENV_PREFIX} may be "
+            "left out (HOST=, TOKEN=); the command line wins over the environment, the environment over "
+            ".env. An empty value counts as unset."
         ),
     )
     parser.add_argument("--host", env_var="HOST", default=DEFAULT_HOST, type=host_name, help="chat server host")
@@ -285,7 +304,7 @@ def environment_values(
         if problem is not None:
             # Free text is not shown: it may be the token.
             shown = "" if action.type is text_value else f"={show_value(setting.value)}"
-            parser.error(f"{name}{shown} (from {setting.source}): {problem}")
+            parser.error(f"{setting.name}{shown} (from {setting.source}): {problem}")
         value = setting.value
         if isinstance(action, argparse._AppendAction):
             # One variable is one value, verbatim: configargparse would split "[a, b]" into a list.

@@ -14,6 +14,7 @@ from helpers import ROOT
 
 import read_client
 import send_client
+from _minechat.settings import environment_name
 from chat_io import EXIT_LOCKED
 
 PARSERS = [read_client.build_parser, send_client.build_parser]
@@ -39,8 +40,20 @@ def test_every_variable_is_documented(build: object) -> None:
     docs = docs_text()
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     for name in variables(build):
-        assert f"`{name}`" in docs
-        assert f"{name}=" in example
+        assert f"`{environment_name(name)}`" in docs
+        assert re.search(rf"^#? ?{name}=", example, re.MULTILINE), name  # .env keeps the original names
+
+
+def test_the_prefix_is_explained_wherever_variables_are_named() -> None:
+    where = {
+        "docs/configuration.md": CONFIGURATION,
+        "README.md": README,
+        ".env.example": ROOT / ".env.example",
+        "contrib/minechat-read.service": ROOT / "contrib" / "minechat-read.service",
+    }
+    for name, path in where.items():
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert "MINECHAT_HOST" in text, name
 
 
 @pytest.mark.parametrize("build", PARSERS)
@@ -96,7 +109,7 @@ def test_help_and_docs_table_agree(script: str, build: object) -> None:
         if "--help" in action.option_strings or "--version" in action.option_strings:
             continue  # neither has a variable or a default
         variable, default, meaning = table[action.option_strings[0]]
-        assert variable == (f"`{action.env_var}`" if action.env_var else "none")
+        assert variable == (f"`{environment_name(action.env_var)}`" if action.env_var else "none")
         help_text, _, own_default = action.help.partition(" (default: ")
         assert meaning.replace("`", "'") == help_text
         if own_default:  # the help explains a default that depends on what happens

@@ -163,7 +163,7 @@ async def test_registration_writes_through_a_symlinked_token_path(server: FakeMi
     ("argv", "environ", "token_file", "source"),
     [
         (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
-        ([], {"NICKNAME": "NewGuy"}, TOKEN, "the token file"),
+        ([], {"MINECHAT_NICKNAME": "NewGuy"}, TOKEN, "the token file"),
         (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
     ],
 )
