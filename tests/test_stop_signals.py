@@ -78,9 +78,11 @@ class Sweep:
     runs: int = 0
     swallowed: list[float] = field(default_factory=list)  # moments of stops the process outlived
     other_ends: list[tuple[float, int | None]] = field(default_factory=list)  # ended, but not by the signal
-    # Stops inside Python's own start-up, before a line of ours runs, which end it with its traceback:
-    # outside a program's reach.
+    # Stops inside Python's own start-up, before a line of ours runs, which end it with its traceback,
+    # or which it reports and then ignores ("Failed checking if argv[0] is an import path entry",
+    # "Exception ignored in ... _get_module_lock"): outside a program's reach.
     in_python_start_up: list[float] = field(default_factory=list)
+    lost_by_python: list[float] = field(default_factory=list)  # those of them that Python ignored
     project_tracebacks: list[str] = field(default_factory=list)  # naming a file of this project
 
 
@@ -92,6 +94,11 @@ def runs_project_code(traceback: str) -> bool:
     """
     lines = re.findall(rf'File "{re.escape(str(ROOT))}[^"]*", line (\d+)', traceback)
     return any(int(line) > 0 for line in lines)
+
+
+def ignored_by_python(stderr: str) -> bool:
+    """Tell whether Python reported a KeyboardInterrupt it ignored, in code of its own, not ours."""
+    return "KeyboardInterrupt" in stderr and not runs_project_code(stderr)
 
 
 def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: Sweep) -> None:
@@ -109,9 +116,13 @@ def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: S
         try:
             _, err = process.communicate(timeout=WAIT)
         except subprocess.TimeoutExpired:
-            sweep.swallowed.append(delay)
             process.kill()
             _, err = process.communicate()
+            if ignored_by_python(err.decode(errors="replace")):
+                sweep.in_python_start_up.append(delay)
+                sweep.lost_by_python.append(delay)
+            else:
+                sweep.swallowed.append(delay)
             return
     finally:
         if process.poll() is None:
