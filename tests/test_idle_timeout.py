@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -14,13 +12,12 @@ from pathlib import Path
 import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
-    ROOT,
     WAIT,
     RecordingDelays,
     RecordingOut,
     chat_of,
-    client_env,
     read_history,
+    run_client_sync,
     status_of,
     wait_for_file,
 )
@@ -117,9 +114,7 @@ async def test_silent_connection_is_a_lost_event_in_json_lines(server: FakeMinec
 
 
 def test_help_names_the_idle_timeout() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--help"], capture_output=True, text=True, env=client_env()
-    )
+    result = run_client_sync("read_client.py", "--help")
     assert result.returncode == 0
     assert "--idle-timeout" in result.stdout and "IDLE_TIMEOUT" in result.stdout
 
@@ -132,13 +127,7 @@ def test_idle_timeout_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_negative_idle_timeout_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--idle-timeout", "-1"],
-        capture_output=True,
-        text=True,
-        env=client_env(),
-        cwd=tmp_path,
-    )
+    result = run_client_sync("read_client.py", "--idle-timeout", "-1", cwd=tmp_path)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert "--idle-timeout" in result.stderr

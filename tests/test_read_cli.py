@@ -22,12 +22,13 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
+    client_process_sync,
     finish,
     read_history,
     read_main,
+    reader_process,
     running_reader,
     start_client,
-    start_client_sync,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -113,29 +114,27 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
     server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
 ) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
+    async with reader_process(
+        server,
         "--log_path",
         str(history),
-        port=server.read_port,
         cwd=tmp_path,
         # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
         env=client_env(TZ=ODD_ZONE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        before = odd_zone_now()
-        await server.broadcast(b"A: one\nA: two\nA: unfinish")
-        printed = []
-        for expected in (b"A: one", b"A: two"):
-            line = await asyncio.wait_for(process.stdout.readline(), WAIT)
-            assert line.rstrip(b"\n").endswith(expected)
-            printed.append(line.decode().rstrip("\n"))
-        after = odd_zone_now()
-    finally:
-        returncode = await stop_with_signal(process, signum)
+    ) as process:
+        try:
+            before = odd_zone_now()
+            await server.broadcast(b"A: one\nA: two\nA: unfinish")
+            printed = []
+            for expected in (b"A: one", b"A: two"):
+                line = await asyncio.wait_for(process.stdout.readline(), WAIT)
+                assert line.rstrip(b"\n").endswith(expected)
+                printed.append(line.decode().rstrip("\n"))
+            after = odd_zone_now()
+        finally:
+            returncode = await stop_with_signal(process, signum)
     stderr = (await process.stderr.read()).decode()
     assert returncode == code
     assert "Traceback" not in stderr
@@ -273,7 +272,7 @@ def test_host_that_idna_refuses_is_a_usage_error(
 @POSIX_ONLY
 def test_invalid_utf8_host_is_a_usage_error(tmp_path: Path) -> None:
     # Bytes, as a shell passes them: Python decodes h\xff to a lone surrogate that UTF-8 cannot encode.
-    with start_client_sync(
+    with client_process_sync(
         "read_client.py", b"--host", b"h\xff", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
         _, stderr = process.communicate(timeout=WAIT * 4)
@@ -408,20 +407,18 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
 @POSIX_ONLY
 async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
+    async with reader_process(
+        server,
         "--log_path",
         str(history),
-        port=server.read_port,
         cwd=history.parent,
         stdout=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"A: one\n")
-        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
-    finally:
-        code = await stop_with_signal(process, signal.SIGHUP)
+    ) as process:
+        try:
+            await server.broadcast(b"A: one\n")
+            await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGHUP)
     assert code == 129
     assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
 

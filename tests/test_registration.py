@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import stat
-import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -17,16 +16,16 @@ import pytest
 from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    START_WAIT,
     SYMLINKS,
     TOKEN,
-    WAIT,
     RecordingDelays,
-    run_client,
+    client_process,
+    run_sender_process,
     scripted_server,
     send,
     settings_at,
     settings_for,
-    start_client,
     stop_with_signal,
 )
 
@@ -69,7 +68,7 @@ async def test_registration_with_message_posts_in_same_session(server: FakeMinec
 
 
 async def test_cli_registration_reports_nickname_never_token(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_client(server, tmp_path, "--nickname", "Eve", "-v")
+    code, out, err = await run_sender_process(server.write_port, tmp_path, "--nickname", "Eve", "-v")
     assert code == 0
     [(token, nickname)] = server.accounts.items()
     assert nickname.split(" ", 1)[0] in ADJECTIVES and nickname.endswith(" Eve")
@@ -105,15 +104,13 @@ async def test_registration_keeps_the_token_whatever_follows(
 @POSIX_ONLY
 async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.stall_at = "welcome"
-    process = await start_client(
-        "send_client.py", "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL, port=server.write_port, cwd=tmp_path
-    )
-    try:
+    async with client_process(
+        "send_client.py", "--nickname", "Eve", "-v", port=server.write_port, cwd=tmp_path
+    ) as process:
         assert process.stderr is not None
         line = b"x"
         while line and b"account_hash" not in line:  # the client has read the account reply
-            line = await asyncio.wait_for(process.stderr.readline(), WAIT * 3)
-    finally:
+            line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signal.SIGINT)
     assert code == 130
     [(token, _)] = server.accounts.items()
@@ -189,7 +186,7 @@ async def test_cli_nickname_with_a_token_posts_nothing(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     (tmp_path / "token.txt").write_text(account + "\n")
-    code, _, err = await run_client(server, tmp_path, "--nickname", "NewGuy")
+    code, _, err = await run_sender_process(server.write_port, tmp_path, "--nickname", "NewGuy")
     assert code == 2
     assert f"a token was found in the token file {tmp_path / 'token.txt'}" in err
     assert server.send_transcripts == []
@@ -197,7 +194,7 @@ async def test_cli_nickname_with_a_token_posts_nothing(
 
 async def test_cli_server_nickname_is_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
     token = server.add_account("Evil\x1b[2J\u202eLoyd")
-    code, _, err = await run_client(server, tmp_path, "--token", token, "--message", "hi")
+    code, _, err = await run_sender_process(server.write_port, tmp_path, "--token", token, "--message", "hi")
     assert code == 0, err
     assert "logged in as Evil\\x1b[2J\\u202eLoyd" in err
     assert "posted 1 message as Evil\\x1b[2J\\u202eLoyd" in err

@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
+from helpers import POSIX_ONLY, START_WAIT, WAIT, RecordingDelays, client_process, stop_with_signal
 
 import send_client
 from chat_io import FileError, ProtocolError, ReplyTimeout, save_token
@@ -119,18 +118,15 @@ async def test_cut_account_reply_then_a_signal_is_saved(
 ) -> None:
     server.registration_reply = cut_reply
     server.stall_after_registration = True
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--read-port", str(server.read_port), "--nickname", "Eve", "-v",
-        cwd=tmp_path, env=client_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        await server.wait_until(lambda: len(server.accounts) == 1)
+    async with client_process(
+        "send_client.py", "--read-port", str(server.read_port), "--nickname", "Eve", "-v",
+        port=server.write_port, cwd=tmp_path,
+    ) as process:  # fmt: skip
+        await server.wait_until(lambda: len(server.accounts) == 1, timeout=START_WAIT)
         assert process.stderr is not None
         line = b"x"
         while line and b"of a line not ended yet" not in line:  # the client has read the cut reply
-            line = await asyncio.wait_for(process.stderr.readline(), WAIT)
-    finally:
+            line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signum)
     assert code == 128 + signum
     [(token, _)] = server.accounts.items()

@@ -18,18 +18,19 @@ import pytest
 from fake_server import ACK, GREETING, WELCOME, ConnectionPlan, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    START_WAIT,
     TOKEN,
     WAIT,
     RecordingDelays,
     StdinBytes,
     StdinPipe,
+    client_process,
     free_port,
-    run_client,
+    run_sender_process,
     scripted_server,
     send,
     settings_at,
     settings_for,
-    start_client,
     stop_with_signal,
     texts_of,
 )
@@ -70,7 +71,9 @@ async def test_cli_posts_thousand_stdin_lines_in_order(
 ) -> None:
     lines = [f"line {number} — строка" for number in range(1000)]
     stdin = ("\n".join(lines[:500]) + "\n\n" + "\r\n".join(lines[500:]) + "\n").encode()
-    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    code, _, err = await run_sender_process(
+        server.write_port, tmp_path, "--token", account, "--message", "-", stdin=stdin
+    )
     assert code == 0, err
     assert [post.lines for post in server.posts] == [[line] for line in lines]
     assert "posted 1000 messages as Focused Loyd" in err
@@ -172,7 +175,9 @@ async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path:
     server.plans.append(ConnectionPlan(posts=3, reset=True))
     lines = [f"line {number}" for number in range(5000)]
     stdin = "".join(f"{line}\n" for line in lines).encode()
-    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    code, _, err = await run_sender_process(
+        server.write_port, tmp_path, "--token", account, "--message", "-", stdin=stdin
+    )
     assert code == 0, err
     assert "Traceback" not in err and "never retrieved" not in err
     assert list(dict.fromkeys(texts_of(server))) == lines
@@ -209,7 +214,7 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.withhold_acks = True
-    process = await start_client(
+    async with client_process(
         "send_client.py",
         "--token",
         account,
@@ -218,18 +223,18 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
         port=server.write_port,
         cwd=tmp_path,
         stdin=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stderr is not None
-    # Far more than the outbox and the read-ahead take; buffered here, never drained.
-    process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
-    try:
-        # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
-        await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=WAIT * 3)
-    finally:
-        code = await stop_with_signal(process, signal.SIGINT)
-        process.stdin.close()
-        with suppress(OSError):
-            await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
+    ) as process:
+        assert process.stdin is not None and process.stderr is not None
+        # Far more than the outbox and the read-ahead take; buffered here, never drained.
+        process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
+        try:
+            # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
+            await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=START_WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGINT)
+            process.stdin.close()
+            with suppress(OSError):
+                await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
     err = (await process.stderr.read()).decode()
     assert code == 130
     # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.

@@ -17,8 +17,8 @@ from helpers import (
     RecordingDelays,
     StdinPipe,
     error_lines,
-    run_cli,
     run_send_main,
+    run_sender_process,
     scripted_server,
     send,
     settings_for,
@@ -369,7 +369,7 @@ async def test_token_echoed_late_in_a_reply_does_not_leak_in_part(tmp_path: Path
         await reader.read()
 
     async with scripted_server(echo_token) as port:
-        code, err = await run_cli(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v")
+        code, _, err = await run_sender_process(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v", stdin=None)
     assert code == 4, err
     leaked = [TOKEN[start : start + 8] for start in range(len(TOKEN) - 7) if TOKEN[start : start + 8] in err]
     assert not leaked, err
