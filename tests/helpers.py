@@ -523,6 +523,19 @@ def numbered(first: int, count: int, pad: str = "ну и погода сегод
     return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
 
 
+def fill_disk(folder: Path) -> Path:
+    """Fill a file system with one file until not a byte more fits; return that file."""
+    filler = folder / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with suppress(OSError):
+            while os.write(descriptor, b"\0" * 512):
+                pass
+    finally:
+        os.close(descriptor)
+    return filler
+
+
 def numbers_of(chat: list[str]) -> list[int]:
     """Return the line numbers of numbered chat lines, in file order."""
     return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
@@ -552,21 +565,31 @@ async def stop(reader: Reader) -> None:
         await reader.task
 
 
-@asynccontextmanager
-async def running_reader(
-    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
-    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
-    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+def reader_settings(server: FakeMinechatServer, path: Path, **options: Any) -> ReaderSettings:
+    """Reader settings aimed at the fake server's chat, writing path; options replace any other setting."""
+    given: dict[str, Any] = {"host": "127.0.0.1", "port": server.read_port, "connect_timeout": WAIT, "verbose": False}
+    return ReaderSettings(log_path=path, **(given | options))
+
+
+def start_reader_task(
+    settings: ReaderSettings, out: RecordingOut | None = None, now: Callable[[], float] = time.time
+) -> Reader:
+    """Start read_client.run in-process, with tiny backoff delays; stop() ends it."""
     out = out or RecordingOut()
     delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
+    return Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, **options: Any
+) -> AsyncIterator[Reader]:
+    """Run read_client in-process against the fake server (reader_settings' options); stopped at the end."""
+    reader = start_reader_task(reader_settings(server, path, **options), out)
     try:
-        yield task, out, delays
+        yield reader
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await stop(reader)
 
 
 def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -584,10 +607,11 @@ def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> Stam
     return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
 
 
-def make_history(path: Path) -> _minechat.history.HistoryFile:
-    """Return a text history file for path, as run() builds it, not yet open."""
+def make_history(path: Path, clock: StampClock | None = None) -> _minechat.history.HistoryFile:
+    """Return a text history file for path (a pattern), as run() builds it, not yet open; clock: fixed_clock's."""
     pattern = _minechat.history.HistoryPattern(path)
-    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
+    clock = clock or fixed_clock(pattern)
+    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], clock)
 
 
 def open_history(path: Path) -> _minechat.history.HistoryFile:
@@ -606,20 +630,23 @@ TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Parse send_client settings aimed at the fake server, with no outside environment."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
-
-
-def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
+def settings_at(port: int, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at 127.0.0.1:port, the token file in tmp_path, with no outside environment."""
     base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
     return send_client.parse_settings([*base, *argv], {}, tmp_path)
 
 
-async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays."""
-    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str, watch: bool = False) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server; with watch, the sender watches its chat for our posts."""
+    watching = ("--read-port", str(server.read_port)) if watch else ()
+    return settings_at(server.write_port, tmp_path, *watching, *argv)
+
+
+async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
+    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
+    await asyncio.wait_for(sender.run(), RUN_WAIT)
+    return sender
 
 
 def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:

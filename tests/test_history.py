@@ -215,10 +215,10 @@ def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
 async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: next\n")
-        await out.wait_for(lambda text: "A: next\n" in text)
+        await reader.out.wait_for(lambda text: "A: next\n" in text)
     history = read_history(path)
     assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
     assert all(re.match(STAMP, line) for line in history[1:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from helpers import (
     client_env,
     client_process_sync,
     finish,
+    free_port,
     read_history,
     read_main,
     reader_process,
@@ -245,9 +245,7 @@ def test_bracketed_ipv6_host_is_accepted(tmp_path: Path) -> None:
 
 
 async def test_ipv6_address_is_shown_in_brackets(start_reader: StartReader) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     reader = await start_reader(port=port, host="::1")
     await reader.delays.wait_for_taken(2)  # the first failure is noted before the second delay is taken
     await wait_for_file(reader.path, lambda data: b"*** cannot connect" in data)  # and the journal writes it soon after
@@ -361,12 +359,12 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
 @pytest.mark.usefixtures("default_signal_handlers")
 async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (task, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: last\n")
-        await out.wait_for_lines(1)
+        await reader.out.wait_for_lines(1)
         os.kill(os.getpid(), signal.SIGTERM)
-        assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+        assert await asyncio.wait_for(reader.task, WAIT) == 128 + signal.SIGTERM
     assert status_of(read_history(path))[-1] == "*** stopped by SIGTERM"
     assert chat_of(read_history(path)) == ["A: last"]
 

@@ -253,14 +253,14 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
     path = tmp_path / "chat.log"
     # Padded so that the forged text starts exactly at the size.
     line = b"Eve: " + "ж".encode() * ((size - 5) // 2) + b"y" * ((size - 5) % 2) + FORGED
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
         await wait_for_file(path, lambda data: b"Bob: after" in data)
         # stdout may skip what it could not take in time (a slow test stream), "Bob: after" too;
         # then it says so once it has caught up.
-        text = await out.wait_for(lambda text: text.endswith("Bob: after\n") or SKIPPED in text, FLOOD_WAIT)
+        text = await reader.out.wait_for(lambda text: text.endswith("Bob: after\n") or SKIPPED in text, FLOOD_WAIT)
     # Every line shown starts with a stamp, so none is forged; what it shows of a line is that line's start.
     complete = text.split("\n")[:-1]
     assert all(re.match(STAMP, entry) for entry in complete)
@@ -324,10 +324,10 @@ async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer,
     path = tmp_path / "chat.log"
     # The first cut falls inside the emoji unless it backs up over all three continuation bytes.
     line = "E: " + "a" * (MAX_LINE_BYTES - 4) + "😀" * 4 + "b" * MAX_LINE_BYTES
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(f"{line}\nBob: after\n".encode())
-        await out.wait_for_lines(2)
+        await reader.out.wait_for_lines(2)
     assert chat_of(read_history(path)) == [line, "Bob: after"]
 
 

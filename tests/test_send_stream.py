@@ -26,9 +26,9 @@ from helpers import (
     StdinPipe,
     client_process,
     free_port,
+    run_sender,
     run_sender_process,
     scripted_server,
-    send,
     settings_at,
     settings_for,
     stop_with_signal,
@@ -84,7 +84,7 @@ async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp
     # Acknowledge "one", take "two" without acknowledging it; then a connection that takes nothing.
     server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
     messages = ["--message", "one", "--message", "two", "--message", "three"]
-    sender = await send(settings_for(server, tmp_path, "--token", account, *messages))
+    sender = await run_sender(settings_for(server, tmp_path, "--token", account, *messages))
     assert texts_of(server) == ["one", "two", "two", "three"]
     assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
     assert len(server.send_transcripts) == 3
@@ -98,7 +98,7 @@ async def test_fixed_messages_give_up_after_fruitless_tries(
     server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(RESUME_TRIES + 3))
     # Each connection takes the post and hangs up before acknowledging it: it goes out MAX_SENDS times.
     with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; 1 message went out {MAX_SENDS} times"):
-        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+        await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one"))
     assert len(server.send_transcripts) == MAX_SENDS
     assert texts_of(server) == ["one"] * MAX_SENDS
 
@@ -108,13 +108,13 @@ async def test_fixed_messages_fail_fast_without_any_connection(
 ) -> None:
     server.plans.append(ConnectionPlan(refuse=True))
     with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
-        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+        await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one"))
     assert len(server.send_transcripts) == 1
 
 
 async def test_stream_waits_out_a_refusing_server(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     server.plans.extend(ConnectionPlan(refuse=True) for _ in range(8))
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
     assert texts_of(server) == ["one", "two"]
     assert server.refused == 8
 
@@ -187,7 +187,7 @@ async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path:
 
 async def test_stdin_separators_stay_inside_one_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     stdin = "a\rb\x0cc\x85d\u2028e\x0bf\x1cg\r\nsecond\n".encode()
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
     assert texts_of(server) == ["a b c d e f g", "second"]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\na b c d e f g\n\nsecond\n\n".encode()
 
@@ -196,8 +196,8 @@ async def test_long_stdin_line_is_one_post_as_on_the_command_line(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     long = " ".join(["слово"] * 20_000)  # 220 KB
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
-    await send(settings_for(server, tmp_path, "--token", account, "--message", long))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", long))
     assert [post.lines for post in server.posts] == [[long], [long]]
     assert server.send_transcripts[0] == server.send_transcripts[1]
 
@@ -205,7 +205,7 @@ async def test_long_stdin_line_is_one_post_as_on_the_command_line(
 async def test_last_stdin_line_without_newline_is_posted(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
     assert texts_of(server) == ["one", "two"]
 
 
