@@ -199,14 +199,22 @@ async def client_process(script: str, *argv: str | bytes, **options: Any) -> Asy
 
 @asynccontextmanager
 async def reader_process(
-    server: FakeMinechatServer, *argv: str | bytes, port: int | None = None, **options: Any
+    server: FakeMinechatServer,
+    history: Path,
+    *argv: str | bytes,
+    cwd: Path | None = None,
+    port: int | None = None,
+    **options: Any,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """read_client.py as a process against the fake server, yielded once it has joined the chat; reaped at the end.
+    """read_client.py as a process writing history, yielded once it has joined the fake chat; reaped at the end.
 
-    A reader that exits before it has connected fails the test with its exit code and stderr.
+    It runs in history's folder unless cwd is given; a reader that exits before it has connected fails the
+    test with its exit code and stderr.
     """
     joined = server.readers_joined
-    async with client_process("read_client.py", *argv, port=port or server.read_port, **options) as process:
+    port = port or server.read_port
+    argv = ("--log_path", str(history), *argv)
+    async with client_process("read_client.py", *argv, port=port, cwd=cwd or history.parent, **options) as process:
         await wait_until_joined(server, process, joined + 1)
         yield process
 
@@ -706,18 +714,30 @@ async def run_sender_process(
     return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+async def run_main_in_thread(
+    main: Callable[[list[str] | None], int], argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Run a client's main in-process, in cwd (in a thread, as it runs its own event loop); return its exit code."""
     monkeypatch.chdir(cwd)
 
     def call() -> int:
         try:
-            return send_client.main(argv)
+            return main(argv)
         except SystemExit as stop:  # a usage error, through argparse
             assert isinstance(stop.code, int)
             return stop.code
 
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+    return await asyncio.wait_for(asyncio.to_thread(call), RUN_WAIT)
+
+
+async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run send_client.main in-process; return its exit code."""
+    return await run_main_in_thread(send_client.main, argv, cwd, monkeypatch)
+
+
+async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run read_client.main in-process; return its exit code."""
+    return await run_main_in_thread(read_client.main, argv, cwd, monkeypatch)
 
 
 def error_lines(err: str) -> list[str]:

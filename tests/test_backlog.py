@@ -160,7 +160,7 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
     history = tmp_path / "chat.log"
     history.write_bytes(b"[27.11.26 10:00] Eve: hi\n" + b'{"a": ' + b"[" * 5000 + b"\n")
     # A reader that crashes on the backlog never connects: reader_process fails with its stderr.
-    async with reader_process(server, "--log_path", str(history), cwd=tmp_path, env=client_env(TZ="UTC0")) as process:
+    async with reader_process(server, history, cwd=tmp_path, env=client_env(TZ="UTC0")) as process:
         await stop_with_signal(process, signal.SIGTERM)
     err = (await process.stderr.read()).decode(errors="replace")
     assert "Traceback" not in err

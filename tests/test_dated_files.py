@@ -175,9 +175,10 @@ async def test_dated_history_follows_rotation_and_is_locked(
 @POSIX_ONLY
 async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     pattern = tmp_path / "logs" / "%Y" / "%m-%d.log"
-    options = ("--log_path", str(pattern), "--time-format", "%Y %m-%d %H:%M:%S", "--backlog", "0")
+    options = ("--time-format", "%Y %m-%d %H:%M:%S", "--backlog", "0")
     async with reader_process(
         server,
+        pattern,
         *options,
         cwd=tmp_path,
         env=client_env(TZ=zone_with_midnight_in(MIDNIGHT_AHEAD)),

@@ -226,13 +226,11 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
 
 
 @pytest.mark.parametrize("how", ["rename", "delete"])
-async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
+async def test_rotation_inside_a_long_line_forges_no_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as process:

@@ -101,9 +101,7 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=subprocess.DEVNULL,
     ) as first:
         try:
@@ -125,9 +123,7 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
             # A crash releases the lock.
             first.kill()
             await first.wait()
-            async with reader_process(
-                server, "--log_path", str(history), cwd=history.parent, stdout=subprocess.DEVNULL
-            ) as third:
+            async with reader_process(server, history, stdout=subprocess.DEVNULL) as third:
                 assert server.reader_connections == 2
                 assert await stop_with_signal(third, signal.SIGINT) == 130
         finally:
@@ -142,9 +138,7 @@ async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinech
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=subprocess.DEVNULL,
     ) as first:
         try:

@@ -113,8 +113,7 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     path = tmp_path / "chat.jsonl"
     async with reader_process(
         server,
-        "--log_path",
-        str(path),
+        path,
         "--format",
         "jsonl",
         cwd=tmp_path,

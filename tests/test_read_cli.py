@@ -27,6 +27,7 @@ from helpers import (
     read_history,
     read_main,
     reader_process,
+    run_read_main,
     running_reader,
     start_client,
     status_of,
@@ -36,20 +37,6 @@ from helpers import (
 
 import read_client
 from _minechat.stamping import format_stamp
-
-
-async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return read_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
 
 
 def odd_zone_now() -> datetime:
@@ -116,8 +103,7 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
+        history,
         cwd=tmp_path,
         # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
         env=client_env(TZ=ODD_ZONE),
@@ -405,13 +391,7 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
 @POSIX_ONLY
 async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    async with reader_process(
-        server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
-        stdout=subprocess.DEVNULL,
-    ) as process:
+    async with reader_process(server, history, stdout=subprocess.DEVNULL) as process:
         try:
             await server.broadcast(b"A: one\n")
             await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)

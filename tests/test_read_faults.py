@@ -138,9 +138,7 @@ async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=subprocess.DEVNULL,
     ) as process:
         flood: asyncio.Task[None] | None = None
@@ -176,10 +174,8 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     out, err = UnreadPipe(), UnreadPipe()
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
+        history,
         *(["-v"] if verbose else []),
-        cwd=history.parent,
         stdout=out.write_end,
         stderr=err.write_end,
     ) as process:
@@ -213,9 +209,7 @@ async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, 
     out = UnreadPipe()
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=out.write_end,
         stderr=out.write_end,
     ) as process:
@@ -284,9 +278,7 @@ async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tm
     history = tmp_path / "chat.log"
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=subprocess.DEVNULL,
     ) as process:
         try:
@@ -392,14 +384,12 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 @pytest.mark.slow
 @POSIX_ONLY
-async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_stdout_skip_inside_a_long_line_forges_no_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
-        cwd=history.parent,
+        history,
         stdout=out.write_end,
         stderr=subprocess.DEVNULL,
     ) as process:
@@ -445,10 +435,8 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
     out, err = UnreadPipe(), UnreadPipe()
     async with reader_process(
         server,
-        "--log_path",
-        str(history),
+        history,
         "-v",
-        cwd=history.parent,
         stdout=out.write_end,
         stderr=err.write_end,
     ) as process:

@@ -51,9 +51,7 @@ runpy.run_path(script, run_name="__main__")
 async def test_signal_ignored_at_start_stays_ignored(server: FakeMinechatServer, tmp_path: Path, signum: int) -> None:
     history = tmp_path / "chat.log"
     # Ignored before it starts, as nohup does; the others at their defaults.
-    async with reader_process(
-        server, "--log_path", str(history), cwd=tmp_path, stdout=subprocess.DEVNULL, ignored=(signum,)
-    ) as process:
+    async with reader_process(server, history, cwd=tmp_path, stdout=subprocess.DEVNULL, ignored=(signum,)) as process:
         try:
             await wait_for_file(history, lambda data: b"*** connected to" in data, timeout=START_WAIT)
             send_signal(process, signum)

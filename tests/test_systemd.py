@@ -229,7 +229,7 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     connected = f"STATUS=connected to {address}"
     env = client_env() | {"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     async with reader_process(
-        server, "--log_path", str(tmp_path / "chat.log"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL
+        server, tmp_path / "chat.log", cwd=tmp_path, env=env, stdout=subprocess.DEVNULL
     ) as process:
         try:
             await listener.wait_until(lambda texts: connected in texts, START_WAIT)
