@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import json
 import logging
 import os
 import re
@@ -16,13 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from _minechat.jsonl import JsonHistory
 from _minechat.stamping import (
-    RECORD_END,
-    JsonLineStamper,
     LineStamper,
     Moment,
     StampClock,
-    format_json_record,
+    escape_note,
     split_strftime,
 )
 from chat_io import (
@@ -33,7 +31,6 @@ from chat_io import (
     ChatError,
     FileError,
     describe_error,
-    sanitize_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -491,43 +488,8 @@ class TextHistory:
         return f"{moment.stamp} {CONTINUED}"
 
 
-class JsonHistory:
-    """History as JSON Lines: {"time", "nick", "text"} per chat line; notes add "event" and its details."""
-
-    separate_display = True  # stdout stays text
-
-    def make_stamper(self) -> LineStamper:
-        return JsonLineStamper()
-
-    def stamp(self, moment: Moment) -> str:
-        return moment.iso
-
-    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return format_json_record(moment.iso, escape_note(text), event=event, **details)
-
-    # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
-    cut_end = RECORD_END
-
-    def end_cut_line(self, tail: bytes) -> bytes:
-        """Return what makes a record an earlier run left unfinished valid JSON, then ends its line."""
-        ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
-        suffix = complete_json_line((tail + ending).decode(ENCODING, errors="replace"))
-        if suffix is None:
-            return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
-        return ending + suffix.encode(ENCODING) + NEWLINE
-
-    def continued(self, moment: Moment) -> str:
-        """Return what opens a record for the rest of a cut line in the new file."""
-        return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
-
-
 HistoryFormat = TextHistory | JsonHistory
 HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
-
-
-def escape_note(text: str) -> str:
-    """Escape a note's text, which may quote a path or a host: it must not make a line of its own."""
-    return sanitize_text(text)
 
 
 def format_status(moment: Moment, text: str) -> str:
@@ -537,88 +499,3 @@ def format_status(moment: Moment, text: str) -> str:
 
 # How far back a cut JSON Lines record is looked for when the history is opened.
 TAIL_REPAIR_BYTES = 16 * 1024 * 1024
-_LITERALS = ("true", "false", "null")
-_ESCAPES = frozenset('"\\/bfnrtu')
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def complete_utf8(data: bytes) -> bytes:
-    """Return the continuation bytes that end a UTF-8 character cut at the end of data (b"" if none is cut)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # the lead byte of the last character
-            needed = 3 if byte >= 0xF0 else 2 if byte >= 0xE0 else 1  # continuation bytes it wants
-            missing = needed - (back - 1)
-            if byte < 0xC0 or missing <= 0:
-                return b""
-            # A second byte that every lead byte accepts (E0 wants A0.., F0 90..), then plain ones.
-            second = {0xE0: 0xA0, 0xF0: 0x90}.get(byte, 0x80) if back == 1 else 0x80
-            return bytes([second] + [0x80] * (missing - 1))
-    return b""
-
-
-def complete_json_line(prefix: str) -> str | None:
-    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
-    stack: list[str] = []
-    in_string = is_key = False
-    escape = 0  # 1 after a backslash; 2..5 within \\u's four hex digits
-    expect = "value"  # what comes next outside a string: key, colon, value, after (a comma or a close)
-    token = ""  # a literal or number being read
-    for char in prefix:
-        if in_string:
-            if escape == 1:
-                if char not in _ESCAPES:
-                    return None
-                escape = 2 if char == "u" else 0
-            elif escape:
-                if char not in _HEX:
-                    return None
-                escape = 0 if escape == 5 else escape + 1
-            elif char == "\\":
-                escape = 1
-            elif char == '"':
-                in_string = False
-                expect = "colon" if is_key else "after"
-            elif char < " ":
-                return None
-            continue
-        if token and not (char.isalnum() or char in "+-."):
-            token, expect = "", "after"
-        if char in " \t":
-            continue
-        if char == '"' and expect in ("key", "value"):
-            in_string, is_key = True, expect == "key"
-        elif char in "{[" and expect == "value":
-            stack.append("}" if char == "{" else "]")
-            expect = "key" if char == "{" else "value"
-        elif char in "}]" and stack and stack[-1] == char and expect in ("after", "key", "value"):
-            stack.pop()
-            expect = "after"
-        elif char == ":" and expect == "colon":
-            expect = "value"
-        elif char == "," and expect == "after" and stack:
-            expect = "key" if stack[-1] == "}" else "value"
-        elif expect in ("value", "after") and (char.isalnum() or char in "+-."):
-            token += char
-        else:
-            return None
-    if not prefix.lstrip().startswith("{"):
-        return None
-    suffix = ""
-    if in_string:
-        suffix += "n" if escape == 1 else "0" * (6 - escape) if escape else ""
-        suffix += '"'
-        expect = "colon" if is_key else "after"
-    if token:
-        literal = next((word for word in _LITERALS if word.startswith(token)), None)
-        suffix += literal[len(token) :] if literal else ("0" if token[-1] in "+-.eE" else "")
-        expect = "after"
-    suffix += {"colon": ": null", "value": "null", "key": '"cut": true' if prefix.rstrip().endswith(",") else ""}.get(
-        expect, ""
-    )
-    suffix += "".join(reversed(stack))
-    try:
-        json.loads(prefix + suffix)
-    except ValueError:
-        return None
-    return suffix

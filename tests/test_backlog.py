@@ -35,7 +35,7 @@ import _minechat.shutdown
 import _minechat.systemd
 from _minechat.backlog import BACKLOG_BLOCK_BYTES, BACKLOG_TOTAL_CHARS, CUT_MARK, lines_from_end, read_backlog
 from _minechat.history import HistoryPattern
-from _minechat.stamping import JsonLineStamper
+from _minechat.jsonl import JsonLineStamper
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
 

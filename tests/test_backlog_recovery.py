@@ -16,7 +16,7 @@ from helpers import POSIX_ONLY, WAIT, RecordingDelays, RecordingOut
 import read_client
 from _minechat.backlog import BACKLOG_LINE_BYTES, CUT_MARK, read_backlog
 from _minechat.history import HISTORY_FORMATS, HistoryPattern
-from _minechat.stamping import format_json_record
+from _minechat.jsonl import format_json_record
 from read_client import ReaderSettings
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"

@@ -30,7 +30,7 @@ from helpers import (
 )
 
 import read_client
-from _minechat.stamping import JsonLineStamper, format_json_record
+from _minechat.jsonl import JsonLineStamper, format_json_record
 from read_client import ReaderSettings
 
 ISO_MSK = "2026-11-28T09:05:00+03:00"
