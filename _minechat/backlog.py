@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from _minechat.history import HistoryFile, format_status
-from _minechat.jsonl import parse_record, parse_record_head
+from _minechat.jsonl import parse_cut_record, parse_record
 from _minechat.output import plural
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
@@ -119,7 +119,7 @@ def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event
         with file:
             for raw, cut in lines_from_end(file, stop=stop):
                 line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
-                record = parse_record(line) if not cut else parse_record_head(line)
+                record = parse_record(line) if not cut else parse_cut_record(line)
                 if record is not None:
                     if "event" in record:
                         continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from _minechat.stamping import NICK_SEPARATOR, LineStamper, Moment, escape_note
 from chat_io import ENCODING, NEWLINE
@@ -25,22 +26,34 @@ def make_json_safe(text: str) -> str:
     return re.sub(_UNSAFE_IN_JSON, _escape_json_char, text) if re.search(_UNSAFE_IN_JSON, text) else text
 
 
+def record_head(when: str, nick: str | None = None, **fields: object) -> str:
+    """Return the start of a record up to its text's opening quote: every record is begun here."""
+    nick_json = "null" if nick is None else _encode_json_string(nick)
+    extra = json.dumps(fields, ensure_ascii=False)[1:-1] + ", " if fields else ""
+    return f'{{"time": {_encode_json_string(when)}, "nick": {nick_json}, {extra}"text": '
+
+
 def format_json_record(when: str, text: str, nick: str | None = None, **fields: object) -> str:
     """Return one JSON Lines record: time, nick, text and any further fields, on one line."""
-    record = {"time": when, "nick": nick, "text": text, **fields}
-    return make_json_safe(json.dumps(record, ensure_ascii=False)) + "\n"
+    rest = ", " + json.dumps(fields, ensure_ascii=False)[1:] if fields else "}"
+    return make_json_safe(record_head(when, nick) + _encode_json_string(text) + rest) + "\n"
 
 
-def _json_record(head: str, line: str) -> str:
-    """Return the record of one whole chat line; head holds its time."""
+def split_head(when: str) -> tuple[str, str]:
+    """Return the head of a record at when in two parts, before and after its nick: a flood fills in many nicks."""
+    before, _, after = record_head(when).partition(_NO_NICK)
+    return before, after
+
+
+_NO_NICK = "null"  # the nick of a head without one; the time before it is ISO 8601, which never holds it
+
+
+def _json_record(head: tuple[str, str], line: str) -> str:
+    """Return the record of one whole chat line, its nick split off at the first separator; head from split_head."""
     nick, separator, text = line.partition(NICK_SEPARATOR)
     if separator:
-        return f'{head}{_encode_json_string(nick)}, "text": {_encode_json_string(text)}}}\n'
-    return f'{head}null, "text": {_encode_json_string(line)}}}\n'
-
-
-def _json_head(time: str) -> str:
-    return f'{{"time": "{time}", "nick": '
+        return f"{head[0]}{_encode_json_string(nick)}{head[1]}{_encode_json_string(text)}}}\n"
+    return f"{head[0]}{_NO_NICK}{head[1]}{_encode_json_string(line)}}}\n"
 
 
 class JsonLineStamper(LineStamper):
@@ -57,7 +70,7 @@ class JsonLineStamper(LineStamper):
         if self._continued:
             records.append(_encode_json_string(lines[0])[1:] + "}\n")
             del lines[0]
-        head = _json_head(stamp)
+        head = split_head(stamp)
         records.extend([_json_record(head, line) for line in lines])
         return make_json_safe("".join(records))
 
@@ -65,7 +78,7 @@ class JsonLineStamper(LineStamper):
         text = raw.decode(ENCODING, errors="replace")
         if self._continued:
             return make_json_safe(_encode_json_string(text)[1:-1])
-        return make_json_safe(_json_record(_json_head(stamp), text)[: -len(RECORD_END)])
+        return make_json_safe(_json_record(split_head(stamp), text)[: -len(RECORD_END)])
 
     def _format_end(self, raw: bytes, stamp: str) -> str:
         return self._format_piece(raw, stamp) + RECORD_END
@@ -90,20 +103,11 @@ class JsonHistory:
 
     def end_cut_line(self, tail: bytes) -> bytes:
         """Return what makes a record an earlier run left unfinished valid JSON, then ends its line."""
-        ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
-        suffix = complete_json_line((tail + ending).decode(ENCODING, errors="replace"))
-        if suffix is None:
-            return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
-        return ending + suffix.encode(ENCODING) + NEWLINE
+        return end_cut_record(tail)
 
     def continued(self, moment: Moment) -> str:
         """Return what opens a record for the rest of a cut line in the new file."""
-        return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
-
-
-_LITERALS = ("true", "false", "null")
-_ESCAPES = frozenset('"\\/bfnrtu')
-_HEX = frozenset("0123456789abcdefABCDEF")
+        return record_head(moment.iso, continued=True) + '"'
 
 
 def complete_utf8(data: bytes) -> bytes:
@@ -121,69 +125,128 @@ def complete_utf8(data: bytes) -> bytes:
     return b""
 
 
-def complete_json_line(prefix: str) -> str | None:
-    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
-    stack: list[str] = []
-    in_string = is_key = False
-    escape = 0  # 1 after a backslash; 2..5 within \\u's four hex digits
-    expect = "value"  # what comes next outside a string: key, colon, value, after (a comma or a close)
-    token = ""  # a literal or number being read
-    for char in prefix:
-        if in_string:
-            if escape == 1:
-                if char not in _ESCAPES:
-                    return None
-                escape = 2 if char == "u" else 0
-            elif escape:
-                if char not in _HEX:
-                    return None
-                escape = 0 if escape == 5 else escape + 1
-            elif char == "\\":
-                escape = 1
-            elif char == '"':
-                in_string = False
-                expect = "colon" if is_key else "after"
-            elif char < " ":
-                return None
-            continue
-        if token and not (char.isalnum() or char in "+-."):
-            token, expect = "", "after"
-        if char in " \t":
-            continue
-        if char == '"' and expect in ("key", "value"):
-            in_string, is_key = True, expect == "key"
-        elif char in "{[" and expect == "value":
-            stack.append("}" if char == "{" else "]")
-            expect = "key" if char == "{" else "value"
-        elif char in "}]" and stack and stack[-1] == char and expect in ("after", "key", "value"):
-            stack.pop()
-            expect = "after"
-        elif char == ":" and expect == "colon":
-            expect = "value"
-        elif char == "," and expect == "after" and stack:
-            expect = "key" if stack[-1] == "}" else "value"
-        elif expect in ("value", "after") and (char.isalnum() or char in "+-."):
-            token += char
+def end_cut_record(tail: bytes) -> bytes:
+    """Return what makes a record cut at the end of tail valid JSON, then ends its line."""
+    ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
+    suffix = mend_suffix((tail + ending).decode(ENCODING, errors="replace"))
+    if suffix is None:
+        return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
+    return ending + suffix.encode(ENCODING) + NEWLINE
+
+
+_LITERALS = ("true", "false", "null")
+# A string's characters up to its end or its cut: plain runs and whole escapes.
+_STRING_BODY = re.compile(r'(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*')
+_ESCAPE_CUT = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?\Z")
+_TOKEN = re.compile(r"(?:[^\W_]|[+\-.])+")  # a number or a literal, checked by the parser at the end
+_SPACE = re.compile(r"[ \t]*")
+
+
+@dataclass
+class JsonCut:
+    """Where a JSON text was cut: what is open, and what the next token would have been."""
+
+    closers: list[str] = field(default_factory=list)  # of the arrays and objects open, innermost last
+    expect: str = "value"  # outside a string: key, colon, value, or after (a comma or a close)
+    string: str = ""  # cut inside a string: "key" or "value"
+    escape: str = ""  # an escape cut short at the very end, as written
+    token: str = ""  # a number or literal cut at the very end
+
+
+def scan_json_cut(text: str) -> JsonCut | None:
+    """Follow a JSON text cut anywhere; return where it stops, or None if it is not the start of valid JSON."""
+    cut = JsonCut()
+    position = 0
+    while True:
+        position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+        if position == len(text):
+            return cut
+        if text[position] == '"' and cut.expect in ("key", "value"):
+            next_position = _read_string(cut, text, position + 1)
+        elif cut.expect == "value" and (token := _TOKEN.match(text, position)):
+            next_position = _read_token(cut, text, token)
         else:
+            next_position = position + 1 if _read_punctuation(cut, text[position]) else None
+        if next_position is None:
             return None
+        position = next_position
+
+
+def _read_string(cut: JsonCut, text: str, start: int) -> int | None:
+    """Read a string's body from start; return where it ends, or None if it is invalid."""
+    end = _STRING_BODY.match(text, start).end()  # type: ignore[union-attr]
+    if end < len(text) and text[end] == '"':
+        cut.expect = "colon" if cut.expect == "key" else "after"
+        return end + 1
+    if end == len(text) or _ESCAPE_CUT.match(text, end):
+        cut.string, cut.escape = cut.expect, text[end:]
+        return len(text)
+    return None
+
+
+def _read_token(cut: JsonCut, text: str, token: re.Match[str]) -> int:
+    """Read a number or literal; one cut at the very end is kept to be completed."""
+    if token.end() == len(text):
+        cut.token = token.group()
+    else:
+        cut.expect = "after"
+    return token.end()
+
+
+def _read_punctuation(cut: JsonCut, char: str) -> bool:
+    """Follow a bracket, colon or comma; tell whether it may stand here."""
+    if char in "{[" and cut.expect == "value":
+        cut.closers.append("}" if char == "{" else "]")
+        cut.expect = "key" if char == "{" else "value"
+    elif char in "}]" and cut.closers[-1:] == [char] and cut.expect != "colon":
+        cut.closers.pop()
+        cut.expect = "after"
+    elif char == ":" and cut.expect == "colon":
+        cut.expect = "value"
+    elif char == "," and cut.expect == "after" and cut.closers:
+        cut.expect = "key" if cut.closers[-1] == "}" else "value"
+    else:
+        return False
+    return True
+
+
+def closing_of(cut: JsonCut, prefix: str) -> str:
+    """Return what closes the JSON text prefix, cut where cut says, into a whole one (checked by the caller)."""
+    parts = []
+    expect = cut.expect
+    if cut.string:
+        parts.append(_end_escape(cut.escape) + '"')
+        expect = "colon" if cut.string == "key" else "after"
+    if cut.token:
+        literal = next((word for word in _LITERALS if word.startswith(cut.token)), None)
+        parts.append(literal[len(cut.token) :] if literal else ("0" if cut.token[-1] in "+-.eE" else ""))
+        expect = "after"
+    if expect == "key" and prefix.rstrip().endswith(","):
+        parts.append('"cut": true')
+    else:
+        parts.append({"colon": ": null", "value": "null"}.get(expect, ""))
+    parts.extend(reversed(cut.closers))
+    return "".join(parts)
+
+
+def _end_escape(escape: str) -> str:
+    """Return what makes an escape cut short whole: a lone backslash an \\n, a \\u its four digits."""
+    if not escape:
+        return ""
+    return "n" if escape == "\\" else "0" * (6 - len(escape))
+
+
+def mend_suffix(prefix: str) -> str | None:
+    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
     if not prefix.lstrip().startswith("{"):
         return None
-    suffix = ""
-    if in_string:
-        suffix += "n" if escape == 1 else "0" * (6 - escape) if escape else ""
-        suffix += '"'
-        expect = "colon" if is_key else "after"
-    if token:
-        literal = next((word for word in _LITERALS if word.startswith(token)), None)
-        suffix += literal[len(token) :] if literal else ("0" if token[-1] in "+-.eE" else "")
-        expect = "after"
-    suffix += {"colon": ": null", "value": "null", "key": '"cut": true' if prefix.rstrip().endswith(",") else ""}.get(
-        expect, ""
-    )
-    suffix += "".join(reversed(stack))
+    cut = scan_json_cut(prefix)
+    if cut is None:
+        return None
+    suffix = closing_of(cut, prefix)
     try:
         json.loads(prefix + suffix)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return suffix
 
@@ -201,20 +264,11 @@ def parse_record(line: str) -> dict[str, object] | None:
     return None
 
 
-# The head of a record as format_json_record writes it: enough to show a record too long to parse.
-_RECORD_HEAD = re.compile(r'\{"time": "([^"\\]*)", "nick": (null|"(?:[^"\\]|\\.)*"), "text": "((?:[^"\\]|\\.)*)')
-_PARTIAL_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{0,3}$|\\$")
-
-
-def parse_record_head(line: str) -> dict[str, object] | None:
-    """Return time, nick and the text so far of a record cut before its end, or None if it is not one."""
-    match = _RECORD_HEAD.match(line)
-    if match is None:
+def parse_cut_record(line: str) -> dict[str, object] | None:
+    """Return a record cut before its end (its text so far), or None if the line does not start one."""
+    cut = scan_json_cut(line) if line.startswith("{") else None
+    if cut is None:
         return None
-    time_text, nick_json, text_json = match.groups()
-    try:
-        nick = json.loads(nick_json)
-        text = json.loads('"' + _PARTIAL_ESCAPE.sub("", text_json) + '"')
-    except ValueError:
-        return None
-    return {"time": time_text, "nick": nick, "text": text}
+    if cut.escape:  # shown, half an escape would be a wrong character: leave it out
+        line, cut.escape = line[: -len(cut.escape)], ""
+    return parse_record(line + closing_of(cut, line))
