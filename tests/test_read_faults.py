@@ -45,10 +45,10 @@ import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
 import _minechat.output
+import _minechat.recorder
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 
 
@@ -340,8 +340,8 @@ async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer,
 
 
 async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
-    high = read_client.JOURNAL_HIGH_CHARS
-    journal = read_client.Journal()
+    high = _minechat.recorder.JOURNAL_HIGH_CHARS
+    journal = _minechat.recorder.Journal()
     calls: list[bool] = []
     journal.pause = calls.append
     text = "x" * high
@@ -372,7 +372,7 @@ async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_tak
 @pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
 def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
     out = BlockedOut()
-    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    echo = _minechat.recorder.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
     assert echo._writer._thread.name == "stdout"
     echo.show("first\n")
     assert out.entered.wait(WAIT)
@@ -390,7 +390,7 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
         def write(self, text: str) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
-    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    echo = _minechat.recorder.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
     echo.show("a\n")
     echo._writer._thread.join(WAIT)
     assert [record.getMessage() for record in caplog.records] == [
