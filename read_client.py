@@ -44,7 +44,7 @@ from _minechat.history import (
     HistoryPattern,
 )
 from _minechat.output import RawTextOutput
-from _minechat.recorder import Echo, Recorder
+from _minechat.recorder import Recorder, StdoutPrinter
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -162,7 +162,7 @@ def build_parser() -> configargparse.ArgumentParser:
     return parser
 
 
-async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None]) -> None:
+async def run_while_writing(work: Coroutine[object, object, None], writer: asyncio.Task[None]) -> None:
     """Run work until it ends, or until the writer fails; raise what either raised."""
     task = asyncio.ensure_future(work)
     try:
@@ -185,20 +185,20 @@ async def run(
 
         history = HistoryFile(pattern, history_format, clock)
         await asyncio.to_thread(history.open, clock.read().path)
-        echo = Echo(out, lambda: history.path, clock)
+        printer = StdoutPrinter(out, lambda: history.path, clock)
         try:
             if settings.backlog:
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
-                backlog = show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
+                backlog = show_backlog(history, settings.backlog, settings.time_format, printer.show, clock)
                 if await run_until_signal(backlog, signals) is not None:
                     return signals.exit_code  # Ctrl-C while a long history is read back
-            recorder = Recorder(history, echo, clock, service, history_format)
-            tail = ChatTail(settings, recorder.journal, make_delays, service, clock, history_format)
+            recorder = Recorder(history, printer, clock, service, history_format)
+            tail = ChatTail(settings, recorder.queue, make_delays, service, clock, history_format)
             try:
                 async with service.watchdog(recorder.progressing):
                     service.ready()  # the history file is open and locked: we are working
-                    signum = await run_until_signal(watch(tail.run(), recorder.task), signals)
+                    signum = await run_until_signal(run_while_writing(tail.run(), recorder.task), signals)
                 service.stopping()
                 name = signal.Signals(signum or signal.SIGINT).name
                 tail.note(f"stopped by {name}", "stopped", signal=name)
@@ -207,7 +207,7 @@ async def run(
                 await recorder.close()
             return signals.exit_code
         finally:
-            echo.close()
+            printer.close()
             history.close()
 
 

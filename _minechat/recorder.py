@@ -21,8 +21,8 @@ from chat_io import describe_error
 
 logger = logging.getLogger("read_client")
 
-# What the journal may hold before we stop reading the socket until the writer has taken it.
-JOURNAL_HIGH_CHARS = 64 * 1024
+# What the queue may hold before we stop reading the socket until the writer has taken it.
+QUEUE_HIGH_CHARS = 64 * 1024
 # How long a stop waits for the history to take what is queued: a hung disk must not keep us running.
 HISTORY_CLOSE_SECONDS = 1.0
 # How often the writer tries again while the disk is full.
@@ -30,7 +30,7 @@ DISK_RETRY_SECONDS = 1.0
 NO_ROOM_NOTE = "the disk is full"
 
 
-class Echo:
+class StdoutPrinter:
     """Prints received chat from a thread: the history never waits for stdout, and stdout memory is bounded."""
 
     def __init__(self, out: TextIO, history_path: Callable[[], Path], clock: StampClock) -> None:
@@ -56,7 +56,7 @@ class Echo:
         self._writer.close()
 
 
-class Journal:
+class WriteQueue:
     """Text received but not yet on disk, in order, each with its file; asks to pause while it holds too much."""
 
     def __init__(self) -> None:
@@ -83,7 +83,7 @@ class Journal:
         if not (text or shown):
             return
         self._ready.set()
-        if self._size > JOURNAL_HIGH_CHARS and not self._paused:
+        if self._size > QUEUE_HIGH_CHARS and not self._paused:
             self._set_paused(True)
 
     def take(self) -> tuple[list[tuple[str, str]], str]:
@@ -135,7 +135,7 @@ class Journal:
 
 
 class Recorder:
-    """Writes the journal to the history file, then to stdout; nothing taken from the journal is dropped.
+    """Writes the queue to the history file, then to stdout; nothing taken from the queue is dropped.
 
     A full disk is a pause: the socket is not read, the rest is tried every second, and once it is
     written the history gets a note of how long the disk was full.
@@ -144,14 +144,14 @@ class Recorder:
     def __init__(
         self,
         history: HistoryFile,
-        echo: Echo,
+        printer: StdoutPrinter,
         clock: StampClock,
         service: ServiceNotifier,
         history_format: HistoryFormat,
     ) -> None:
-        self.journal = Journal()
+        self.queue = WriteQueue()
         self._history = history
-        self._echo = echo
+        self._printer = printer
         self._clock = clock
         self._service = service
         self._format = history_format
@@ -169,13 +169,13 @@ class Recorder:
 
     async def _write_forever(self) -> None:
         while True:
-            await self.journal.wait()
-            entries, shown = self.journal.take()
+            await self.queue.wait()
+            entries, shown = self.queue.take()
             if entries and not self._given_up:
                 await self._write_through_full_disk(entries)
             if shown:
-                self._echo.show(shown)
-            if self._closing and self.journal.empty:
+                self._printer.show(shown)
+            if self._closing and self.queue.empty:
                 return
 
     async def _write_through_full_disk(self, entries: list[tuple[str, str]]) -> None:
@@ -216,16 +216,16 @@ class Recorder:
         text = f"{NO_ROOM_NOTE} for {self._history.path}: holding the chat, trying again every second"
         logger.warning("%s", text)
         self._service.status(text)
-        self.journal.stall(True)
+        self.queue.stall(True)
 
     def _report_room(self, full_since: Moment) -> None:
-        self.journal.stall(False)
+        self.queue.stall(False)
         until = self._clock.fresh()
         text = f"disk was full from {full_since.iso} to {until.iso}; nothing received was lost"
         logger.info("%s", text)
         self._service.status(text)
         details = {"since": full_since.iso, "until": until.iso}
-        self.journal.add(until.path, self._format.note(until, text, "disk_full", details))
+        self.queue.add(until.path, self._format.note(until, text, "disk_full", details))
 
     def _give_up(self) -> None:
         """Stopping on a full disk: what could not be written is still shown on stdout; say so."""
@@ -236,7 +236,7 @@ class Recorder:
         """Write out everything queued, then stop; raise what the writing raised. A hung disk gets a second."""
         self._closing = True
         self._woken.set()
-        self.journal.wake()
+        self.queue.wake()
         try:
             done, _ = await asyncio.wait({self.task}, timeout=HISTORY_CLOSE_SECONDS)
             if not done:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from _minechat.history import HistoryFormat
-from _minechat.recorder import Journal
+from _minechat.recorder import WriteQueue
 from _minechat.stamping import LineStamper, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
@@ -41,8 +41,8 @@ class TailSettings(Protocol):
 SILENCE_CHECKS_PER_TIMEOUT = 4
 
 
-class ConnectionLog:
-    """One connection's sink: stamps what arrives into the journal, and spots the posting port's greeting."""
+class ConnectionSink:
+    """One connection's sink: stamps what arrives into the queue, and spots the posting port's greeting."""
 
     def __init__(self, tail: ChatTail) -> None:
         self._tail = tail
@@ -52,7 +52,7 @@ class ConnectionLog:
         self._line_path = ""  # the file of the line still open, if one is
         self._head: bytearray | None = bytearray()  # the first bytes, until we know they are chat
         self._connection: ReceivingConnection | None = None
-        self.heard = False  # something arrived since SilenceWatch last looked
+        self.heard = False  # something arrived since IdleTimer last looked
 
     @property
     def delivered_line(self) -> bool:
@@ -62,7 +62,7 @@ class ConnectionLog:
     def connected(self, connection: ReceivingConnection) -> None:
         self._connection = connection
         self._tail.connected = True
-        self._tail.journal.attach(connection.pause)
+        self._tail.queue.attach(connection.pause)
         self._tail.note(f"connected to {self._tail.address}", "connected", address=self._tail.address)
 
     def received(self, data: bytes) -> None:
@@ -75,7 +75,7 @@ class ConnectionLog:
             self._record(data)
 
     def _record(self, data: bytes, end: bool = False) -> None:
-        """Stamp data (and with end, whatever is held of an unfinished line) into the journal."""
+        """Stamp data (and with end, whatever is held of an unfinished line) into the queue."""
         moment = self._tail.clock.read()
         # A line stays in the file where it began, even if a new day began while it came in.
         line_path = self._line_path if self._stamper.continued else moment.path
@@ -93,8 +93,8 @@ class ConnectionLog:
             line_end = text.find("\n") + 1
             ended = line_end > 0
             head, text = (text[:line_end], text[line_end:]) if ended else (text, "")
-            self._tail.journal.add(line_path, head)
-        self._tail.journal.add(moment.path, text, shown)
+            self._tail.queue.add(line_path, head)
+        self._tail.queue.add(moment.path, text, shown)
         self._line_path = moment.path if ended else line_path
 
     def _check_head(self, data: bytes) -> bytes:
@@ -116,19 +116,19 @@ class ConnectionLog:
         return head
 
     def finish(self) -> None:
-        """Put what is held of an unfinished line into the journal, ended."""
+        """Put what is held of an unfinished line into the queue, ended."""
         held = bytes(self._head) if self._head else b""
         self._head = None
         self._record(held, end=True)
 
 
-class SilenceWatch:
+class IdleTimer:
     """Ends a connection over which nothing arrived for the idle timeout; looks a few times per timeout."""
 
     def __init__(
-        self, log: ConnectionLog, connection: ReceivingConnection, timeout: float, paused: Callable[[], bool]
+        self, sink: ConnectionSink, connection: ReceivingConnection, timeout: float, paused: Callable[[], bool]
     ) -> None:
-        self._log = log
+        self._sink = sink
         self._connection = connection
         self._timeout = timeout
         self._paused = paused
@@ -139,9 +139,9 @@ class SilenceWatch:
 
     def _check(self) -> None:
         now = self._loop.time()
-        if self._log.heard or self._paused():
+        if self._sink.heard or self._paused():
             # While we hold the socket paused, the server's silence is ours.
-            self._log.heard = False
+            self._sink.heard = False
             self._quiet_since = now
         elif now - self._quiet_since >= self._timeout:
             self._connection.fail(ConnectionFailed(f"nothing received for {self._timeout:g} s"))
@@ -154,19 +154,19 @@ class SilenceWatch:
 
 
 class ChatTail:
-    """Receives the chat into the journal, reconnecting forever."""
+    """Receives the chat into the queue, reconnecting forever."""
 
     def __init__(
         self,
         settings: TailSettings,
-        journal: Journal,
+        queue: WriteQueue,
         make_delays: DelayFactory,
         service: ServiceNotifier,
         clock: StampClock,
         history_format: HistoryFormat,
     ) -> None:
         self.settings = settings
-        self.journal = journal
+        self.queue = queue
         self.make_delays = make_delays
         self.address = format_address(settings.host, settings.port)
         self.connected = False
@@ -179,46 +179,46 @@ class ChatTail:
         text = sanitize_text(text)
         logger.log(level, "%s", text)
         moment = self.clock.read()
-        self.journal.add(moment.path, self.history_format.note(moment, text, event, details))
+        self.queue.add(moment.path, self.history_format.note(moment, text, event, details))
         self.service.status(text)
 
-    async def receive(self, log: ConnectionLog) -> None:
-        """Hold one connection until it ends; whatever ends it, what arrived is in the journal."""
+    async def receive(self, sink: ConnectionSink) -> None:
+        """Hold one connection until it ends; whatever ends it, what arrived is in the queue."""
         self.connected = False
         self.note(f"connecting to {self.address}", "connecting", address=self.address)
         try:
-            async with open_receiver(self.settings.host, self.settings.port, log, self.settings.connect_timeout) as (
+            async with open_receiver(self.settings.host, self.settings.port, sink, self.settings.connect_timeout) as (
                 connection
             ):
-                silence = self._watch_silence(log, connection)
+                silence = self._start_idle_timer(sink, connection)
                 try:
                     await connection.wait_ended()
                 finally:
                     if silence is not None:
                         silence.cancel()
         finally:
-            self.journal.attach(None)
-            log.finish()
+            self.queue.attach(None)
+            sink.finish()
 
-    def _watch_silence(self, log: ConnectionLog, connection: ReceivingConnection) -> SilenceWatch | None:
+    def _start_idle_timer(self, sink: ConnectionSink, connection: ReceivingConnection) -> IdleTimer | None:
         """Start the idle timeout on a connection, unless it is off."""
         if not self.settings.idle_timeout:
             return None
-        return SilenceWatch(log, connection, self.settings.idle_timeout, lambda: self.journal.paused)
+        return IdleTimer(sink, connection, self.settings.idle_timeout, lambda: self.queue.paused)
 
     async def run(self) -> None:
         """Receive forever; back off between tries, starting over after a connection that delivered a line."""
         delays = self.make_delays()
         while True:
-            log = ConnectionLog(self)
+            sink = ConnectionSink(self)
             try:
-                await self.receive(log)
+                await self.receive(sink)
                 error: BaseException = ConnectionFailed("the server closed the connection")
             except Exception as caught:  # sorted by is_retryable below
                 if not is_retryable(caught):
                     raise
                 error = caught
-            if log.delivered_line:
+            if sink.delivered_line:
                 delays = self.make_delays()
             delay = next(delays)
             reason = sanitize_text(describe_error(error))
