@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import stat
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from chat_io import (
     ChatError,
     FileError,
     describe_error,
+    lock_file,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,6 @@ LOCK_SUFFIX = ".read_client.lock"
 CONTINUED = "(continued) "
 # Errors of a write that room on the disk would fix: a pause, not the end.
 NO_SPACE_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
-# Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
-WINDOWS_LOCK_OFFSET = 1 << 30
 
 
 def identify_file(stat_result: os.stat_result) -> tuple[int, int]:
@@ -150,23 +148,6 @@ def make_folders(folder: Path) -> None:
             os.mkdir(path, OWNER_ONLY_FOLDER)
 
 
-def try_lock(descriptor: int) -> bool:
-    """Take an exclusive lock on an open file without waiting; the OS drops it when we die."""
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            os.lseek(descriptor, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
 def read_holder(descriptor: int | None) -> str | None:
     """Return the process id the lock holder wrote into the lock file, or None."""
     if descriptor is None:
@@ -230,7 +211,7 @@ class HistoryLock:
                 f"cannot create the lock file {self.path} beside the history: {describe_error(error)}; "
                 "choose another --log_path"
             ) from error
-        if not try_lock(self._descriptor):
+        if not lock_file(self._descriptor, wait=False):
             holder = read_holder(self._descriptor)
             self.release()  # so held says no
             raise already_running(history, holder)
@@ -295,7 +276,7 @@ class HistoryFile:
             os.set_blocking(descriptor, True)
         self._take_lock()
         # The file itself is locked too, so a second reader finds it by any name, a hard link included.
-        if not try_lock(descriptor):
+        if not lock_file(descriptor, wait=False):
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
         self._file.identity = identify_file(status)
@@ -390,7 +371,6 @@ class HistoryFile:
             self._write_now(self._note(reason, "file_refused", {"file": path}))
             return
         new_file, self._file = self._file, old_file
-        self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
         self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
@@ -423,11 +403,6 @@ class HistoryFile:
                 raise DiskFull([])
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
-
-    @property
-    def stalled(self) -> bool:
-        """Tell whether a full disk left part of a write unwritten."""
-        return bool(self._unwritten)
 
     def _write_unwritten(self) -> bool:
         """Write what a full disk left over; tell whether all of it is written now."""
