@@ -126,11 +126,6 @@ class LineStamper:
         self._continued = False  # the text given out so far ends inside a line
         self.completed = False  # at least one whole line has been given out
 
-    @property
-    def pending(self) -> int:
-        """Return how many bytes of an unfinished line are held."""
-        return len(self._buffer)
-
     def feed(self, data: bytes, stamp: str) -> str:
         """Take received bytes; return the history text for what they complete."""
         if self._buffer:
