@@ -32,19 +32,11 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import configargparse
 
-from _minechat.history import (
-    HISTORY_FORMATS,
-    JSONL_FORMAT,
-    TEXT_FORMAT,
-    HistoryFile,
-    HistoryPattern,
-)
 from _minechat.output import RawTextOutput
-from _minechat.recorder import Recorder, StdoutPrinter
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -55,14 +47,11 @@ from _minechat.settings import (
     time_format_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
-from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock
-from _minechat.systemd import ServiceNotifier
-from _minechat.tail import ChatTail
-from chat_io import (
-    DEFAULT_READ_PORT,
-    DelayFactory,
-    backoff,
-)
+from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
+from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
+
+if TYPE_CHECKING:
+    pass
 
 logger = logging.getLogger("read_client")
 
@@ -178,6 +167,13 @@ async def run(
     settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
 ) -> int:
     """Tail the chat until a signal; return the exit code."""
+    # Imported here, not at the top: --help and a usage error need none of the reader's machinery.
+    from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
+    from _minechat.recorder import Recorder, StdoutPrinter
+    from _minechat.stamping import StampClock
+    from _minechat.systemd import ServiceNotifier
+    from _minechat.tail import ChatTail
+
     with SignalCatcher() as signals, ServiceNotifier() as service:
         pattern = HistoryPattern(settings.log_path)
         history_format = HISTORY_FORMATS[settings.history_format]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from _minechat.jsonl import JsonHistory
 from _minechat.stamping import (
+    JSONL_FORMAT,
+    TEXT_FORMAT,
     LineStamper,
     Moment,
     StampClock,
@@ -35,8 +37,6 @@ from chat_io import (
 
 logger = logging.getLogger(__name__)
 
-TEXT_FORMAT = "text"
-JSONL_FORMAT = "jsonl"
 OWNER_ONLY = 0o600
 OWNER_ONLY_FOLDER = 0o700
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
 
+# The two history formats (--format): text lines, or JSON Lines.
+TEXT_FORMAT = "text"
+JSONL_FORMAT = "jsonl"
 # The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
 DEFAULT_TIME_FORMAT = "[%d.%m.%y %H:%M]"
 # The one strftime field finer than a second: a format that holds it is formatted for every chunk.
@@ -102,6 +107,9 @@ class StampClock:
 
     def at(self, timestamp: float) -> Moment:
         """Format a moment given in seconds since the epoch, in local time."""
+        # Imported here: read_client's --help takes this module's constants only, and datetime costs it 2%.
+        from datetime import datetime, timezone
+
         when = datetime.fromtimestamp(timestamp, timezone.utc).astimezone()  # right offset in a DST fold too
         return Moment(when.strftime(self._time_format), when.isoformat(timespec="seconds"), self._expand_path(when))
 
