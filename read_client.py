@@ -57,6 +57,7 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    quiet: bool = False  # stderr: warnings and errors only
 
 
 def parse_settings(
@@ -73,6 +74,7 @@ def parse_settings(
         log_path=full_pattern(args.log_path, cwd),
         connect_timeout=args.connect_timeout,
         verbose=args.verbose,
+        quiet=args.quiet,
         time_format=args.time_format,
         history_format=args.history_format,
         backlog=args.backlog,
@@ -86,7 +88,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "Tail the minechat chat: print every line and append it, stamped, to a history file.",
         port_env="READ_PORT",
         port_default=DEFAULT_READ_PORT,
-        port_help="port that streams the chat",
+        port_help="reading port: the one that streams the chat",
         verbose_help="log at debug level",
     )
     parser.add_argument(

@@ -119,6 +119,7 @@ class SenderSettings:
     reply_timeout: float
     verbose: bool
     check: bool = False
+    quiet: bool = False  # stderr: warnings and errors only
 
     @property
     def streaming(self) -> bool:
@@ -145,7 +146,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "Post to the minechat chat. With no token found, register a new account and save its token.",
         port_env="SEND_PORT",
         port_default=DEFAULT_SEND_PORT,
-        port_help="port that takes logins and posts",
+        port_help="posting port: the one that takes logins and posts",
         verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
     )
     parser.add_argument(
@@ -188,8 +189,8 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="READ_PORT",
         default=DEFAULT_READ_PORT,
         type=port_number,
-        help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
-        "seen there is never sent again",
+        help="reading port: the one that streams the chat, watched while posts wait for acknowledgements, "
+        "so a post seen there is never sent again",
     )
     parser.add_argument(
         "--reply-timeout",
@@ -200,6 +201,11 @@ def build_parser() -> configargparse.ArgumentParser:
         help="seconds to wait for each whole reply line of the server",
     )
     return parser
+
+
+def note_line_break(option: str) -> None:
+    """Say that a line break in an option's text is sent as a space."""
+    logger.warning("a line break in %s becomes a space: a post is one line, and so is a nickname", option)
 
 
 def resolve_settings(
@@ -232,7 +238,11 @@ def resolve_settings(
     asking = not args.check and STDIN_MARK not in messages
     if token is None and nickname is None and ask_nickname is not None and asking:
         nickname = ask_nickname()
+    if any(message != STDIN_MARK and flatten_text(message) != message for message in messages):
+        note_line_break("--message")
     if nickname is not None:
+        if flatten_text(nickname.strip()) != nickname.strip():
+            note_line_break("--nickname")
         nickname = flatten_text(nickname).strip()
         if is_blank(nickname):
             parser.error("argument --nickname: an empty nickname cannot be registered")
@@ -253,6 +263,7 @@ def resolve_settings(
         reply_timeout=args.reply_timeout,
         verbose=args.verbose,
         check=args.check,
+        quiet=args.quiet,
     )
 
 
@@ -991,14 +1002,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if sys.stdin is None:
                 logger.error("--message %s reads stdin, but stdin is closed", STDIN_MARK)
                 return EXIT_USAGE
-            if interactive:
+            if interactive and not settings.quiet:
                 print(STDIN_HINT, file=sys.stderr, flush=True)
             stdin = sys.stdin.buffer
         if settings.check:
             return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
         # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
-        confirm = interactive and settings.streaming
+        confirm = interactive and settings.streaming and not settings.quiet
         return await run(settings, stdin, encoding=encoding, confirm=confirm, secrets=secrets)
 
     return run_cli(parse, start, logger, secrets)

@@ -150,6 +150,9 @@ class Verbosity(Protocol):
     @property
     def verbose(self) -> bool: ...
 
+    @property
+    def quiet(self) -> bool: ...
+
 
 SettingsT = TypeVar("SettingsT", bound=Verbosity)
 
@@ -170,7 +173,7 @@ def run_cli(
     try:
         settings = parse()
         # From a thread: a stderr nobody reads must not freeze the client, nor Ctrl-C.
-        configure_logging(settings.verbose, background=True, secrets=secrets)
+        configure_logging(settings.verbose, background=True, secrets=secrets, quiet=settings.quiet)
         return asyncio.run(run(settings))
     except ChatError as error:
         logger.error("%s", error)

@@ -292,7 +292,7 @@ def test_dotenv_that_is_not_utf8_is_read_with_a_warning(
     assert "Traceback" not in err
     warning, error = err.splitlines()
     dotenv = Path.cwd() / ".env"
-    assert warning.endswith(f"WARNING skipping line 1 of {dotenv}: it is not UTF-8 text; save the file as UTF-8")
+    assert warning.endswith(f"WARNING skipping line 1 of {dotenv}: not UTF-8 text; save the file as UTF-8")
     assert error.endswith(f"error: READ_PORT=0 (from {dotenv}): 0 is outside 1..65535")
 
 
