@@ -1,14 +1,23 @@
 """Tail the minechat chat forever: print every line and append it, stamped, to a history file."""
 
 # No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
-# First of all, before the imports that take most of the start-up: a stop ends the process by the signal
-# itself until the client's own handlers are in place. A handler in Python would raise inside an import,
-# where the exception can be lost ("Exception ignored in _get_module_lock") and the client go on running.
-# _signal, not signal: it is loaded already, while signal imports enum first (5 ms).
+# First of all, before the imports that take most of the start-up: until the client's own handlers are in
+# place, Ctrl-C ends the process by the signal, as its default disposition would. Not by an exception:
+# raised inside an import it can be lost ("Exception ignored in _get_module_lock") and the client go on
+# running. Nor by SIG_DFL itself: a Ctrl-C that Python has noted but not yet handled would then be
+# dropped ("Signal 2 ignored due to race condition"); this handler takes it. SIGTERM and SIGHUP keep
+# their default. _signal, not signal: it is loaded already, while signal imports enum first (5 ms).
 import _signal
 
+
+def end_by_signal(signum: int, frame: object) -> None:
+    """Die by a stop signal that came before the client's own handlers were in place."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.raise_signal(signum)
+
+
 if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, end_by_signal)
 
 import asyncio
 import logging

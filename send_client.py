@@ -1,12 +1,19 @@
 """Post to the minechat chat: log in with a token, or register a new account and save its token."""
 
 # No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
-# First of all, before the imports that take most of the start-up: a stop ends the process by the signal
-# itself until the client's own handlers are in place (see read_client.py).
+# First of all, before the imports that take most of the start-up: until the client's own handlers are in
+# place, Ctrl-C ends the process by the signal (read_client.py says why this way).
 import _signal
 
+
+def end_by_signal(signum: int, frame: object) -> None:
+    """Die by a stop signal that came before the client's own handlers were in place."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.raise_signal(signum)
+
+
 if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, end_by_signal)
 
 import asyncio
 import logging

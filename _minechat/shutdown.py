@@ -90,7 +90,7 @@ def end_program(code: int) -> NoReturn:
                 stream.flush()
         with suppress(OSError, ValueError):
             signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            signal.raise_signal(signum)  # to this thread: it dies before the call returns
     sys.exit(code)
 
 
@@ -102,7 +102,7 @@ def ctrl_c_raises() -> Iterator[None]:
     """
     previous = signal.getsignal(signal.SIGINT)
     changed = False
-    if previous is signal.SIG_DFL:
+    if previous not in (signal.SIG_IGN, signal.default_int_handler):  # the default, or the start-up's handler
         with suppress(ValueError):  # not the main thread: nothing to change
             signal.signal(signal.SIGINT, signal.default_int_handler)
             changed = True

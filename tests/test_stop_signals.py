@@ -114,7 +114,7 @@ def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: S
         time.sleep(delay)
         process.send_signal(signum)
         try:
-            _, err = process.communicate(timeout=WAIT)
+            process.wait(timeout=WAIT)  # stdin stays open: the sender would end at its end
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate()
@@ -124,6 +124,7 @@ def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: S
             else:
                 sweep.swallowed.append(delay)
             return
+        _, err = process.communicate()
     finally:
         if process.poll() is None:
             process.kill()
