@@ -82,6 +82,7 @@ __all__ = [
     "lock_file",
     "open_connection",
     "open_receiver",
+    "plural",
     "redact",
     "resolve_token_path",
     "sanitize_block",
@@ -222,6 +223,11 @@ def shorten(text: str, limit: int = 80) -> str:
     """Escape and cut text for quoting in an error message."""
     safe = sanitize_text(text)
     return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+def plural(count: int, noun: str) -> str:
+    """Return '1 message' or '2 messages'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def decode_line(raw: bytes) -> str:

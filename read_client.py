@@ -47,7 +47,7 @@ from _minechat.history import (
     HistoryPattern,
     format_status,
 )
-from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural
+from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput
 from _minechat.settings import (
     backlog_count,
     full_pattern,
@@ -72,6 +72,7 @@ from chat_io import (
     format_address,
     is_retryable,
     open_receiver,
+    plural,
     sanitize_text,
 )
 

@@ -31,7 +31,6 @@ from _minechat.dialogue import (
     Welcomed,
     is_blank,
 )
-from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
 from _minechat.witness import Witness
@@ -57,6 +56,7 @@ from chat_io import (
     is_retryable,
     load_token,
     open_connection,
+    plural,
     redact,
     sanitize_text,
     save_token,

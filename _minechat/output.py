@@ -234,11 +234,6 @@ class BackgroundHandler(logging.Handler):
         super().close()
 
 
-def plural(count: int, noun: str) -> str:
-    """Return '1 message' or '2 messages'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 class DaemonExecutor(concurrent.futures.Executor):
     """Runs calls one at a time on a daemon thread: a call stuck in the kernel cannot hold up the exit.
 
