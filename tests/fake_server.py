@@ -225,10 +225,14 @@ class FakeMinechatServer:
 
     @staticmethod
     async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
-        for byte in data:
+        # Each byte is due at a fixed time from the first: on a busy machine late wake-ups do not add up,
+        # and the whole takes len(data) * interval, as the test that set it expects.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for index, byte in enumerate(data, start=1):
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, started + index * interval - loop.time()))
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
