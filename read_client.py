@@ -57,7 +57,7 @@ from _minechat.settings import (
     parse_arguments,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
@@ -597,7 +597,7 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
     """Run work until it ends, or until the writer fails; raise what either raised."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait({task, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(task, asyncio.wait({writer}))  # the writer is only watched, never cancelled here
     finally:
         await cancel_and_wait(task)
     if writer.done():
