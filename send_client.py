@@ -16,7 +16,6 @@ from typing import BinaryIO, TextIO
 import configargparse
 
 from _minechat.dialogue import (
-    MAX_SENDS,
     READING_PORT_HINT,
     STAGE_GREETING,
     Account,
@@ -24,13 +23,12 @@ from _minechat.dialogue import (
     Closed,
     Event,
     LoggedIn,
-    Outbox,
-    Post,
     PostingDialogue,
     Registered,
     Welcomed,
     is_blank,
 )
+from _minechat.outbox import MAX_SENDS, Outbox, Post
 from _minechat.output import plural
 from _minechat.settings import full_path, make_parser, parse_arguments, port_number, positive_seconds, text_value
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from _minechat.dialogue import Post
+from _minechat.outbox import Post
 from chat_io import NEWLINE
 
 # Posts remembered while their echo is awaited; beyond this the oldest is forgotten (memory stays bounded

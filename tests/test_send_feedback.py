@@ -16,7 +16,8 @@ from fake_server import FakeMinechatServer
 from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, stop_with_signal
 
 import send_client
-from _minechat.dialogue import Outbox, PostingDialogue
+from _minechat.dialogue import PostingDialogue
+from _minechat.outbox import Outbox
 from chat_io import ProtocolError, ReplyTimeout
 
 HINT = "is this the reading port?"

@@ -37,12 +37,13 @@ from helpers import (
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import send_client
-from _minechat.dialogue import MAX_SENDS, OUTBOX_POSTS
+from _minechat.outbox import MAX_SENDS, OUTBOX_POSTS
 from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
 from send_client import RESUME_TRIES
 
@@ -224,7 +225,7 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
     try:
         # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
-        await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=WAIT * 3)
+        await server.wait_until(lambda: len(server.posts) >= _minechat.outbox.OUTBOX_POSTS, timeout=WAIT * 3)
     finally:
         code = await stop_with_signal(process, signal.SIGINT)
         process.stdin.close()
@@ -235,8 +236,7 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.
     assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in err.splitlines()), err
     assert (
-        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.dialogue.OUTBOX_POSTS} more not acknowledged"
-        in err
+        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.outbox.OUTBOX_POSTS} more not acknowledged" in err
     )
 
 
@@ -297,7 +297,7 @@ async def test_a_server_that_never_acknowledges_gets_the_window_and_a_timeout(
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-", "--reply-timeout", "0.3")
     stdin = StdinBytes(b"".join(b"post %d\n" % number for number in range(5)))
     sender = send_client.make_sender(settings, stdin, RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = _minechat.dialogue.Outbox(max_posts=3)
+    sender.outbox = _minechat.outbox.Outbox(max_posts=3)
     task = asyncio.ensure_future(sender.run())
     try:
         await server.wait_until(lambda: len(server.send_transcripts) >= 2, timeout=WAIT)

@@ -28,6 +28,7 @@ from helpers import (
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
@@ -38,7 +39,7 @@ from send_client import DEFAULT_MESSAGE
 
 
 def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
-    outbox = _minechat.dialogue.Outbox()
+    outbox = _minechat.outbox.Outbox()
     for text in messages:
         outbox.add(text)
     dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
@@ -302,9 +303,7 @@ def test_a_reply_when_none_is_due_is_quoted() -> None:
 
 
 def test_unknown_token_and_null_registration_say_what_to_do() -> None:
-    dialogue = _minechat.dialogue.PostingDialogue(
-        _minechat.dialogue.Outbox(), TOKEN, token_source="the token file t.txt"
-    )
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), TOKEN, token_source="the token file t.txt")
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError) as caught:
@@ -313,7 +312,7 @@ def test_unknown_token_and_null_registration_say_what_to_do() -> None:
         "the server does not know the token from the token file t.txt; correct it, or remove it "
         "and give --nickname to register a new account"
     )
-    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, "Eve")
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), None, "Eve")
     dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
     dialogue.next_event()
     dialogue.next_event()

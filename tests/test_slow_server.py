@@ -18,7 +18,7 @@ from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
 from helpers import TOKEN, WAIT, RecordingDelays
 
 import send_client
-from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 

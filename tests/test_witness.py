@@ -17,7 +17,7 @@ from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe
 
 import chat_io
 import send_client
-from _minechat.dialogue import Outbox, Post
+from _minechat.outbox import Outbox, Post
 from _minechat.witness import Witness
 from send_client import SenderSettings
 
