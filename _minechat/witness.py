@@ -1,11 +1,19 @@
-"""The chat as a witness, without any I/O: which of our posts the reading port has shown."""
+"""The chat as a witness: which of our posts the reading port has shown (sans-IO), and the connection that reads it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import deque
+from collections.abc import Callable
 
 from _minechat.outbox import Post
-from chat_io import NEWLINE
+from _minechat.settings import SenderSettings
+from _minechat.shutdown import cancel_and_wait
+from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection
+
+# The sender's log: -v and the tests listen to it under the script's name.
+logger = logging.getLogger("send_client")
 
 # Posts remembered while their echo is awaited; beyond this the oldest is forgotten (memory stays bounded
 # if the chat never shows some of them).
@@ -116,3 +124,104 @@ class Witness:
         waiting.remove(post)
         if not waiting:
             del self._waiting[key]
+
+
+class ChatWitness:
+    """Reads the chat while we post and marks the posts it shows as seen, so they are never sent again."""
+
+    def __init__(self, settings: SenderSettings, level: int) -> None:
+        self.settings = settings
+        self.level = level  # how loud "going on without it" is: debug for a single message
+        self.core = Witness()
+        self.active = False
+        self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
+        self._connected = asyncio.Event()
+        self._first_ack_at: float | None = None
+        self._task: asyncio.Future[None] | None = None
+        self.on_seen: Callable[[Post], None] | None = None  # told of each post the chat shows, the first time
+
+    async def start(self) -> None:
+        """Connect to the reading port; return once connected or known to be out of reach."""
+        if self._task is not None:  # an earlier connection, ended: it reported its own end
+            await self.stop()
+        self.lost = False
+        self._connected.clear()
+        self._task = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            # open_connection gives up after --connect-timeout, which bounds this wait.
+            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(connected)
+
+    async def stop(self) -> None:
+        """Stop reading the chat."""
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved; _run reports its own failures
+
+    def expect(self, post: Post) -> None:
+        """Await one more echo of a post that has just gone out (each send may show)."""
+        if self.active:
+            self.core.expect(post)
+
+    def note_acknowledged(self, post: Post) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
+        if self._first_ack_at is None:
+            self._first_ack_at = asyncio.get_running_loop().time()
+
+    def _lose(self) -> None:
+        """The chat hung up: nothing sent from now on can show to us, until it is connected again."""
+        self.lost = True
+        self.core.reset()  # no echo of what was sent meanwhile can come on a new connection
+
+    def _say(self, text: str) -> None:
+        logger.log(self.level, "%s; going on without it", text)
+
+    async def _run(self) -> None:
+        settings = self.settings
+        where = format_address(settings.host, settings.read_port)
+        try:
+            async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
+                self.active = True
+                self._connected.set()
+                logger.debug("watching the chat on %s for our posts", where)
+                await self._watch(reader, where)
+        except ChatError as error:
+            reason = describe_error(error.__cause__) if error.__cause__ is not None else str(error)
+            self._say(f"cannot read the chat on {where} (--read-port) to see which posts arrived: {reason}")
+        finally:
+            self.active = False
+
+    async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            timeout = None  # once the chat has shown one of our posts, it is trusted
+            if self.core.matched == 0:
+                # Until then, look again every reply timeout: once the server has taken a post and
+                # a reply timeout has passed without the chat showing it, the chat is no witness.
+                timeout = self.settings.reply_timeout
+                if self._first_ack_at is not None:
+                    timeout = self._first_ack_at + self.settings.reply_timeout - loop.time()
+                    if timeout <= 0:
+                        self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                        return
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
+            except asyncio.TimeoutError:
+                continue
+            except OSError as error:
+                logger.debug("the chat connection broke: %s; watching again with the next connection", error)
+                self._lose()
+                return
+            if not chunk:
+                logger.debug("the chat on %s closed the connection; watching again with the next connection", where)
+                self._lose()
+                return
+            for post in self.core.feed(chunk):
+                logger.debug("the chat shows message %d", post.number)
+                if self.on_seen is not None:
+                    self.on_seen(post)

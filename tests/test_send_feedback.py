@@ -15,6 +15,7 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, stop_with_signal
 
+import _minechat.posting
 import send_client
 from _minechat.dialogue import PostingDialogue
 from _minechat.outbox import Outbox
@@ -100,7 +101,7 @@ async def test_silence_on_another_port_hints_at_the_reading_port(silent_server: 
 async def test_silence_on_the_posting_port_gives_no_reading_port_hint(
     silent_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(send_client, "DEFAULT_SEND_PORT", silent_server)  # as if this were port 5050
+    monkeypatch.setattr(_minechat.posting, "DEFAULT_SEND_PORT", silent_server)  # as if this were port 5050
     assert HINT not in await silent_run(silent_server, tmp_path)
 
 

@@ -44,8 +44,8 @@ import _minechat.shutdown
 import _minechat.systemd
 import send_client
 from _minechat.outbox import MAX_SENDS, OUTBOX_POSTS
+from _minechat.posting import RESUME_TRIES, Sender
 from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
-from send_client import RESUME_TRIES
 
 
 class FailingStdin(StdinBytes):
@@ -391,9 +391,7 @@ async def test_progress_gives_the_sender_its_tries_afresh(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     # One connection acknowledges a post, then RESUME_TRIES - 1 acknowledge none: still within the tries.
-    server.plans.extend(
-        [ConnectionPlan(posts=1), *(ConnectionPlan(refuse=True) for _ in range(send_client.RESUME_TRIES - 1))]
-    )
+    server.plans.extend([ConnectionPlan(posts=1), *(ConnectionPlan(refuse=True) for _ in range(RESUME_TRIES - 1))])
     messages = ["--message", "one", "--message", "two"]
     await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
@@ -415,7 +413,7 @@ async def test_a_failure_reading_the_messages_ends_the_run(
         raise RuntimeError("the messages broke")
 
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    sender = send_client.Sender(settings, messages(), RecordingDelays())
+    sender = Sender(settings, messages(), RecordingDelays())
     with pytest.raises(RuntimeError, match="the messages broke"):
         await asyncio.wait_for(sender.run(), WAIT)
 

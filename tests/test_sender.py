@@ -30,6 +30,7 @@ import _minechat.dialogue
 import _minechat.history
 import _minechat.outbox
 import _minechat.output
+import _minechat.posting
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
@@ -118,7 +119,7 @@ async def test_every_reply_has_a_timeout(
     named: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(send_client, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
+    monkeypatch.setattr(_minechat.posting, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
     server.stall_at = stage
     settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
     # The second try waits twice as long for an acknowledgement.

@@ -19,6 +19,7 @@ from helpers import TOKEN, WAIT, RecordingDelays
 
 import send_client
 from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.posting import RESUME_TRIES
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 
@@ -261,7 +262,7 @@ FIXED_MESSAGES = 8
 async def test_fixed_messages_progress_gives_fresh_tries_every_time(server: FakeMinechatServer, tmp_path: Path) -> None:
     # A server that hangs up after every acknowledgement: more hang-ups than RESUME_TRIES, each after progress.
     server.plans.extend(ConnectionPlan(posts=1) for _ in range(FIXED_MESSAGES))
-    assert FIXED_MESSAGES > send_client.RESUME_TRIES + 1
+    assert FIXED_MESSAGES > RESUME_TRIES + 1
     texts = [f"message {number}" for number in range(FIXED_MESSAGES)]
     argv = [part for text in texts for part in ("--message", text)]
     sender = await run_sender(settings_for(server, tmp_path, *argv))
