@@ -9,12 +9,11 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import configargparse
 
 from _minechat.dialogue import Account, is_blank
-from _minechat.posting import Sender, check_account
 from _minechat.settings import (
     STDIN_MARK,
     SenderSettings,
@@ -40,6 +39,9 @@ from chat_io import (
     load_token,
     sanitize_text,
 )
+
+if TYPE_CHECKING:
+    from _minechat.posting import Sender
 
 logger = logging.getLogger("send_client")
 
@@ -140,33 +142,11 @@ def resolve_settings(
 ) -> SenderSettings:
     """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
-    if args.check and messages:
-        parser.error("--check posts nothing; leave out --message")
-    if args.check and args.nickname is not None:
-        parser.error("--check logs in with a token and registers nothing; leave out --nickname")
-    if any(message != STDIN_MARK and is_blank(message) for message in messages):
-        parser.error("argument --message: an empty message cannot be posted")
+    check_options(parser, args, messages)
     token_path = Path(args.token_path)
-    token, source = (args.token or "").strip() or None, "--token or TOKEN"
-    if token is None:
-        token, source = load_token(token_path), f"the token file {token_path}"
-    if token is not None and any(char.isspace() or not char.isprintable() for char in token):
-        parser.error(f"the token from {source} contains spaces or control characters")
-    if token is not None and args.nickname is not None:
-        # Registering is what --nickname asks for; posting with the old account instead would surprise.
-        parser.error(
-            f"--nickname (or NICKNAME) registers a new account, but a token was found in {source}; "
-            "leave out --nickname to post with that account, or register another one with a --token_path "
-            "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
-        )
-    nickname = args.nickname
-    asking = not args.check and STDIN_MARK not in messages
-    if token is None and nickname is None and ask_nickname is not None and asking:
-        nickname = ask_nickname()
-    if nickname is not None:
-        nickname = flatten_text(nickname).strip()
-        if is_blank(nickname):
-            parser.error("argument --nickname: an empty nickname cannot be registered")
+    token, source = find_token(parser, args, token_path)
+    asking = ask_nickname if not args.check and STDIN_MARK not in messages else None
+    nickname = settle_nickname(parser, args.nickname, token, asking)
     if args.check and token is None:
         parser.error(f"--check needs a token (--token, TOKEN or {token_path}), and none was found")
     if token is None and nickname is None:
@@ -185,6 +165,54 @@ def resolve_settings(
         verbose=args.verbose,
         check=args.check,
     )
+
+
+def check_options(
+    parser: configargparse.ArgumentParser, args: configargparse.Namespace, messages: tuple[str, ...]
+) -> None:
+    """Refuse options that contradict each other and messages that would make empty posts."""
+    if args.check and messages:
+        parser.error("--check posts nothing; leave out --message")
+    if args.check and args.nickname is not None:
+        parser.error("--check logs in with a token and registers nothing; leave out --nickname")
+    if any(message != STDIN_MARK and is_blank(message) for message in messages):
+        parser.error("argument --message: an empty message cannot be posted")
+
+
+def find_token(
+    parser: configargparse.ArgumentParser, args: configargparse.Namespace, token_path: Path
+) -> tuple[str | None, str]:
+    """Return the token (--token or TOKEN, else the token file's) and where it came from; refuse a bad one."""
+    token, source = (args.token or "").strip() or None, "--token or TOKEN"
+    if token is None:
+        token, source = load_token(token_path), f"the token file {token_path}"
+    if token is not None and any(char.isspace() or not char.isprintable() for char in token):
+        parser.error(f"the token from {source} contains spaces or control characters")
+    if token is not None and args.nickname is not None:
+        # Registering is what --nickname asks for; posting with the old account instead would surprise.
+        parser.error(
+            f"--nickname (or NICKNAME) registers a new account, but a token was found in {source}; "
+            "leave out --nickname to post with that account, or register another one with a --token_path "
+            "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
+        )
+    return token, source
+
+
+def settle_nickname(
+    parser: configargparse.ArgumentParser,
+    nickname: str | None,
+    token: str | None,
+    ask_nickname: Callable[[], str | None] | None,
+) -> str | None:
+    """Return the nickname to register, asked for when there is neither token nor nickname; refuse a blank one."""
+    if token is None and nickname is None and ask_nickname is not None:
+        nickname = ask_nickname()
+    if nickname is None:
+        return None
+    nickname = flatten_text(nickname).strip()
+    if is_blank(nickname):
+        parser.error("argument --nickname: an empty nickname cannot be registered")
+    return nickname
 
 
 def choose_reader(stream: BinaryIO) -> Callable[[int], bytes]:
@@ -252,13 +280,6 @@ async def iterate_messages(
                 yield batch
 
 
-async def send(settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory = backoff) -> Sender:
-    """Log in or register, then post the messages; return the sender with its counts."""
-    sender = make_sender(settings, stdin, make_delays)
-    await sender.run()
-    return sender
-
-
 def choose_witness_level(messages: Sequence[str]) -> int | None:
     """Say how loud the witness's troubles are: None with nothing to post, debug for a single message."""
     if not messages:
@@ -278,6 +299,9 @@ def make_sender(
     secrets: set[str] | None = None,
 ) -> Sender:
     """Return a sender for the settings, with stdin standing for '-' and secrets the set the log filter reads."""
+    # Here, not at the top: --help, --version and usage errors never need the posting machinery.
+    from _minechat.posting import Sender
+
     messages = settings.messages or ((DEFAULT_MESSAGE,) if settings.token is not None else ())
     witness_level = choose_witness_level(messages)
     produce = iterate_messages(messages, stdin, encoding)
@@ -309,6 +333,8 @@ async def run(
 
 async def run_check(settings: SenderSettings) -> int:
     """Check the token until done or a signal; print the nickname; return the exit code."""
+    from _minechat.posting import check_account  # here: only --check needs it
+
     with SignalCatcher() as signals:
         result: list[Account] = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from _minechat.dialogue import encode_post
@@ -46,13 +45,12 @@ class Outbox:
         self._window: int | None = None  # how many posts may be in flight; None: as many as there are
         self.added = 0
         self.acknowledged = 0
-        self.resent = 0  # sends of posts that had gone out before
         self.repeated = 0  # messages sent more than once
         self.most_copies = 0  # the most times one message went out
         self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
         self.seen_only = 0  # messages the chat showed that the server never acknowledged
         self.shown = 0  # posts the chat has shown so far, acknowledged or not
-        self.on_send: Callable[[Post], None] | None = None  # told of each post each time it goes out
+        self._sends: list[Post] = []  # posts sent since take_sends was last asked, each time it went out
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._unsent)
@@ -114,6 +112,11 @@ class Outbox:
         self._sent.extend(posts)
         return posts
 
+    def take_sends(self) -> list[Post]:
+        """Return the posts that went out since the last call, in order: the witness awaits their echoes."""
+        sends, self._sends = self._sends, []
+        return sends
+
     def _window_full(self, taking: int) -> bool:
         return self._window is not None and len(self._sent) + taking >= self._window
 
@@ -123,10 +126,7 @@ class Outbox:
 
     def _count_send(self, post: Post) -> None:
         post.sends += 1
-        if self.on_send is not None:
-            self.on_send(post)
-        if post.sends > 1:
-            self.resent += 1
+        self._sends.append(post)
         if post.sends == 2:
             self.repeated += 1
         self.most_copies = max(self.most_copies, post.sends)
@@ -140,7 +140,10 @@ class Outbox:
         self.doubtful += 1
 
     def note_shown(self, post: Post) -> None:
-        """Count a post the chat has just shown: the server took it."""
+        """Mark a post the chat has shown as seen: the server took it, so it is never sent again."""
+        if post.seen:
+            return
+        post.seen = True
         self.shown += 1
 
     def lose_connection(self) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 
-from _minechat.outbox import Post
+from _minechat.outbox import Outbox, Post
 from _minechat.settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
 from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection
@@ -36,17 +35,16 @@ class Witness:
     for a later post of the same text, which would then never be sent, though it may never have arrived.
     """
 
-    def __init__(self, memory: int = WITNESS_MEMORY) -> None:
+    def __init__(self, reply_timeout: float, memory: int = WITNESS_MEMORY) -> None:
+        self._reply_timeout = reply_timeout
         self._memory = memory
+        self._first_ack_at: float | None = None
         self._prefix: bytes | None = None
         self._buffer = bytearray()  # the unfinished chat line
         self._skipping = False  # inside a chat line too long to be ours
         self._waiting: dict[bytes, deque[Post]] = {}
         self._order: deque[Post] = deque()  # every post awaiting its echo, oldest first
         self.matched = 0
-
-    def __len__(self) -> int:
-        return len(self._order)
 
     def set_nickname(self, nickname: str) -> None:
         """Learn the nickname the server shows our posts under."""
@@ -66,22 +64,38 @@ class Witness:
         self._buffer.clear()
         self._skipping = False
 
-    def forget(self, post: Post) -> None:
-        """Stop awaiting the oldest echo still awaited of a post."""
-        if post in self._order:
-            self._forget(post)
+    def note_acknowledged(self, now: float) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
+        if self._first_ack_at is None:
+            self._first_ack_at = now
+
+    def patience(self, now: float) -> float | None:
+        """Return how long to read before looking again: None once trusted, at most 0 once it is no witness.
+
+        Once the chat has shown one of our posts, it is trusted. Until then, once the server has taken a
+        post and a reply timeout has passed without the chat showing it, the chat is no witness.
+        """
+        if self.matched:
+            return None
+        if self._first_ack_at is None:
+            return self._reply_timeout
+        return self._first_ack_at + self._reply_timeout - now
 
     def feed(self, data: bytes) -> list[Post]:
-        """Take bytes from the reading port; return the posts they show for the first time, in order."""
+        """Take bytes from the reading port; return the posts they show not seen before, in order.
+
+        The outbox, told of them, marks them seen: the witness only reads that mark.
+        """
         lines = self._frame(data)
         if self._prefix is None:
             return []
-        seen = []
+        seen: dict[Post, None] = {}  # ordered, and each post once though two of its sends show in one read
         for line in lines:
             post = self._match(line)
             if post is not None:
-                seen.append(post)
-        return seen
+                seen[post] = None
+        return list(seen)
 
     def _frame(self, data: bytes) -> list[bytes]:
         """Split the chat's bytes into whole lines, newline included, skipping any too long to be ours."""
@@ -114,7 +128,6 @@ class Witness:
         self.matched += 1
         if post.seen:
             return None  # the echo of another send of a post shown already: no news, and no one else's
-        post.seen = True
         return post
 
     def _forget(self, post: Post) -> None:
@@ -127,18 +140,17 @@ class Witness:
 
 
 class ChatWitness:
-    """Reads the chat while we post and marks the posts it shows as seen, so they are never sent again."""
+    """Reads the chat while we post and tells the outbox of the posts it shows, so they are never sent again."""
 
-    def __init__(self, settings: SenderSettings, level: int) -> None:
+    def __init__(self, settings: SenderSettings, level: int, outbox: Outbox) -> None:
         self.settings = settings
         self.level = level  # how loud "going on without it" is: debug for a single message
-        self.core = Witness()
+        self.outbox = outbox
+        self.core = Witness(settings.reply_timeout)
         self.active = False
         self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
         self._connected = asyncio.Event()
-        self._first_ack_at: float | None = None
         self._task: asyncio.Future[None] | None = None
-        self.on_seen: Callable[[Post], None] | None = None  # told of each post the chat shows, the first time
 
     async def start(self) -> None:
         """Connect to the reading port; return once connected or known to be out of reach."""
@@ -162,16 +174,19 @@ class ChatWitness:
         if not self._task.cancelled():
             self._task.exception()  # retrieved; _run reports its own failures
 
-    def expect(self, post: Post) -> None:
-        """Await one more echo of a post that has just gone out (each send may show)."""
+    def expect(self, posts: list[Post]) -> None:
+        """Await one more echo of each post that has just gone out (each send may show)."""
         if self.active:
-            self.core.expect(post)
+            for post in posts:
+                self.core.expect(post)
 
-    def note_acknowledged(self, post: Post) -> None:
+    def note_acknowledged(self) -> None:
         """Start the clock for the first echo once the server has taken a post."""
-        # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
-        if self._first_ack_at is None:
-            self._first_ack_at = asyncio.get_running_loop().time()
+        self.core.note_acknowledged(asyncio.get_running_loop().time())
+
+    def set_nickname(self, nickname: str) -> None:
+        """Learn the nickname the chat shows our posts under."""
+        self.core.set_nickname(nickname)
 
     def _lose(self) -> None:
         """The chat hung up: nothing sent from now on can show to us, until it is connected again."""
@@ -199,16 +214,10 @@ class ChatWitness:
     async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            timeout = None  # once the chat has shown one of our posts, it is trusted
-            if self.core.matched == 0:
-                # Until then, look again every reply timeout: once the server has taken a post and
-                # a reply timeout has passed without the chat showing it, the chat is no witness.
-                timeout = self.settings.reply_timeout
-                if self._first_ack_at is not None:
-                    timeout = self._first_ack_at + self.settings.reply_timeout - loop.time()
-                    if timeout <= 0:
-                        self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
-                        return
+            timeout = self.core.patience(loop.time())
+            if timeout is not None and timeout <= 0:
+                self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                return
             try:
                 chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
             except asyncio.TimeoutError:
@@ -223,5 +232,25 @@ class ChatWitness:
                 return
             for post in self.core.feed(chunk):
                 logger.debug("the chat shows message %d", post.number)
-                if self.on_seen is not None:
-                    self.on_seen(post)
+                self.outbox.note_shown(post)
+
+
+class NoWitness:
+    """Stands in for the witness when nothing will be posted: it watches nothing and sees nothing."""
+
+    lost = False
+
+    async def start(self) -> None:
+        """Watch nothing."""
+
+    async def stop(self) -> None:
+        """Stop nothing."""
+
+    def expect(self, posts: list[Post]) -> None:
+        """Await no echo."""
+
+    def note_acknowledged(self) -> None:
+        """Time nothing."""
+
+    def set_nickname(self, nickname: str) -> None:
+        """Learn nothing."""

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from fake_server import FakeMinechatServer
@@ -32,7 +32,7 @@ import read_client
 import send_client
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
-from chat_io import STATUS_MARK, backoff
+from chat_io import STATUS_MARK, DelayFactory, backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
 
@@ -507,7 +507,16 @@ def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSett
 
 async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
     """Run the sender in-process with tiny retry delays."""
-    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+    return await send_to_end(settings, io.BytesIO(stdin), RecordingDelays())
+
+
+async def send_to_end(
+    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory | None = None
+) -> send_client.Sender:
+    """Run a sender in-process until it is done, as send_client.run does without its signals; return it."""
+    sender = send_client.make_sender(settings, stdin, make_delays or RecordingDelays())
+    await sender.run()
+    return sender
 
 
 def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:

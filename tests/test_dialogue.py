@@ -249,7 +249,7 @@ def test_a_new_connection_resends_only_what_was_not_acknowledged() -> None:
     sent, events = converse(second, [*LOGIN, ACK * 3])
     assert sent == f"{TOKEN}\ntwo\n\nthree\n\nfour\n\n".encode()
     assert events == [*LOGIN_EVENTS, "Acknowledged", "Acknowledged", "Acknowledged"]
-    assert (outbox.acknowledged, outbox.resent, len(outbox)) == (4, 2, 0)
+    assert (outbox.acknowledged, outbox.repeated, len(outbox)) == (4, 2, 0)  # "two" and "three" went twice
 
 
 def test_outbox_fills_by_count_or_bytes_and_drains_to_half() -> None:
@@ -312,7 +312,7 @@ async def test_a_full_outbox_is_logged(
     caplog.set_level(logging.DEBUG, logger="send_client")
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     sender = send_client.make_sender(settings, StdinBytes(b"a\nb\nc\n"), RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = _minechat.outbox.Outbox(max_posts=1)
+    sender.outbox.max_posts = 1
     await sender.run()
     assert texts_of(server) == ["a", "b", "c"]
     messages = [record.getMessage() for record in caplog.records]

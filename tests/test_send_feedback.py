@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, stop_with_signal
+from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, send_to_end, stop_with_signal
 
 import _minechat.posting
 import send_client
@@ -90,7 +90,7 @@ async def silent_run(port: int, tmp_path: Path) -> str:
     argv = ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--message", "hi", "--reply-timeout", "0.1"]
     settings = send_client.parse_settings(argv, {}, tmp_path)
     with pytest.raises(ReplyTimeout) as caught:
-        await asyncio.wait_for(send_client.send(settings, io.BytesIO(), RecordingDelays()), WAIT)
+        await asyncio.wait_for(send_to_end(settings, io.BytesIO(), RecordingDelays()), WAIT)
     return str(caught.value)
 
 

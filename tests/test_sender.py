@@ -21,6 +21,7 @@ from helpers import (
     run_send_main,
     scripted_server,
     send,
+    send_to_end,
     settings_for,
     texts_of,
 )
@@ -244,7 +245,7 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    await send_client.send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
+    await send_to_end(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
     [(token, nickname)] = server.accounts.items()
     dialogue = [record.getMessage() for record in caplog.records if record.getMessage()[:3] in (">> ", "<< ")]
     account_line = json.dumps({"nickname": nickname, "account_hash": "<token>"}) + "\n"
@@ -344,7 +345,7 @@ async def test_timeouts_after_the_greeting_give_no_port_hint(
     server.stall_at = "login_reply"
     settings = settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.1")
     with pytest.raises(ReplyTimeout) as caught:
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert str(caught.value) == (
         "no complete reply from the server in 0.1 s while we waited for the login reply; "
         "try again later or raise --reply-timeout"

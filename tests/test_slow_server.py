@@ -133,12 +133,12 @@ async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechat
         server.ack_delay = ACK_DELAY
         stdin.write(b"slow one\n")
         await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["slow one"])
-        assert sender.ack_wait > REPLY_TIMEOUT
+        assert sender.clock.ack_wait > REPLY_TIMEOUT
         server.ack_delay = None
         stdin.write(b"fast\n")
         await server.wait_until(lambda: "fast" in texts_of(server, acknowledged_only=True))
         await asyncio.wait_for(wait_for(lambda: not sender.outbox), WAIT)
-        assert sender.ack_wait == REPLY_TIMEOUT
+        assert sender.clock.ack_wait == REPLY_TIMEOUT
         server.ack_delay = ACK_DELAY
         stdin.write(b"slow two\n")
         stdin.end()

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, POSIX_ONLY, SYMLINKS, TOKEN, RecordingDelays, free_port, run_cli, settings_for
+from helpers import (
+    LINUX_ONLY,
+    POSIX_ONLY,
+    SYMLINKS,
+    TOKEN,
+    RecordingDelays,
+    free_port,
+    run_cli,
+    send_to_end,
+    settings_for,
+)
 
 import chat_io
 import send_client
@@ -132,7 +142,7 @@ async def test_unusable_token_path_is_found_before_connecting(server: FakeMinech
         server, tmp_path, "--token_path", str(tmp_path / "missing" / "token.txt"), "--nickname", "Eve"
     )
     with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert server.send_transcripts == [] and server.registrations == []
 
 
