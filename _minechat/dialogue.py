@@ -292,17 +292,7 @@ class PostingDialogue:
     def _advance(self, line: bytes) -> Event:
         stage = self._stage
         if stage == STAGE_GREETING:
-            if line != GREETING:
-                raise ProtocolError(
-                    f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self._hint}"
-                )
-            if self._token is not None:
-                self._to_send.append(encode_line(self._token))
-                self._stage = STAGE_LOGIN
-            else:
-                self._to_send.append(NEWLINE)
-                self._stage = STAGE_PROMPT
-            return Greeted(line)
+            return self._greeted(line)
         if stage == STAGE_PROMPT:
             self._expect(line, NICKNAME_PROMPT)
             assert self._nickname is not None
@@ -336,6 +326,19 @@ class PostingDialogue:
             )
         self._stage = STAGE_WELCOME
         return Registered(line, account) if stage == STAGE_REGISTRATION else LoggedIn(line, account)
+
+    def _greeted(self, line: bytes) -> Greeted:
+        if line != GREETING:
+            raise ProtocolError(
+                f"expected the greeting from the server, got {quote_reply(line, self._secrets)}{self._hint}"
+            )
+        if self._token is not None:
+            self._to_send.append(encode_line(self._token))
+            self._stage = STAGE_LOGIN
+        else:
+            self._to_send.append(NEWLINE)
+            self._stage = STAGE_PROMPT
+        return Greeted(line)
 
     def _expect(self, line: bytes, expected: bytes) -> None:
         if line != expected:
