@@ -398,3 +398,28 @@ async def test_in_process_senders_of_the_tests_never_watch_whatever_listens_on_p
         await run_sender(settings)
     assert texts_of(server) == ["one", "two"]
     assert accepted == []
+
+
+# --- how long the witness is trusted, from tables ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_ack_at", "chat", "now", "patience"),
+    [
+        (None, b"", 50.0, REPLY_TIMEOUT),  # nothing acknowledged yet: look again every reply timeout
+        (100.0, b"", 104.0, REPLY_TIMEOUT - 4.0),  # the first acknowledgement started the clock
+        (100.0, b"", 100.0 + REPLY_TIMEOUT, 0.0),  # a reply timeout without our post: no witness
+        (100.0, b"Focused Loyd: hi\n", 500.0, None),  # it showed one of ours: trusted from then on
+        (100.0, b"Eva: hi\n", 100.0 + 2 * REPLY_TIMEOUT, -REPLY_TIMEOUT),  # others' lines prove nothing
+    ],
+)
+def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledgement_passes_without_our_posts(
+    first_ack_at: float | None, chat: bytes, now: float, patience: float | None
+) -> None:
+    outbox = Outbox()
+    witness = witness_for([outbox.add("hi")])
+    if first_ack_at is not None:
+        witness.note_acknowledged(first_ack_at)
+        witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
+    shown_by(witness, outbox, chat)
+    assert witness.patience(now) == patience
