@@ -91,7 +91,7 @@ class MessageFeed:
             self._task.exception()  # retrieved; a failure was raised by check already
 
     def note_room(self) -> None:
-        """Wake the messages if they wait for room and the outbox has drained enough."""
+        """Wake the messages if they wait for room and the outbox has drained enough, however posts left it."""
         if not self._room.is_set() and self.outbox.roomy:
             self._room.set()
 
@@ -154,6 +154,7 @@ class PostingConnection:
             return  # what waits stays unsent, for the next connection
         pieces = self.dialogue.data_to_send()
         self.witness.expect(self.outbox.take_sends())
+        self.feed.note_room()  # posts the chat showed left the outbox unsent
         if not pieces:
             return
         if logger.isEnabledFor(logging.DEBUG):
@@ -472,6 +473,7 @@ class Sender:
         finally:
             # At once, so the counts are right and the posts given up are known before the next try.
             self.outbox.rewind()
+            self.feed.note_room()  # posts seen in the chat or given up left the outbox
 
     def handle(self, event: Event) -> None:
         """Act on what the server said."""

@@ -110,6 +110,7 @@ class FakeMinechatServer:
         self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
         self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
+        self.drop_after_unacked: int | None = None  # take this many posts unacknowledged, then hang up (once)
         self.echo_posts = True  # show each post to the readers, as the public server does
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
@@ -393,6 +394,13 @@ class FakeMinechatServer:
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.drop_after_unacked is not None:
+                held.append(post)
+                if len(held) >= self.drop_after_unacked:
+                    self.drop_after_unacked = None
+                    raise _Drop(plan.reset)
+                post = Post(nickname)
+                continue
             if self.withhold_acks:
                 post = Post(nickname)
                 continue
