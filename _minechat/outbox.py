@@ -15,9 +15,9 @@ OUTBOX_BYTES = 16 * 1024 * 1024
 # times is not sent again: the server takes it and keeps quiet or hangs up, or is too slow for us, and
 # each copy may show in everybody's chat.
 MAX_SENDS = 3
-# After a lost connection, posts go out at most this many at a time until the outbox has drained:
-# a connection that drops again soon costs a few copies at most, and acknowledgements come back
-# between drops. A server that keeps up gets posts as fast as they come again once it has caught up.
+# After a lost connection, posts go out at most this many at a time until those lost in flight are
+# through: a connection that drops again soon costs a few copies at most, and acknowledgements come
+# back between drops. Then posts go as fast as they come again, even with more still queued.
 RESEND_WINDOW = 4
 
 
@@ -43,6 +43,7 @@ class Outbox:
         self._bytes = 0
         self._rewound = 0  # posts at the head of _unsent that went out on an earlier connection
         self._window: int | None = None  # how many posts may be in flight; None: as many as there are
+        self._catch_up_to = 0  # the last post lost in flight: once it is settled, the window opens again
         self.added = 0
         self.acknowledged = 0
         self.repeated = 0  # messages sent more than once
@@ -106,6 +107,7 @@ class Outbox:
                 self._rewound -= 1
             if post.seen:
                 self._settle_seen(post)
+                self._widen_window(post)
                 continue
             self._count_send(post)
             posts.append(post)
@@ -120,9 +122,9 @@ class Outbox:
     def _window_full(self, taking: int) -> bool:
         return self._window is not None and len(self._sent) + taking >= self._window
 
-    def _widen_window(self) -> None:
-        if not self._sent and not self._unsent:
-            self._window = None  # caught up
+    def _widen_window(self, settled: Post) -> None:
+        if settled.number >= self._catch_up_to or (not self._sent and not self._unsent):
+            self._window = None  # caught up: what was lost in flight is through, the server keeps up again
 
     def _count_send(self, post: Post) -> None:
         post.sends += 1
@@ -161,7 +163,7 @@ class Outbox:
         post = self._sent.popleft()
         self._bytes -= len(post.data)
         self.acknowledged += 1
-        self._widen_window()
+        self._widen_window(post)
         return post
 
     def rewind(self) -> int:
@@ -179,6 +181,7 @@ class Outbox:
                 kept.append(post)
         if self._sent:  # posts were lost in flight: a few at a time until the outbox has drained
             self._window = RESEND_WINDOW
+            self._catch_up_to = kept[-1].number if kept else 0
         self._sent.clear()
         self._unsent.extendleft(reversed(kept))
         self._rewound += len(kept)
