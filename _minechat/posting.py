@@ -526,17 +526,28 @@ async def check_account(settings: SenderSettings) -> Account:
             for piece in dialogue.data_to_send():
                 logger.debug(">> %r", redact(piece.decode(ENCODING), {settings.token}))
                 writer.write(piece)
-            try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), settings.reply_timeout)
-            except asyncio.TimeoutError:
-                raise ReplyTimeout(
-                    f"no reply from the server in {settings.reply_timeout:g} s while we waited for "
-                    f"{dialogue.waiting_for}; try again later or raise --reply-timeout"
-                ) from None
-            except OSError as error:
-                raise ConnectionFailed(f"the connection broke while logging in: {describe_error(error)}") from error
-            dialogue.receive_data(chunk)
+            dialogue.receive_data(await read_reply(reader, settings.reply_timeout, dialogue))
             while (event := dialogue.next_event()) is not None:
                 logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), {settings.token}))
                 if isinstance(event, LoggedIn):
                     return event.account
+
+
+async def read_reply(reader: asyncio.StreamReader, timeout: float, dialogue: PostingDialogue) -> bytes:
+    """Read what the server says next, within timeout; raise ReplyTimeout or ConnectionFailed."""
+    reading = asyncio.ensure_future(reader.read(READ_CHUNK_BYTES))
+    try:
+        # asyncio.wait, not wait_for: before Python 3.12 wait_for can swallow a cancellation.
+        await asyncio.wait({reading}, timeout=timeout)
+    finally:
+        if not reading.done():
+            await cancel_and_wait(reading)
+    if reading.cancelled():
+        raise ReplyTimeout(
+            f"no reply from the server in {timeout:g} s while we waited for "
+            f"{dialogue.waiting_for}; try again later or raise --reply-timeout"
+        )
+    try:
+        return reading.result()
+    except OSError as error:
+        raise ConnectionFailed(f"the connection broke while logging in: {describe_error(error)}") from error

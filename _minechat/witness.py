@@ -213,26 +213,45 @@ class ChatWitness:
 
     async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            timeout = self.core.patience(loop.time())
-            if timeout is not None and timeout <= 0:
-                self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
-                return
-            try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
-            except asyncio.TimeoutError:
-                continue
-            except OSError as error:
-                logger.debug("the chat connection broke: %s; watching again with the next connection", error)
-                self._lose()
-                return
-            if not chunk:
-                logger.debug("the chat on %s closed the connection; watching again with the next connection", where)
-                self._lose()
-                return
-            for post in self.core.feed(chunk):
-                logger.debug("the chat shows message %d", post.number)
-                self.outbox.note_shown(post)
+        reading: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                patience = self.core.patience(loop.time())
+                if patience is not None and patience <= 0:
+                    self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                    return
+                if reading is None:
+                    reading = asyncio.ensure_future(reader.read(READ_CHUNK_BYTES))
+                # asyncio.wait, not wait_for: before Python 3.12 wait_for swallows a cancellation that
+                # comes as the read completes, and a chat with data always ready then never stops.
+                await asyncio.wait({reading}, timeout=patience)
+                if not reading.done():
+                    continue  # look again: the chat may have stopped being a witness meanwhile
+                done, reading = reading, None
+                if not self._take(done, where):
+                    return
+        finally:
+            if reading is not None:
+                await cancel_and_wait(reading)
+                if not reading.cancelled():
+                    reading.exception()  # retrieved: the chat connection is going away anyway
+
+    def _take(self, done: asyncio.Future[bytes], where: str) -> bool:
+        """Take what a read of the chat brought; False once the chat connection is gone."""
+        try:
+            chunk = done.result()
+        except OSError as error:
+            logger.debug("the chat connection broke: %s; watching again with the next connection", error)
+            self._lose()
+            return False
+        if not chunk:
+            logger.debug("the chat on %s closed the connection; watching again with the next connection", where)
+            self._lose()
+            return False
+        for post in self.core.feed(chunk):
+            logger.debug("the chat shows message %d", post.number)
+            self.outbox.note_shown(post)
+        return True
 
 
 class NoWitness:
