@@ -93,6 +93,7 @@ class FakeMinechatServer:
         self.senders_done = 0  # posting connections whose dialogue has ended
         self.reader_connections = 0
         self.readers: set[asyncio.StreamWriter] = set()
+        self.readers_joined = 0  # reading connections that were added to readers, which broadcasts reach
         # Misbehaviour, set by tests.
         self.close_readers_at_once = False
         self.send_then_close: bytes | None = None  # sent to each new reader, then the server hangs up
@@ -107,9 +108,11 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.silent_readers = False  # keep every reading connection open and send it nothing, as a hung server
+        self.flood_readers = False  # send every reader others' lines without a pause, as a very busy chat
         self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
         self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
+        self.drop_after_unacked: int | None = None  # take this many posts unacknowledged, then hang up (once)
         self.echo_posts = True  # show each post to the readers, as the public server does
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
@@ -267,7 +270,10 @@ class FakeMinechatServer:
                 return
             if self.silent_readers:
                 self.silenced.add(writer)
+            if self.flood_readers:
+                self._spawn(self._flood(writer))
             self.readers.add(writer)
+            self.readers_joined += 1
             self._touch()
             if self.announce_readers:
                 await self.announce("connected")
@@ -286,6 +292,14 @@ class FakeMinechatServer:
             self._touch()
             if self.announce_readers and was_reading and not self._stopping.is_set():
                 self._spawn(self.announce("closed"))
+
+    @staticmethod
+    async def _flood(writer: asyncio.StreamWriter) -> None:
+        with suppress(OSError):
+            while not writer.is_closing():
+                writer.write(b"Eva: hello\n" * 1000)
+                await writer.drain()
+                await asyncio.sleep(0)  # drain does not yield while the reader keeps up: let the rest run
 
     async def _serve_sender(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
@@ -412,6 +426,13 @@ class FakeMinechatServer:
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.drop_after_unacked is not None:
+                held.append(post)
+                if len(held) >= self.drop_after_unacked:
+                    self.drop_after_unacked = None
+                    raise _Drop(plan.reset)
+                post = Post(nickname)
+                continue
             if self.withhold_acks:
                 post = Post(nickname)
                 continue
@@ -428,6 +449,7 @@ class FakeMinechatServer:
             else:
                 await self._reply(writer, "ack", ACK)
             post.acknowledged = True
+            self._touch()
             acknowledged += 1
             post = Post(nickname)
 

@@ -22,10 +22,11 @@ from helpers import (
     RecordingOut,
     client_env,
     default_signals,
-    send,
+    run_sender,
     texts_of,
 )
 
+import chat_io
 import read_client
 import send_client
 from read_client import ReaderSettings
@@ -106,7 +107,7 @@ async def test_sender_connects_past_a_dead_first_address(
         argv += ["--connect-timeout", "10"]  # the chat witness too connects past the dead address
         settings = send_client.parse_settings([*argv, "--message", "hi"], {}, tmp_path)
         started = time.monotonic()
-        await asyncio.wait_for(send(settings), WAIT)
+        await run_sender(settings)
     assert time.monotonic() - started < HAPPY_EYEBALLS_BOUND + 1.0
     assert texts_of(server) == ["hi"]
 
@@ -118,7 +119,7 @@ async def test_open_connection_tries_the_next_address_at_once_when_one_refuses(
         refusing.bind(("127.0.0.1", 0))  # bound, never listening: refuses
         resolve_to(monkeypatch, refusing.getsockname())
         started = time.monotonic()
-        async with send_client.open_connection(HOST, server.read_port, 10.0):
+        async with chat_io.open_connection(HOST, server.read_port, 10.0):
             took = time.monotonic() - started
     assert took < 0.2, took  # not the Happy Eyeballs delay: a refusal is an answer
 
@@ -133,6 +134,7 @@ def getaddrinfo(*args, flags=0, **kwargs):
         return real(*args, flags=flags, **kwargs)
     threading.Event().wait()
 socket.getaddrinfo = getaddrinfo
+import chat_io
 import read_client
 sys.exit(read_client.main(sys.argv[1:]))
 """

@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import WAIT, RecordingDelays, RecordingOut, chat_of, read_history, status_of
-
-import read_client
-from read_client import ReaderSettings
+from helpers import WAIT, chat_of, read_history, running_reader, status_of
 
 IDLE = 0.2  # seconds of quiet after which a test reader replaces its connection
-
-
-@dataclass
-class Reader:
-    task: asyncio.Task[int]
-    out: RecordingOut
-    path: Path
-    delays: RecordingDelays
-
-
-@asynccontextmanager
-async def reading(server: FakeMinechatServer, path: Path, idle_timeout: float = IDLE) -> AsyncIterator[Reader]:
-    """Run a reader in-process with a short idle timeout; stop it at the end as a signal would."""
-    settings = ReaderSettings("127.0.0.1", server.read_port, path, WAIT, verbose=False, idle_timeout=idle_timeout)
-    out = RecordingOut()
-    delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
-    try:
-        yield Reader(task, out, path, delays)
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 def numbers_in(chat: list[str]) -> list[int]:
@@ -50,7 +21,7 @@ def numbers_in(chat: list[str]) -> list[int]:
 async def test_idle_switches_lose_and_double_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.announce_readers = True  # a numbered line as each connection opens and as each one closes
     switches = 20
-    async with reading(server, tmp_path / "chat.log") as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
         await server.wait_until(lambda: server.reader_connections > switches, timeout=switches * IDLE * 4 + WAIT)
         await server.wait_until(lambda: len(server.readers) == 1)
         last = server.announced
@@ -61,14 +32,14 @@ async def test_idle_switches_lose_and_double_nothing(server: FakeMinechatServer,
 
 
 async def test_a_quiet_chat_never_grows_the_wait(server: FakeMinechatServer, tmp_path: Path) -> None:
-    async with reading(server, tmp_path / "chat.log", idle_timeout=0.1) as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=0.1) as reader:
         await server.wait_until(lambda: server.reader_connections >= 4, timeout=WAIT)
     assert reader.delays.taken == []  # never a wait: the connection was replaced before it was let go
 
 
 @pytest.mark.slow
 async def test_a_line_during_the_switch_is_recorded_once(server: FakeMinechatServer, tmp_path: Path) -> None:
-    async with reading(server, tmp_path / "chat.log") as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
         for number in range(1, 25):
             await asyncio.sleep(IDLE * 0.6 * (number % 4))  # some lines fall into switches, some do not
             await server.broadcast(f"Bob: line {number}\n".encode())

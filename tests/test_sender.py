@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,12 @@ from helpers import (
     RecordingDelays,
     StdinPipe,
     error_lines,
-    run_cli,
+    free_port,
     run_send_main,
+    run_sender,
+    run_sender_process,
     scripted_server,
-    send,
+    send_to_end,
     settings_for,
     texts_of,
 )
@@ -28,7 +29,9 @@ from helpers import (
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
+import _minechat.posting
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
@@ -38,7 +41,7 @@ from send_client import DEFAULT_MESSAGE
 
 
 def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
-    outbox = _minechat.dialogue.Outbox()
+    outbox = _minechat.outbox.Outbox()
     for text in messages:
         outbox.add(text)
     dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
@@ -50,7 +53,7 @@ def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue
 
 
 async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
     assert [(post.nickname, post.lines) for post in server.posts] == [("Focused Loyd", ["Привет, чат"])]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nПривет, чат\n\n".encode()
 
@@ -59,18 +62,18 @@ async def test_login_copes_with_replies_split_across_writes(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.split_writes = True
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
     assert [post.lines for post in server.posts] == [["one"], ["two"]]
 
 
 async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
-    await send(settings_for(server, tmp_path, "--token", account))
+    await run_sender(settings_for(server, tmp_path, "--token", account))
     assert [post.lines for post in server.posts] == [[DEFAULT_MESSAGE]]
 
 
 async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
     with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
-        await send(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
+        await run_sender(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
     # Once the server has seen the connection end, nothing more can have reached it.
     await server.wait_until(lambda: server.senders_done == 1)
     assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
@@ -92,7 +95,7 @@ async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_
 async def test_line_breaks_cannot_split_a_post(
     server: FakeMinechatServer, tmp_path: Path, account: str, text: str, line: str
 ) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", text))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", text))
     assert [post.lines for post in server.posts] == [[line]]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\n{line}\n\n".encode()
 
@@ -117,14 +120,14 @@ async def test_every_reply_has_a_timeout(
     named: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(send_client, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
+    monkeypatch.setattr(_minechat.posting, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
     server.stall_at = stage
     settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
     # The second try waits twice as long for an acknowledgement.
     with pytest.raises(
         ReplyTimeout, match=f"no complete reply from the server in 0.[24] s while we waited for {named}"
     ):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_garbage_instead_of_json_is_a_protocol_error(
@@ -132,7 +135,7 @@ async def test_garbage_instead_of_json_is_a_protocol_error(
 ) -> None:
     server.login_reply_override = b"<html>\x1b[31mgarbage\n"
     with pytest.raises(ProtocolError, match=r'expected account details from the server, got "<html>\\x1b\[31mgarbage"'):
-        await send(settings_for(server, tmp_path, "--token", account))
+        await run_sender(settings_for(server, tmp_path, "--token", account))
     assert server.posts == []
 
 
@@ -141,7 +144,7 @@ async def test_unexpected_welcome_is_a_protocol_error(server: FakeMinechatServer
     settings = settings_for(server, tmp_path, "--token", account)
     server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "x"}\nWelcome!\n'
     with pytest.raises(ProtocolError, match='expected the welcome line from the server, got "Welcome!"'):
-        await send(settings)
+        await run_sender(settings)
 
 
 @pytest.mark.parametrize(
@@ -152,17 +155,15 @@ async def test_server_closing_mid_dialogue(
 ) -> None:
     server.close_at = stage
     with pytest.raises(ConnectionFailed, match=f"closed the connection while we waited for {named}"):
-        await send(settings_for(server, tmp_path, "--token", account))
+        await run_sender(settings_for(server, tmp_path, "--token", account))
 
 
 async def test_ipv6_address_in_brackets_is_used_and_shown_in_brackets(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = send_client.parse_settings(["--host", "[::1]", "--port", str(port), "--token", TOKEN], {}, tmp_path)
     assert settings.host == "::1"
     with pytest.raises(ConnectionFailed, match=re.escape(f"cannot connect to [::1]:{port}: ")):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
@@ -170,7 +171,9 @@ async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, t
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(ReplyTimeout, match=r"in 0\.3 s while we waited for the greeting"):
-        await asyncio.wait_for(send(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT)
+        await asyncio.wait_for(
+            run_sender(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT
+        )
     assert loop.time() - started < 1.5
 
 
@@ -178,7 +181,7 @@ async def test_reading_port_chat_hints_at_the_posting_port(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     settings = settings_for(server, tmp_path, "--token", account, "--port", str(server.read_port))
-    task = asyncio.ensure_future(send(settings))
+    task = asyncio.ensure_future(run_sender(settings))
     await server.wait_until(lambda: bool(server.readers))
     await server.broadcast(b"Eva: hello\n")
     with pytest.raises(ProtocolError, match=r'got "Eva: hello"; is this the reading port\? Posts go to port 5050'):
@@ -191,7 +194,7 @@ async def test_reading_port_silence_hints_at_the_posting_port(
     argv = ["--token", account, "--port", str(server.read_port), "--reply-timeout", "0.2"]
     settings = settings_for(server, tmp_path, *argv)
     with pytest.raises(ReplyTimeout, match=r"the greeting; is this the reading port\? Posts go to port 5050"):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_cancelled_run_says_what_was_posted(
@@ -242,7 +245,7 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    await send_client.send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
+    await send_to_end(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
     [(token, nickname)] = server.accounts.items()
     dialogue = [record.getMessage() for record in caplog.records if record.getMessage()[:3] in (">> ", "<< ")]
     account_line = json.dumps({"nickname": nickname, "account_hash": "<token>"}) + "\n"
@@ -302,9 +305,7 @@ def test_a_reply_when_none_is_due_is_quoted() -> None:
 
 
 def test_unknown_token_and_null_registration_say_what_to_do() -> None:
-    dialogue = _minechat.dialogue.PostingDialogue(
-        _minechat.dialogue.Outbox(), TOKEN, token_source="the token file t.txt"
-    )
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), TOKEN, token_source="the token file t.txt")
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError) as caught:
@@ -313,7 +314,7 @@ def test_unknown_token_and_null_registration_say_what_to_do() -> None:
         "the server does not know the token from the token file t.txt; correct it, or remove it "
         "and give --nickname to register a new account"
     )
-    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, "Eve")
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), None, "Eve")
     dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
     dialogue.next_event()
     dialogue.next_event()
@@ -344,7 +345,7 @@ async def test_timeouts_after_the_greeting_give_no_port_hint(
     server.stall_at = "login_reply"
     settings = settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.1")
     with pytest.raises(ReplyTimeout) as caught:
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert str(caught.value) == (
         "no complete reply from the server in 0.1 s while we waited for the login reply; "
         "try again later or raise --reply-timeout"
@@ -369,7 +370,7 @@ async def test_token_echoed_late_in_a_reply_does_not_leak_in_part(tmp_path: Path
         await reader.read()
 
     async with scripted_server(echo_token) as port:
-        code, err = await run_cli(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v")
+        code, _, err = await run_sender_process(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v", stdin=None)
     assert code == 4, err
     leaked = [TOKEN[start : start + 8] for start in range(len(TOKEN) - 7) if TOKEN[start : start + 8] in err]
     assert not leaked, err

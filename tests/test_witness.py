@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import socket
 import sys
 import threading
 from collections import Counter
@@ -13,15 +12,24 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe
+from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_sender, settings_for, texts_of
 
 import chat_io
 import send_client
-from _minechat.dialogue import Outbox, Post
+from _minechat.outbox import Outbox, Post
 from _minechat.witness import Witness
 from send_client import SenderSettings
 
 NICKNAME = "Focused Loyd"
+REPLY_TIMEOUT = 10.0
+
+
+def shown_by(witness: Witness, outbox: Outbox, data: bytes) -> list[Post]:
+    """Feed the witness chat bytes and tell the outbox of the posts they show, as the sender does."""
+    shown = witness.feed(data)
+    for post in shown:
+        outbox.note_shown(post)
+    return shown
 
 
 def posts_of(*texts: str) -> list[Post]:
@@ -31,7 +39,7 @@ def posts_of(*texts: str) -> list[Post]:
 
 
 def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096) -> Witness:
-    witness = Witness(memory)
+    witness = Witness(REPLY_TIMEOUT, memory)
     witness.set_nickname(nickname)
     for post in posts:
         witness.expect(post)
@@ -58,27 +66,31 @@ def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096)
     ],
 )
 def test_matching(texts: list[str], chat: bytes, seen: list[int]) -> None:
-    posts = posts_of(*texts)
+    outbox = Outbox()
+    posts = [outbox.add(text) for text in texts]
     witness = witness_for(posts)
     shown = []
     for index in range(len(chat)):  # byte by byte: a line split anywhere is matched once, whole
-        shown += witness.feed(chat[index : index + 1])
+        shown += shown_by(witness, outbox, chat[index : index + 1])
     assert shown == [posts[index] for index in seen]
     assert [post.seen for post in posts] == [index in seen for index in range(len(posts))]
     assert witness.matched == len(seen)
 
 
 def test_an_echo_is_never_matched_twice() -> None:
-    [post] = posts_of("hi")
+    outbox = Outbox()
+    post = outbox.add("hi")
     witness = witness_for([post])
-    assert witness.feed(b"Focused Loyd: hi\n") == [post]
-    assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == [post]
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == []
+    later = outbox.add("hi")
+    witness.expect(later)  # awaited from now on: nothing of the first is left awaited to take its echo
+    assert witness.feed(b"Focused Loyd: hi\n") == [later]
 
 
 def test_lines_before_the_nickname_is_known_are_not_matched() -> None:
     [post] = posts_of("hi")
-    witness = Witness()
+    witness = Witness(REPLY_TIMEOUT)
     witness.expect(post)
     assert witness.feed(b"Focused Loyd: hi\n") == []
     witness.set_nickname(NICKNAME)
@@ -90,22 +102,15 @@ def test_after_a_new_chat_connection_nothing_sent_before_is_awaited() -> None:
     witness = witness_for([post])
     witness.reset()  # the chat hung up: a new connection shows only what comes after it
     assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    later = posts_of("hi")[0]
+    witness.expect(later)
+    assert witness.feed(b"Focused Loyd: hi\n") == [later]  # nothing of before was left awaited to take it
 
 
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
     posts = posts_of("one", "two", "three")
     witness = witness_for(posts, memory=2)
-    assert len(witness) == 2
     assert witness.feed(b"Focused Loyd: one\nFocused Loyd: three\n") == [posts[2]]
-
-
-def test_a_forgotten_post_takes_no_echo() -> None:
-    first, second = posts_of("hi", "hi")
-    witness = witness_for([first, second])
-    witness.forget(first)
-    assert witness.feed(b"Focused Loyd: hi\n") == [second]
-    witness.forget(first)  # twice is harmless
 
 
 def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
@@ -114,7 +119,7 @@ def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
     witness = witness_for([])
     for post in outbox.take_unsent():
         witness.expect(post)
-    witness.feed(b"Focused Loyd: one\nFocused Loyd: two\n")
+    shown_by(witness, outbox, b"Focused Loyd: one\nFocused Loyd: two\n")
     assert outbox.rewind() == 1
     assert outbox.take_unsent() == [posts[2]]
     assert (outbox.seen_only, outbox.delivered, outbox.repeated) == (2, 2, 1)
@@ -125,7 +130,7 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
     post = outbox.add("one")
     outbox.take_unsent()
     outbox.rewind()
-    post.seen = True  # the echo came late, after the connection was lost
+    outbox.note_shown(post)  # the echo came late, after the connection was lost
     assert outbox.take_unsent() == []
     assert not outbox and outbox.delivered == 1
 
@@ -133,27 +138,9 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
 # --- the witness at work, against the fake server -------------------------------------------------
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+def watching_settings(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
     """Settings aimed at the fake server's posting port, watching its reading port."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
-    return send_client.parse_settings([*base, "--token", TOKEN, *argv], {}, tmp_path)
-
-
-def texts_of(server: FakeMinechatServer) -> list[str]:
-    """Return the one-line posts the server took, in order."""
-    return [" | ".join(post.lines) for post in server.posts]
-
-
-async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), WAIT)
-    return sender
-
-
-@pytest.fixture
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+    return settings_for(server, tmp_path, "--token", TOKEN, *argv, watch=True)
 
 
 @pytest.mark.usefixtures("account")
@@ -163,7 +150,7 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
     caplog.set_level(logging.INFO, logger="send_client")
     # The first connection takes "two" and hangs up before acknowledging it.
     server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
-    sender = await run_sender(settings_for(server, tmp_path, "--message", "one", "--message", "two"))
+    sender = await run_sender(watching_settings(server, tmp_path, "--message", "one", "--message", "two"))
     assert texts_of(server) == ["one", "two"]
     assert all(post.readers == 1 for post in server.posts)  # the witness was there before the first post
     assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (1, 1, 0)
@@ -174,14 +161,14 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
 async def test_identical_texts_are_each_seen_once(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
     messages = ["--message", "same", "--message", "same", "--message", "same"]
-    await run_sender(settings_for(server, tmp_path, *messages))
+    await run_sender(watching_settings(server, tmp_path, *messages))
     assert texts_of(server) == ["same"] * 3  # the second was seen, the third went out on the next connection
 
 
 @pytest.mark.usefixtures("account")
 async def test_a_slow_server_gets_posts_seen_in_the_chat_once(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.ack_delay = 0.3
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.2")
+    settings = watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.2")
     sender = await run_sender(settings, b"one\ntwo\nthree\n")
     copies = Counter(texts_of(server))
     assert copies["one"] == 1  # seen before its acknowledgement was given up on: never sent again
@@ -194,7 +181,7 @@ async def test_an_unreachable_chat_is_said_once_and_posting_goes_on(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    closed_port = unused_port()
+    closed_port = free_port()
     base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(closed_port)]
     settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
     await run_sender(settings, b"one\ntwo\n")
@@ -210,7 +197,7 @@ async def test_an_unreachable_chat_is_only_a_debug_line_for_a_single_message(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(unused_port())]
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(free_port())]
     await run_sender(send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path))
     said = [record.levelno for record in caplog.records if "(--read-port)" in record.getMessage()]
     assert said == [logging.DEBUG]
@@ -224,7 +211,9 @@ async def test_a_chat_that_never_shows_our_posts_is_said_once(
     server.echo_posts = False
     stdin = b"".join(f"post {number}\n".encode() for number in range(5))
     sender = send_client.make_sender(
-        settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.1"), SlowStdin(stdin), RecordingDelays()
+        watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.1"),
+        SlowStdin(stdin),
+        RecordingDelays(),
     )
     await asyncio.wait_for(sender.run(), WAIT)
     said = [record.getMessage() for record in caplog.records if "does not show our posts" in record.getMessage()]
@@ -256,42 +245,24 @@ class SlowStdin(io.RawIOBase):
         return b""
 
 
-def unused_port() -> int:
-    """Return a port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
 @pytest.mark.usefixtures("account")
 async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
-    server: FakeMinechatServer, tmp_path: Path
+    server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
 ) -> None:
     # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(4):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.1", port))
-                fillers.append(filler)
-            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
-            settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
-            sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
-            before = asyncio.all_tasks()
-            task = asyncio.ensure_future(sender.run())
-            await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
-            assert not task.done()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 1.0)  # within a second
-            assert asyncio.all_tasks() - before == set()
-        finally:
-            for filler in fillers:
-                filler.close()
+    port = unanswered_port
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+    sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+    before = asyncio.all_tasks()
+    task = asyncio.ensure_future(sender.run())
+    await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1.0)  # within a second
+    assert asyncio.all_tasks() - before == set()
     assert server.posts == []
 
 
@@ -315,21 +286,19 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
     assert shown == [post]
 
 
-@pytest.mark.usefixtures("account")
-async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer, tmp_path: Path) -> None:
+def test_each_send_of_a_post_owes_its_own_echo() -> None:
     # "same" went out on a connection that was lost, went out again, and a second "same" after it. The
     # chat shows "same" twice: both may be the first post's, so the second post is not seen.
-    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays())
-    assert sender.witness is not None
-    sender.witness.active = True  # as once the chat is connected, before anything is sent
-    sender.witness.core.set_nickname(NICKNAME)
-    outbox = sender.outbox
+    witness = witness_for([])
+    outbox = Outbox()
     first = outbox.add("same")
     outbox.take_unsent()
     outbox.rewind()
     second = outbox.add("same")
     assert outbox.take_unsent() == [first, second]
-    sender.witness.core.feed(b"Focused Loyd: same\nFocused Loyd: same\n")
+    for post in outbox.take_sends():
+        witness.expect(post)
+    shown_by(witness, outbox, b"Focused Loyd: same\nFocused Loyd: same\n")
     assert first.seen
     assert not second.seen  # else it would never be sent again, though the server may never have taken it
 
@@ -341,7 +310,7 @@ async def test_a_slow_server_whose_chat_shows_our_posts_gets_each_line_once(
     # Every acknowledgement comes later than --reply-timeout, but the chat shows each post at once: the
     # server is slow, not gone. Hanging up on it would send again what it is still working through.
     server.ack_delay = 0.5
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.3")
+    settings = watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.3")
     sender = await run_sender(settings, b"one\ntwo\nthree\n")
     assert texts_of(server) == ["one", "two", "three"]
     assert sender.outbox.delivered == 3 and sender.outbox.repeated == 0
@@ -354,7 +323,9 @@ async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connect
     # A long stream outlives many connections: a chat that hung up once is not given up for the rest of it.
     server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
     stdin = StdinPipe()
-    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays())
+    sender = send_client.make_sender(
+        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
+    )
     task = asyncio.ensure_future(sender.run())
     try:
         await stdin.write(b"one\n")
@@ -394,3 +365,28 @@ async def test_in_process_senders_of_the_tests_never_watch_whatever_listens_on_p
         await run_sender(settings)
     assert texts_of(server) == ["one", "two"]
     assert accepted == []
+
+
+# --- how long the witness is trusted, from tables ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_ack_at", "chat", "now", "patience"),
+    [
+        (None, b"", 50.0, REPLY_TIMEOUT),  # nothing acknowledged yet: look again every reply timeout
+        (100.0, b"", 104.0, REPLY_TIMEOUT - 4.0),  # the first acknowledgement started the clock
+        (100.0, b"", 100.0 + REPLY_TIMEOUT, 0.0),  # a reply timeout without our post: no witness
+        (100.0, b"Focused Loyd: hi\n", 500.0, None),  # it showed one of ours: trusted from then on
+        (100.0, b"Eva: hi\n", 100.0 + 2 * REPLY_TIMEOUT, -REPLY_TIMEOUT),  # others' lines prove nothing
+    ],
+)
+def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledgement_passes_without_our_posts(
+    first_ack_at: float | None, chat: bytes, now: float, patience: float | None
+) -> None:
+    outbox = Outbox()
+    witness = witness_for([outbox.add("hi")])
+    if first_ack_at is not None:
+        witness.note_acknowledged(first_ack_at)
+        witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
+    shown_by(witness, outbox, chat)
+    assert witness.patience(now) == patience
