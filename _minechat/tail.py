@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Protocol
 
 from _minechat.history import HistoryFormat
+from _minechat.receiver import ReceivingConnection, open_receiver
 from _minechat.recorder import WriteQueue
 from _minechat.shutdown import cancel_and_wait
 from _minechat.stamping import LineStamper, StampClock
@@ -19,12 +20,10 @@ from chat_io import (
     NEWLINE,
     ConnectionFailed,
     DelayFactory,
-    ReceivingConnection,
     WrongPort,
     describe_error,
     format_address,
     is_retryable,
-    open_receiver,
     sanitize_text,
 )
 
