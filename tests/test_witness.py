@@ -284,7 +284,10 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
                 filler.setblocking(False)
                 filler.connect_ex(("127.0.0.1", port))
                 fillers.append(filler)
-            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+            # Posting does not wait for the witness: a posting port that never greets holds the run up.
+            mute = socket.create_server(("127.0.0.1", 0))
+            fillers.append(mute)
+            base = ["--host", "127.0.0.1", "--port", str(mute.getsockname()[1]), "--read-port", str(port)]
             settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
             sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
             before = asyncio.all_tasks()
@@ -423,3 +426,29 @@ def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledge
         witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
     shown_by(witness, outbox, chat)
     assert witness.patience(now) == patience
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+@pytest.mark.usefixtures("account")
+async def test_a_firewalled_chat_port_never_delays_posting(server: FakeMinechatServer, tmp_path: Path) -> None:
+    # A reading port whose SYNs go unanswered (a listener with a full backlog): connecting to it takes the
+    # whole --connect-timeout (10 s by default), and posting must not wait for that.
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+            settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path)
+            started = asyncio.get_running_loop().time()
+            await run_sender(settings)
+            elapsed = asyncio.get_running_loop().time() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert texts_of(server) == ["hi"]
+    assert elapsed < settings.connect_timeout / 2
