@@ -364,6 +364,8 @@ class Sender:
         except ChatError as error:
             if self.keeper.registered and not self.welcomed:
                 raise self.keeper.explain(error) from error
+            if self.welcomed and self.outbox.added:
+                self.report(logging.WARNING)  # what went through, before the error: a rerun would post it again
             raise
         finally:
             await self.feed.stop()
