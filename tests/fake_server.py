@@ -76,6 +76,8 @@ class ConnectionPlan:
     posts: int | None = None  # acknowledge this many posts, then hang up
     take_unacked: bool = False  # ...but first take one more post without acknowledging it
     reset: bool = False  # hang up with a reset instead of an orderly close
+    revoke: bool = False  # ...and forget the account's token as it hangs up, as if revoked
+    garble: bool = False  # ...but first answer one more post with a line that is no acknowledgement
 
 
 class FakeMinechatServer:
@@ -417,7 +419,9 @@ class FakeMinechatServer:
         acknowledged = 0
         held: list[Post] = []  # taken while the ack gate is shut
         while True:
-            if plan.posts is not None and acknowledged >= plan.posts and not plan.take_unacked:
+            if plan.revoke and plan.posts is not None and acknowledged >= plan.posts:
+                self.accounts.pop(token, None)
+            if plan.posts is not None and acknowledged >= plan.posts and not (plan.take_unacked or plan.garble):
                 raise _Drop(plan.reset)
             line = await self._receive(reader, transcript)
             if line:
@@ -429,6 +433,8 @@ class FakeMinechatServer:
             for text in post.lines if self.echo_posts else ():
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
+                if plan.garble:
+                    await self._write(writer, b"Something went wrong.\n")
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
             if self.drop_after_unacked is not None:
                 held.append(post)
