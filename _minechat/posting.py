@@ -457,6 +457,7 @@ class Sender:
         settings = self.settings
         if self.witness.lost:
             await self.witness.start()  # before anything goes out on this connection, as at the start
+        self.witness.next_connection()
         token = self.keeper.token
         hint = reading_port_hint(settings)
         dialogue = PostingDialogue(
