@@ -385,6 +385,8 @@ class Sender:
         account = self.keeper.account
         author = f" as {sanitize_text(account.nickname)}" if account else ""
         text = f"{prefix}posted {plural(outbox.delivered, 'message')}{author}"
+        if outbox.seen_only:  # the chat showed them, the server never said so: told apart
+            text += f" ({outbox.acknowledged} acknowledged, {outbox.seen_only} only seen in the chat)"
         if outbox.repeated:
             text += (
                 f"; {plural(outbox.repeated, 'message')} had to be sent more than once, "

@@ -159,7 +159,9 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
     assert texts_of(server) == ["one", "two"]
     assert all(post.readers == 1 for post in server.posts)  # the witness was there before the first post
     assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (1, 1, 0)
-    assert caplog.records[-1].getMessage() == "posted 2 messages as Focused Loyd"
+    assert (
+        caplog.records[-1].getMessage() == "posted 2 messages as Focused Loyd (1 acknowledged, 1 only seen in the chat)"
+    )
 
 
 @pytest.mark.usefixtures("account")
