@@ -350,6 +350,37 @@ def resolve_token_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def check_token_owner(path: Path) -> None:
+    """Refuse a token path that is, or links to, a file another user owns, or that is no regular file.
+
+    A link planted in a shared folder would otherwise have us write our token into that user's own
+    file. Where the platform has no owners (Windows), only the regular file is checked.
+    """
+    import stat  # here, not at the top: only a registration needs it
+
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+    if me is not None and link.st_uid != me:
+        raise FileError(f"cannot save the token to {path}: it belongs to another user; choose another --token_path")
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        return  # a link to nothing yet: the file is made, ours
+    except OSError as error:
+        raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+    if me is not None and target.st_uid != me:
+        raise FileError(
+            f"cannot save the token to {path}: it leads to a file of another user; choose another --token_path"
+        )
+    if not stat.S_ISREG(target.st_mode):
+        raise FileError(f"cannot save the token to {path}: it is not a regular file; choose another --token_path")
+
+
 def write_durably(descriptor: int, data: bytes) -> None:
     """Write all of data to an open file and wait until it is on the disk."""
     view = memoryview(data)
@@ -362,6 +393,7 @@ def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
     import tempfile  # here, not at the top: only a registration needs it, and importing it costs every start
 
+    check_token_owner(path)
     folder = resolve_token_path(path).parent
     try:
         # Real bytes, synced: an empty file fits on a full disk, a token does not.
@@ -390,6 +422,7 @@ def save_token(path: Path, token: str) -> None:
     """
     import tempfile  # as in check_token_path
 
+    check_token_owner(path)
     target = resolve_token_path(path)
     data = (token + "\n").encode(ENCODING)
     try:
