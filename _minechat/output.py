@@ -230,8 +230,3 @@ class BackgroundHandler(logging.Handler):
     def close(self) -> None:
         self._writer.close()
         super().close()
-
-
-def plural(count: int, noun: str) -> str:
-    """Return '1 message' or '2 messages'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -23,7 +23,6 @@ from _minechat.dialogue import (
     is_blank,
 )
 from _minechat.outbox import MAX_SENDS, Outbox, Post
-from _minechat.output import plural
 from _minechat.reply_clock import ReplyClock
 from _minechat.settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
@@ -43,6 +42,7 @@ from chat_io import (
     describe_error,
     is_retryable,
     open_connection,
+    plural,
     redact,
     sanitize_text,
     save_token,

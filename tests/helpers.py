@@ -299,11 +299,11 @@ def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
             os.kill(process.pid, signum)
 
 
-async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
-    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int, timeout: float = STOP_WAIT) -> int:
+    """Send a signal and return the exit code; a process that does not stop within timeout is killed (-9)."""
     send_signal(process, signum)
     try:
-        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+        return await asyncio.wait_for(process.wait(), timeout)
     finally:
         if process.returncode is None:
             process.kill()
@@ -652,9 +652,7 @@ def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str, watch: 
 
 async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
     """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), RUN_WAIT)
-    return sender
+    return await asyncio.wait_for(send_to_end(settings, io.BytesIO(stdin), RecordingDelays()), RUN_WAIT)
 
 
 async def send_to_end(
