@@ -335,33 +335,24 @@ def resolve_token_path(path: Path) -> Path:
 
 
 def check_token_owner(path: Path) -> None:
-    """Refuse a token path that is, or links to, a file another user owns, or that is no regular file.
+    """Refuse a token path that is, or leads to, a file or link of another user, or no regular file.
 
-    A link planted in a shared folder would otherwise have us write our token into that user's own
-    file. Where the platform has no owners (Windows), only the regular file is checked.
+    A link planted in a shared folder would have us write our token into that user's own file.
+    Where the platform has no owners (Windows), only the regular file is checked.
     """
     import stat  # here, not at the top: only a registration needs it
 
     me = os.geteuid() if hasattr(os, "geteuid") else None
-    try:
-        link = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
-    if me is not None and link.st_uid != me:
-        raise FileError(f"cannot save the token to {path}: it belongs to another user; choose another --token_path")
-    try:
-        target = os.stat(path)
-    except FileNotFoundError:
-        return  # a link to nothing yet: the file is made, ours
-    except OSError as error:
-        raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
-    if me is not None and target.st_uid != me:
-        raise FileError(
-            f"cannot save the token to {path}: it leads to a file of another user; choose another --token_path"
-        )
-    if not stat.S_ISREG(target.st_mode):
+    for follow, what in ((False, "it belongs"), (True, "it leads to a file that belongs")):
+        try:
+            info = os.stat(path, follow_symlinks=follow)
+        except FileNotFoundError:
+            return  # nothing there yet (or a link to nothing yet): the file is made, ours
+        except OSError as error:
+            raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+        if me is not None and info.st_uid != me:
+            raise FileError(f"cannot save the token to {path}: {what} to another user; choose another --token_path")
+    if not stat.S_ISREG(info.st_mode):
         raise FileError(f"cannot save the token to {path}: it is not a regular file; choose another --token_path")
 
 
