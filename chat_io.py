@@ -22,6 +22,7 @@ from pathlib import Path
 # What the scripts and _minechat import; the rest is this module's own.
 __all__ = [
     "ACK",
+    "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HOST",
     "DEFAULT_READ_PORT",
@@ -54,7 +55,9 @@ __all__ = [
     "check_token_path",
     "connect_socket",
     "decode_line",
+    "describe_connect_failure",
     "describe_error",
+    "enable_keepalive",
     "encode_line",
     "exit_code_for",
     "flatten_text",
