@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from helpers import (
     wait_for_file,
 )
 
-from _minechat.history import lock_path_for
+from _minechat.history import DiskFull, lock_path_for
 from chat_io import lock_file
 
 LINES = 5  # numbered lines per step
@@ -134,3 +135,23 @@ def test_an_empty_or_stale_lock_file_never_blocks_a_start(tmp_path: Path) -> Non
         history.open(str(path))
         history.close()
         assert lock.read_text() == f"{os.getpid()}\n"
+
+
+@pytest.mark.skipif(not hasattr(errno, "EDQUOT"), reason="no disk quotas here")
+def test_a_quota_error_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "chat.log"
+    history = make_history(path)
+    history.open(str(path))
+    real_write = os.write
+
+    def over_quota(descriptor: int, data: bytes) -> int:
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(os, "write", over_quota)
+    with pytest.raises(DiskFull) as stalled:
+        history.write([(str(path), "[27.11.26 10:00] Bob: one\n")])
+    assert stalled.value.no_space
+    monkeypatch.setattr(os, "write", real_write)
+    history.write(stalled.value.unwritten)
+    history.close()
+    assert read_history(path) == ["[27.11.26 10:00] Bob: one"]
