@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from _minechat.view import NICK_SEPARATOR, Verdict, ViewRules
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
 
 # The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
@@ -192,11 +193,71 @@ class LineStamper:
         return "".join(pieces)
 
 
+# How a view has a line marked: given the line's text (or a piece of a long one) and whether to ring too.
+Mark = Callable[[str, bool], str]
+
+
+class ViewStamper(LineStamper):
+    """Turn received bytes into the text stdout shows: lines of ignored nicknames left out, lines to mark marked.
+
+    A line given in pieces (longer than max_piece) is judged by its first piece, and rings at most once.
+    """
+
+    def __init__(self, rules: ViewRules, mark: Mark, max_piece: int = MAX_LINE_BYTES) -> None:
+        super().__init__(max_piece)
+        self._rules = rules
+        self._mark = mark
+        self._hiding = False  # the line given out in pieces is hidden
+        self._rung = False  # the line given out in pieces has rung the bell
+
+    def _format_block(self, block: bytes, stamp: str) -> str:
+        text = sanitize_block(block.decode(ENCODING, errors="replace").replace("\r\n", "\n"))
+        if not self._continued and not self._rules.may_act(text):
+            return stamp + " " + text[:-1].replace("\n", "\n" + stamp + " ") + "\n"
+        lines = text[:-1].split("\n")
+        shown = []
+        if self._continued:
+            rest = lines.pop(0)
+            if not self._hiding:
+                shown.append(self._format_rest(rest) + "\n")
+            self._hiding = self._rung = False
+        prefix = stamp + " "
+        for line in lines:
+            verdict = self._rules.judge(line)
+            if verdict is Verdict.SHOW:
+                shown.append(prefix + line + "\n")
+            elif verdict is Verdict.MARK:
+                shown.append(prefix + self._mark(line, True) + "\n")
+        return "".join(shown)
+
+    def _format_rest(self, text: str) -> str:
+        """Format a later piece of a line given in pieces that is shown."""
+        if not self._rules.marks(text):
+            return text
+        ring, self._rung = not self._rung, True
+        return self._mark(text, ring)
+
+    def _format_piece(self, raw: bytes, stamp: str) -> str:
+        text = _escape_piece(raw)
+        if self._continued:
+            return "" if self._hiding else self._format_rest(text)
+        verdict = self._rules.judge(text)
+        self._hiding = verdict is Verdict.HIDE
+        self._rung = verdict is Verdict.MARK
+        if verdict is Verdict.HIDE:
+            return ""
+        return stamp + " " + (self._mark(text, True) if verdict is Verdict.MARK else text)
+
+    def _format_end(self, raw: bytes, stamp: str) -> str:
+        text = self._format_piece(raw, stamp)
+        hidden, self._hiding, self._rung = self._hiding, False, False
+        return "" if hidden else text + "\n"
+
+
 # JSON escapes what is below U+0020; these (DEL, C1, bidi controls and marks, line and paragraph
 # separators) it leaves raw, and they too could drive a terminal that shows the file or split its lines.
 _UNSAFE_IN_JSON = "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"  # compiled on first use
 _encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
-NICK_SEPARATOR = ": "
 RECORD_END = '"}\n'
 
 
