@@ -29,6 +29,7 @@ if __name__ == "__main__":
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,19 +48,23 @@ from _minechat.history import (
     HistoryPattern,
     format_status,
 )
-from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural
+from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural, ring_only, terminal_marks
 from _minechat.settings import (
+    ListAction,
     backlog_count,
     full_pattern,
     log_path_value,
     make_parser,
+    nickname_value,
     non_negative_seconds,
     parse_arguments,
     time_format_value,
+    word_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
-from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock
+from _minechat.stamping import DEFAULT_TIME_FORMAT, LineStamper, Moment, StampClock, ViewStamper
 from _minechat.systemd import ServiceNotifier
+from _minechat.view import Mark, ViewRules
 from chat_io import (
     DEFAULT_READ_PORT,
     GREETING,
@@ -98,6 +103,8 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    ignore: tuple[str, ...] = ()  # nicknames whose lines stdout and the backlog leave out
+    highlight: tuple[str, ...] = ()  # words that mark a line on a terminal, and ring its bell
 
 
 def parse_settings(
@@ -118,6 +125,8 @@ def parse_settings(
         history_format=args.history_format,
         backlog=args.backlog,
         idle_timeout=args.idle_timeout,
+        ignore=tuple(args.ignore or ()),
+        highlight=tuple(args.highlight or ()),
     )
 
 
@@ -171,6 +180,24 @@ def build_parser() -> configargparse.ArgumentParser:
         default=DEFAULT_IDLE_TIMEOUT,
         type=non_negative_seconds,
         help="seconds without a byte from the server after which the connection counts as lost; 0 never",
+    )
+    parser.add_argument(
+        "--ignore",
+        env_var="IGNORE",
+        action=ListAction,
+        type=nickname_value,
+        metavar="NICK",
+        help="leave out the lines of this nickname on stdout and in the backlog (the history keeps them); "
+        "repeat for several; the variable takes a comma-separated list",
+    )
+    parser.add_argument(
+        "--highlight",
+        env_var="HIGHLIGHT",
+        action=ListAction,
+        type=word_value,
+        metavar="WORD",
+        help="on a terminal, mark each chat line with this word in its text (whole, in any case) and ring the bell; "
+        "repeat for several; the variable takes a comma-separated list",
     )
     return parser
 
@@ -412,7 +439,11 @@ class ConnectionLog:
         self._tail = tail
         self._format = tail.history_format
         self._stamper = self._format.make_stamper()
-        self._display = LineStamper() if self._format.separate_display else None  # stdout's text
+        self._display: LineStamper | None = None  # stdout's text, when it is not the history's
+        if tail.make_display is not None:
+            self._display = tail.make_display()
+        elif self._format.separate_display:
+            self._display = LineStamper()
         self._line_path = ""  # the file of the line still open, if one is
         self._head: bytearray | None = bytearray()  # the first bytes, until we know they are chat
         self._connection: ReceivingConnection | None = None
@@ -527,8 +558,10 @@ class ChatTail:
         make_delays: DelayFactory,
         service: ServiceNotifier | None = None,
         clock: StampClock | None = None,
+        make_display: Callable[[], LineStamper] | None = None,
     ) -> None:
         self.settings = settings
+        self.make_display = make_display  # stdout's own stamper for each connection (a view), if any
         self.journal = journal
         self.make_delays = make_delays
         self.address = format_address(settings.host, settings.port)
@@ -605,10 +638,16 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
 
 
 async def run(
-    settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
+    settings: ReaderSettings,
+    out: TextIO,
+    make_delays: DelayFactory = backoff,
+    now: Callable[[], float] = time.time,
+    mark: Mark | None = None,
 ) -> int:
-    """Tail the chat until a signal; return the exit code."""
+    """Tail the chat until a signal; return the exit code. With mark (a terminal's), --highlight marks lines."""
     with SignalCatcher() as signals, ServiceNotifier() as service:
+        view = ViewRules(settings.ignore, settings.highlight if mark is not None else ())
+        shown = mark or ring_only  # only --highlight marks, and only on a terminal
         pattern = HistoryPattern(settings.log_path)
         history_format = HISTORY_FORMATS[settings.history_format]
         clock = StampClock(settings.time_format, pattern.expand, now)
@@ -620,11 +659,19 @@ async def run(
             if settings.backlog:
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
-                backlog = show_backlog(history, settings.backlog, settings.time_format, echo.show, clock)
+                backlog = show_backlog(
+                    history,
+                    settings.backlog,
+                    settings.time_format,
+                    echo.show,
+                    clock,
+                    (lambda line: view.show(line, shown)) if view else None,
+                )
                 if await run_until_signal(backlog, signals) is not None:
                     return signals.exit_code  # Ctrl-C while a long history is read back
             recorder = Recorder(history, echo, clock, service, history_format)
-            tail = ChatTail(settings, recorder.journal, make_delays, service, clock)
+            make_display = (lambda: ViewStamper(view, shown)) if view else None
+            tail = ChatTail(settings, recorder.journal, make_delays, service, clock, make_display)
             try:
                 async with service.watchdog(recorder.progressing):
                     service.ready()  # the history file is open and locked: we are working
@@ -643,7 +690,11 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
-    return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
+    return run_cli(
+        lambda: parse_settings(argv),
+        lambda settings: run(settings, RawTextOutput(sys.stdout), mark=terminal_marks(sys.stdout, os.environ)),
+        logger,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import queue
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from typing import Any, TextIO, TypeVar
 
@@ -276,3 +276,35 @@ class DaemonExecutor(concurrent.futures.Executor):
 
 T = TypeVar("T")
 _Call = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+# How a terminal shows a marked chat line: bold (normal intensity after it), then the bell.
+BOLD = "\x1b[1m"
+NORMAL_INTENSITY = "\x1b[22m"
+BELL = "\a"
+
+
+def terminal_marks(stream: TextIO, environ: Mapping[str, str]) -> Callable[[str, bool], str] | None:
+    """Return how to mark a chat line on stream, or None when it is no terminal (a pipe or a file is left as is).
+
+    NO_COLOR (https://no-color.org), set to anything, leaves the text plain; the bell still rings.
+    """
+    isatty = getattr(stream, "isatty", None)
+    try:
+        if isatty is None or not isatty():
+            return None
+    except (ValueError, OSError):  # closed, or not a file at all
+        return None
+    if environ.get("NO_COLOR"):
+        return ring_only
+    return bold_and_ring
+
+
+def bold_and_ring(text: str, ring: bool) -> str:
+    """Show text in bold; ring the bell after it if asked."""
+    return BOLD + text + NORMAL_INTENSITY + (BELL if ring else "")
+
+
+def ring_only(text: str, ring: bool) -> str:
+    """Leave text as it is; ring the bell after it if asked."""
+    return text + BELL if ring else text

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from _minechat.view import NICK_SEPARATOR, Verdict, ViewRules
+from _minechat.view import NICK_SEPARATOR, Mark, Verdict, ViewRules
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
 
 # The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
@@ -191,10 +191,6 @@ class LineStamper:
             del self._buffer[:cut]
             self._continued = True
         return "".join(pieces)
-
-
-# How a view has a line marked: given the line's text (or a piece of a long one) and whether to ring too.
-Mark = Callable[[str, bool], str]
 
 
 class ViewStamper(LineStamper):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from enum import Enum
 
 # The chat's "<nickname>: <text>"; a nickname may hold spaces, so the first separator ends it.
 NICK_SEPARATOR = ": "
+# How a terminal marks a line: given its text (or a piece of a long one) and whether to ring the bell too.
+Mark = Callable[[str, bool], str]
 # How a list is written in one variable: IGNORE=Eva,Vlad.
 LIST_SEPARATOR = ","
 
@@ -67,3 +69,10 @@ class ViewRules:
         if self._words is not None and self._words.search(text):
             return True
         return any(text.startswith(head) or "\n" + head in text for head in self._heads)
+
+    def show(self, line: str, mark: Mark) -> str | None:
+        """Return a whole chat line (without its stamp) as the view shows it, marked without a bell; None: left out."""
+        verdict = self.judge(line)
+        if verdict is Verdict.HIDE:
+            return None
+        return mark(line, False) if verdict is Verdict.MARK else line

@@ -39,6 +39,7 @@ from helpers import (
 )
 
 import read_client
+from _minechat.view import Mark
 from read_client import ReaderSettings
 
 
@@ -106,6 +107,9 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
         time_format: str = "[%d.%m.%y %H:%M]",
         history_format: str = "text",
         backlog: int = 10,
+        ignore: tuple[str, ...] = (),
+        highlight: tuple[str, ...] = (),
+        mark: Mark | None = None,  # how a terminal marks lines; None: stdout is no terminal
     ) -> Reader:
         settings = ReaderSettings(
             host=host,
@@ -116,10 +120,12 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
             time_format=time_format,
             history_format=history_format,
             backlog=backlog,
+            ignore=ignore,
+            highlight=highlight,
         )
         out = out or RecordingOut()
         delays = RecordingDelays()
-        reader = Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+        reader = Reader(asyncio.create_task(read_client.run(settings, out, delays, now, mark)), out, settings, delays)
         readers.append(reader)
         return reader
 

@@ -76,7 +76,7 @@ SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need pri
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
-    "IDLE_TIMEOUT",
+    "IDLE_TIMEOUT", "IGNORE", "HIGHLIGHT",
 }  # fmt: skip
 
 

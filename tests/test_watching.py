@@ -1,0 +1,219 @@
+"""Watching the chat end to end: --ignore and --highlight on stdout and in the backlog, the history
+untouched, the server's join notices and bots, on a terminal and on a pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from fake_server import FakeMinechatServer
+from helpers import (
+    FIXED_TIME,
+    POSIX_ONLY,
+    WAIT,
+    FakeTime,
+    StartReader,
+    chat_of,
+    client_env,
+    read_history,
+    start_client,
+    stop,
+    stop_with_signal,
+)
+
+import read_client
+from _minechat.output import BELL, BOLD, NORMAL_INTENSITY, bold_and_ring
+from chat_io import EXIT_USAGE, MAX_LINE_BYTES
+
+NOTICE = "Server: # к чату присоединился Brave"
+LONG = MAX_LINE_BYTES + 10  # a line the stampers give out in pieces
+
+
+def marked(line: str) -> str:
+    return f"{BOLD}{line}{NORMAL_INTENSITY}"
+
+
+# --- the options ------------------------------------------------------------------------------------------
+
+
+def test_options_repeat_and_variables_take_comma_separated_lists(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("IGNORE=Eva, Vlad,Boring Eve,\nHIGHLIGHT=eve\n", encoding="utf-8")
+    settings = read_client.parse_settings([], {}, tmp_path)
+    assert (settings.ignore, settings.highlight) == (("Eva", "Vlad", "Boring Eve"), ("eve",))
+    # The command line wins over .env, as for every option; each option is one item, commas and all.
+    settings = read_client.parse_settings(["--ignore", "Server", "--ignore", "a,b"], {}, tmp_path)
+    assert (settings.ignore, settings.highlight) == (("Server", "a,b"), ("eve",))
+    (tmp_path / ".env").write_text("IGNORE= , \n", encoding="utf-8")
+    assert read_client.parse_settings([], {}, tmp_path).ignore == ()
+
+
+@pytest.mark.parametrize(
+    ("argv", "dotenv", "complaint"),
+    [
+        (["--ignore", "Eva: x"], "", "argument --ignore: a nickname ends at the first ': ', so 'Eva: x' never matches"),
+        (["--ignore", " "], "", "argument --ignore: it names no nickname"),
+        (["--highlight", ""], "", "argument --highlight: it holds no word"),
+        ([], "IGNORE=Eva,Bob: x\n", "IGNORE=Eva,Bob: x (from {env}): a nickname ends at the first ': ', so 'Bob: x'"),
+    ],
+)
+def test_a_nickname_or_word_that_can_never_match_is_a_usage_error(
+    argv: list[str], dotenv: str, complaint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env").write_text(dotenv, encoding="utf-8")
+    with pytest.raises(SystemExit) as stop:
+        read_client.parse_settings(argv, {}, tmp_path)
+    assert stop.value.code == EXIT_USAGE
+    assert complaint.format(env=tmp_path / ".env") in capsys.readouterr().err
+
+
+# --- the reader's view --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("history_format", ["text", "jsonl"])
+async def test_the_view_leaves_the_history_byte_for_byte(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path, history_format: str
+) -> None:
+    now = FakeTime(FIXED_TIME)
+    plain = await start_reader(log_path=tmp_path / "plain.log", now=now, history_format=history_format)
+    viewed = await start_reader(
+        log_path=tmp_path / "viewed.log",
+        now=now,
+        history_format=history_format,
+        ignore=("Eva", "Server"),
+        highlight=("eve", "loyd"),
+        mark=bold_and_ring,
+    )
+    await server.wait_until(lambda: len(server.readers) == 2)
+    long_vlad, long_eva = "Vlad: " + "в" * LONG, "Eva: " + "e" * LONG
+    chat = ["Eva: bot", "Loyd: hi Eve!", NOTICE, long_vlad, long_eva, "Eva: eve", "Ann: loyd, loyd", "Loyd: end"]
+    await server.broadcast("".join(line + "\n" for line in chat).encode())
+    for reader in (plain, viewed):
+        await reader.out.wait_for(lambda text: "Loyd: end" in text)
+        await stop(reader)
+    assert (tmp_path / "viewed.log").read_bytes() == (tmp_path / "plain.log").read_bytes()
+    assert chat_of(plain.out.lines) == chat
+    assert chat_of(viewed.out.lines) == [
+        marked("Loyd: hi Eve!") + BELL,
+        long_vlad,
+        marked("Ann: loyd, loyd") + BELL,
+        "Loyd: end",
+    ]
+
+
+@pytest.mark.parametrize("history_format", ["text", "jsonl"])
+async def test_the_backlog_leaves_out_ignored_lines_and_marks_without_a_bell(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path, history_format: str
+) -> None:
+    path = tmp_path / "chat.log"
+    chat = ["Ann: one", "Eva: bot", "Loyd: hi eve", NOTICE, "Ann: two", "Vlad: bot", "Eva: bot"]
+    writer = await start_reader(log_path=path, history_format=history_format, backlog=0)
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast("".join(line + "\n" for line in chat).encode())
+    await writer.out.wait_for_lines(len(chat))
+    await stop(writer)
+    await server.wait_until(lambda: not server.readers)
+
+    reader = await start_reader(
+        log_path=path,
+        history_format=history_format,
+        backlog=3,
+        ignore=("Eva", "Vlad", "Server"),
+        highlight=("Eve",),
+        mark=bold_and_ring,
+    )
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"Loyd: live\n")
+    lines = await reader.out.wait_for_lines(5)
+    # Three lines shown, counted among those shown; the marked one without a bell: it is old news.
+    assert chat_of(lines[:3]) == ["Ann: one", marked("Loyd: hi eve"), "Ann: two"]
+    assert "the last 3 chat lines of the history" in lines[3]
+    assert chat_of(lines[4:]) == ["Loyd: live"]
+
+
+# --- on a terminal and on a pipe, as a process -------------------------------------------------------------
+
+
+async def read_terminal(controller: int, needle: bytes) -> bytes:
+    """Read a pseudo-terminal's output until it holds needle; return all of it."""
+    loop = asyncio.get_running_loop()
+    seen = bytearray()
+    arrived = asyncio.Event()
+
+    def take() -> None:
+        try:
+            seen.extend(os.read(controller, 64 * 1024))
+        except OSError:  # the other side is closed
+            loop.remove_reader(controller)
+        arrived.set()
+
+    loop.add_reader(controller, take)
+    try:
+
+        async def wait() -> None:
+            while needle not in seen:
+                arrived.clear()
+                await arrived.wait()
+
+        await asyncio.wait_for(wait(), WAIT)
+    finally:
+        loop.remove_reader(controller)
+    return bytes(seen)
+
+
+async def watch_on_terminal(server: FakeMinechatServer, tmp_path: Path, **env: str) -> bytes:
+    """Run read_client with --highlight eve, stdout a pseudo-terminal; return what it showed of two lines."""
+    import pty  # POSIX only
+
+    controller, terminal = pty.openpty()
+    argv = ["--log_path", str(tmp_path / "chat.log"), "--highlight", "eve", "--ignore", "Eva"]
+    environment = {key: value for key, value in client_env(**env).items() if env.get(key) or key != "NO_COLOR"}
+    process = await start_client(
+        "read_client.py", *argv, port=server.read_port, cwd=tmp_path, stdout=terminal, env=environment
+    )
+    os.close(terminal)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=WAIT * 2)
+        await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
+        shown = await read_terminal(controller, b"Loyd: plain")
+    finally:
+        await stop_with_signal(process, 2)
+        os.close(controller)
+    return shown
+
+
+@POSIX_ONLY
+async def test_a_highlighted_line_rings_once_and_is_bold_on_a_terminal(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    shown = await watch_on_terminal(server, tmp_path)
+    assert shown.count(BELL.encode()) == 1
+    assert f"{BOLD}Loyd: hi eve{NORMAL_INTENSITY}{BELL}".encode() in shown
+    assert b"Eva" not in shown
+    assert f"{NORMAL_INTENSITY}{BELL}\r\n".encode() in shown  # the line's end is back to normal text
+
+
+@POSIX_ONLY
+async def test_no_color_leaves_the_text_plain_and_keeps_the_bell(server: FakeMinechatServer, tmp_path: Path) -> None:
+    shown = await watch_on_terminal(server, tmp_path, NO_COLOR="1")
+    assert shown.count(BELL.encode()) == 1
+    assert b"\x1b" not in shown
+    assert f"Loyd: hi eve{BELL}".encode() in shown
+
+
+async def test_a_pipe_gets_no_escape_code_and_no_bell(server: FakeMinechatServer, tmp_path: Path) -> None:
+    argv = ["--log_path", str(tmp_path / "chat.log"), "--highlight", "eve", "--ignore", "Eva"]
+    process = await start_client("read_client.py", *argv, port=server.read_port, cwd=tmp_path)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1, timeout=WAIT * 2)
+        await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
+        assert process.stdout is not None
+        lines = [(await asyncio.wait_for(process.stdout.readline(), WAIT)).decode() for _ in range(2)]
+    finally:
+        code = await stop_with_signal(process, 2)
+    assert code == 130
+    assert [line.rstrip("\n") for line in chat_of(lines)] == ["Loyd: hi eve", "Loyd: plain"]
+    history = (tmp_path / "chat.log").read_text(encoding="utf-8")
+    assert "\x1b" not in history and BELL not in history
+    assert chat_of(read_history(tmp_path / "chat.log")) == ["Loyd: hi eve", "Eva: eve", "Loyd: plain"]
