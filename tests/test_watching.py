@@ -4,31 +4,49 @@ untouched, the server's join notices and bots, on a terminal and on a pipe."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fake_server import FakeMinechatServer
+from fake_server import ADJECTIVES, BOT_DIALOGUE, FakeMinechatServer
 from helpers import (
     FIXED_TIME,
     POSIX_ONLY,
+    TOKEN,
     WAIT,
     FakeTime,
+    RecordingDelays,
+    RecordingOut,
     StartReader,
     chat_of,
     client_env,
     read_history,
+    send,
+    settings_for,
     start_client,
     stop,
     stop_with_signal,
 )
 
 import read_client
+import send_client
 from _minechat.output import BELL, BOLD, NORMAL_INTENSITY, bold_and_ring
 from chat_io import EXIT_USAGE, MAX_LINE_BYTES
+from read_client import ReaderSettings
 
 NOTICE = "Server: # к чату присоединился Brave"
 LONG = MAX_LINE_BYTES + 10  # a line the stampers give out in pieces
+
+
+class BraveOnly(random.Random):
+    """The fake server's choice of adjective, fixed: every new account is Brave."""
+
+    def choice(self, seq: Sequence[str]) -> str:  # type: ignore[override]
+        return "Brave"
 
 
 def marked(line: str) -> str:
@@ -130,6 +148,98 @@ async def test_the_backlog_leaves_out_ignored_lines_and_marks_without_a_bell(
     assert chat_of(lines[:3]) == ["Ann: one", marked("Loyd: hi eve"), "Ann: two"]
     assert "the last 3 chat lines of the history" in lines[3]
     assert chat_of(lines[4:]) == ["Loyd: live"]
+
+
+async def test_join_notices_are_chat_lines_of_server_in_the_history_and_on_stdout(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path
+) -> None:
+    server.rng = BraveOnly()
+    text = await start_reader(log_path=tmp_path / "chat.log")
+    jsonl = await start_reader(log_path=tmp_path / "chat.jsonl", history_format="jsonl")
+    hidden = await start_reader(log_path=tmp_path / "hidden.log", ignore=("Server",))
+    await server.wait_until(lambda: len(server.readers) == 3)
+    await send(settings_for(server, tmp_path, "--nickname", "Eve"))
+    assert list(server.accounts.values()) == ["Brave Eve"]
+    await server.broadcast(b"Loyd: after\n")
+    for reader in (text, jsonl, hidden):
+        await reader.out.wait_for(lambda out: "Loyd: after" in out)
+        await stop(reader)
+    assert chat_of(text.out.lines) == chat_of(jsonl.out.lines) == [NOTICE, "Loyd: after"]
+    assert chat_of(hidden.out.lines) == ["Loyd: after"]
+    assert chat_of(read_history(tmp_path / "chat.log")) == [NOTICE, "Loyd: after"]
+    assert chat_of(read_history(tmp_path / "hidden.log")) == [NOTICE, "Loyd: after"]
+    records = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text(encoding="utf-8").splitlines()]
+    chat_records = [record for record in records if "event" not in record]
+    assert [(record["nick"], record["text"]) for record in chat_records] == [
+        ("Server", "# к чату присоединился Brave"),
+        ("Loyd", "after"),
+    ]
+
+
+def test_every_adjective_names_itself_in_its_notice() -> None:
+    # The notice names the adjective alone, which a reader cannot tell from a nickname by its shape.
+    assert all(" " not in adjective for adjective in ADJECTIVES)
+
+
+async def test_a_join_notice_is_never_taken_for_one_of_our_posts(
+    server: FakeMinechatServer, start_reader: StartReader, tmp_path: Path
+) -> None:
+    server.add_account("Focused Loyd", TOKEN)
+    server.rng = BraveOnly()
+    server.echo_posts = False  # the chat shows only the notice, never our post
+    server.ack_gate = asyncio.Event()
+    watcher = await start_reader(log_path=tmp_path / "chat.log")
+    await server.wait_until(lambda: len(server.readers) == 1)
+    argv = ["--token", TOKEN, "--read-port", str(server.read_port), "--message", "# к чату присоединился Brave"]
+    settings = settings_for(server, tmp_path, *argv)
+    sender = send_client.make_sender(settings, io.BytesIO(), RecordingDelays())
+    task = asyncio.create_task(sender.run())
+    await server.wait_until(lambda: len(server.posts) == 1 and len(server.readers) == 2)
+    # Someone registers while our post awaits its acknowledgement: every reader, our witness too, gets the notice.
+    other = tmp_path / "other"
+    other.mkdir()
+    await send(settings_for(server, other, "--nickname", "Ann"))
+    await watcher.out.wait_for(lambda out: NOTICE in out)
+    assert sender.witness is not None
+    assert (sender.witness.core.matched, len(sender.witness.core)) == (0, 1)
+    server.ack_gate.set()
+    await asyncio.wait_for(task, WAIT)
+    assert (sender.outbox.acknowledged, sender.outbox.seen_only) == (1, 0)
+    assert [post.lines for post in server.posts] == [["# к чату присоединился Brave"]]
+
+
+async def test_the_bots_chat_in_a_loop_and_ignore_hides_them(tmp_path: Path) -> None:
+    async with FakeMinechatServer(bots=True, bot_interval=0.005) as server:
+        plain, viewed = (
+            ReaderSettings("127.0.0.1", server.read_port, tmp_path / name, WAIT, False, ignore=ignore)
+            for name, ignore in (("plain.log", ()), ("viewed.log", ("Eva", "Vlad")))
+        )
+        outs = [RecordingOut(), RecordingOut()]
+        tasks = [
+            asyncio.create_task(read_client.run(settings, out, RecordingDelays()))
+            for settings, out in zip((plain, viewed), outs, strict=True)
+        ]
+        try:
+            await server.wait_until(lambda: len(server.readers) == 2)
+            first = server.bot_lines
+            await server.wait_until(lambda: server.bot_lines >= first + 2 * len(BOT_DIALOGUE))
+            await server.broadcast(b"Loyd: hi\n")
+            for out in outs:
+                await out.wait_for(lambda text: "Loyd: hi" in text)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    bots = [f"{nick}: {text}" for nick, text in BOT_DIALOGUE]
+    shown = chat_of(outs[0].lines)
+    shown.remove("Loyd: hi")  # the bots go on around it
+    start = bots.index(shown[0])
+    assert shown == [bots[(start + index) % len(bots)] for index in range(len(shown))]
+    assert len(shown) >= 2 * len(bots)
+    assert chat_of(outs[1].lines) == ["Loyd: hi"]
+    kept = chat_of(read_history(tmp_path / "viewed.log"))
+    kept.remove("Loyd: hi")
+    assert set(kept) == set(bots) and len(kept) >= 2 * len(bots)
 
 
 # --- on a terminal and on a pipe, as a process -------------------------------------------------------------
