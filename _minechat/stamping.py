@@ -208,23 +208,25 @@ class ViewStamper(LineStamper):
 
     def _format_block(self, block: bytes, stamp: str) -> str:
         text = sanitize_block(block.decode(ENCODING, errors="replace").replace("\r\n", "\n"))
-        if not self._continued and not self._rules.may_act(text):
-            return stamp + " " + text[:-1].replace("\n", "\n" + stamp + " ") + "\n"
-        lines = text[:-1].split("\n")
-        shown = []
-        if self._continued:
-            rest = lines.pop(0)
+        shown = ""
+        if self._continued:  # the first line ends one given out in pieces
+            end = text.index("\n")
             if not self._hiding:
-                shown.append(self._format_rest(rest) + "\n")
+                shown = self._format_rest(text[:end]) + "\n"
             self._hiding = self._rung = False
+            text = text[end + 1 :]
+        text = self._rules.drop_hidden(text)
+        if not text:
+            return shown
+        pieces = []
+        done = 0
+        for start, end in self._rules.marked_spans(text):
+            pieces += (text[done:start], self._mark(text[start:end], True))
+            done = end
+        pieces.append(text[done:])
+        text = "".join(pieces)  # a mark adds no line break: each line gets its stamp below
         prefix = stamp + " "
-        for line in lines:
-            verdict = self._rules.judge(line)
-            if verdict is Verdict.SHOW:
-                shown.append(prefix + line + "\n")
-            elif verdict is Verdict.MARK:
-                shown.append(prefix + self._mark(line, True) + "\n")
-        return "".join(shown)
+        return shown + prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
 
     def _format_rest(self, text: str) -> str:
         """Format a later piece of a line given in pieces that is shown."""
