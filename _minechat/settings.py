@@ -114,6 +114,8 @@ def nickname_value(value: str) -> str:
     text_value(value)
     if not value.strip():
         raise configargparse.ArgumentTypeError("it names no nickname")
+    if sanitize_text(value) != value:  # the chat shows them escaped: such a nickname would never match
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
     if NICK_SEPARATOR in value:
         raise configargparse.ArgumentTypeError(
             f"a nickname ends at the first '{NICK_SEPARATOR}', so '{show_value(value)}' never matches"
@@ -126,6 +128,8 @@ def word_value(value: str) -> str:
     text_value(value)
     if not value.strip():
         raise configargparse.ArgumentTypeError("it holds no word")
+    if sanitize_text(value) != value:
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
     return value.strip()
 
 

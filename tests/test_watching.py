@@ -73,6 +73,8 @@ def test_options_repeat_and_variables_take_comma_separated_lists(tmp_path: Path)
         (["--ignore", "Eva: x"], "", "argument --ignore: a nickname ends at the first ': ', so 'Eva: x' never matches"),
         (["--ignore", " "], "", "argument --ignore: it names no nickname"),
         (["--highlight", ""], "", "argument --highlight: it holds no word"),
+        (["--highlight", "a\nb"], "", "argument --highlight: it holds control characters or line breaks"),
+        (["--ignore", "Eva\x1b"], "", "argument --ignore: it holds control characters or line breaks"),
         ([], "IGNORE=Eva,Bob: x\n", "IGNORE=Eva,Bob: x (from {env}): a nickname ends at the first ': ', so 'Bob: x'"),
     ],
 )
