@@ -515,6 +515,8 @@ class ConnectionLog:
         held = bytes(self._head) if self._head else b""
         self._head = None
         self._record(held, end=True)
+        if isinstance(self._display, ViewStamper) and self._display.hidden:
+            logger.debug("%s of ignored nicknames not shown from this connection", plural(self._display.hidden, "line"))
 
 
 class SilenceWatch:

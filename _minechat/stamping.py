@@ -204,6 +204,7 @@ class ViewStamper(LineStamper):
         self._rules = rules
         self._mark = mark
         self._hiding = False  # the line given out in pieces is hidden
+        self.hidden = 0  # lines left out so far
         self._rung = False  # the line given out in pieces has rung the bell
 
     def _format_block(self, block: bytes, stamp: str) -> str:
@@ -215,7 +216,8 @@ class ViewStamper(LineStamper):
                 shown = self._format_rest(text[:end]) + "\n"
             self._hiding = self._rung = False
             text = text[end + 1 :]
-        text = self._rules.drop_hidden(text)
+        text, hidden = self._rules.drop_hidden(text)
+        self.hidden += hidden
         if not text:
             return shown
         pieces = []
@@ -243,6 +245,7 @@ class ViewStamper(LineStamper):
         self._hiding = verdict is Verdict.HIDE
         self._rung = verdict is Verdict.MARK
         if verdict is Verdict.HIDE:
+            self.hidden += 1
             return ""
         return stamp + " " + (self._mark(text, True) if verdict is Verdict.MARK else text)
 

@@ -101,11 +101,12 @@ class ViewRules:
         """Tell whether text (a chat line's, without its nickname) holds a word to mark."""
         return self._words.occurs(text)
 
-    def drop_hidden(self, text: str) -> str:
-        """Return whole lines (each ending with a newline) without those of ignored nicknames."""
+    def drop_hidden(self, text: str) -> tuple[str, int]:
+        """Return whole lines (each ending with a newline) without those of ignored nicknames, and how many went."""
         if self._hidden is None:
-            return text
-        return self._hidden.sub("", "\n" + text)[1:]
+            return text, 0
+        kept, count = self._hidden.subn("", "\n" + text)
+        return kept[1:], count
 
     def marked_spans(self, text: str) -> list[tuple[int, int]]:
         """Return where the lines to mark are in whole lines of text: (start, end before the newline), in order."""

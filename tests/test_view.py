@@ -95,8 +95,8 @@ def test_judge(line: str, verdict: Verdict) -> None:
     assert rules.judge(line) is verdict
     # Judged in a block of whole lines, the same.
     block = f"Loyd: x\n{line}\nLoyd: y\n"
-    kept = rules.drop_hidden(block)
-    assert kept == (block if verdict is not HIDE else "Loyd: x\nLoyd: y\n")
+    kept, hidden = rules.drop_hidden(block)
+    assert (kept, hidden) == ((block, 0) if verdict is not HIDE else ("Loyd: x\nLoyd: y\n", 1))
     spans = [kept[start:end] for start, end in rules.marked_spans(kept)]
     assert spans == ([line] if verdict is MARK else [])
 
@@ -105,7 +105,7 @@ def test_no_rules_act_on_nothing() -> None:
     rules = ViewRules()
     assert not rules
     assert rules.judge("Eva: eve") is SHOW
-    assert rules.drop_hidden("Eva: eve\n") == "Eva: eve\n"
+    assert rules.drop_hidden("Eva: eve\n") == ("Eva: eve\n", 0)
     assert rules.marked_spans("Eva: eve\n") == []
     assert ViewRules(["Eva"]) and ViewRules(highlight=["eve"])
     assert not ViewRules(highlight=[""])
@@ -188,3 +188,4 @@ def test_a_view_shows_what_judging_each_line_gives() -> None:
         expected = [rules.show(line, lambda text, ring: mark(text, True)) for line in chat]
         shown = "".join(view.feed(chunk, "S") for chunk in chunks)
         assert shown == "".join(f"S {line}\n" for line in expected if line is not None)
+        assert view.hidden == expected.count(None)

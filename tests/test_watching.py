@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -242,6 +243,20 @@ async def test_the_bots_chat_in_a_loop_and_ignore_hides_them(tmp_path: Path) -> 
     kept = chat_of(read_history(tmp_path / "viewed.log"))
     kept.remove("Loyd: hi")
     assert set(kept) == set(bots) and len(kept) >= 2 * len(bots)
+
+
+async def test_verbose_counts_the_lines_left_out_in_one_debug_line(
+    server: FakeMinechatServer, start_reader: StartReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="read_client")
+    reader = await start_reader(ignore=("Eva", "Vlad"))
+    await server.wait_until(lambda: len(server.readers) == 1)
+    await server.broadcast(b"Eva: a\nVlad: b\nLoyd: c\nEva: " + b"d" * LONG + b"\nLoyd: end\n")
+    await reader.out.wait_for(lambda text: "Loyd: end" in text)
+    await stop(reader)
+    counts = [record.getMessage() for record in caplog.records if "not shown" in record.getMessage()]
+    assert counts == ["3 lines of ignored nicknames not shown from this connection"]
+    assert chat_of(reader.out.lines) == ["Loyd: c", "Loyd: end"]
 
 
 # --- on a terminal and on a pipe, as a process -------------------------------------------------------------
