@@ -295,9 +295,31 @@ def terminal_marks(stream: TextIO, environ: Mapping[str, str]) -> Callable[[str,
             return None
     except (ValueError, OSError):  # closed, or not a file at all
         return None
-    if environ.get("NO_COLOR"):
+    if environ.get("NO_COLOR") or not shows_escape_codes(stream):
         return ring_only
     return bold_and_ring
+
+
+# Windows' console mode that makes it act on escape codes instead of printing them (Windows 10 and later).
+ENABLE_VIRTUAL_TERMINAL_PROCESSING = 0x0004
+
+
+def shows_escape_codes(stream: TextIO) -> bool:
+    """Tell whether a terminal acts on escape codes; a Windows console is asked to, and may not be able to."""
+    if sys.platform != "win32":
+        return True
+    try:
+        import ctypes
+        import msvcrt
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = msvcrt.get_osfhandle(stream.fileno())  # type: ignore[attr-defined]
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False  # no console (mintty, a redirected handle): no way to know, so no codes
+        return bool(kernel32.SetConsoleMode(handle, mode.value | ENABLE_VIRTUAL_TERMINAL_PROCESSING))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def bold_and_ring(text: str, ring: bool) -> str:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from helpers import (
 
 import read_client
 import send_client
-from _minechat.output import BELL, BOLD, NORMAL_INTENSITY, bold_and_ring
+from _minechat.output import BELL, BOLD, NORMAL_INTENSITY, bold_and_ring, shows_escape_codes, terminal_marks
 from chat_io import EXIT_USAGE, MAX_LINE_BYTES
 from read_client import ReaderSettings
 
@@ -344,3 +345,37 @@ async def test_a_pipe_gets_no_escape_code_and_no_bell(server: FakeMinechatServer
     history = (tmp_path / "chat.log").read_text(encoding="utf-8")
     assert "\x1b" not in history and BELL not in history
     assert chat_of(read_history(tmp_path / "chat.log")) == ["Loyd: hi eve", "Eva: eve", "Loyd: plain"]
+
+
+class Stream:
+    """A stand-in stdout that says whether it is a terminal."""
+
+    def __init__(self, terminal: bool | None) -> None:
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        if self.terminal is None:
+            raise ValueError("I/O operation on closed file")
+        return self.terminal
+
+
+@pytest.mark.parametrize(
+    ("terminal", "environ", "shown"),
+    [
+        (True, {}, f"{BOLD}Loyd: hi eve{NORMAL_INTENSITY}{BELL}"),
+        (True, {"NO_COLOR": "1"}, f"Loyd: hi eve{BELL}"),
+        (True, {"NO_COLOR": ""}, f"{BOLD}Loyd: hi eve{NORMAL_INTENSITY}{BELL}"),  # empty: unset, as no-color.org says
+        (False, {}, None),
+        (None, {}, None),
+    ],
+)
+def test_terminal_marks(terminal: bool | None, environ: dict[str, str], shown: str | None) -> None:
+    mark = terminal_marks(Stream(terminal), environ)  # type: ignore[arg-type]
+    assert (mark("Loyd: hi eve", True) if mark else None) == shown
+    if mark is not None:
+        assert BELL not in mark("Loyd: hi eve", False)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a console is asked on Windows")
+def test_every_other_terminal_shows_escape_codes() -> None:
+    assert shows_escape_codes(Stream(True))  # type: ignore[arg-type]
