@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -355,7 +356,7 @@ def main() -> int:
         print(f"{label:28}{form.format(ours[key]):>14}{form.format(jsonl[key]):>14}")
     if base:
         print(f"jsonl throughput ratio: {jsonl['rate'] / base['rate']:.1f}x the pipeline")
-    print(f"flood of {args.lines:,} lines with {' '.join(VIEW_OPTIONS)}, quiet line x{args.quiet_lines}")
+    print(f"flood of {args.lines:,} lines with {shlex.join(VIEW_OPTIONS)}, quiet line x{args.quiet_lines}")
     print(f"{'':28}{'none':>14}{'with them':>14}{'none, tty':>14}{'them, tty':>14}")
     for label, key, form in rows:
         cells = [form.format(run[key]) if run else "n/a" for run in (ours, view, tty, view_tty)]
