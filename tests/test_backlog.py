@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import re
 import signal
-from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
-    start_client,
+    reader_process,
     stop,
     stop_with_signal,
 )
@@ -161,20 +159,9 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
 ) -> None:
     history = tmp_path / "chat.log"
     history.write_bytes(b"[27.11.26 10:00] Eve: hi\n" + b'{"a": ' + b"[" * 5000 + b"\n")
-    process = await start_client(
-        "read_client.py", "--log_path", str(history), port=server.read_port, cwd=tmp_path, env=client_env(TZ="UTC0")
-    )
-    connected = asyncio.ensure_future(server.wait_until(lambda: len(server.readers) == 1, timeout=15))
-    ended = asyncio.ensure_future(process.wait())
-    try:
-        await asyncio.wait({connected, ended}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        connected.cancel()
-        with suppress(asyncio.CancelledError, asyncio.TimeoutError):
-            await connected
-        if process.returncode is None:
-            await stop_with_signal(process, signal.SIGTERM)
-        ended.cancel()
+    # A reader that crashes on the backlog never connects: reader_process fails with its stderr.
+    async with reader_process(server, history, cwd=tmp_path, env=client_env(TZ="UTC0")) as process:
+        await stop_with_signal(process, signal.SIGTERM)
     err = (await process.stderr.read()).decode(errors="replace")
     assert "Traceback" not in err
     assert process.returncode == 143, err

@@ -23,7 +23,7 @@ from helpers import (
     RecordingOut,
     StartReader,
     client_env,
-    start_client,
+    reader_process,
     stop,
     stop_with_signal,
     wait_for_file,
@@ -111,22 +111,19 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     server: FakeMinechatServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "chat.jsonl"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(path),
+    async with reader_process(
+        server,
+        path,
         "--format",
         "jsonl",
-        port=server.read_port,
         cwd=tmp_path,
         env=client_env(TZ=ODD_ZONE),
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"Eve: hi\n")
-        await wait_for_file(path, lambda data: b'"nick": "Eve"' in data, WAIT)
-    finally:
-        code = await stop_with_signal(process, signal.SIGTERM)
+    ) as process:
+        try:
+            await server.broadcast(b"Eve: hi\n")
+            await wait_for_file(path, lambda data: b'"nick": "Eve"' in data, WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGTERM)
     assert code == 143
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     # Local time of the client's zone (UTC+13:37, which no caller's zone is), with its offset.

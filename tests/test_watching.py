@@ -22,14 +22,15 @@ from helpers import (
     WAIT,
     FakeTime,
     RecordingDelays,
-    RecordingOut,
     StartReader,
     chat_of,
     client_env,
     read_history,
-    send,
+    reader_process,
+    reader_settings,
+    run_sender,
     settings_for,
-    start_client,
+    start_reader_task,
     stop,
     stop_with_signal,
 )
@@ -38,7 +39,6 @@ import read_client
 import send_client
 from _minechat.output import BELL, BOLD, NORMAL_INTENSITY, bold_and_ring, shows_escape_codes, terminal_marks
 from chat_io import EXIT_USAGE, MAX_LINE_BYTES
-from read_client import ReaderSettings
 
 NOTICE = "Server: # к чату присоединился Brave"
 LONG = MAX_LINE_BYTES + 10  # a line the stampers give out in pieces
@@ -162,7 +162,7 @@ async def test_join_notices_are_chat_lines_of_server_in_the_history_and_on_stdou
     jsonl = await start_reader(log_path=tmp_path / "chat.jsonl", history_format="jsonl")
     hidden = await start_reader(log_path=tmp_path / "hidden.log", ignore=("Server",))
     await server.wait_until(lambda: len(server.readers) == 3)
-    await send(settings_for(server, tmp_path, "--nickname", "Eve"))
+    await run_sender(settings_for(server, tmp_path, "--nickname", "Eve"))
     assert list(server.accounts.values()) == ["Brave Eve"]
     await server.broadcast(b"Loyd: after\n")
     for reader in (text, jsonl, hidden):
@@ -194,15 +194,14 @@ async def test_a_join_notice_is_never_taken_for_one_of_our_posts(
     server.ack_gate = asyncio.Event()
     watcher = await start_reader(log_path=tmp_path / "chat.log")
     await server.wait_until(lambda: len(server.readers) == 1)
-    argv = ["--token", TOKEN, "--read-port", str(server.read_port), "--message", "# к чату присоединился Brave"]
-    settings = settings_for(server, tmp_path, *argv)
+    settings = settings_for(server, tmp_path, "--token", TOKEN, "--message", "# к чату присоединился Brave", watch=True)
     sender = send_client.make_sender(settings, io.BytesIO(), RecordingDelays())
     task = asyncio.create_task(sender.run())
     await server.wait_until(lambda: len(server.posts) == 1 and len(server.readers) == 2)
     # Someone registers while our post awaits its acknowledgement: every reader, our witness too, gets the notice.
     other = tmp_path / "other"
     other.mkdir()
-    await send(settings_for(server, other, "--nickname", "Ann"))
+    await run_sender(settings_for(server, other, "--nickname", "Ann"))
     await watcher.out.wait_for(lambda out: NOTICE in out)
     assert sender.witness is not None
     assert (sender.witness.core.matched, len(sender.witness.core)) == (0, 1)
@@ -214,26 +213,21 @@ async def test_a_join_notice_is_never_taken_for_one_of_our_posts(
 
 async def test_the_bots_chat_in_a_loop_and_ignore_hides_them(tmp_path: Path) -> None:
     async with FakeMinechatServer(bots=True, bot_interval=0.005) as server:
-        plain, viewed = (
-            ReaderSettings("127.0.0.1", server.read_port, tmp_path / name, WAIT, False, ignore=ignore)
+        readers = [
+            start_reader_task(reader_settings(server, tmp_path / name, ignore=ignore))
             for name, ignore in (("plain.log", ()), ("viewed.log", ("Eva", "Vlad")))
-        )
-        outs = [RecordingOut(), RecordingOut()]
-        tasks = [
-            asyncio.create_task(read_client.run(settings, out, RecordingDelays()))
-            for settings, out in zip((plain, viewed), outs, strict=True)
         ]
         try:
             await server.wait_until(lambda: len(server.readers) == 2)
             first = server.bot_lines
             await server.wait_until(lambda: server.bot_lines >= first + 2 * len(BOT_DIALOGUE))
             await server.broadcast(b"Loyd: hi\n")
-            for out in outs:
-                await out.wait_for(lambda text: "Loyd: hi" in text)
+            for reader in readers:
+                await reader.out.wait_for(lambda text: "Loyd: hi" in text)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for reader in readers:
+                await stop(reader)
+        outs = [reader.out for reader in readers]
     bots = [f"{nick}: {text}" for nick, text in BOT_DIALOGUE]
     shown = chat_of(outs[0].lines)
     shown.remove("Loyd: hi")  # the bots go on around it
@@ -295,19 +289,19 @@ async def watch_on_terminal(server: FakeMinechatServer, tmp_path: Path, **env: s
     import pty  # POSIX only
 
     controller, terminal = pty.openpty()
-    argv = ["--log_path", str(tmp_path / "chat.log"), "--highlight", "eve", "--ignore", "Eva"]
     environment = {key: value for key, value in client_env(**env).items() if env.get(key) or key != "NO_COLOR"}
-    process = await start_client(
-        "read_client.py", *argv, port=server.read_port, cwd=tmp_path, stdout=terminal, env=environment
-    )
-    os.close(terminal)
     try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=WAIT * 2)
-        await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
-        shown = await read_terminal(controller, b"Loyd: plain")
+        argv = ("--highlight", "eve", "--ignore", "Eva")
+        async with reader_process(server, tmp_path / "chat.log", *argv, stdout=terminal, env=environment) as process:
+            os.close(terminal)
+            terminal = -1
+            await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
+            shown = await read_terminal(controller, b"Loyd: plain")
+            assert await stop_with_signal(process, 2) == 130
     finally:
-        await stop_with_signal(process, 2)
         os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
     return shown
 
 
@@ -331,16 +325,11 @@ async def test_no_color_leaves_the_text_plain_and_keeps_the_bell(server: FakeMin
 
 
 async def test_a_pipe_gets_no_escape_code_and_no_bell(server: FakeMinechatServer, tmp_path: Path) -> None:
-    argv = ["--log_path", str(tmp_path / "chat.log"), "--highlight", "eve", "--ignore", "Eva"]
-    process = await start_client("read_client.py", *argv, port=server.read_port, cwd=tmp_path)
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=WAIT * 2)
+    async with reader_process(server, tmp_path / "chat.log", "--highlight", "eve", "--ignore", "Eva") as process:
         await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
         assert process.stdout is not None
         lines = [(await asyncio.wait_for(process.stdout.readline(), WAIT)).decode() for _ in range(2)]
-    finally:
-        code = await stop_with_signal(process, 2)
-    assert code == 130
+        assert await stop_with_signal(process, 2) == 130
     assert [line.rstrip("\n") for line in chat_of(lines)] == ["Loyd: hi eve", "Loyd: plain"]
     history = (tmp_path / "chat.log").read_text(encoding="utf-8")
     assert "\x1b" not in history and BELL not in history
