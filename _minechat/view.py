@@ -76,7 +76,7 @@ class ViewRules:
     """Which chat lines to hide (by exact nickname) and which to mark (a word in their text).
 
     Lines are judged one at a time (judge), or a block of whole lines at once (drop_hidden, then
-    marked_spans): a flood is filtered in a few passes of the regular expression engine, not line by line.
+    marked_spans): a flood is filtered in a few passes over each block, not line by line in Python.
     """
 
     def __init__(self, ignore: Collection[str] = (), highlight: Iterable[str] = ()) -> None:
