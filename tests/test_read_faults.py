@@ -45,10 +45,10 @@ import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
 import _minechat.output
+import _minechat.recorder
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 
 
@@ -324,46 +324,46 @@ async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer,
 
 
 async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
-    high = read_client.JOURNAL_HIGH_CHARS
-    journal = read_client.Journal()
+    high = _minechat.recorder.QUEUE_HIGH_CHARS
+    queue = _minechat.recorder.WriteQueue()
     calls: list[bool] = []
-    journal.pause = calls.append
+    queue.pause = calls.append
     text = "x" * high
-    journal.add("a.log", text, text)  # shown as the very text written: counted once
+    queue.add("a.log", text, text)  # shown as the very text written: counted once
     assert calls == []
-    journal.add("a.log", "y", "y")
-    journal.add("b.log", "z", "z")
+    queue.add("a.log", "y", "y")
+    queue.add("b.log", "z", "z")
     assert calls == [True]
-    entries, shown = journal.take()
+    entries, shown = queue.take()
     assert entries == [("a.log", text + "y"), ("b.log", "z")] and shown == text + "yz"
     assert calls == [True, False]
-    journal.add("a.log", text, text)  # counted afresh from nothing
+    queue.add("a.log", text, text)  # counted afresh from nothing
     assert calls == [True, False]
-    journal.take()
+    queue.take()
     half = high // 2
-    journal.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
+    queue.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
     assert calls == [True, False]
-    journal.add("a.log", "note")
+    queue.add("a.log", "note")
     assert calls == [True, False, True]
-    journal.take()
-    journal.add("a.log", "note")
-    journal.add("a.log", "")
-    journal.add("b.log", "", "")
-    assert journal.take() == ([("a.log", "note")], "")
-    assert calls == [True, False, True, False] and journal.empty
+    queue.take()
+    queue.add("a.log", "note")
+    queue.add("a.log", "")
+    queue.add("b.log", "", "")
+    assert queue.take() == ([("a.log", "note")], "")
+    assert calls == [True, False, True, False] and queue.empty
 
 
 @pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
 def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
     out = BlockedOut()
-    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
-    assert echo._writer._thread.name == "stdout"
-    echo.show("first\n")
+    printer = _minechat.recorder.StdoutPrinter(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    assert printer._writer._thread.name == "stdout"
+    printer.show("first\n")
     assert out.entered.wait(WAIT)
-    echo.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
+    printer.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
     out.gate.set()
-    echo.close()
-    echo._writer._thread.join(WAIT)
+    printer.close()
+    printer._writer._thread.join(WAIT)
     assert out.text == (
         f"first\n{FIXED_STAMP} *** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}\n"
     )
@@ -374,9 +374,9 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
         def write(self, text: str) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
-    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
-    echo.show("a\n")
-    echo._writer._thread.join(WAIT)
+    printer = _minechat.recorder.StdoutPrinter(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    printer.show("a\n")
+    printer._writer._thread.join(WAIT)
     assert [record.getMessage() for record in caplog.records] == [
         "cannot print chat any more (Broken pipe); still writing the history file"
     ]
