@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
@@ -430,3 +431,30 @@ def full_pattern(value: str, cwd: Path | None = None) -> Path:
         return Path(value)
     folder = str(Path.cwd() if cwd is None else cwd)
     return Path(folder.replace("%", "%%")) / value
+
+
+# The --message that stands for the lines of stdin.
+STDIN_MARK = "-"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Everything send_client needs, parsed once."""
+
+    host: str
+    port: int
+    read_port: int
+    token: str | None
+    token_source: str
+    nickname: str | None
+    token_path: Path
+    messages: tuple[str, ...]
+    connect_timeout: float
+    reply_timeout: float
+    verbose: bool
+    check: bool = False
+
+    @property
+    def streaming(self) -> bool:
+        """Tell whether stdin is relayed, which makes the sender never give up on the network."""
+        return STDIN_MARK in self.messages

@@ -1,11 +1,18 @@
-"""The chat as a witness, without any I/O: which of our posts the reading port has shown."""
+"""The chat as a witness: which of our posts the reading port has shown (sans-IO), and the connection that reads it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import deque
 
-from _minechat.dialogue import Post
-from chat_io import NEWLINE
+from _minechat.outbox import Outbox, Post
+from _minechat.settings import SenderSettings
+from _minechat.shutdown import cancel_and_wait
+from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection
+
+# The sender's log: -v and the tests listen to it under the script's name.
+logger = logging.getLogger("send_client")
 
 # Posts remembered while their echo is awaited; beyond this the oldest is forgotten (memory stays bounded
 # if the chat never shows some of them).
@@ -28,17 +35,16 @@ class Witness:
     for a later post of the same text, which would then never be sent, though it may never have arrived.
     """
 
-    def __init__(self, memory: int = WITNESS_MEMORY) -> None:
+    def __init__(self, reply_timeout: float, memory: int = WITNESS_MEMORY) -> None:
+        self._reply_timeout = reply_timeout
         self._memory = memory
+        self._first_ack_at: float | None = None
         self._prefix: bytes | None = None
         self._buffer = bytearray()  # the unfinished chat line
         self._skipping = False  # inside a chat line too long to be ours
         self._waiting: dict[bytes, deque[Post]] = {}
         self._order: deque[Post] = deque()  # every post awaiting its echo, oldest first
         self.matched = 0
-
-    def __len__(self) -> int:
-        return len(self._order)
 
     def set_nickname(self, nickname: str) -> None:
         """Learn the nickname the server shows our posts under."""
@@ -58,22 +64,38 @@ class Witness:
         self._buffer.clear()
         self._skipping = False
 
-    def forget(self, post: Post) -> None:
-        """Stop awaiting the oldest echo still awaited of a post."""
-        if post in self._order:
-            self._forget(post)
+    def note_acknowledged(self, now: float) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        # Echoes of the post's other sends stay awaited: they must not pass for a later post's.
+        if self._first_ack_at is None:
+            self._first_ack_at = now
+
+    def patience(self, now: float) -> float | None:
+        """Return how long to read before looking again: None once trusted, at most 0 once it is no witness.
+
+        Once the chat has shown one of our posts, it is trusted. Until then, once the server has taken a
+        post and a reply timeout has passed without the chat showing it, the chat is no witness.
+        """
+        if self.matched:
+            return None
+        if self._first_ack_at is None:
+            return self._reply_timeout
+        return self._first_ack_at + self._reply_timeout - now
 
     def feed(self, data: bytes) -> list[Post]:
-        """Take bytes from the reading port; return the posts they show for the first time, in order."""
+        """Take bytes from the reading port; return the posts they show not seen before, in order.
+
+        The outbox, told of them, marks them seen: the witness only reads that mark.
+        """
         lines = self._frame(data)
         if self._prefix is None:
             return []
-        seen = []
+        seen: dict[Post, None] = {}  # ordered, and each post once though two of its sends show in one read
         for line in lines:
             post = self._match(line)
             if post is not None:
-                seen.append(post)
-        return seen
+                seen[post] = None
+        return list(seen)
 
     def _frame(self, data: bytes) -> list[bytes]:
         """Split the chat's bytes into whole lines, newline included, skipping any too long to be ours."""
@@ -106,7 +128,6 @@ class Witness:
         self.matched += 1
         if post.seen:
             return None  # the echo of another send of a post shown already: no news, and no one else's
-        post.seen = True
         return post
 
     def _forget(self, post: Post) -> None:
@@ -116,3 +137,139 @@ class Witness:
         waiting.remove(post)
         if not waiting:
             del self._waiting[key]
+
+
+class ChatWitness:
+    """Reads the chat while we post and tells the outbox of the posts it shows, so they are never sent again."""
+
+    def __init__(self, settings: SenderSettings, level: int, outbox: Outbox) -> None:
+        self.settings = settings
+        self.level = level  # how loud "going on without it" is: debug for a single message
+        self.outbox = outbox
+        self.core = Witness(settings.reply_timeout)
+        self.active = False
+        self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
+        self._connected = asyncio.Event()
+        self._task: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the reading port; return once connected or known to be out of reach."""
+        if self._task is not None:  # an earlier connection, ended: it reported its own end
+            await self.stop()
+        self.lost = False
+        self._connected.clear()
+        self._task = asyncio.ensure_future(self._run())
+        connected = asyncio.ensure_future(self._connected.wait())
+        try:
+            # open_connection gives up after --connect-timeout, which bounds this wait.
+            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(connected)
+
+    async def stop(self) -> None:
+        """Stop reading the chat."""
+        if self._task is None:
+            return
+        await cancel_and_wait(self._task)
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved; _run reports its own failures
+
+    def expect(self, posts: list[Post]) -> None:
+        """Await one more echo of each post that has just gone out (each send may show)."""
+        if self.active:
+            for post in posts:
+                self.core.expect(post)
+
+    def note_acknowledged(self) -> None:
+        """Start the clock for the first echo once the server has taken a post."""
+        self.core.note_acknowledged(asyncio.get_running_loop().time())
+
+    def set_nickname(self, nickname: str) -> None:
+        """Learn the nickname the chat shows our posts under."""
+        self.core.set_nickname(nickname)
+
+    def _lose(self) -> None:
+        """The chat hung up: nothing sent from now on can show to us, until it is connected again."""
+        self.lost = True
+        self.core.reset()  # no echo of what was sent meanwhile can come on a new connection
+
+    def _say(self, text: str) -> None:
+        logger.log(self.level, "%s; going on without it", text)
+
+    async def _run(self) -> None:
+        settings = self.settings
+        where = format_address(settings.host, settings.read_port)
+        try:
+            async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
+                self.active = True
+                self._connected.set()
+                logger.debug("watching the chat on %s for our posts", where)
+                await self._watch(reader, where)
+        except ChatError as error:
+            reason = describe_error(error.__cause__) if error.__cause__ is not None else str(error)
+            self._say(f"cannot read the chat on {where} (--read-port) to see which posts arrived: {reason}")
+        finally:
+            self.active = False
+
+    async def _watch(self, reader: asyncio.StreamReader, where: str) -> None:
+        loop = asyncio.get_running_loop()
+        reading: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                patience = self.core.patience(loop.time())
+                if patience is not None and patience <= 0:
+                    self._say(f"the chat on {where} does not show our posts as '<nickname>: <text>'")
+                    return
+                if reading is None:
+                    reading = asyncio.ensure_future(reader.read(READ_CHUNK_BYTES))
+                # asyncio.wait, not wait_for: before Python 3.12 wait_for swallows a cancellation that
+                # comes as the read completes, and a chat with data always ready then never stops.
+                await asyncio.wait({reading}, timeout=patience)
+                if not reading.done():
+                    continue  # look again: the chat may have stopped being a witness meanwhile
+                done, reading = reading, None
+                if not self._take(done, where):
+                    return
+        finally:
+            if reading is not None:
+                await cancel_and_wait(reading)
+                if not reading.cancelled():
+                    reading.exception()  # retrieved: the chat connection is going away anyway
+
+    def _take(self, done: asyncio.Future[bytes], where: str) -> bool:
+        """Take what a read of the chat brought; False once the chat connection is gone."""
+        try:
+            chunk = done.result()
+        except OSError as error:
+            logger.debug("the chat connection broke: %s; watching again with the next connection", error)
+            self._lose()
+            return False
+        if not chunk:
+            logger.debug("the chat on %s closed the connection; watching again with the next connection", where)
+            self._lose()
+            return False
+        for post in self.core.feed(chunk):
+            logger.debug("the chat shows message %d", post.number)
+            self.outbox.note_shown(post)
+        return True
+
+
+class NoWitness:
+    """Stands in for the witness when nothing will be posted: it watches nothing and sees nothing."""
+
+    lost = False
+
+    async def start(self) -> None:
+        """Watch nothing."""
+
+    async def stop(self) -> None:
+        """Stop nothing."""
+
+    def expect(self, posts: list[Post]) -> None:
+        """Await no echo."""
+
+    def note_acknowledged(self) -> None:
+        """Time nothing."""
+
+    def set_nickname(self, nickname: str) -> None:
+        """Learn nothing."""

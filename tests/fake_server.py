@@ -132,9 +132,11 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.silent_readers = False  # keep every reading connection open and send it nothing, as a hung server
+        self.flood_readers = False  # send every reader others' lines without a pause, as a very busy chat
         self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
         self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
+        self.drop_after_unacked: int | None = None  # take this many posts unacknowledged, then hang up (once)
         self.echo_posts = True  # show each post to the readers, as the public server does
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
@@ -289,6 +291,8 @@ class FakeMinechatServer:
                 return
             if self.silent_readers:
                 self.silenced.add(writer)
+            if self.flood_readers:
+                self._spawn(self._flood(writer))
             self.readers.add(writer)
             self.readers_joined += 1
             self._touch()
@@ -304,6 +308,14 @@ class FakeMinechatServer:
             self.readers.discard(writer)
             writer.close()
             self._touch()
+
+    @staticmethod
+    async def _flood(writer: asyncio.StreamWriter) -> None:
+        with suppress(OSError):
+            while not writer.is_closing():
+                writer.write(b"Eva: hello\n" * 1000)
+                await writer.drain()
+                await asyncio.sleep(0)  # drain does not yield while the reader keeps up: let the rest run
 
     async def _serve_sender(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
@@ -433,6 +445,13 @@ class FakeMinechatServer:
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.drop_after_unacked is not None:
+                held.append(post)
+                if len(held) >= self.drop_after_unacked:
+                    self.drop_after_unacked = None
+                    raise _Drop(plan.reset)
+                post = Post(nickname)
+                continue
             if self.withhold_acks:
                 post = Post(nickname)
                 continue
@@ -449,6 +468,7 @@ class FakeMinechatServer:
             else:
                 await self._reply(writer, "ack", ACK)
             post.acknowledged = True
+            self._touch()
             acknowledged += 1
             post = Post(nickname)
 

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from fake_server import FakeMinechatServer
@@ -34,7 +34,7 @@ import send_client
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
 from _minechat.view import Mark
-from chat_io import STATUS_MARK, backoff
+from chat_io import STATUS_MARK, DelayFactory, backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
 
@@ -656,8 +656,15 @@ def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str, watch: 
 
 async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
     """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), RUN_WAIT)
+    return await asyncio.wait_for(send_to_end(settings, io.BytesIO(stdin), RecordingDelays()), RUN_WAIT)
+
+
+async def send_to_end(
+    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory | None = None
+) -> send_client.Sender:
+    """Run a sender in-process until it is done, as send_client.run does without its signals; return it."""
+    sender = send_client.make_sender(settings, stdin, make_delays or RecordingDelays())
+    await sender.run()
     return sender
 
 

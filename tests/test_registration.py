@@ -24,6 +24,7 @@ from helpers import (
     run_sender,
     run_sender_process,
     scripted_server,
+    send_to_end,
     settings_at,
     settings_for,
     stop_with_signal,
@@ -196,7 +197,7 @@ async def test_an_account_hash_the_server_hands_out_is_hidden_too(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
     server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "other-hash"}\n'
-    await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
+    await send_to_end(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
     assert "other-hash" not in caplog.text
     assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text
 
@@ -209,7 +210,7 @@ async def test_concurrent_registrations_on_one_token_path_lose_no_account(
     second = settings_at(server.write_port, tmp_path, "--nickname", "Bob")
     for settings in (first, second):
         with suppress(ChatError):
-            await send_client.send(settings, io.BytesIO(b""), RecordingDelays())
+            await send_to_end(settings, io.BytesIO(b""), RecordingDelays())
     assert len(server.accounts) == 2
     saved = (tmp_path / "token.txt").read_text().strip()
     shown = capsys.readouterr().err
@@ -230,6 +231,6 @@ async def test_registration_reply_cut_before_its_newline_keeps_the_token(tmp_pat
 
     async with scripted_server(register_then_hang_up) as port:
         with suppress(ChatError):
-            await send_client.send(settings_at(port, tmp_path, "--nickname", "Eve"), io.BytesIO(b""), RecordingDelays())
+            await send_to_end(settings_at(port, tmp_path, "--nickname", "Eve"), io.BytesIO(b""), RecordingDelays())
     token_file = tmp_path / "token.txt"
     assert token_file.exists() and token_file.read_text().strip() == new_token

@@ -17,7 +17,8 @@ from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
 from helpers import TOKEN, WAIT, RecordingDelays, free_port, run_sender, settings_for, texts_of
 
 import send_client
-from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.posting import RESUME_TRIES
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 
@@ -116,12 +117,12 @@ async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechat
         server.ack_delay = ACK_DELAY
         stdin.write(b"slow one\n")
         await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["slow one"])
-        assert sender.ack_wait > REPLY_TIMEOUT
+        assert sender.clock.ack_wait > REPLY_TIMEOUT
         server.ack_delay = None
         stdin.write(b"fast\n")
         await server.wait_until(lambda: "fast" in texts_of(server, acknowledged_only=True))
         await asyncio.wait_for(wait_for(lambda: not sender.outbox), WAIT)
-        assert sender.ack_wait == REPLY_TIMEOUT
+        assert sender.clock.ack_wait == REPLY_TIMEOUT
         server.ack_delay = ACK_DELAY
         stdin.write(b"slow two\n")
         stdin.end()
@@ -238,7 +239,7 @@ FIXED_MESSAGES = 8
 async def test_fixed_messages_progress_gives_fresh_tries_every_time(server: FakeMinechatServer, tmp_path: Path) -> None:
     # A server that hangs up after every acknowledgement: more hang-ups than RESUME_TRIES, each after progress.
     server.plans.extend(ConnectionPlan(posts=1) for _ in range(FIXED_MESSAGES))
-    assert FIXED_MESSAGES > send_client.RESUME_TRIES + 1
+    assert FIXED_MESSAGES > RESUME_TRIES + 1
     texts = [f"message {number}" for number in range(FIXED_MESSAGES)]
     argv = [part for text in texts for part in ("--message", text)]
     sender = await run_sender(slow_settings(server, tmp_path, *argv))

@@ -18,6 +18,7 @@ from helpers import (
     RecordingDelays,
     free_port,
     run_sender_process,
+    send_to_end,
     settings_for,
 )
 
@@ -141,7 +142,7 @@ async def test_unusable_token_path_is_found_before_connecting(server: FakeMinech
         server, tmp_path, "--token_path", str(tmp_path / "missing" / "token.txt"), "--nickname", "Eve"
     )
     with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert server.send_transcripts == [] and server.registrations == []
 
 

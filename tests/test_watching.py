@@ -204,7 +204,7 @@ async def test_a_join_notice_is_never_taken_for_one_of_our_posts(
     await run_sender(settings_for(server, other, "--nickname", "Ann"))
     await watcher.out.wait_for(lambda out: NOTICE in out)
     assert sender.witness is not None
-    assert (sender.witness.core.matched, len(sender.witness.core)) == (0, 1)
+    assert sender.witness.core.matched == 0
     server.ack_gate.set()
     await asyncio.wait_for(task, WAIT)
     assert (sender.outbox.acknowledged, sender.outbox.seen_only) == (1, 0)

@@ -16,11 +16,20 @@ from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_send
 
 import chat_io
 import send_client
-from _minechat.dialogue import Outbox, Post
+from _minechat.outbox import Outbox, Post
 from _minechat.witness import Witness
 from send_client import SenderSettings
 
 NICKNAME = "Focused Loyd"
+REPLY_TIMEOUT = 10.0
+
+
+def shown_by(witness: Witness, outbox: Outbox, data: bytes) -> list[Post]:
+    """Feed the witness chat bytes and tell the outbox of the posts they show, as the sender does."""
+    shown = witness.feed(data)
+    for post in shown:
+        outbox.note_shown(post)
+    return shown
 
 
 def posts_of(*texts: str) -> list[Post]:
@@ -30,7 +39,7 @@ def posts_of(*texts: str) -> list[Post]:
 
 
 def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096) -> Witness:
-    witness = Witness(memory)
+    witness = Witness(REPLY_TIMEOUT, memory)
     witness.set_nickname(nickname)
     for post in posts:
         witness.expect(post)
@@ -59,27 +68,31 @@ def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096)
     ],
 )
 def test_matching(texts: list[str], chat: bytes, seen: list[int]) -> None:
-    posts = posts_of(*texts)
+    outbox = Outbox()
+    posts = [outbox.add(text) for text in texts]
     witness = witness_for(posts)
     shown = []
     for index in range(len(chat)):  # byte by byte: a line split anywhere is matched once, whole
-        shown += witness.feed(chat[index : index + 1])
+        shown += shown_by(witness, outbox, chat[index : index + 1])
     assert shown == [posts[index] for index in seen]
     assert [post.seen for post in posts] == [index in seen for index in range(len(posts))]
     assert witness.matched == len(seen)
 
 
 def test_an_echo_is_never_matched_twice() -> None:
-    [post] = posts_of("hi")
+    outbox = Outbox()
+    post = outbox.add("hi")
     witness = witness_for([post])
-    assert witness.feed(b"Focused Loyd: hi\n") == [post]
-    assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == [post]
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == []
+    later = outbox.add("hi")
+    witness.expect(later)  # awaited from now on: nothing of the first is left awaited to take its echo
+    assert witness.feed(b"Focused Loyd: hi\n") == [later]
 
 
 def test_lines_before_the_nickname_is_known_are_not_matched() -> None:
     [post] = posts_of("hi")
-    witness = Witness()
+    witness = Witness(REPLY_TIMEOUT)
     witness.expect(post)
     assert witness.feed(b"Focused Loyd: hi\n") == []
     witness.set_nickname(NICKNAME)
@@ -91,22 +104,15 @@ def test_after_a_new_chat_connection_nothing_sent_before_is_awaited() -> None:
     witness = witness_for([post])
     witness.reset()  # the chat hung up: a new connection shows only what comes after it
     assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    later = posts_of("hi")[0]
+    witness.expect(later)
+    assert witness.feed(b"Focused Loyd: hi\n") == [later]  # nothing of before was left awaited to take it
 
 
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
     posts = posts_of("one", "two", "three")
     witness = witness_for(posts, memory=2)
-    assert len(witness) == 2
     assert witness.feed(b"Focused Loyd: one\nFocused Loyd: three\n") == [posts[2]]
-
-
-def test_a_forgotten_post_takes_no_echo() -> None:
-    first, second = posts_of("hi", "hi")
-    witness = witness_for([first, second])
-    witness.forget(first)
-    assert witness.feed(b"Focused Loyd: hi\n") == [second]
-    witness.forget(first)  # twice is harmless
 
 
 def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
@@ -115,7 +121,7 @@ def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
     witness = witness_for([])
     for post in outbox.take_unsent():
         witness.expect(post)
-    witness.feed(b"Focused Loyd: one\nFocused Loyd: two\n")
+    shown_by(witness, outbox, b"Focused Loyd: one\nFocused Loyd: two\n")
     assert outbox.rewind() == 1
     assert outbox.take_unsent() == [posts[2]]
     assert (outbox.seen_only, outbox.delivered, outbox.repeated) == (2, 2, 1)
@@ -126,7 +132,7 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
     post = outbox.add("one")
     outbox.take_unsent()
     outbox.rewind()
-    post.seen = True  # the echo came late, after the connection was lost
+    outbox.note_shown(post)  # the echo came late, after the connection was lost
     assert outbox.take_unsent() == []
     assert not outbox and outbox.delivered == 1
 
@@ -282,23 +288,19 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
     assert shown == [post]
 
 
-@pytest.mark.usefixtures("account")
-async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer, tmp_path: Path) -> None:
+def test_each_send_of_a_post_owes_its_own_echo() -> None:
     # "same" went out on a connection that was lost, went out again, and a second "same" after it. The
     # chat shows "same" twice: both may be the first post's, so the second post is not seen.
-    sender = send_client.make_sender(
-        watching_settings(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays()
-    )
-    assert sender.witness is not None
-    sender.witness.active = True  # as once the chat is connected, before anything is sent
-    sender.witness.core.set_nickname(NICKNAME)
-    outbox = sender.outbox
+    witness = witness_for([])
+    outbox = Outbox()
     first = outbox.add("same")
     outbox.take_unsent()
     outbox.rewind()
     second = outbox.add("same")
     assert outbox.take_unsent() == [first, second]
-    sender.witness.core.feed(b"Focused Loyd: same\nFocused Loyd: same\n")
+    for post in outbox.take_sends():
+        witness.expect(post)
+    shown_by(witness, outbox, b"Focused Loyd: same\nFocused Loyd: same\n")
     assert first.seen
     assert not second.seen  # else it would never be sent again, though the server may never have taken it
 
@@ -365,3 +367,28 @@ async def test_in_process_senders_of_the_tests_never_watch_whatever_listens_on_p
         await run_sender(settings)
     assert texts_of(server) == ["one", "two"]
     assert accepted == []
+
+
+# --- how long the witness is trusted, from tables ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_ack_at", "chat", "now", "patience"),
+    [
+        (None, b"", 50.0, REPLY_TIMEOUT),  # nothing acknowledged yet: look again every reply timeout
+        (100.0, b"", 104.0, REPLY_TIMEOUT - 4.0),  # the first acknowledgement started the clock
+        (100.0, b"", 100.0 + REPLY_TIMEOUT, 0.0),  # a reply timeout without our post: no witness
+        (100.0, b"Focused Loyd: hi\n", 500.0, None),  # it showed one of ours: trusted from then on
+        (100.0, b"Eva: hi\n", 100.0 + 2 * REPLY_TIMEOUT, -REPLY_TIMEOUT),  # others' lines prove nothing
+    ],
+)
+def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledgement_passes_without_our_posts(
+    first_ack_at: float | None, chat: bytes, now: float, patience: float | None
+) -> None:
+    outbox = Outbox()
+    witness = witness_for([outbox.add("hi")])
+    if first_ack_at is not None:
+        witness.note_acknowledged(first_ack_at)
+        witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
+    shown_by(witness, outbox, chat)
+    assert witness.patience(now) == patience
