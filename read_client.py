@@ -50,7 +50,7 @@ from _minechat.settings import (
     time_format_value,
     word_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
 from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
 
@@ -181,7 +181,7 @@ async def run_while_writing(work: Coroutine[object, object, None], writer: async
     """Run work until it ends, or until the writer fails; raise what either raised."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait({task, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(task, asyncio.wait({writer}))  # the writer is only watched, never cancelled here
     finally:
         await cancel_and_wait(task)
     if writer.done():

@@ -30,6 +30,7 @@ class Post:
     sends: int = 0
     timeouts: int = 0  # connections given up or lost while this post waited for its acknowledgement
     seen: bool = False  # the chat showed it: it arrived, acknowledged or not
+    acknowledged: bool = False
 
 
 class Outbox:
@@ -50,7 +51,7 @@ class Outbox:
         self.most_copies = 0  # the most times one message went out
         self.doubtful = 0  # messages given up after MAX_SENDS sends: they may have reached the chat, or not
         self.seen_only = 0  # messages the chat showed that the server never acknowledged
-        self.shown = 0  # posts the chat has shown so far, acknowledged or not
+        self.shown = 0  # posts the chat has shown while they awaited their acknowledgement
         self._sends: list[Post] = []  # posts sent since take_sends was last asked, each time it went out
 
     def __len__(self) -> int:
@@ -142,11 +143,15 @@ class Outbox:
         self.doubtful += 1
 
     def note_shown(self, post: Post) -> None:
-        """Mark a post the chat has shown as seen: the server took it, so it is never sent again."""
+        """Mark a post the chat has shown as seen: the server took it, so it is never sent again.
+
+        Only an echo of a post still awaiting its acknowledgement tells that the server works through ours.
+        """
         if post.seen:
             return
         post.seen = True
-        self.shown += 1
+        if not post.acknowledged:
+            self.shown += 1
 
     def lose_connection(self) -> None:
         """Note that the connection was lost while the oldest post in flight awaited its acknowledgement."""
@@ -161,6 +166,7 @@ class Outbox:
     def acknowledge(self) -> Post:
         """Settle the oldest sent post: the server has acknowledged it, so it is never sent again."""
         post = self._sent.popleft()
+        post.acknowledged = True
         self._bytes -= len(post.data)
         self.acknowledged += 1
         self._widen_window(post)

@@ -232,11 +232,6 @@ class BackgroundHandler(logging.Handler):
         super().close()
 
 
-def plural(count: int, noun: str) -> str:
-    """Return '1 message' or '2 messages'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 # How a terminal shows a marked chat line: bold (normal intensity after it), then the bell.
 BOLD = "\x1b[1m"
 NORMAL_INTENSITY = "\x1b[22m"

@@ -19,10 +19,10 @@ from _minechat.dialogue import (
     PostingDialogue,
     Registered,
     Welcomed,
+    hide_account_hashes,
     is_blank,
 )
 from _minechat.outbox import MAX_SENDS, Outbox, Post
-from _minechat.output import plural
 from _minechat.reply_clock import ReplyClock
 from _minechat.settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
@@ -42,6 +42,7 @@ from chat_io import (
     describe_error,
     is_retryable,
     open_connection,
+    plural,
     redact,
     sanitize_text,
     save_token,
@@ -57,6 +58,11 @@ RESUME_TRIES = 5
 CONFIRM_LIMIT = 60
 
 AnyWitness = ChatWitness | NoWitness
+
+
+def hide_secrets(line: bytes, secrets: set[str]) -> str:
+    """Return a reply line for the log: every known secret, and any account hash however spelt, hidden."""
+    return hide_account_hashes(redact(line.decode(ENCODING, errors="replace"), secrets))
 
 
 class MessageFeed:
@@ -247,7 +253,7 @@ class PostingConnection:
                 self.clock.acknowledged(self.loop.time())
             self.on_event(event)
             if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), self.secrets))
+                logger.debug("<< %r", hide_secrets(event.line, self.secrets))
         if not lines:
             logger.debug("<< %d bytes of a line not ended yet", self.dialogue.unfinished_bytes)
         else:
@@ -358,6 +364,8 @@ class Sender:
         except ChatError as error:
             if self.keeper.registered and not self.welcomed:
                 raise self.keeper.explain(error) from error
+            if self.welcomed and self.outbox.added:
+                self.report(logging.WARNING)  # what went through, before the error: a rerun would post it again
             raise
         finally:
             await self.feed.stop()
@@ -528,7 +536,7 @@ async def check_account(settings: SenderSettings) -> Account:
                 writer.write(piece)
             dialogue.receive_data(await read_reply(reader, settings.reply_timeout, dialogue))
             while (event := dialogue.next_event()) is not None:
-                logger.debug("<< %r", redact(event.line.decode(ENCODING, errors="replace"), {settings.token}))
+                logger.debug("<< %r", hide_secrets(event.line, {settings.token}))
                 if isinstance(event, LoggedIn):
                     return event.account
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from _minechat.history import DiskFull, HistoryFile, HistoryFormat, format_status
-from _minechat.output import BackgroundWriter, plural
+from _minechat.output import BackgroundWriter
 from _minechat.shutdown import cancel_and_wait
 from _minechat.stamping import Moment, StampClock
 from _minechat.systemd import ServiceNotifier
-from chat_io import describe_error
+from chat_io import describe_error, plural
 
 logger = logging.getLogger("read_client")
 

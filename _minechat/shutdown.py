@@ -6,10 +6,10 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from contextlib import suppress
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from _minechat.output import configure_logging, flush_logging, make_output_safe
 from chat_io import EXIT_INTERRUPTED, EXIT_SIGNAL_BASE, ChatError, exit_code_for
@@ -76,23 +76,41 @@ def ignore_stop_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-async def cancel_and_wait(task: asyncio.Future[object]) -> None:
-    """Cancel a task and wait until it has really ended."""
+async def cancel_and_wait(task: asyncio.Future[Any]) -> BaseException | None:
+    """Cancel a task, wait until it has really ended, and return what it raised (retrieved), if anything.
+
+    A task that ended by itself before it could be cancelled may have raised: the caller decides
+    whether that matters; asyncio does not log it as never retrieved either way.
+    """
     while not task.done():
         # Before Python 3.12, asyncio.wait_for can swallow a cancellation that lands as its
         # inner call completes, so one cancel() is not always enough.
         task.cancel()
         await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+    return None if task.cancelled() else task.exception()
+
+
+async def first_of(future: asyncio.Future[Any], other: Awaitable[object]) -> bool:
+    """Wait until future is done or other has completed, whichever comes first; return whether future is done.
+
+    other is then cancelled and waited for (what it raised is raised here); future is left as it is.
+    """
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({future, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failure = await cancel_and_wait(waiter)
+    if failure is not None:
+        raise failure
+    return future.done()
 
 
 async def run_until_signal(work: Coroutine[object, object, object], signals: SignalCatcher) -> int | None:
     """Run work to its end, or cancel it when a signal arrives; return the signal number, or None."""
     task = asyncio.ensure_future(work)
-    signalled = asyncio.ensure_future(signals.wait())
     try:
-        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(task, signals.wait())
     finally:
-        signalled.cancel()
         await cancel_and_wait(task)
     if signals.received is not None:
         return signals.received

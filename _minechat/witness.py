@@ -149,22 +149,18 @@ class ChatWitness:
         self.core = Witness(settings.reply_timeout)
         self.active = False
         self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
-        self._connected = asyncio.Event()
         self._task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        """Connect to the reading port; return once connected or known to be out of reach."""
+        """Start connecting to the reading port, without waiting: the witness is an aid, posting never waits for it.
+
+        The connection is made while the posting one logs in, which takes longer; a post sent before
+        it is made is not watched, and so is sent again if its acknowledgement does not come.
+        """
         if self._task is not None:  # an earlier connection, ended: it reported its own end
             await self.stop()
         self.lost = False
-        self._connected.clear()
         self._task = asyncio.ensure_future(self._run())
-        connected = asyncio.ensure_future(self._connected.wait())
-        try:
-            # open_connection gives up after --connect-timeout, which bounds this wait.
-            await asyncio.wait({self._task, connected}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(connected)
 
     async def stop(self) -> None:
         """Stop reading the chat."""
@@ -202,7 +198,6 @@ class ChatWitness:
         try:
             async with open_connection(settings.host, settings.read_port, settings.connect_timeout) as (reader, _):
                 self.active = True
-                self._connected.set()
                 logger.debug("watching the chat on %s for our posts", where)
                 await self._watch(reader, where)
         except ChatError as error:

@@ -89,6 +89,8 @@ class ConnectionPlan:
     posts: int | None = None  # acknowledge this many posts, then hang up
     take_unacked: bool = False  # ...but first take one more post without acknowledging it
     reset: bool = False  # hang up with a reset instead of an orderly close
+    revoke: bool = False  # ...and forget the account's token as it hangs up, as if revoked
+    garble: bool = False  # ...but first answer one more post with a line that is no acknowledgement
 
 
 class FakeMinechatServer:
@@ -145,6 +147,9 @@ class FakeMinechatServer:
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
         self.idle_drops = 0
+        # Broadcast a numbered line the moment a reader connects and the moment a reader's connection closes.
+        self.announce_readers = False
+        self.announced = 0  # numbered lines broadcast so far: 1, 2, ...
         self.rng = random.Random()
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -214,6 +219,17 @@ class FakeMinechatServer:
             if writer not in self.silenced:
                 await self._write(writer, data)
 
+    async def announce(self, what: str) -> None:
+        """Broadcast the next numbered line, saying what happened."""
+        self.announced += 1
+        line = f"Server: {self.announced} a reader {what}\n".encode()
+        writers = [writer for writer in self.readers if writer not in self.silenced]
+        for writer in writers:  # all written before any wait: every reader gets the lines in one order
+            writer.write(line)
+        for writer in writers:
+            with suppress(OSError):
+                await writer.drain()
+
     def go_silent(self) -> None:
         """Send the readers connected now nothing more, yet keep their connections open (a hung server or proxy)."""
         self.silenced.update(self.readers)
@@ -262,10 +278,14 @@ class FakeMinechatServer:
 
     @staticmethod
     async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
-        for byte in data:
+        # Each byte is due at a fixed time from the first: on a busy machine late wake-ups do not add up,
+        # and the whole takes len(data) * interval, as the test that set it expects.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for index, byte in enumerate(data, start=1):
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, started + index * interval - loop.time()))
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
@@ -296,6 +316,8 @@ class FakeMinechatServer:
             self.readers.add(writer)
             self.readers_joined += 1
             self._touch()
+            if self.announce_readers:
+                await self.announce("connected")
             # Readers never write; wait for them to hang up.
             while await reader.read(1024):
                 pass
@@ -305,9 +327,12 @@ class FakeMinechatServer:
             pass
         finally:
             self.silenced.discard(writer)
+            was_reading = writer in self.readers
             self.readers.discard(writer)
             writer.close()
             self._touch()
+            if self.announce_readers and was_reading and not self._stopping.is_set():
+                self._spawn(self.announce("closed"))
 
     @staticmethod
     async def _flood(writer: asyncio.StreamWriter) -> None:
@@ -432,7 +457,9 @@ class FakeMinechatServer:
         acknowledged = 0
         held: list[Post] = []  # taken while the ack gate is shut
         while True:
-            if plan.posts is not None and acknowledged >= plan.posts and not plan.take_unacked:
+            if plan.revoke and plan.posts is not None and acknowledged >= plan.posts:
+                self.accounts.pop(token, None)
+            if plan.posts is not None and acknowledged >= plan.posts and not (plan.take_unacked or plan.garble):
                 raise _Drop(plan.reset)
             line = await self._receive(reader, transcript)
             if line:
@@ -444,6 +471,8 @@ class FakeMinechatServer:
             for text in post.lines if self.echo_posts else ():
                 await self.broadcast(f"{nickname}: {text}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
+                if plan.garble:
+                    await self._write(writer, b"Something went wrong.\n")
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
             if self.drop_after_unacked is not None:
                 held.append(post)

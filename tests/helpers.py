@@ -300,11 +300,11 @@ def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
             os.kill(process.pid, signum)
 
 
-async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
-    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int, timeout: float = STOP_WAIT) -> int:
+    """Send a signal and return the exit code; a process that does not stop within timeout is killed (-9)."""
     send_signal(process, signum)
     try:
-        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+        return await asyncio.wait_for(process.wait(), timeout)
     finally:
         if process.returncode is None:
             process.kill()

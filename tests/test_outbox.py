@@ -72,3 +72,16 @@ def test_every_way_out_of_the_outbox_frees_its_room(how: str, delivered: int, do
         outbox.rewind()
     assert not outbox and outbox.roomy and not outbox.full
     assert (outbox.delivered, outbox.doubtful) == (delivered, doubtful)
+
+
+def test_only_an_echo_of_a_post_awaiting_its_acknowledgement_counts_as_the_server_working() -> None:
+    outbox = Outbox()
+    first, second = outbox.add("one"), outbox.add("two")
+    outbox.take_unsent()
+    outbox.acknowledge()
+    outbox.note_shown(first)  # a late echo: the server took "one" long ago, it says nothing of "two"
+    assert outbox.shown == 0
+    outbox.note_shown(second)
+    assert outbox.shown == 1
+    outbox.note_shown(second)  # the echo of another send: no news
+    assert outbox.shown == 1

@@ -67,3 +67,15 @@ async def test_check_against_a_server_that_never_answers_gives_up_after_the_repl
     assert (code, out) == (EXIT_CONNECTION, "")
     assert "no reply from the server in 0.3 s while we waited for the greeting; " in err
     assert "Traceback" not in err and TOKEN not in err
+
+
+async def test_check_verbose_hides_the_account_hash_however_the_server_spells_it(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    token = TOKEN.upper()
+    server.add_account("Focused Loyd", token)
+    server.login_reply_override = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+    code, out, err = await run_check(server, tmp_path, "--check", "--token", token, "-v")
+    assert (code, out) == (0, "Focused Loyd\n")
+    assert "account_hash" in err  # the reply is logged...
+    assert TOKEN not in err and token not in err  # ...with the hash hidden, in either spelling

@@ -15,16 +15,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import (
-    POSIX_ONLY,
-    START_WAIT,
-    TOKEN,
-    WAIT,
-    RecordingDelays,
-    client_process,
-    send_to_end,
-    stop_with_signal,
-)
+from helpers import POSIX_ONLY, START_WAIT, TOKEN, WAIT, RecordingDelays, client_process, send_to_end, stop_with_signal
 
 import _minechat.posting
 import send_client

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import TOKEN, RecordingDelays, StdinPipe
+from helpers import TOKEN, RecordingDelays, StdinPipe, settings_for
 
 import send_client
 from _minechat.outbox import OUTBOX_POSTS
@@ -18,10 +18,9 @@ LINES = 2000  # the issue's measure: more than the outbox's 1,024 posts
 STREAM_WAIT = 20.0  # generous: a stalled stream never ends at all
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Settings aimed at the fake server's posting port, watching its reading port."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
-    return send_client.parse_settings([*base, "--token", TOKEN, "--message", "-", *argv], {}, tmp_path)
+def stream_settings(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Settings for a stream from stdin to the fake server's posting port, watching its reading port."""
+    return settings_for(server, tmp_path, "--token", TOKEN, "--message", "-", *argv, watch=True)
 
 
 async def stream_lines(
@@ -32,7 +31,7 @@ async def stream_lines(
     Once the server has taken mend_after posts, it acknowledges posts again.
     """
     stdin = StdinPipe()
-    sender = send_client.make_sender(settings_for(server, tmp_path, *argv), stdin.reader, RecordingDelays())
+    sender = send_client.make_sender(stream_settings(server, tmp_path, *argv), stdin.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
         await stdin.write(b"".join(f"line {number}\n".encode() for number in range(LINES)))

@@ -6,11 +6,13 @@ import asyncio
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, TOKEN, WAIT, free_port, start_client, stop_with_signal
+from helpers import POSIX_ONLY, START_WAIT, TOKEN, client_process, free_port, stop_with_signal
 
 from chat_io import EXIT_CONNECTION
 
@@ -25,17 +27,18 @@ def flooded(server: FakeMinechatServer) -> FakeMinechatServer:
     return server
 
 
-async def start_stream(server: FakeMinechatServer, tmp_path: Path) -> asyncio.subprocess.Process:
-    """Start a sender relaying stdin while it watches the flooded chat; return once its first post is in."""
-    process = await start_client(
+@asynccontextmanager
+async def streaming(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A sender relaying stdin while it watches the flooded chat, yielded once its first post is in."""
+    async with client_process(
         "send_client.py", "--token", TOKEN, "--message", "-", "--read-port", str(server.read_port),
         port=server.write_port, cwd=tmp_path, stdin=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdin is not None
-    process.stdin.write(b"one\n")
-    await process.stdin.drain()
-    await server.wait_until(lambda: any(post.acknowledged for post in server.posts), timeout=WAIT)
-    return process
+    ) as process:  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(b"one\n")
+        await process.stdin.drain()
+        await server.wait_until(lambda: any(post.acknowledged for post in server.posts), timeout=START_WAIT)
+        yield process
 
 
 @POSIX_ONLY
@@ -45,9 +48,9 @@ async def start_stream(server: FakeMinechatServer, tmp_path: Path) -> asyncio.su
 async def test_a_signal_stops_a_sender_watching_a_flooding_chat(
     flooded: FakeMinechatServer, tmp_path: Path, signum: int, attempt: int
 ) -> None:
-    process = await start_stream(flooded, tmp_path)
-    code = await stop_with_signal(process, signum)
-    assert code != -signal.SIGKILL, "still running after the signal: killed"
+    async with streaming(flooded, tmp_path) as process:
+        code = await stop_with_signal(process, signum, timeout=QUICK)
+    assert code != -signal.SIGKILL, f"still running {QUICK} s after the signal: killed"
 
 
 @pytest.mark.slow
@@ -55,16 +58,11 @@ async def test_a_signal_stops_a_sender_watching_a_flooding_chat(
 async def test_a_stream_that_ends_exits_at_once_however_busy_the_chat(
     flooded: FakeMinechatServer, tmp_path: Path, attempt: int
 ) -> None:
-    process = await start_stream(flooded, tmp_path)
-    assert process.stdin is not None
-    started = time.monotonic()
-    process.stdin.close()
-    try:
+    async with streaming(flooded, tmp_path) as process:
+        assert process.stdin is not None
+        started = time.monotonic()
+        process.stdin.close()
         code = await asyncio.wait_for(process.wait(), QUICK)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert code == 0
     assert time.monotonic() - started < QUICK
 
@@ -74,14 +72,10 @@ async def test_a_stream_that_ends_exits_at_once_however_busy_the_chat(
 async def test_a_refused_posting_port_exits_at_once_however_busy_the_chat(
     flooded: FakeMinechatServer, tmp_path: Path, attempt: int
 ) -> None:
-    process = await start_client(
+    async with client_process(
         "send_client.py", "--token", TOKEN, "--message", "hi", "--read-port", str(flooded.read_port),
         port=free_port(), cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        code = await asyncio.wait_for(process.wait(), QUICK)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    ) as process:  # fmt: skip
+        # Its start-up is in this wait too: twice QUICK, still under the 10 s a lost stop took.
+        code = await asyncio.wait_for(process.wait(), 2 * QUICK)
     assert code == EXIT_CONNECTION

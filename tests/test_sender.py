@@ -267,14 +267,6 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
     ]
 
 
-def test_plural() -> None:
-    assert [_minechat.output.plural(count, "message") for count in (0, 1, 2)] == [
-        "0 messages",
-        "1 message",
-        "2 messages",
-    ]
-
-
 def test_report_without_an_account_names_nobody(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="send_client")
     settings = send_client.parse_settings(["--token", TOKEN, "--token_path", str(tmp_path / "t")], {}, tmp_path)

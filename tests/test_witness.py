@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 import sys
 import threading
 from collections import Counter
@@ -253,18 +254,19 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
     server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
 ) -> None:
     # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
-    port = unanswered_port
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
-    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
-    sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
-    before = asyncio.all_tasks()
-    task = asyncio.ensure_future(sender.run())
-    await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
-    assert not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 1.0)  # within a second
-    assert asyncio.all_tasks() - before == set()
+    # Posting does not wait for the witness: a posting port that never greets holds the run up.
+    with socket.create_server(("127.0.0.1", 0)) as mute:
+        base = ["--host", "127.0.0.1", "--port", str(mute.getsockname()[1]), "--read-port", str(unanswered_port)]
+        settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+        sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+        before = asyncio.all_tasks()
+        task = asyncio.ensure_future(sender.run())
+        await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 1.0)  # within a second
+        assert asyncio.all_tasks() - before == set()
     assert server.posts == []
 
 
@@ -392,3 +394,19 @@ def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledge
         witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
     shown_by(witness, outbox, chat)
     assert witness.patience(now) == patience
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+@pytest.mark.usefixtures("account")
+async def test_a_firewalled_chat_port_never_delays_posting(
+    server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
+) -> None:
+    # A reading port whose SYNs go unanswered (a listener with a full backlog): connecting to it takes the
+    # whole --connect-timeout (10 s by default), and posting must not wait for that.
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(unanswered_port)]
+    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path)
+    started = asyncio.get_running_loop().time()
+    await run_sender(settings)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert texts_of(server) == ["hi"]
+    assert elapsed < settings.connect_timeout / 2
