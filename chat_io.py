@@ -22,6 +22,7 @@ from pathlib import Path
 # What the scripts and _minechat import; the rest is this module's own.
 __all__ = [
     "ACK",
+    "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HOST",
     "DEFAULT_READ_PORT",
@@ -54,7 +55,9 @@ __all__ = [
     "check_token_path",
     "connect_socket",
     "decode_line",
+    "describe_connect_failure",
     "describe_error",
+    "enable_keepalive",
     "encode_line",
     "exit_code_for",
     "flatten_text",
@@ -334,6 +337,28 @@ def resolve_token_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def check_token_owner(path: Path) -> None:
+    """Refuse a token path that is, or leads to, a file or link of another user, or no regular file.
+
+    A link planted in a shared folder would have us write our token into that user's own file.
+    Where the platform has no owners (Windows), only the regular file is checked.
+    """
+    import stat  # here, not at the top: only a registration needs it
+
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for follow, what in ((False, "it belongs"), (True, "it leads to a file that belongs")):
+        try:
+            info = os.stat(path, follow_symlinks=follow)
+        except FileNotFoundError:
+            return  # nothing there yet (or a link to nothing yet): the file is made, ours
+        except OSError as error:
+            raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+        if me is not None and info.st_uid != me:
+            raise FileError(f"cannot save the token to {path}: {what} to another user; choose another --token_path")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileError(f"cannot save the token to {path}: it is not a regular file; choose another --token_path")
+
+
 def write_durably(descriptor: int, data: bytes) -> None:
     """Write all of data to an open file and wait until it is on the disk."""
     view = memoryview(data)
@@ -346,6 +371,7 @@ def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
     import tempfile  # here, not at the top: only a registration needs it, and importing it costs every start
 
+    check_token_owner(path)
     folder = resolve_token_path(path).parent
     try:
         # Real bytes, synced: an empty file fits on a full disk, a token does not.
@@ -374,6 +400,7 @@ def save_token(path: Path, token: str) -> None:
     """
     import tempfile  # as in check_token_path
 
+    check_token_owner(path)
     target = resolve_token_path(path)
     data = (token + "\n").encode(ENCODING)
     try:

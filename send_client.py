@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
@@ -33,6 +34,7 @@ from chat_io import (
     EXIT_USAGE,
     READ_CHUNK_BYTES,
     DelayFactory,
+    FileError,
     LineFramer,
     backoff,
     flatten_text,
@@ -344,8 +346,22 @@ async def run_check(settings: SenderSettings) -> int:
         signum = await run_until_signal(check(), signals)
         if signum is not None:
             return signals.exit_code
-    print(sanitize_text(result[0].nickname), flush=True)
+    if not tell(sanitize_text(result[0].nickname), sys.stdout):
+        raise FileError("cannot print the nickname: stdout is full or closed")
     return EXIT_OK
+
+
+def tell(text: str, stream: TextIO) -> bool:
+    """Write a line to stdout or stderr; False if it cannot be written (full, closed, nobody reading)."""
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        # Nothing more goes to this stream: Python's last flush at exit would only fail again, loudly.
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return False
+    return True
 
 
 def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str | None:
@@ -392,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.error("--message %s reads stdin, but stdin is closed", STDIN_MARK)
                 return EXIT_USAGE
             if interactive:
-                print(STDIN_HINT, file=sys.stderr, flush=True)
+                tell(STDIN_HINT, sys.stderr)
             stdin = sys.stdin.buffer
         if settings.check:
             return await run_check(settings)

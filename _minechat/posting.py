@@ -65,6 +65,12 @@ def hide_secrets(line: bytes, secrets: set[str]) -> str:
     return hide_account_hashes(redact(line.decode(ENCODING, errors="replace"), secrets))
 
 
+def print_safely(text: str) -> None:
+    """Print a line on stderr, unless stderr is full or closed."""
+    with suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
 class MessageFeed:
     """Moves the messages into the outbox as fast as it takes them: while it is full, the messages wait."""
 
@@ -313,12 +319,10 @@ class AccountKeeper:
             else:
                 problem = "its token could not be saved"
                 where = str(path)
-            print(
+            print_safely(
                 f"The new account {nickname} is registered, but {problem}. "
                 f"Its token is {sanitize_text(account.token)} ; put it in {where} (or TOKEN in .env), "
-                "or the account is lost.",
-                file=sys.stderr,
-                flush=True,
+                "or the account is lost."
             )
             raise FileError(f"{error}; the token of the new account is printed above") from error
         self.registered = True
@@ -385,6 +389,8 @@ class Sender:
         account = self.keeper.account
         author = f" as {sanitize_text(account.nickname)}" if account else ""
         text = f"{prefix}posted {plural(outbox.delivered, 'message')}{author}"
+        if outbox.seen_only:  # the chat showed them, the server never said so: told apart
+            text += f" ({outbox.acknowledged} acknowledged, {outbox.seen_only} only seen in the chat)"
         if outbox.repeated:
             text += (
                 f"; {plural(outbox.repeated, 'message')} had to be sent more than once, "
@@ -457,6 +463,7 @@ class Sender:
         settings = self.settings
         if self.witness.lost:
             await self.witness.start()  # before anything goes out on this connection, as at the start
+        self.witness.next_connection()
         token = self.keeper.token
         hint = reading_port_hint(settings)
         dialogue = PostingDialogue(
@@ -517,7 +524,8 @@ class Sender:
     def _confirm(self, post: Post) -> None:
         """Tell the person at the terminal that a post is in the chat, in one short line on stderr."""
         text = post.data[: -2 * len(b"\n")].decode(ENCODING, errors="replace")
-        print(f"posted: {shorten(sanitize_text(text), CONFIRM_LIMIT)}", file=sys.stderr, flush=True)
+        with suppress(OSError, ValueError):  # a dead stderr takes no confirmation; posting goes on
+            print(f"posted: {shorten(sanitize_text(text), CONFIRM_LIMIT)}", file=sys.stderr, flush=True)
 
 
 def reading_port_hint(settings: SenderSettings) -> bool:

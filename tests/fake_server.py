@@ -140,6 +140,9 @@ class FakeMinechatServer:
         self.withhold_acks = False  # take every post, acknowledge none
         self.drop_after_unacked: int | None = None  # take this many posts unacknowledged, then hang up (once)
         self.echo_posts = True  # show each post to the readers, as the public server does
+        # How the chat shows a post, from the author's nickname and the text: lines without their newline
+        # (a chat that trims, collapses, cuts or doubles lines, or another author with the same nickname).
+        self.shown_as: Callable[[str, str], list[str]] | None = None
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
@@ -469,7 +472,9 @@ class FakeMinechatServer:
             self.posts.append(post)
             self._touch()
             for text in post.lines if self.echo_posts else ():
-                await self.broadcast(f"{nickname}: {text}\n".encode())
+                shown = self.shown_as(nickname, text) if self.shown_as is not None else [f"{nickname}: {text}"]
+                for line in shown:
+                    await self.broadcast(f"{line}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
                 if plan.garble:
                     await self._write(writer, b"Something went wrong.\n")

@@ -247,11 +247,13 @@ def client_process_sync(
     cwd: Path,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    python: tuple[str, ...] = (),
     **streams: Any,
 ) -> Iterator[subprocess.Popen[Any]]:
     """client_process for a test without an event loop."""
     streams.setdefault("stdin", subprocess.DEVNULL)
-    with subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams) as process:
+    command = client_command(script, *argv, port=port, python=python)
+    with subprocess.Popen(command, **spawn_options(cwd, env), **streams) as process:
         try:
             yield process
         finally:
