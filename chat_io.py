@@ -519,7 +519,8 @@ def describe_error(error: BaseException) -> str:
     """Return a short human description of a network error."""
     if isinstance(error, ChatError):
         return str(error)
-    if isinstance(error, asyncio.TimeoutError):
+    # Before Python 3.11 asyncio's TimeoutError is not the built-in one, which is an OSError without errno.
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
         return "timed out"
     if isinstance(error, socket.gaierror) and error.strerror:
         return error.strerror  # its errno is getaddrinfo's, which os.strerror does not know

@@ -91,6 +91,11 @@ CLIENT_VARIABLES = {
 }  # fmt: skip
 
 
+# What the clients' variables are named by in the environment (MINECHAT_HOST); the bare names above
+# are not read there, yet dropped all the same.
+CLIENT_PREFIX = "MINECHAT_"
+
+
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
@@ -115,7 +120,7 @@ def client_env(**extra: str) -> dict[str, str]:
     dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
     if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
         dropped |= {MUTMUT_VARIABLE}
-    kept = {key: value for key, value in os.environ.items() if key not in dropped}
+    kept = {key: value for key, value in os.environ.items() if key not in dropped and not key.startswith(CLIENT_PREFIX)}
     return {**kept, **extra}
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -297,7 +298,7 @@ async def watch_on_terminal(server: FakeMinechatServer, tmp_path: Path, **env: s
             terminal = -1
             await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
             shown = await read_terminal(controller, b"Loyd: plain")
-            assert await stop_with_signal(process, 2) == 130
+            assert await stop_with_signal(process, signal.SIGINT) == -signal.SIGINT
     finally:
         os.close(controller)
         if terminal >= 0:
@@ -324,12 +325,13 @@ async def test_no_color_leaves_the_text_plain_and_keeps_the_bell(server: FakeMin
     assert f"Loyd: hi eve{BELL}".encode() in shown
 
 
+@POSIX_ONLY
 async def test_a_pipe_gets_no_escape_code_and_no_bell(server: FakeMinechatServer, tmp_path: Path) -> None:
     async with reader_process(server, tmp_path / "chat.log", "--highlight", "eve", "--ignore", "Eva") as process:
         await server.broadcast(b"Loyd: hi eve\nEva: eve\nLoyd: plain\n")
         assert process.stdout is not None
         lines = [(await asyncio.wait_for(process.stdout.readline(), WAIT)).decode() for _ in range(2)]
-        assert await stop_with_signal(process, 2) == 130
+        assert await stop_with_signal(process, signal.SIGINT) == -signal.SIGINT
     assert [line.rstrip("\n") for line in chat_of(lines)] == ["Loyd: hi eve", "Loyd: plain"]
     history = (tmp_path / "chat.log").read_text(encoding="utf-8")
     assert "\x1b" not in history and BELL not in history
