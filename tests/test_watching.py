@@ -68,6 +68,10 @@ def test_options_repeat_and_variables_take_comma_separated_lists(tmp_path: Path)
     assert (settings.ignore, settings.highlight) == (("Server", "a,b"), ("eve",))
     (tmp_path / ".env").write_text("IGNORE= , \n", encoding="utf-8")
     assert read_client.parse_settings([], {}, tmp_path).ignore == ()
+    # The environment, prefixed as every variable there, wins over .env.
+    environ = {"MINECHAT_IGNORE": "Server, Boring Eve", "MINECHAT_HIGHLIGHT": "Loyd"}
+    settings = read_client.parse_settings([], environ, tmp_path)
+    assert (settings.ignore, settings.highlight) == (("Server", "Boring Eve"), ("Loyd",))
 
 
 @pytest.mark.parametrize(
