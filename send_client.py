@@ -124,7 +124,7 @@ def build_parser() -> configargparse.ArgumentParser:
         default=DEFAULT_READ_PORT,
         type=port_number,
         help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
-        "seen there is never sent again",
+        "surely seen there is not sent again",
     )
     parser.add_argument(
         "--reply-timeout",
