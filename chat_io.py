@@ -22,6 +22,7 @@ from pathlib import Path
 # What the scripts and _minechat import; the rest is this module's own.
 __all__ = [
     "ACK",
+    "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HOST",
     "DEFAULT_READ_PORT",
@@ -54,7 +55,9 @@ __all__ = [
     "check_token_path",
     "connect_socket",
     "decode_line",
+    "describe_connect_failure",
     "describe_error",
+    "enable_keepalive",
     "encode_line",
     "exit_code_for",
     "flatten_text",
@@ -516,7 +519,8 @@ def describe_error(error: BaseException) -> str:
     """Return a short human description of a network error."""
     if isinstance(error, ChatError):
         return str(error)
-    if isinstance(error, asyncio.TimeoutError):
+    # Before Python 3.11 asyncio's TimeoutError is not the built-in one, which is an OSError without errno.
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
         return "timed out"
     if isinstance(error, socket.gaierror) and error.strerror:
         return error.strerror  # its errno is getaddrinfo's, which os.strerror does not know

@@ -1,38 +1,33 @@
 """Tail the minechat chat forever: print every line and append it, stamped, to a history file."""
 
-from __future__ import annotations
-
-import signal
-import sys
-
-STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
-SIGNAL_EXIT_BASE = 128  # as chat_io's EXIT_SIGNAL_BASE, which is not imported yet here
-
-
-def stop_during_start_up(signum: int, frame: object) -> None:
-    """End the process with the signal's exit code: no traceback, wherever in the imports it lands."""
-    raise SystemExit(SIGNAL_EXIT_BASE + signum)
+# No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
+# First of all, before the imports that take most of the start-up: until the client's own handlers are in
+# place, Ctrl-C ends the process by the signal, as its default disposition would. Not by an exception:
+# raised inside an import it can be lost ("Exception ignored in _get_module_lock") and the client go on
+# running. Nor by SIG_DFL itself: a Ctrl-C that Python has noted but not yet handled would then be
+# dropped ("Signal 2 ignored due to race condition"); this handler takes it. SIGTERM and SIGHUP keep
+# their default. _signal, not signal: it is loaded already, while signal imports enum first (5 ms).
+import _signal
 
 
-def catch_stops_during_start_up() -> None:
-    """Until the event loop takes over, a stop ends the process cleanly; a signal ignored at start stays ignored."""
-    for name in STOP_SIGNAL_NAMES:
-        signum = getattr(signal, name, None)
-        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop_during_start_up)
+def end_by_signal(signum: int, frame: object) -> None:
+    """Die by a stop signal that came before the client's own handlers were in place."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.raise_signal(signum)
 
 
-# First of all, before the imports that take most of the start-up.
-if __name__ == "__main__":
-    catch_stops_during_start_up()
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, end_by_signal)
 
 import asyncio
 import logging
+import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import NoReturn, TextIO
 
 import configargparse
 
@@ -46,12 +41,9 @@ from _minechat.settings import (
     parse_arguments,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, first_of, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, end_program, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
 from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("read_client")
 
@@ -74,6 +66,7 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    quiet: bool = False  # stderr: warnings and errors only
 
 
 def parse_settings(
@@ -90,6 +83,7 @@ def parse_settings(
         log_path=full_pattern(args.log_path, cwd),
         connect_timeout=args.connect_timeout,
         verbose=args.verbose,
+        quiet=args.quiet,
         time_format=args.time_format,
         history_format=args.history_format,
         backlog=args.backlog,
@@ -103,7 +97,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "Tail the minechat chat: print every line and append it, stamped, to a history file.",
         port_env="READ_PORT",
         port_default=DEFAULT_READ_PORT,
-        port_help="port that streams the chat",
+        port_help="reading port: the one that streams the chat",
         verbose_help="log at debug level",
     )
     parser.add_argument(
@@ -212,5 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
 
 
+def program() -> NoReturn:
+    """Run as a command (the installed minechat-read, or python read_client.py): end as main says, by a signal too."""
+    end_program(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

@@ -1,6 +1,19 @@
 """Post to the minechat chat: log in with a token, or register a new account and save its token."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
+# First of all, before the imports that take most of the start-up: until the client's own handlers are in
+# place, Ctrl-C ends the process by the signal (read_client.py says why this way).
+import _signal
+
+
+def end_by_signal(signum: int, frame: object) -> None:
+    """Die by a stop signal that came before the client's own handlers were in place."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.raise_signal(signum)
+
+
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, end_by_signal)
 
 import asyncio
 import logging
@@ -10,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 import configargparse
 
@@ -25,7 +38,7 @@ from _minechat.settings import (
     positive_seconds,
     text_value,
 )
-from _minechat.shutdown import SignalCatcher, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, ctrl_c_raises, end_program, run_cli, run_until_signal
 from chat_io import (
     DEFAULT_READ_PORT,
     DEFAULT_SEND_PORT,
@@ -80,7 +93,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "Post to the minechat chat. With no token found, register a new account and save its token.",
         port_env="SEND_PORT",
         port_default=DEFAULT_SEND_PORT,
-        port_help="port that takes logins and posts",
+        port_help="posting port: the one that takes logins and posts",
         verbose_help="log the whole dialogue ('>>' sent, '<<' received), token hidden",
     )
     parser.add_argument(
@@ -123,8 +136,8 @@ def build_parser() -> configargparse.ArgumentParser:
         env_var="READ_PORT",
         default=DEFAULT_READ_PORT,
         type=port_number,
-        help="port that streams the chat: watched while posts wait for acknowledgements, so a post "
-        "surely seen there is not sent again",
+        help="reading port: the one that streams the chat, watched while posts wait for acknowledgements, "
+        "so a post surely seen there is not sent again",
     )
     parser.add_argument(
         "--reply-timeout",
@@ -166,6 +179,7 @@ def resolve_settings(
         reply_timeout=args.reply_timeout,
         verbose=args.verbose,
         check=args.check,
+        quiet=args.quiet,
     )
 
 
@@ -179,6 +193,8 @@ def check_options(
         parser.error("--check logs in with a token and registers nothing; leave out --nickname")
     if any(message != STDIN_MARK and is_blank(message) for message in messages):
         parser.error("argument --message: an empty message cannot be posted")
+    if any(message != STDIN_MARK and flatten_text(message) != message for message in messages):
+        note_line_break("--message")
 
 
 def find_token(
@@ -200,6 +216,11 @@ def find_token(
     return token, source
 
 
+def note_line_break(option: str) -> None:
+    """Say that a line break in an option's text is sent as a space."""
+    logger.warning("a line break in %s becomes a space: a post is one line, and so is a nickname", option)
+
+
 def settle_nickname(
     parser: configargparse.ArgumentParser,
     nickname: str | None,
@@ -211,6 +232,8 @@ def settle_nickname(
         nickname = ask_nickname()
     if nickname is None:
         return None
+    if flatten_text(nickname.strip()) != nickname.strip():
+        note_line_break("--nickname")
     nickname = flatten_text(nickname).strip()
     if is_blank(nickname):
         parser.error("argument --nickname: an empty nickname cannot be registered")
@@ -299,7 +322,7 @@ def make_sender(
     encoding: str = ENCODING,
     confirm: bool = False,
     secrets: set[str] | None = None,
-) -> Sender:
+) -> "Sender":
     """Return a sender for the settings, with stdin standing for '-' and secrets the set the log filter reads."""
     # Here, not at the top: --help, --version and usage errors never need the posting machinery.
     from _minechat.posting import Sender
@@ -371,9 +394,10 @@ def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str 
     encoding = getattr(stdin, "encoding", None) or ENCODING
     while True:
         try:
-            out.write(NICKNAME_QUESTION)
-            out.flush()
-            raw = stdin.buffer.readline()
+            with ctrl_c_raises():  # before the question: a Ctrl-C as soon as it shows must end its line too
+                out.write(NICKNAME_QUESTION)
+                out.flush()
+                raw = stdin.buffer.readline()
         except KeyboardInterrupt:
             out.write("\n")  # Ctrl-C: end the prompt's line, so the shell's prompt starts on its own
             out.flush()
@@ -407,18 +431,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             if sys.stdin is None:
                 logger.error("--message %s reads stdin, but stdin is closed", STDIN_MARK)
                 return EXIT_USAGE
-            if interactive:
+            if interactive and not settings.quiet:
                 tell(STDIN_HINT, sys.stderr)
             stdin = sys.stdin.buffer
         if settings.check:
             return await run_check(settings)
         encoding = getattr(sys.stdin, "encoding", None) or ENCODING
         # Only a person at a terminal wants a line per post; a pipe stays quiet until the summary.
-        confirm = interactive and settings.streaming
+        confirm = interactive and settings.streaming and not settings.quiet
         return await run(settings, stdin, encoding=encoding, confirm=confirm, secrets=secrets)
 
     return run_cli(parse, start, logger, secrets)
 
 
+def program() -> NoReturn:
+    """Run as a command (the installed minechat-send, or python send_client.py): end as main says, by a signal too."""
+    end_program(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

@@ -90,6 +90,11 @@ CLIENT_VARIABLES = {
 }  # fmt: skip
 
 
+# What the clients' variables are named by in the environment (MINECHAT_HOST); the bare names above
+# are not read there, yet dropped all the same.
+CLIENT_PREFIX = "MINECHAT_"
+
+
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
@@ -114,7 +119,7 @@ def client_env(**extra: str) -> dict[str, str]:
     dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
     if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
         dropped |= {MUTMUT_VARIABLE}
-    kept = {key: value for key, value in os.environ.items() if key not in dropped}
+    kept = {key: value for key, value in os.environ.items() if key not in dropped and not key.startswith(CLIENT_PREFIX)}
     return {**kept, **extra}
 
 
@@ -246,11 +251,13 @@ def client_process_sync(
     cwd: Path,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    python: tuple[str, ...] = (),
     **streams: Any,
 ) -> Iterator[subprocess.Popen[Any]]:
     """client_process for a test without an event loop."""
     streams.setdefault("stdin", subprocess.DEVNULL)
-    with subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams) as process:
+    command = client_command(script, *argv, port=port, python=python)
+    with subprocess.Popen(command, **spawn_options(cwd, env), **streams) as process:
         try:
             yield process
         finally:

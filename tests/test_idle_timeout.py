@@ -98,7 +98,7 @@ def test_help_names_the_idle_timeout() -> None:
 
 
 def test_idle_timeout_comes_from_the_environment(tmp_path: Path) -> None:
-    settings = read_client.parse_settings([], {"IDLE_TIMEOUT": "2.5"}, tmp_path)
+    settings = read_client.parse_settings([], {"MINECHAT_IDLE_TIMEOUT": "2.5"}, tmp_path)
     assert settings.idle_timeout == 2.5
     assert read_client.parse_settings([], {}, tmp_path).idle_timeout == 60
     assert read_client.parse_settings(["--idle-timeout", "0"], {}, tmp_path).idle_timeout == 0

@@ -47,3 +47,16 @@ async def test_a_line_during_the_switch_is_recorded_once(server: FakeMinechatSer
         assert server.reader_connections > 1
     chat = chat_of(read_history(reader.path))
     assert chat == [f"Bob: line {number}" for number in range(1, 25)]
+
+
+@pytest.mark.slow
+async def test_a_busy_connection_older_than_the_idle_timeout_is_kept(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        for number in range(1, 16):  # a line every third of the timeout, for five timeouts
+            await server.broadcast(f"Bob: line {number}\n".encode())
+            await asyncio.sleep(IDLE / 3)
+        await reader.out.wait_for(lambda text: "Bob: line 15" in text)
+        assert server.reader_connections == 1

@@ -103,7 +103,7 @@ async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMi
         while line and b"account_hash" not in line:  # the client has read the account reply
             line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signal.SIGINT)
-    assert code == 130
+    assert code == -signal.SIGINT
     [(token, _)] = server.accounts.items()
     assert (tmp_path / "token.txt").read_text() == token + "\n"
 
@@ -151,7 +151,7 @@ async def test_registration_writes_through_a_symlinked_token_path(server: FakeMi
     ("argv", "environ", "token_file", "source"),
     [
         (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
-        ([], {"NICKNAME": "NewGuy"}, TOKEN, "the token file"),
+        ([], {"MINECHAT_NICKNAME": "NewGuy"}, TOKEN, "the token file"),
         (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
     ],
 )

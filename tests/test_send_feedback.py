@@ -62,7 +62,7 @@ async def test_each_post_typed_on_a_terminal_is_confirmed(server: FakeMinechatSe
             code = await stop_with_signal(process, signal.SIGINT)
     finally:
         os.close(controller)
-    assert code == 130
+    assert code == -signal.SIGINT
     assert [post.lines for post in server.posts] == [["привет"], ["second line"]]
 
 
