@@ -155,3 +155,21 @@ def test_a_quota_error_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.Monkey
     history.write(stalled.value.unwritten)
     history.close()
     assert read_history(path) == ["[27.11.26 10:00] Bob: one"]
+
+
+async def test_a_deleted_folder_of_a_dated_history_is_made_again(server: FakeMinechatServer, tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    async with running_reader(server, folder / "%Y" / "chat.log", backlog=0) as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, LINES))
+        await reader.out.wait_for(lambda text: f"Bob: {LINES:07d}" in text)
+        [year] = [entry for entry in folder.iterdir() if entry.is_dir()]
+        shutil.rmtree(folder)  # the whole tree, as `rm -rf logs` would
+        await server.broadcast(numbered(LINES + 1, LINES))
+        path = year / "chat.log"
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not (path.is_file() and f"Bob: {2 * LINES:07d} ".encode() in path.read_bytes()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert not reader.task.done()
+    assert numbers_of(chat_of(read_history(path))) == list(range(LINES + 1, 2 * LINES + 1))
