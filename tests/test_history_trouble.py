@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     WAIT,
+    FakeTime,
+    StartReader,
     chat_of,
     fill_disk,
     make_history,
@@ -22,6 +25,7 @@ from helpers import (
     numbers_of,
     read_history,
     running_reader,
+    stop,
     wait_for_file,
 )
 
@@ -173,3 +177,37 @@ async def test_a_deleted_folder_of_a_dated_history_is_made_again(server: FakeMin
             await asyncio.sleep(0.05)
         assert not reader.task.done()
     assert numbers_of(chat_of(read_history(path))) == list(range(LINES + 1, 2 * LINES + 1))
+
+
+async def test_a_disk_that_fills_across_midnight_loses_none_of_the_new_days_lines(
+    server: FakeMinechatServer, start_reader: StartReader, tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    midnight = datetime(2026, 2, 1).timestamp()
+    now = FakeTime(midnight - 5)
+    reader = await start_reader(log_path=tiny_disk / "%d.log", now=now, backlog=0)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, 100))
+        old_file, new_file = tiny_disk / "31.log", tiny_disk / "01.log"
+        await wait_for_file(old_file, lambda data: b"Bob: 0000100 " in data, WAIT)
+        filler = fill_disk(tiny_disk)
+        await server.broadcast(numbered(101, 200))  # the old day's, held by the full disk
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not any("the disk is full" in record.getMessage() for record in caplog.records):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        now.value = midnight + 1
+        await server.broadcast(numbered(301, 200))  # the new day's, while the disk is still full
+        await asyncio.sleep(0.3)
+        filler.unlink()
+        await server.broadcast(numbered(501, 1))
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not any(b"Bob: 0000501 " in path.read_bytes() for path in (old_file, new_file) if path.exists()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await stop(reader)
+    old = numbers_of(chat_of(read_history(old_file)))
+    new = numbers_of(chat_of(read_history(new_file))) if new_file.exists() else []
+    assert sorted(old + new) == list(range(1, 502))
+    assert old == sorted(old) and new == sorted(new)
