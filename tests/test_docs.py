@@ -218,7 +218,7 @@ def test_the_readme_gives_the_test_command_ci_runs() -> None:
     runs = [line.strip() for line in ci if "-m pytest" in line and not line.lstrip().startswith("#")]
     # The README's command on the default Python; the others run the same suite without its slow tests.
     assert runs[0] == "python -m pytest"
-    assert [run.split(" -m pytest ", 1)[1] for run in runs[1:]] == ['-q -m "not slow"']
+    assert [run.split(" -m pytest ", 1)[1].startswith('-q -m "not slow"') for run in runs[1:]] == [True]
 
 
 def test_readme_lists_every_exit_code_of_the_reader() -> None:
