@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from _minechat.history import HistoryFile, format_status
 from _minechat.output import plural
-from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp
+from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp, stamp_shape
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
 
 logger = logging.getLogger(__name__)
@@ -73,20 +73,7 @@ def trim_line(line: bytes, limit: int, cut: bool) -> tuple[bytes, bool]:
 
 def status_shape(time_format: str) -> re.Pattern[str]:
     """Return a pattern for a text status line stamped with time_format: the stamp's shape, then ***."""
-    sample = datetime.now().astimezone().strftime(time_format)
-    pieces = []
-    for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
-        if re.fullmatch(r"\d+", token):
-            pieces.append(r"\s*\d+")  # a space-padded field (%e, %k, %l) has one digit or two
-        elif re.fullmatch(r"[^\W\d_]+", token):
-            pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
-        elif token.isspace():
-            pieces.append(r"\s*")  # padding of a field that has two digits now, or separation
-        elif token in "+-":
-            pieces.append("[+-]")  # a UTC offset's sign
-        else:
-            pieces.append(re.escape(token))
-    return re.compile("".join(pieces) + re.escape(f" {STATUS_MARK} "))
+    return re.compile(stamp_shape(time_format) + re.escape(f" {STATUS_MARK} "))
 
 
 def parse_record(line: str) -> dict[str, object] | None:

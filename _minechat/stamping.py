@@ -22,6 +22,24 @@ def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
     return when.strftime(time_format)
 
 
+def stamp_shape(time_format: str) -> str:
+    """Return a regular expression for stamps of time_format, whatever moment they show."""
+    sample = datetime.now().astimezone().strftime(time_format)
+    pieces = []
+    for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
+        if re.fullmatch(r"\d+", token):
+            pieces.append(r"\s*\d+")  # a space-padded field (%e, %k, %l) has one digit or two
+        elif re.fullmatch(r"[^\W\d_]+", token):
+            pieces.append(r"[^\W\d_]+")  # names of months, days, zones, AM and PM
+        elif token.isspace():
+            pieces.append(r"\s*")  # padding of a field that has two digits now, or separation
+        elif token in "+-":
+            pieces.append("[+-]")  # a UTC offset's sign
+        else:
+            pieces.append(re.escape(token))
+    return "".join(pieces)
+
+
 def split_strftime(pattern: str) -> list[tuple[str, bool]]:
     """Split a strftime pattern into (literal text, False) and (field letter, True); raise ValueError on a lone %."""
     parts: list[tuple[str, bool]] = []
