@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from _minechat.history import HistoryFile, format_status
+from _minechat.history import GZIP_SUFFIX, HistoryFile, format_status
 from _minechat.output import plural
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp, stamp_shape
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
@@ -127,12 +127,23 @@ def show_record(record: dict[str, object], time_format: str) -> str:
     return f"{stamp} {text}"
 
 
+def open_history(path: Path) -> BinaryIO:
+    """Open a history file to read it back from its end; a gzipped one is decompressed into memory first."""
+    if not path.name.endswith(GZIP_SUFFIX):
+        return open(path, "rb")
+    import gzip  # here: only a history with compressed files needs it
+    import io
+
+    with gzip.open(path, "rb") as file:
+        return io.BytesIO(file.read())
+
+
 def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event | None = None) -> Iterator[str]:
     """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
     shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
     for path in paths:
         try:
-            file = open(path, "rb")  # noqa: SIM115 (closed below, after the generator is done with it)
+            file = open_history(path)
         except FileNotFoundError:
             continue
         with file:
