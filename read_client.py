@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -50,11 +51,15 @@ from _minechat.history import (
 from _minechat.output import BackgroundWriter, DaemonExecutor, RawTextOutput, plural
 from _minechat.settings import (
     backlog_count,
+    context_count,
     full_pattern,
     log_path_value,
     make_parser,
+    moment_value,
     non_negative_seconds,
     parse_arguments,
+    search_pattern,
+    text_value,
     time_format_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
@@ -98,6 +103,11 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    search: str | None = None  # a pattern: answer --search from the history instead of tailing
+    nick: str | None = None
+    since: datetime | None = None  # local time, the first moment asked about
+    until: datetime | None = None  # local time, the first moment past the range
+    context: int = 0
 
 
 def parse_settings(
@@ -108,6 +118,7 @@ def parse_settings(
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
+    check_archive_options(parser, args)
     return ReaderSettings(
         host=args.host,
         port=args.port,
@@ -118,6 +129,11 @@ def parse_settings(
         history_format=args.history_format,
         backlog=args.backlog,
         idle_timeout=args.idle_timeout,
+        search=args.search,
+        nick=args.nick,
+        since=args.since.start if args.since else None,
+        until=args.until.start + args.until.length if args.until else None,
+        context=args.context,
     )
 
 
@@ -172,7 +188,51 @@ def build_parser() -> configargparse.ArgumentParser:
         type=non_negative_seconds,
         help="seconds without a byte from the server after which the connection counts as lost; 0 never",
     )
+    add_archive_options(parser)
     return parser
+
+
+def add_archive_options(parser: configargparse.ArgumentParser) -> None:
+    """Add the options that ask the history instead of tailing the chat."""
+    archive = parser.add_argument_group("asking the history (connects to nothing, takes no lock)")
+    archive.add_argument(
+        "--search",
+        type=search_pattern,
+        metavar="PATTERN",
+        help="print the chat lines of the history that match a regular expression (case-insensitive unless "
+        "it has an upper-case letter), oldest first, and exit",
+    )
+    archive.add_argument("--nick", type=text_value, metavar="NICK", help="with --search: only lines of this nickname")
+    archive.add_argument(
+        "--since",
+        type=moment_value,
+        metavar="WHEN",
+        help="with --search: from YYYY-MM-DD or YYYY-MM-DD HH:MM on",
+    )
+    archive.add_argument(
+        "--until",
+        type=moment_value,
+        metavar="WHEN",
+        help="with --search: up to YYYY-MM-DD or YYYY-MM-DD HH:MM, included",
+    )
+    archive.add_argument(
+        "--context",
+        type=context_count,
+        default=0,
+        metavar="N",
+        help="with --search: lines to print before and after each match",
+    )
+
+
+def check_archive_options(parser: configargparse.ArgumentParser, args: configargparse.Namespace) -> None:
+    """Refuse archive options that cannot work together or with this --log_path."""
+    for option, given in (("--nick", args.nick is not None), ("--context", args.context)):
+        if given and args.search is None:
+            parser.error(f"{option} goes with --search")
+    if (args.since or args.until) and args.search is None:
+        parser.error("--since and --until go with --search")
+    if args.since and args.until and args.since.start >= args.until.start + args.until.length:
+        parser.error("--since is after --until: nothing lies between them")
 
 
 # What the journal may hold before we stop reading the socket until the writer has taken it.
@@ -604,10 +664,22 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
     task.result()
 
 
+def answer_query(settings: ReaderSettings, out: TextIO) -> int:
+    """Answer --search from the history's files, oldest first, on stdout; connect to nothing."""
+    from _minechat import archive  # here: only the query modes read the whole history
+
+    try:
+        return archive.answer(settings, HistoryPattern(settings.log_path), out.write)
+    except BrokenPipeError:  # stdout went away (| head): done, as grep is
+        return SIGNAL_EXIT_BASE + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
 async def run(
     settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
 ) -> int:
-    """Tail the chat until a signal; return the exit code."""
+    """Tail the chat until a signal, or answer a question about the history; return the exit code."""
+    if settings.search is not None:
+        return answer_query(settings, out)
     with SignalCatcher() as signals, ServiceNotifier() as service:
         pattern = HistoryPattern(settings.log_path)
         history_format = HISTORY_FORMATS[settings.history_format]

@@ -1,0 +1,121 @@
+"""What a line of the history says, read back (sans-IO): when it was stamped, whether it is a note, what it shows."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import NamedTuple
+
+from _minechat.backlog import parse_record, parse_record_head
+from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, stamp_shape
+from chat_io import STATUS_MARK, sanitize_text
+
+NOTE_START = f"{STATUS_MARK} "
+# Distinct stamps remembered with their times: a minute's stamp repeats on every line of the minute.
+TIME_CACHE_SIZE = 4096
+
+
+class Entry(NamedTuple):
+    """One line of the history as the query modes see it."""
+
+    time: datetime | None  # local time without an offset; None if the line has no stamp we can read
+    note: bool  # the reader's own note (*** in text, a record with an event in JSON Lines)
+    shown: str  # what the reader shows after the stamp: "nick: text", or a note's text
+    nick: str | None
+    record: dict[str, object] | None = None  # the JSON Lines record, for a note's event and details
+
+
+def local_time(text: str) -> datetime | None:
+    """Return an ISO 8601 time as local time without an offset, or None if it is not one."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.astimezone().replace(tzinfo=None) if when.tzinfo is not None else when
+
+
+def split_nick(shown: str) -> str | None:
+    """Return the nickname a chat line starts with, or None if it has none."""
+    nick, separator, _ = shown.partition(NICK_SEPARATOR)
+    return nick if separator else None
+
+
+class TextLines:
+    """Reads lines of the text history: the stamp of --time-format (or the seed's), then the line or *** and a note."""
+
+    def __init__(self, time_format: str = DEFAULT_TIME_FORMAT) -> None:
+        formats = dict.fromkeys((time_format, DEFAULT_TIME_FORMAT))  # a history begun with the default
+        self._shapes = [(re.compile(stamp_shape(each) + " "), each) for each in formats]
+        self._times: dict[str, datetime | None] = {}
+        # Stamps show minutes unless the format has seconds; said in --coverage's output.
+        self.seconds = "%S" in time_format or "%T" in time_format or "%s" in time_format
+
+    def entry(self, line: str) -> Entry:
+        """Return what a line says."""
+        for shape, time_format in self._shapes:
+            match = shape.match(line)
+            if match is not None:
+                stamp, shown = line[: match.end() - 1], line[match.end() :]
+                when = self.parse_stamp(stamp, time_format)
+                if shown.startswith(NOTE_START):
+                    return Entry(when, True, shown[len(NOTE_START) :], None)
+                return Entry(when, False, shown, split_nick(shown))
+        return Entry(None, False, line, split_nick(line))
+
+    def parse_stamp(self, stamp: str, time_format: str) -> datetime | None:
+        """Return the local time a stamp shows, or None if it shows none (a format without a date)."""
+        key = stamp + "\0" + time_format
+        if key in self._times:
+            return self._times[key]
+        try:
+            when: datetime | None = datetime.strptime(stamp, time_format)
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            when = when.astimezone().replace(tzinfo=None)
+        if len(self._times) >= TIME_CACHE_SIZE:
+            self._times.clear()
+        self._times[key] = when
+        return when
+
+
+class JsonLines:
+    """Reads lines of the JSON Lines history: chat records, and notes with an "event"."""
+
+    seconds = True
+
+    def __init__(self, time_format: str = DEFAULT_TIME_FORMAT) -> None:
+        self._text = TextLines(time_format)  # a line that is no record (a damaged one) is read as text
+        self._times: dict[str, datetime | None] = {}
+
+    def entry(self, line: str) -> Entry:
+        """Return what a line says; a chat record shows as the reader shows it, escaped."""
+        record = parse_record(line)
+        if record is None and line.startswith("{"):
+            record = parse_record_head(line)  # a record cut short (a crash): its text so far
+        if record is None:
+            return self._text.entry(line)
+        when = self.parse_time(str(record["time"]))
+        text = str(record["text"])
+        if "event" in record:
+            return Entry(when, True, sanitize_text(text), None, record)
+        nick = record.get("nick")
+        if isinstance(nick, str):
+            return Entry(when, False, sanitize_text(f"{nick}{NICK_SEPARATOR}{text}"), sanitize_text(nick), record)
+        return Entry(when, False, sanitize_text(text), None, record)
+
+    def parse_time(self, text: str) -> datetime | None:
+        """Return a record's time as local time, remembering the last ones."""
+        if text not in self._times:
+            if len(self._times) >= TIME_CACHE_SIZE:
+                self._times.clear()
+            self._times[text] = local_time(text)
+        return self._times[text]
+
+
+HistoryLines = TextLines | JsonLines
+
+
+def make_lines(history_format: str, time_format: str) -> HistoryLines:
+    """Return the reader of a history format ("text" or "jsonl")."""
+    return JsonLines(time_format) if history_format == "jsonl" else TextLines(time_format)
