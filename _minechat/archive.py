@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -13,14 +16,17 @@ from typing import Protocol
 from _minechat.entries import make_lines
 from _minechat.history import HistoryPattern
 from _minechat.output import plural
-from _minechat.search import ContextPrinter, Matcher, Query, compile_pattern
-from chat_io import ENCODING, EXIT_OK, FileError, describe_error
+from _minechat.search import ContextPrinter, Matcher, Query, compile_pattern, decode_block
+from chat_io import EXIT_OK, FileError, describe_error
 
 logger = logging.getLogger(__name__)
 
 GZIP_SUFFIX = ".gz"
 # How much of a file is decoded at a time: big enough that the per-block cost vanishes, small enough for memory.
 BLOCK_BYTES = 4 * 1024 * 1024
+# Blocks read ahead of the search: enough to keep the reading thread busy, few enough for memory.
+BLOCKS_AHEAD = 2
+HAND_OVER_SECONDS = 0.1  # how often a reading thread whose blocks nobody takes looks whether to stop
 
 
 def history_files(pattern: HistoryPattern, now: datetime | None = None) -> list[Path]:
@@ -37,10 +43,10 @@ def is_gzipped(path: Path) -> bool:
     return path.name.endswith(GZIP_SUFFIX)
 
 
-def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
-    """Yield a history file's text in blocks of whole lines, each ending with a newline; raise FileError if unreadable.
+def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """Yield a history file's bytes in blocks of whole lines, each ending with a newline; raise FileError if unreadable.
 
-    A NUL run (what a power cut leaves of appended blocks) is dropped, as the backlog drops it.
+    A .gz is decompressed as it is read; a damaged one raises FileError too.
     """
     try:
         file = gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")  # noqa: SIM115 (closed below)
@@ -59,19 +65,50 @@ def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
             end = data.rfind(b"\n") + 1
             rest = data[end:]
             if end:
-                yield decode(data[:end])
+                yield data[:end]
         if rest:
-            yield decode(rest + b"\n")  # an unfinished last line (a crash): read as if ended
+            yield rest + b"\n"  # an unfinished last line (a crash): read as if ended
 
 
-def decode(data: bytes) -> str:
-    """Decode history bytes as the backlog does: damaged bytes become U+FFFD, NULs are dropped."""
-    text = data.decode(ENCODING, errors="replace")
-    if "\0" in text:
-        text = text.replace("\0", "")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    return text
+def blocks_ahead(files: list[Path]) -> Iterator[tuple[Path, bytes | None]]:
+    """Yield each file's blocks, then (file, None), read and decompressed by a thread while the caller works.
+
+    zlib lets go of the interpreter while it decompresses, so a search takes about as long as the
+    slower of the two, as zgrep's two processes do; a read error is raised here, in order.
+    """
+    ahead: queue.Queue[tuple[Path, bytes | None] | BaseException] = queue.Queue(maxsize=BLOCKS_AHEAD)
+    stop = threading.Event()
+
+    def put(item: tuple[Path, bytes | None] | BaseException) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ahead.put(item, timeout=HAND_OVER_SECONDS)
+                return
+
+    def read() -> None:
+        try:
+            for path in files:
+                for block in read_blocks(path):
+                    put((path, block))
+                    if stop.is_set():
+                        return
+                put((path, None))
+        except BaseException as error:  # handed over to the caller, whatever it is
+            put(error)
+
+    thread = threading.Thread(target=read, name="archive reader", daemon=True)
+    thread.start()
+    try:
+        for _ in files:
+            while True:
+                item = ahead.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item[1] is None:
+                    break
+    finally:
+        stop.set()
 
 
 def unreadable(path: Path, error: BaseException) -> FileError:
@@ -81,16 +118,21 @@ def unreadable(path: Path, error: BaseException) -> FileError:
 
 def search(files: list[Path], matcher: Matcher, write: Callable[[str], object]) -> int:
     """Print the matching lines of the files (and their context) as the history holds them; return how many matched."""
-    printer = ContextPrinter(matcher.query.context)
+    context = matcher.query.context
+    printer = ContextPrinter(context)
     found = 0
-    for path in files:
-        for block in read_blocks(path):
+    for _, block in blocks_ahead(files):
+        if block is None:
+            printer.end_file()
+            continue
+        if context:
             hits = matcher.find(block)
-            found += len(hits)
-            shown = printer.block(block, hits)
-            if shown:
-                write("\n".join(shown) + "\n")
-        printer.end_file()
+            shown = printer.block(decode_block(block), hits)
+        else:
+            shown = matcher.find_lines(block)
+        found += len(shown) if not context else len(hits)
+        if shown:
+            write("\n".join(shown) + "\n")
     return found
 
 

@@ -18,7 +18,7 @@ TIME_CACHE_SIZE = 4096
 class Entry(NamedTuple):
     """One line of the history as the query modes see it."""
 
-    time: datetime | None  # local time without an offset; None if the line has no stamp we can read
+    stamp: str  # the stamp as written ("" if none): HistoryLines.time() reads it when a query needs it
     note: bool  # the reader's own note (*** in text, a record with an event in JSON Lines)
     shown: str  # what the reader shows after the stamp: "nick: text", or a note's text
     nick: str | None
@@ -45,37 +45,50 @@ class TextLines:
 
     def __init__(self, time_format: str = DEFAULT_TIME_FORMAT) -> None:
         formats = dict.fromkeys((time_format, DEFAULT_TIME_FORMAT))  # a history begun with the default
-        self._shapes = [(re.compile(stamp_shape(each) + " "), each) for each in formats]
+        self._shapes = [re.compile(stamp_shape(each) + " ") for each in formats]
+        self._formats = list(formats)
         self._times: dict[str, datetime | None] = {}
         # Stamps show minutes unless the format has seconds; said in --coverage's output.
         self.seconds = "%S" in time_format or "%T" in time_format or "%s" in time_format
 
     def entry(self, line: str) -> Entry:
         """Return what a line says."""
-        for shape, time_format in self._shapes:
+        for shape in self._shapes:
             match = shape.match(line)
             if match is not None:
-                stamp, shown = line[: match.end() - 1], line[match.end() :]
-                when = self.parse_stamp(stamp, time_format)
-                if shown.startswith(NOTE_START):
-                    return Entry(when, True, shown[len(NOTE_START) :], None)
-                return Entry(when, False, shown, split_nick(shown))
-        return Entry(None, False, line, split_nick(line))
+                end = match.end()
+                if line.startswith(NOTE_START, end):
+                    return Entry(line[: end - 1], True, line[end + len(NOTE_START) :], None)
+                shown = line[end:]
+                return Entry(line[: end - 1], False, shown, split_nick(shown))
+        return Entry("", False, line, split_nick(line))
 
-    def parse_stamp(self, stamp: str, time_format: str) -> datetime | None:
-        """Return the local time a stamp shows, or None if it shows none (a format without a date)."""
-        key = stamp + "\0" + time_format
-        if key in self._times:
-            return self._times[key]
-        try:
-            when: datetime | None = datetime.strptime(stamp, time_format)
-        except ValueError:
-            when = None
-        if when is not None and when.tzinfo is not None:
-            when = when.astimezone().replace(tzinfo=None)
+    def chat_text(self, line: str) -> str | None:
+        """Return what a chat line shows after its stamp, or None for a note."""
+        for shape in self._shapes:
+            match = shape.match(line)
+            if match is not None:
+                end = match.end()
+                return None if line.startswith(NOTE_START, end) else line[end:]
+        return line
+
+    def time(self, entry: Entry) -> datetime | None:
+        """Return the local time a line's stamp shows, or None if it shows none (a format without a date)."""
+        stamp = entry.stamp
+        if stamp in self._times:
+            return self._times[stamp]
+        when = None
+        for time_format in self._formats:
+            try:
+                when = datetime.strptime(stamp, time_format)
+            except ValueError:
+                continue
+            if when.tzinfo is not None:
+                when = when.astimezone().replace(tzinfo=None)
+            break
         if len(self._times) >= TIME_CACHE_SIZE:
             self._times.clear()
-        self._times[key] = when
+        self._times[stamp] = when
         return when
 
 
@@ -95,22 +108,30 @@ class JsonLines:
             record = parse_record_head(line)  # a record cut short (a crash): its text so far
         if record is None:
             return self._text.entry(line)
-        when = self.parse_time(str(record["time"]))
+        stamp = str(record["time"])
         text = str(record["text"])
         if "event" in record:
-            return Entry(when, True, sanitize_text(text), None, record)
+            return Entry(stamp, True, sanitize_text(text), None, record)
         nick = record.get("nick")
         if isinstance(nick, str):
-            return Entry(when, False, sanitize_text(f"{nick}{NICK_SEPARATOR}{text}"), sanitize_text(nick), record)
-        return Entry(when, False, sanitize_text(text), None, record)
+            return Entry(stamp, False, sanitize_text(f"{nick}{NICK_SEPARATOR}{text}"), sanitize_text(nick), record)
+        return Entry(stamp, False, sanitize_text(text), None, record)
 
-    def parse_time(self, text: str) -> datetime | None:
-        """Return a record's time as local time, remembering the last ones."""
-        if text not in self._times:
+    def chat_text(self, line: str) -> str | None:
+        """Return what a chat record shows, or None for a note."""
+        entry = self.entry(line)
+        return None if entry.note else entry.shown
+
+    def time(self, entry: Entry) -> datetime | None:
+        """Return a line's time as local time, remembering the last ones."""
+        if entry.record is None:
+            return self._text.time(entry)
+        stamp = entry.stamp
+        if stamp not in self._times:
             if len(self._times) >= TIME_CACHE_SIZE:
                 self._times.clear()
-            self._times[text] = local_time(text)
-        return self._times[text]
+            self._times[stamp] = local_time(stamp)
+        return self._times[stamp]
 
 
 HistoryLines = TextLines | JsonLines

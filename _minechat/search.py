@@ -8,11 +8,11 @@ traffic costs little more than the regular expression's own scan.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from _minechat.entries import Entry, HistoryLines, JsonLines
+from chat_io import ENCODING, sanitize_text
 
 # What a regular expression holds that makes it mean something else in a block than in one line's text.
 _ANCHORS = re.compile(r"\^|\\A|\\Z|\(\?<|\(\?[a-zA-Z]*[ms]")
@@ -52,29 +52,124 @@ def in_range(when: datetime | None, since: datetime | None, until: datetime | No
     return (since is None or when >= since) and (until is None or when < until)
 
 
-def prefilter_for(query: Query, lines: HistoryLines) -> re.Pattern[str] | None:
-    """Return what a line must hold, found in the whole block, for it to be worth reading; None: read every line.
+# Quantifiers: the character before one may be absent, so it is no part of the literal every match starts with.
+_QUANTIFIERS = frozenset("?*{")
+# Characters re.IGNORECASE takes for others beyond their upper and lower case (the Kelvin sign for k,
+# the long s for s, Cyrillic and Greek variants): from re's own table, where case_variants looks too.
+CASE_EXTRAS = (
+    "is\u00b5\u0131\u017f\u0345\u0390\u03b0\u03b2\u03b5\u03b8\u03b9\u03ba\u03bc\u03c0\u03c1\u03c2\u03c3\u03c6"
+    "\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1\u03f4\u03f5\u0432\u0434\u043e\u0441\u0442\u044a\u0463\u1c80\u1c81"
+    "\u1c82\u1c83\u1c84\u1c85\u1c86\u1c87\u1c88\u1e61\u1e9b\u1e9e\u1fbe\u1fd3\u1fe3\u2126\u212a\u212b\ua64b"
+    "\ufb05\ufb06"
+)
+# Folds UTF-8 bytes so that a letter's cases become the same bytes: ASCII to lower case; Cyrillic and
+# Greek by their second byte's low bits, with their lead bytes merged. Other characters fold together
+# too, which only makes a line worth a closer look: each is matched by the regular expression after.
+_CYRILLIC_LEADS, _GREEK_LEADS = (0xD0, 0xD1), (0xCE, 0xCF)
+CASE_FOLD = bytes(
+    byte + 32
+    if 0x41 <= byte <= 0x5A
+    else _CYRILLIC_LEADS[0]
+    if byte in _CYRILLIC_LEADS
+    else _GREEK_LEADS[0]
+    if byte in _GREEK_LEADS
+    else 0x80 | (byte & 0x0F)
+    if 0x80 <= byte <= 0xBF
+    else byte
+    for byte in range(256)
+)
 
-    In text the pattern itself does, unless anchors would make it mean something else in a block.
-    JSON Lines escape quotes and backslashes, so there only a pattern of plain characters can be looked for raw.
+
+def literal_prefix(source: str) -> str:
+    """Return the literal text every match of a regular expression starts with ("" if none can be told)."""
+    if "|" in source:
+        return ""  # an alternative may start with anything
+    for index, char in enumerate(source):
+        if char in _SPECIAL:
+            return source[: index - 1] if char in _QUANTIFIERS else source[:index]
+    return source
+
+
+def case_variants(char: str) -> set[str]:
+    """Return every character re.IGNORECASE takes for char (char too)."""
+    pool = {char, *CASE_EXTRAS}
+    for change in (str.lower, str.upper, str.title, str.swapcase, str.casefold):
+        pool.update(other for other in (change(char), *map(change, pool.copy())) if len(other) == 1)
+    literal = re.compile(re.escape(char), re.IGNORECASE)
+    return {other for other in pool if literal.fullmatch(other)}
+
+
+@dataclass(frozen=True)
+class Needle:
+    """What every matching line holds, looked for in a block's bytes: found with bytes.find, not re."""
+
+    data: bytes  # the literal start of the pattern, folded if the pattern ignores case
+    fold: bool
+    odd: tuple[bytes, ...] = ()  # cases of its letters that folding misses: a block holding one is read by re
+
+
+def needle_for(query: Query, lines: HistoryLines) -> Needle | None:
+    """Return the needle of a query, or None if it has no literal start to look for."""
+    prefix = literal_prefix(query.pattern.pattern)
+    if not prefix:
+        return None
+    if isinstance(lines, JsonLines) and ('"' in prefix or sanitize_text(prefix) != prefix):
+        return None  # JSON escapes it: the record's raw text holds it otherwise
+    data = prefix.encode(ENCODING)
+    if not query.pattern.flags & re.IGNORECASE:
+        return Needle(data, False)
+    folded = data.translate(CASE_FOLD)
+    odd = set()
+    for char in prefix:
+        own = char.encode(ENCODING).translate(CASE_FOLD)
+        odd.update(
+            case.encode(ENCODING) for case in case_variants(char) if case.encode(ENCODING).translate(CASE_FOLD) != own
+        )
+    return Needle(folded, True, tuple(sorted(odd)))
+
+
+def regex_finder(query: Query, lines: HistoryLines) -> re.Pattern[str] | None:
+    """Return the pattern to look for in a whole block of text lines; None where it would mean something else.
+
+    JSON Lines escape quotes and backslashes, so there the pattern is only looked for line by line.
     """
     source = query.pattern.pattern
-    if isinstance(lines, JsonLines):
-        if any(char in _SPECIAL or char == '"' for char in source):
-            return None
-        return re.compile(re.escape(source), query.pattern.flags)
-    if _ANCHORS.search(source):
+    if isinstance(lines, JsonLines) or _ANCHORS.search(source):
         return None
     return re.compile(source, query.pattern.flags | re.MULTILINE)
 
 
+def decode_block(data: bytes) -> str:
+    """Decode history bytes as the backlog does: damaged bytes become U+FFFD, NULs (a power cut's) are dropped."""
+    text = data.decode(ENCODING, errors="replace")
+    if "\0" in text:
+        text = text.replace("\0", "")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text
+
+
 class Matcher:
-    """Finds the lines of a block that match a query: chat lines only, never the reader's notes."""
+    """Finds the lines of a block that match a query: chat lines only, never the reader's notes.
+
+    A block is bytes of whole lines; only the lines worth a look are decoded, when the pattern has
+    a literal start to look for.
+    """
 
     def __init__(self, query: Query, lines: HistoryLines) -> None:
         self.query = query
         self._lines = lines
-        self._prefilter = prefilter_for(query, lines)
+        self._needle = needle_for(query, lines)
+        self._regex = regex_finder(query, lines)
+        self._search = query.pattern.search
+
+    def matches_line(self, line: str) -> bool:
+        """Tell whether one line matches; a plain search reads no more of it than it must."""
+        query = self.query
+        if query.nick is None and not query.dated:
+            shown = self._lines.chat_text(line)
+            return shown is not None and self._search(shown) is not None
+        return self.matches(self._lines.entry(line))
 
     def matches(self, entry: Entry) -> bool:
         """Tell whether one line matches."""
@@ -83,33 +178,67 @@ class Matcher:
             return False
         if query.nick is not None and entry.nick != query.nick:
             return False
-        if query.dated and not in_range(entry.time, query.since, query.until):
+        if query.dated and not in_range(self._lines.time(entry), query.since, query.until):
             return False
         return query.pattern.search(entry.shown) is not None
 
-    def find(self, block: str) -> list[int]:
+    def find(self, block: bytes) -> list[int]:
         """Return the numbers (from 0) of a block's matching lines."""
-        if self._prefilter is None:
-            entry = self._lines.entry
-            return [index for index, line in enumerate(block[:-1].split("\n")) if self.matches(entry(line))]
-        return self._find_by_scan(block, self._prefilter.search)
+        return [index for index, _ in self._scan(block, count=True)]
 
-    def _find_by_scan(self, block: str, search: Callable[[str, int], re.Match[str] | None]) -> list[int]:
+    def find_lines(self, block: bytes) -> list[str]:
+        """Return a block's matching lines, decoded."""
+        return [line for _, line in self._scan(block, count=False)]
+
+    def _scan(self, block: bytes, count: bool) -> list[tuple[int, str]]:
+        needle = self._needle
+        if needle is not None and not any(odd in block for odd in needle.odd):
+            return self._scan_needle(block, needle, count)
+        text = decode_block(block)
+        if self._regex is not None:
+            return self._scan_regex(text, self._regex, count)
+        return [(index, line) for index, line in enumerate(text[:-1].split("\n")) if self.matches_line(line)]
+
+    def _scan_needle(self, block: bytes, needle: Needle, count: bool) -> list[tuple[int, str]]:
+        """Read only the lines that hold the needle, as grep does."""
+        haystack = block.translate(CASE_FOLD) if needle.fold else block
+        matches = self.matches_line
         hits = []
-        entry = self._lines.entry
         position = counted = index = 0
         while True:
-            found = search(block, position)
+            place = haystack.find(needle.data, position)
+            if place < 0:
+                return hits
+            start = block.rfind(b"\n", 0, place) + 1
+            end = block.find(b"\n", place)
+            if count:
+                index += block.count(b"\n", counted, start)
+                counted = start
+            line = block[start:end].decode(ENCODING, errors="replace")
+            if "\0" in line or line.endswith("\r"):
+                line = line.replace("\0", "").removesuffix("\r")
+            if matches(line):
+                hits.append((index, line))
+            position = end + 1
+
+    def _scan_regex(self, text: str, regex: re.Pattern[str], count: bool) -> list[tuple[int, str]]:
+        """Read only the lines where the pattern is found in the whole text, as grep does."""
+        hits = []
+        position = counted = index = 0
+        while True:
+            found = regex.search(text, position)
             if found is None:
                 return hits
-            start = block.rfind("\n", 0, found.start()) + 1
-            end = block.find("\n", found.start())
+            start = text.rfind("\n", 0, found.start()) + 1
+            end = text.find("\n", found.start())
             if end < 0:  # a match of the line break itself at the very end
                 return hits
-            index += block.count("\n", counted, start)
-            counted = start
-            if self.matches(entry(block[start:end])):
-                hits.append(index)
+            if count:
+                index += text.count("\n", counted, start)
+                counted = start
+            line = text[start:end]
+            if self.matches_line(line):
+                hits.append((index, line))
             position = end + 1
 
 

@@ -50,7 +50,7 @@ def test_text_lines_that_match(
 ) -> None:
     moments = [None if text is None else datetime.strptime(text, "%d.%m.%y %H:%M") for text in (since, until)]
     query = Query(compile_pattern(pattern), nick, moments[0], moments[1])
-    assert Matcher(query, TextLines()).find(TEXT_BLOCK) == expected
+    assert Matcher(query, TextLines()).find(TEXT_BLOCK.encode()) == expected
 
 
 def json_block() -> str:
@@ -79,15 +79,15 @@ def json_block() -> str:
 )
 def test_json_lines_that_match(pattern: str, nick: str | None, expected: list[int]) -> None:
     query = Query(compile_pattern(pattern), nick)
-    assert Matcher(query, JsonLines()).find(json_block()) == expected
+    assert Matcher(query, JsonLines()).find(json_block().encode()) == expected
 
 
 def test_json_time_range_is_local_time() -> None:
     block = format_json_record("2026-12-05T10:01:00+00:00", "hello", "Eve")
     local = datetime.fromisoformat("2026-12-05T10:01:00+00:00").astimezone().replace(tzinfo=None)
     pattern = compile_pattern("hello")
-    assert Matcher(Query(pattern, since=local), JsonLines()).find(block) == [0]
-    assert Matcher(Query(pattern, until=local), JsonLines()).find(block) == []
+    assert Matcher(Query(pattern, since=local), JsonLines()).find(block.encode()) == [0]
+    assert Matcher(Query(pattern, until=local), JsonLines()).find(block.encode()) == []
 
 
 # --- context, as grep -C ----------------------------------------------------------------------------------
