@@ -55,9 +55,9 @@ def in_range(when: datetime | None, since: datetime | None, until: datetime | No
 # Quantifiers: the character before one may be absent, so it is no part of the literal every match starts with.
 _QUANTIFIERS = frozenset("?*{")
 # Characters re.IGNORECASE takes for others beyond their upper and lower case (the Kelvin sign for k,
-# the long s for s, Cyrillic and Greek variants): from re's own table, where case_variants looks too.
+# the long s for s, the dotted I for i, Cyrillic and Greek variants): re's own table, where case_variants looks.
 CASE_EXTRAS = (
-    "is\u00b5\u0131\u017f\u0345\u0390\u03b0\u03b2\u03b5\u03b8\u03b9\u03ba\u03bc\u03c0\u03c1\u03c2\u03c3\u03c6"
+    "is\u00b5\u0130\u0131\u017f\u0345\u0390\u03b0\u03b2\u03b5\u03b8\u03b9\u03ba\u03bc\u03c0\u03c1\u03c2\u03c3\u03c6"
     "\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1\u03f4\u03f5\u0432\u0434\u043e\u0441\u0442\u044a\u0463\u1c80\u1c81"
     "\u1c82\u1c83\u1c84\u1c85\u1c86\u1c87\u1c88\u1e61\u1e9b\u1e9e\u1fbe\u1fd3\u1fe3\u2126\u212a\u212b\ua64b"
     "\ufb05\ufb06"

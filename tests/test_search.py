@@ -13,7 +13,7 @@ import pytest
 from helpers import query_main
 
 from _minechat.entries import JsonLines, TextLines
-from _minechat.search import GROUP_SEPARATOR, ContextPrinter, Matcher, Query, compile_pattern
+from _minechat.search import GROUP_SEPARATOR, ContextPrinter, Matcher, Query, case_variants, compile_pattern
 from _minechat.stamping import format_json_record
 from chat_io import EXIT_FILE, EXIT_OK, EXIT_USAGE
 
@@ -275,3 +275,48 @@ def test_bad_values_are_exit_2(
     err = capsys.readouterr().err
     assert complaint in err
     assert err.count("\n") == 1
+
+
+# --- case: the bytes looked for first never miss what re.IGNORECASE matches -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text"),
+    [
+        ("погода", "ПОГОДА"),
+        ("погода", "ПоГоДа"),
+        ("ёлка", "ЁЛКА"),
+        ("эхо", "ЭХО"),
+        ("ѐ", "Ѐ"),
+        ("straße", "STRAßE"),
+        ("çà", "ÇÀ"),
+        ("σοφία", "ΣΟΦΊΑ"),
+        ("σ", "ς"),  # re's own equivalences: found by re, as the block holds an odd case
+        ("kelvin", "\u212aelvin"),  # the Kelvin sign
+        ("sun", "\u017fun"),  # the long s
+        ("вода", "\u1c80ода"),  # Cyrillic small rounded ve
+        ("release 1", "RELEASE 1.4"),
+        ("colou?r", "COLOR"),
+        ("a.c", "ABC"),
+    ],
+)
+def test_a_pattern_without_capitals_finds_every_case(pattern: str, text: str) -> None:
+    block = f"[05.12.26 10:00] Eve: {text}\n[05.12.26 10:01] Eve: nothing\n".encode()
+    assert re.search(pattern, text, re.IGNORECASE)
+    assert Matcher(Query(compile_pattern(pattern)), TextLines()).find(block) == [0]
+    json = format_json_record("2026-12-05T10:00:00+00:00", text, "Eve").encode()
+    assert Matcher(Query(compile_pattern(pattern)), JsonLines()).find(json) == [0]
+
+
+def test_case_variants_are_those_re_takes() -> None:
+    every = "".join(map(chr, (*range(0xD800), *range(0xE000, 0x110000))))
+    letters = [
+        chr(code) for code in (*range(0x41, 0x5B), *range(0x61, 0x7B), *range(0x391, 0x3CA), *range(0x400, 0x460))
+    ]
+    for char in letters:
+        assert case_variants(char) == set(re.findall(re.escape(char), every, re.IGNORECASE)), char
+
+
+def test_a_pattern_with_capitals_keeps_its_case() -> None:
+    block = b"[05.12.26 10:00] Eve: hello\n[05.12.26 10:01] Eve: Hello\n"
+    assert Matcher(Query(compile_pattern("Hello")), TextLines()).find(block) == [1]
