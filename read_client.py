@@ -108,6 +108,7 @@ class ReaderSettings:
     since: datetime | None = None  # local time, the first moment asked about
     until: datetime | None = None  # local time, the first moment past the range
     context: int = 0
+    coverage: bool = False
 
 
 def parse_settings(
@@ -134,6 +135,7 @@ def parse_settings(
         since=args.since.start if args.since else None,
         until=args.until.start + args.until.length if args.until else None,
         context=args.context,
+        coverage=args.coverage,
     )
 
 
@@ -207,13 +209,13 @@ def add_archive_options(parser: configargparse.ArgumentParser) -> None:
         "--since",
         type=moment_value,
         metavar="WHEN",
-        help="with --search: from YYYY-MM-DD or YYYY-MM-DD HH:MM on",
+        help="with --search or --coverage: from YYYY-MM-DD or YYYY-MM-DD HH:MM on",
     )
     archive.add_argument(
         "--until",
         type=moment_value,
         metavar="WHEN",
-        help="with --search: up to YYYY-MM-DD or YYYY-MM-DD HH:MM, included",
+        help="with --search or --coverage: up to YYYY-MM-DD or YYYY-MM-DD HH:MM, included",
     )
     archive.add_argument(
         "--context",
@@ -222,15 +224,22 @@ def add_archive_options(parser: configargparse.ArgumentParser) -> None:
         metavar="N",
         help="with --search: lines to print before and after each match",
     )
+    archive.add_argument(
+        "--coverage",
+        action="store_true",
+        help="print when the reader was connected and each gap with its reason, then the totals, and exit",
+    )
 
 
 def check_archive_options(parser: configargparse.ArgumentParser, args: configargparse.Namespace) -> None:
     """Refuse archive options that cannot work together or with this --log_path."""
+    if args.search is not None and args.coverage:
+        parser.error("--search and --coverage ask one thing each; give one of them")
     for option, given in (("--nick", args.nick is not None), ("--context", args.context)):
         if given and args.search is None:
             parser.error(f"{option} goes with --search")
-    if (args.since or args.until) and args.search is None:
-        parser.error("--since and --until go with --search")
+    if (args.since or args.until) and args.search is None and not args.coverage:
+        parser.error("--since and --until go with --search or --coverage")
     if args.since and args.until and args.since.start >= args.until.start + args.until.length:
         parser.error("--since is after --until: nothing lies between them")
 
@@ -665,7 +674,7 @@ async def watch(work: Coroutine[object, object, None], writer: asyncio.Task[None
 
 
 def answer_query(settings: ReaderSettings, out: TextIO) -> int:
-    """Answer --search from the history's files, oldest first, on stdout; connect to nothing."""
+    """Answer --search or --coverage from the history's files, oldest first, on stdout; connect to nothing."""
     from _minechat import archive  # here: only the query modes read the whole history
 
     try:
@@ -678,7 +687,7 @@ async def run(
     settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
 ) -> int:
     """Tail the chat until a signal, or answer a question about the history; return the exit code."""
-    if settings.search is not None:
+    if settings.search is not None or settings.coverage:
         return answer_query(settings, out)
     with SignalCatcher() as signals, ServiceNotifier() as service:
         pattern = HistoryPattern(settings.log_path)

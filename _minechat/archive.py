@@ -13,15 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from _minechat.entries import make_lines
-from _minechat.history import HistoryPattern
+from _minechat.coverage import Coverage, Event, clip, event_of, json_report, text_report
+from _minechat.entries import HistoryLines, make_lines
+from _minechat.history import GZIP_SUFFIX, HistoryPattern
 from _minechat.output import plural
 from _minechat.search import ContextPrinter, Matcher, Query, compile_pattern, decode_block
 from chat_io import EXIT_OK, FileError, describe_error
 
 logger = logging.getLogger(__name__)
 
-GZIP_SUFFIX = ".gz"
 # How much of a file is decoded at a time: big enough that the per-block cost vanishes, small enough for memory.
 BLOCK_BYTES = 4 * 1024 * 1024
 # Blocks read ahead of the search: enough to keep the reading thread busy, few enough for memory.
@@ -30,12 +30,27 @@ HAND_OVER_SECONDS = 0.1  # how often a reading thread whose blocks nobody takes 
 
 
 def history_files(pattern: HistoryPattern, now: datetime | None = None) -> list[Path]:
-    """Return every file of the history, oldest first: rotated and dated ones, gzipped or not, then the current one."""
+    """Return every file of the history, oldest first: rotated and dated ones, gzipped or not, then the current one.
+
+    Dated files go by the date in their names (a file gzipped later is no newer), the others by
+    when they were last written.
+    """
     current = Path(pattern.expand(now or datetime.now()))
-    earlier = pattern.earlier_files(current)[::-1]
+    files = pattern.earlier_files(current)[::-1]
     if current.is_file():
-        return [*earlier, current]
-    return earlier
+        files.append(current)
+    if pattern.dated:
+        files.sort(key=lambda path: date_in_name(pattern, path) or datetime.min)  # stable: ties keep their order
+    return files
+
+
+def date_in_name(pattern: HistoryPattern, path: Path) -> datetime | None:
+    """Return the moment a dated file's name stands for, or None if it cannot be read back."""
+    name = str(path).removesuffix(GZIP_SUFFIX)
+    try:
+        return datetime.strptime(name, pattern.text)
+    except ValueError:
+        return None
 
 
 def is_gzipped(path: Path) -> bool:
@@ -136,22 +151,70 @@ def search(files: list[Path], matcher: Matcher, write: Callable[[str], object]) 
     return found
 
 
+# What a note's line holds, looked for in the raw bytes: only those lines are read.
+NOTE_MARKS = {"text": b" *** ", "jsonl": b'"event": '}
+
+
+def history_events(files: list[Path], lines: HistoryLines, mark: bytes) -> Iterator[Event]:
+    """Yield what the history says about the connection: each note, and the time of the line before it and the last."""
+    before = b""  # the last line of the block before
+    for _, block in blocks_ahead(files):
+        if block is None:
+            continue
+        position = 0
+        while (place := block.find(mark, position)) >= 0:
+            start = block.rfind(b"\n", 0, place) + 1
+            end = block.find(b"\n", place)
+            entry = lines.entry(decode_block(block[start:end]))
+            if entry.note:
+                previous = block[block.rfind(b"\n", 0, start - 1) + 1 : start - 1] if start else before
+                yield from timed_events(previous, lines)
+                when = lines.time(entry)
+                if when is not None:
+                    yield event_of(entry, when)
+            position = end + 1
+        before = block[block.rfind(b"\n", 0, len(block) - 1) + 1 : -1]
+    yield from timed_events(before, lines)
+
+
+def timed_events(line: bytes, lines: HistoryLines) -> Iterator[Event]:
+    """Yield the time of a line (only its time: a note's own event comes once, where it is read), if it has one."""
+    if line:
+        when = lines.time(lines.entry(decode_block(line)))
+        if when is not None:
+            yield Event(when, "line")
+
+
+def report_coverage(files: list[Path], lines: HistoryLines, question: Question, write: Callable[[str], object]) -> int:
+    """Print the spans the reader was connected and the gaps, then the totals; return the exit code."""
+    coverage = Coverage()
+    for event in history_events(files, lines, NOTE_MARKS[question.history_format]):
+        coverage.feed(event)
+    periods = clip(coverage.finish(datetime.now()), question.since, question.until)
+    report = json_report if question.history_format == "jsonl" else text_report
+    write("".join(line + "\n" for line in report(periods, lines.seconds)))
+    return EXIT_OK
+
+
 class Question(Protocol):
     """What the query modes are asked: read_client's settings."""
 
     history_format: str
     time_format: str
-    search: str
+    search: str | None
     nick: str | None
     since: datetime | None
     until: datetime | None
     context: int
+    coverage: bool
 
 
 def answer(question: Question, pattern: HistoryPattern, write: Callable[[str], object]) -> int:
-    """Answer --search from every file of the history; return the exit code."""
+    """Answer --search or --coverage from every file of the history; return the exit code."""
     files = history_files(pattern)
     lines = make_lines(question.history_format, question.time_format)
+    if question.search is None:
+        return report_coverage(files, lines, question, write)
     query = Query(compile_pattern(question.search), question.nick, question.since, question.until, question.context)
     found = search(files, Matcher(query, lines), write)
     logger.info("%s in %s", plural(found, "matching line"), plural(len(files), "file"))

@@ -263,7 +263,8 @@ def test_a_damaged_gzip_file_is_exit_6(tmp_path: Path, capsys: pytest.CaptureFix
         (["--nick", "Eve"], "--nick goes with --search"),
         (["--context", "2"], "--context goes with --search"),
         (["--search", "a", "--context", "-1"], "less than 0"),
-        (["--until", "2026-12-04"], "go with --search"),
+        (["--until", "2026-12-04"], "go with --search or --coverage"),
+        (["--search", "a", "--coverage"], "give one of them"),
     ],
 )
 def test_bad_values_are_exit_2(
