@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import stat
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -440,13 +441,32 @@ _NO_LINK_ERRNOS = frozenset(
 )
 
 
-def lock_file(descriptor: int) -> None:
-    """Take an exclusive advisory lock on an open file until it is closed (nothing where locks are missing)."""
+def lock_file(descriptor: int, wait: bool = True) -> bool:
+    """Take an exclusive lock on an open file, which the OS drops when it is closed or we die; tell if we have it.
+
+    Without wait, return False at once if another holds it. Windows locks are mandatory: a byte far
+    past the data is locked, so others can still read the file; a wait there takes no lock at all.
+    """
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; the check for a token still guards against most races
-        return
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if sys.platform == "win32":
+            if wait:
+                return True  # no waiting lock on Windows; the check for a token still guards against most races
+            import msvcrt
+
+            os.lseek(descriptor, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        if wait:
+            raise
+        return False
+    return True
+
+
+_WINDOWS_LOCK_OFFSET = 1 << 30
 
 
 def _fill_empty_token_file(path: Path, target: Path, data: bytes) -> None:

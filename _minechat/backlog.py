@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from _minechat.history import GZIP_SUFFIX, HistoryFile, format_status
+from _minechat.jsonl import parse_cut_record, parse_record
 from _minechat.output import plural
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp, stamp_shape
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
@@ -76,38 +76,6 @@ def status_shape(time_format: str) -> re.Pattern[str]:
     return re.compile(stamp_shape(time_format) + re.escape(f" {STATUS_MARK} "))
 
 
-def parse_record(line: str) -> dict[str, object] | None:
-    """Return a JSON Lines history record, or None if the line is not one."""
-    if not line.startswith("{"):
-        return None
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):  # a damaged line, or one nested beyond the parser's depth
-        return None
-    if isinstance(record, dict) and isinstance(record.get("time"), str) and isinstance(record.get("text"), str):
-        return record
-    return None
-
-
-# The head of a record as format_json_record writes it: enough to show a record too long to parse.
-_RECORD_HEAD = re.compile(r'\{"time": "([^"\\]*)", "nick": (null|"(?:[^"\\]|\\.)*"), "text": "((?:[^"\\]|\\.)*)')
-_PARTIAL_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{0,3}$|\\$")
-
-
-def parse_record_head(line: str) -> dict[str, object] | None:
-    """Return time, nick and the text so far of a record cut before its end, or None if it is not one."""
-    match = _RECORD_HEAD.match(line)
-    if match is None:
-        return None
-    time_text, nick_json, text_json = match.groups()
-    try:
-        nick = json.loads(nick_json)
-        text = json.loads('"' + _PARTIAL_ESCAPE.sub("", text_json) + '"')
-    except ValueError:
-        return None
-    return {"time": time_text, "nick": nick, "text": text}
-
-
 def cut_shown(line: str, cut: bool) -> str:
     """Escape a backlog line and cut it to BACKLOG_LINE_BYTES as shown: an escape is four characters, not one."""
     safe = sanitize_text(line)
@@ -149,7 +117,7 @@ def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event
         with file:
             for raw, cut in lines_from_end(file, stop=stop):
                 line = raw.decode(ENCODING, errors="replace").removesuffix("\r")
-                record = parse_record(line) if not cut else parse_record_head(line)
+                record = parse_record(line) if not cut else parse_cut_record(line)
                 if record is not None:
                     if "event" in record:
                         continue

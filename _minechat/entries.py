@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import NamedTuple
 
-from _minechat.backlog import parse_record, parse_record_head
+from _minechat.jsonl import parse_cut_record, parse_record
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, stamp_shape
 from chat_io import STATUS_MARK, sanitize_text
 
@@ -105,7 +105,7 @@ class JsonLines:
         """Return what a line says; a chat record shows as the reader shows it, escaped."""
         record = parse_record(line)
         if record is None and line.startswith("{"):
-            record = parse_record_head(line)  # a record cut short (a crash): its text so far
+            record = parse_cut_record(line)  # a record cut short (a crash): its text so far
         if record is None:
             return self._text.entry(line)
         stamp = str(record["time"])

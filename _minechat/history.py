@@ -5,24 +5,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import json
 import logging
 import os
 import re
 import stat
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from _minechat.jsonl import JsonHistory
 from _minechat.stamping import (
-    RECORD_END,
-    JsonLineStamper,
+    JSONL_FORMAT,
+    TEXT_FORMAT,
     LineStamper,
     Moment,
     StampClock,
-    format_json_record,
+    escape_note,
     split_strftime,
 )
 from chat_io import (
@@ -33,13 +32,11 @@ from chat_io import (
     ChatError,
     FileError,
     describe_error,
-    sanitize_text,
+    lock_file,
 )
 
 logger = logging.getLogger(__name__)
 
-TEXT_FORMAT = "text"
-JSONL_FORMAT = "jsonl"
 OWNER_ONLY = 0o600
 OWNER_ONLY_FOLDER = 0o700
 
@@ -52,8 +49,6 @@ LOCK_SUFFIX = ".read_client.lock"
 CONTINUED = "(continued) "
 # Errors of a write that room on the disk would fix: a pause, not the end.
 NO_SPACE_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
-# Windows locks are mandatory: lock a byte far past the PID we write, so others can still read it.
-WINDOWS_LOCK_OFFSET = 1 << 30
 
 
 def identify_file(stat_result: os.stat_result) -> tuple[int, int]:
@@ -164,23 +159,6 @@ def make_folders(folder: Path) -> None:
             os.mkdir(path, OWNER_ONLY_FOLDER)
 
 
-def try_lock(descriptor: int) -> bool:
-    """Take an exclusive lock on an open file without waiting; the OS drops it when we die."""
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            os.lseek(descriptor, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
 def read_holder(descriptor: int | None) -> str | None:
     """Return the process id the lock holder wrote into the lock file, or None."""
     if descriptor is None:
@@ -244,7 +222,7 @@ class HistoryLock:
                 f"cannot create the lock file {self.path} beside the history: {describe_error(error)}; "
                 "choose another --log_path"
             ) from error
-        if not try_lock(self._descriptor):
+        if not lock_file(self._descriptor, wait=False):
             holder = read_holder(self._descriptor)
             self.release()  # so held says no
             raise already_running(history, holder)
@@ -309,7 +287,7 @@ class HistoryFile:
             os.set_blocking(descriptor, True)
         self._take_lock()
         # The file itself is locked too, so a second reader finds it by any name, a hard link included.
-        if not try_lock(descriptor):
+        if not lock_file(descriptor, wait=False):
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
         self._file.identity = identify_file(status)
@@ -404,7 +382,6 @@ class HistoryFile:
             self._write_now(self._note(reason, "file_refused", {"file": path}))
             return
         new_file, self._file = self._file, old_file
-        self._end_cut_line()  # never needed: a line goes on in the file where it began
         self._write_now(self._note(f"history continues in {path}", "file_ended", {"next_file": path}))
         self._unwritten.clear()  # a note the old file has no room for cannot go into the new one
         self._close_file()
@@ -437,11 +414,6 @@ class HistoryFile:
                 raise DiskFull([])
         except OSError as error:
             raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
-
-    @property
-    def stalled(self) -> bool:
-        """Tell whether a full disk left part of a write unwritten."""
-        return bool(self._unwritten)
 
     def _write_unwritten(self) -> bool:
         """Write what a full disk left over; tell whether all of it is written now."""
@@ -502,43 +474,8 @@ class TextHistory:
         return f"{moment.stamp} {CONTINUED}"
 
 
-class JsonHistory:
-    """History as JSON Lines: {"time", "nick", "text"} per chat line; notes add "event" and its details."""
-
-    separate_display = True  # stdout stays text
-
-    def make_stamper(self) -> LineStamper:
-        return JsonLineStamper()
-
-    def stamp(self, moment: Moment) -> str:
-        return moment.iso
-
-    def note(self, moment: Moment, text: str, event: str, details: Mapping[str, object]) -> str:
-        return format_json_record(moment.iso, escape_note(text), event=event, **details)
-
-    # A record's text is streamed in whole escapes, so closing its string and object anywhere is valid JSON.
-    cut_end = RECORD_END
-
-    def end_cut_line(self, tail: bytes) -> bytes:
-        """Return what makes a record an earlier run left unfinished valid JSON, then ends its line."""
-        ending = complete_utf8(tail)  # a character cut in two gets whole (if not the one it was)
-        suffix = complete_json_line((tail + ending).decode(ENCODING, errors="replace"))
-        if suffix is None:
-            return NEWLINE  # not a record we can end (a NUL-filled tail): at least nothing is glued to it
-        return ending + suffix.encode(ENCODING) + NEWLINE
-
-    def continued(self, moment: Moment) -> str:
-        """Return what opens a record for the rest of a cut line in the new file."""
-        return f'{{"time": "{moment.iso}", "nick": null, "continued": true, "text": "'
-
-
 HistoryFormat = TextHistory | JsonHistory
 HISTORY_FORMATS: dict[str, HistoryFormat] = {TEXT_FORMAT: TextHistory(), JSONL_FORMAT: JsonHistory()}
-
-
-def escape_note(text: str) -> str:
-    """Escape a note's text, which may quote a path or a host: it must not make a line of its own."""
-    return sanitize_text(text)
 
 
 def format_status(moment: Moment, text: str) -> str:
@@ -548,88 +485,3 @@ def format_status(moment: Moment, text: str) -> str:
 
 # How far back a cut JSON Lines record is looked for when the history is opened.
 TAIL_REPAIR_BYTES = 16 * 1024 * 1024
-_LITERALS = ("true", "false", "null")
-_ESCAPES = frozenset('"\\/bfnrtu')
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def complete_utf8(data: bytes) -> bytes:
-    """Return the continuation bytes that end a UTF-8 character cut at the end of data (b"" if none is cut)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # the lead byte of the last character
-            needed = 3 if byte >= 0xF0 else 2 if byte >= 0xE0 else 1  # continuation bytes it wants
-            missing = needed - (back - 1)
-            if byte < 0xC0 or missing <= 0:
-                return b""
-            # A second byte that every lead byte accepts (E0 wants A0.., F0 90..), then plain ones.
-            second = {0xE0: 0xA0, 0xF0: 0x90}.get(byte, 0x80) if back == 1 else 0x80
-            return bytes([second] + [0x80] * (missing - 1))
-    return b""
-
-
-def complete_json_line(prefix: str) -> str | None:
-    """Return what makes a JSON object cut anywhere into one valid JSON object on its line, or None if nothing can."""
-    stack: list[str] = []
-    in_string = is_key = False
-    escape = 0  # 1 after a backslash; 2..5 within \\u's four hex digits
-    expect = "value"  # what comes next outside a string: key, colon, value, after (a comma or a close)
-    token = ""  # a literal or number being read
-    for char in prefix:
-        if in_string:
-            if escape == 1:
-                if char not in _ESCAPES:
-                    return None
-                escape = 2 if char == "u" else 0
-            elif escape:
-                if char not in _HEX:
-                    return None
-                escape = 0 if escape == 5 else escape + 1
-            elif char == "\\":
-                escape = 1
-            elif char == '"':
-                in_string = False
-                expect = "colon" if is_key else "after"
-            elif char < " ":
-                return None
-            continue
-        if token and not (char.isalnum() or char in "+-."):
-            token, expect = "", "after"
-        if char in " \t":
-            continue
-        if char == '"' and expect in ("key", "value"):
-            in_string, is_key = True, expect == "key"
-        elif char in "{[" and expect == "value":
-            stack.append("}" if char == "{" else "]")
-            expect = "key" if char == "{" else "value"
-        elif char in "}]" and stack and stack[-1] == char and expect in ("after", "key", "value"):
-            stack.pop()
-            expect = "after"
-        elif char == ":" and expect == "colon":
-            expect = "value"
-        elif char == "," and expect == "after" and stack:
-            expect = "key" if stack[-1] == "}" else "value"
-        elif expect in ("value", "after") and (char.isalnum() or char in "+-."):
-            token += char
-        else:
-            return None
-    if not prefix.lstrip().startswith("{"):
-        return None
-    suffix = ""
-    if in_string:
-        suffix += "n" if escape == 1 else "0" * (6 - escape) if escape else ""
-        suffix += '"'
-        expect = "colon" if is_key else "after"
-    if token:
-        literal = next((word for word in _LITERALS if word.startswith(token)), None)
-        suffix += literal[len(token) :] if literal else ("0" if token[-1] in "+-.eE" else "")
-        expect = "after"
-    suffix += {"colon": ": null", "value": "null", "key": '"cut": true' if prefix.rstrip().endswith(",") else ""}.get(
-        expect, ""
-    )
-    suffix += "".join(reversed(stack))
-    try:
-        json.loads(prefix + suffix)
-    except ValueError:
-        return None
-    return suffix

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import queue
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Collection
 from contextlib import suppress
-from typing import Any, TextIO, TypeVar
+from typing import TextIO
 
 from chat_io import ENCODING, STATUS_MARK, redact
 
@@ -237,42 +235,3 @@ class BackgroundHandler(logging.Handler):
 def plural(count: int, noun: str) -> str:
     """Return '1 message' or '2 messages'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-class DaemonExecutor(concurrent.futures.Executor):
-    """Runs calls one at a time on a daemon thread: a call stuck in the kernel cannot hold up the exit.
-
-    The default executor's threads are joined when asyncio.run ends, and at exit: a write hung on
-    a dead disk would keep the process from ever stopping.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (call := self._calls.get()) is not None:
-            future, function, arguments, keywords = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = function(*arguments, **keywords)
-            except BaseException as error:  # handed to whoever waits on the future, who raises it
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        """Queue fn(*args, **kwargs) for the thread; return its future."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._calls.put((future, fn, args, kwargs))
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Let the thread end once the calls queued are done; never waits for it, which may be stuck."""
-        self._calls.put(None)
-
-
-T = TypeVar("T")
-_Call = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]

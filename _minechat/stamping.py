@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
 
+# The two history formats (--format): text lines, or JSON Lines.
+TEXT_FORMAT = "text"
+JSONL_FORMAT = "jsonl"
 # The seed's stamp, [DD.MM.YY HH:MM]; --time-format changes it.
 DEFAULT_TIME_FORMAT = "[%d.%m.%y %H:%M]"
 # The one strftime field finer than a second: a format that holds it is formatted for every chunk.
 SUBSECOND_FIELD = "f"
+# What parts a chat line's nick from its text.
+NICK_SEPARATOR = ": "
 
 
 def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
@@ -24,6 +29,9 @@ def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
 
 def stamp_shape(time_format: str) -> str:
     """Return a regular expression for stamps of time_format, whatever moment they show."""
+    import re  # here: only reading the history back needs it
+    from datetime import datetime
+
     sample = datetime.now().astimezone().strftime(time_format)
     pieces = []
     for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
@@ -120,6 +128,9 @@ class StampClock:
 
     def at(self, timestamp: float) -> Moment:
         """Format a moment given in seconds since the epoch, in local time."""
+        # Imported here: read_client's --help takes this module's constants only, and datetime costs it 2%.
+        from datetime import datetime, timezone
+
         when = datetime.fromtimestamp(timestamp, timezone.utc).astimezone()  # right offset in a DST fold too
         return Moment(when.strftime(self._time_format), when.isoformat(timespec="seconds"), self._expand_path(when))
 
@@ -143,11 +154,6 @@ class LineStamper:
         self._buffer = bytearray()
         self._continued = False  # the text given out so far ends inside a line
         self.completed = False  # at least one whole line has been given out
-
-    @property
-    def pending(self) -> int:
-        """Return how many bytes of an unfinished line are held."""
-        return len(self._buffer)
 
     def feed(self, data: bytes, stamp: str) -> str:
         """Take received bytes; return the history text for what they complete."""
@@ -210,67 +216,9 @@ class LineStamper:
         return "".join(pieces)
 
 
-# JSON escapes what is below U+0020; these (DEL, C1, bidi controls and marks, line and paragraph
-# separators) it leaves raw, and they too could drive a terminal that shows the file or split its lines.
-_UNSAFE_IN_JSON = "[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"  # compiled on first use
-_encode_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
-NICK_SEPARATOR = ": "
-RECORD_END = '"}\n'
-
-
-def _escape_json_char(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
-
-
-def make_json_safe(text: str) -> str:
-    """Turn the characters JSON leaves raw but a terminal or a line splitter would act on into \\u escapes."""
-    return re.sub(_UNSAFE_IN_JSON, _escape_json_char, text) if re.search(_UNSAFE_IN_JSON, text) else text
-
-
-def format_json_record(when: str, text: str, nick: str | None = None, **fields: object) -> str:
-    """Return one JSON Lines record: time, nick, text and any further fields, on one line."""
-    record = {"time": when, "nick": nick, "text": text, **fields}
-    return make_json_safe(json.dumps(record, ensure_ascii=False)) + "\n"
-
-
-def _json_record(head: str, line: str) -> str:
-    """Return the record of one whole chat line; head holds its time."""
-    nick, separator, text = line.partition(NICK_SEPARATOR)
-    if separator:
-        return f'{head}{_encode_json_string(nick)}, "text": {_encode_json_string(text)}}}\n'
-    return f'{head}null, "text": {_encode_json_string(line)}}}\n'
-
-
-def _json_head(time: str) -> str:
-    return f'{{"time": "{time}", "nick": '
-
-
-class JsonLineStamper(LineStamper):
-    """Turn received bytes into JSON Lines: {"time", "nick", "text"}, one record per line, however long.
-
-    The stamp given to feed and flush is the record's time (ISO 8601). A line longer than max_piece is
-    streamed: its record is opened with the first piece (whose first ": " splits off the nick), its text
-    continued piece by piece, and closed at the newline; memory stays bounded and the record stays whole.
-    """
-
-    def _format_block(self, block: bytes, stamp: str) -> str:
-        lines = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")[:-1].split("\n")
-        records = []
-        if self._continued:
-            records.append(_encode_json_string(lines[0])[1:] + "}\n")
-            del lines[0]
-        head = _json_head(stamp)
-        records.extend([_json_record(head, line) for line in lines])
-        return make_json_safe("".join(records))
-
-    def _format_piece(self, raw: bytes, stamp: str) -> str:
-        text = raw.decode(ENCODING, errors="replace")
-        if self._continued:
-            return make_json_safe(_encode_json_string(text)[1:-1])
-        return make_json_safe(_json_record(_json_head(stamp), text)[: -len(RECORD_END)])
-
-    def _format_end(self, raw: bytes, stamp: str) -> str:
-        return self._format_piece(raw, stamp) + RECORD_END
+def escape_note(text: str) -> str:
+    """Escape a note's text, which may quote a path or a host: it must not make a line of its own."""
+    return sanitize_text(text)
 
 
 def _escape_piece(raw: bytes) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from _minechat.stamping import JsonLineStamper  # noqa: E402 the checkout's own module, found through the line above
+from _minechat.jsonl import JsonLineStamper  # noqa: E402 the checkout's own module, found through the line above
 
 STAMP_BYTES = len("[27.11.26 09:05] ")
 LINES = [

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from _minechat.stamping import format_json_record  # noqa: E402 the checkout's own module, found through the line above
+from _minechat.jsonl import format_json_record  # noqa: E402 the checkout's own module, found through the line above
 
 NICKS = ["Boring Eve", "Focused Loyd", "Brave Bob", "Sleepy Ann", "Vlad", "Лёша", "bot_9000", "Anonymous"]
 WORDS = (  # noqa: SIM905 (a list of 100 words is easier to read as a sentence)

@@ -28,18 +28,18 @@ from helpers import (
     MAX_SOCKET_PATH,
     SERVICE_VARIABLES,
     TOKEN,
-    WAIT,
     Listener,
     Reader,
-    RecordingDelays,
     RecordingOut,
     StartReader,
     StdinPipe,
+    reader_settings,
+    start_reader_task,
     stop,
 )
 
-import read_client
-from read_client import ReaderSettings
+# Connections that fill a listen(0) backlog, with room to spare (Linux takes one more than the backlog).
+BACKLOG_FILLERS = 4
 
 
 @pytest.fixture(autouse=True)
@@ -107,19 +107,16 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
         history_format: str = "text",
         backlog: int = 10,
     ) -> Reader:
-        settings = ReaderSettings(
+        settings = reader_settings(
+            server,
+            log_path or tmp_path / "chat.log",
             host=host,
             port=port or server.read_port,
-            log_path=log_path or tmp_path / "chat.log",
-            connect_timeout=WAIT,
-            verbose=False,
             time_format=time_format,
             history_format=history_format,
             backlog=backlog,
         )
-        out = out or RecordingOut()
-        delays = RecordingDelays()
-        reader = Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+        reader = start_reader_task(settings, out, now)
         readers.append(reader)
         return reader
 
@@ -169,6 +166,24 @@ def silent_listener() -> socket.socket:
     sock.setblocking(False)
     yield sock
     sock.close()
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listener never accepts, its backlog full: a connect there hangs on Linux."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(BACKLOG_FILLERS):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ class FakeMinechatServer:
         self.senders_done = 0  # posting connections whose dialogue has ended
         self.reader_connections = 0
         self.readers: set[asyncio.StreamWriter] = set()
+        self.readers_joined = 0  # reading connections that were added to readers, which broadcasts reach
         # Misbehaviour, set by tests.
         self.close_readers_at_once = False
         self.send_then_close: bytes | None = None  # sent to each new reader, then the server hangs up
@@ -254,6 +255,7 @@ class FakeMinechatServer:
             if self.silent_readers:
                 self.silenced.add(writer)
             self.readers.add(writer)
+            self.readers_joined += 1
             self._touch()
             # Readers never write; wait for them to hang up.
             while await reader.read(1024):

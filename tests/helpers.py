@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import re
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -45,8 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WAIT = 5.0
 
 
-# How long a client may take to stop after SIGINT/SIGTERM (the promise is within a second).
-STOP_WAIT = 2.0
+# How long a client process may take to start and connect: Python's start-up on a machine busy with other work.
+START_WAIT = 30.0
+
+
+# How long a client may take to exit after SIGINT/SIGTERM. The promise is within a second; this is the
+# bound a busy machine (other test runs, two `yes` loops on two cores) still keeps, not the promise.
+STOP_WAIT = 15.0
 
 
 # How long a client may take to put a flood on disk, and how often a test looks at the file.
@@ -57,6 +63,10 @@ FILE_POLL_SECONDS = 0.01
 
 
 FLOOD_WAIT = 30.0
+
+
+# How long a client process run to its end may take: start-up, a few connections, a few tries (below pytest's 30 s).
+RUN_WAIT = 20.0
 
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and file modes")
@@ -113,27 +123,35 @@ def client_env(**extra: str) -> dict[str, str]:
 DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-def default_signals() -> None:
-    """Put SIGINT, SIGTERM and SIGHUP back to their defaults (in a child, before it runs the client)."""
+def default_signals(ignored: tuple[int, ...] = ()) -> None:
+    """Put SIGINT, SIGTERM and SIGHUP back to their defaults, but ignore those in ignored (in a child)."""
     for signum in DEFAULT_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    for signum in ignored:
+        signal.signal(signum, signal.SIG_IGN)
 
 
-def client_command(script: str, *argv: str | bytes, port: int | None = None, shell: str = "") -> list[str | bytes]:
+def client_command(
+    script: str, *argv: str | bytes, port: int | None = None, shell: str = "", python: tuple[str, ...] = ()
+) -> list[str | bytes]:
     """The command line of a client script in this checkout, aimed at 127.0.0.1:port if given.
 
-    With shell, the command runs as "$@" in that sh script (for a ulimit, or a closed stdin).
+    With shell, the command runs as "$@" in that sh script (for a ulimit, or a closed stdin); python
+    holds the interpreter's own arguments, before the script's path.
     """
     address = ["--host", "127.0.0.1", "--port", str(port)] if port is not None else []
-    command: list[str | bytes] = [sys.executable, str(ROOT / script), *address, *argv]
+    command: list[str | bytes] = [sys.executable, *python, str(ROOT / script), *address, *argv]
     return ["sh", "-c", shell, "sh", *command] if shell else command
 
 
-def spawn_options(cwd: Path, env: dict[str, str] | None) -> dict[str, Any]:
-    """What every client process gets: its folder, a clean environment and default signal dispositions."""
+def spawn_options(cwd: Path, env: dict[str, str] | None, ignored: tuple[int, ...] = ()) -> dict[str, Any]:
+    """What every client process gets: its folder, a clean environment and default signal dispositions.
+
+    The signals in ignored start out ignored, as under nohup.
+    """
     options: dict[str, Any] = {"cwd": cwd, "env": client_env() if env is None else env}
     if os.name == "posix":
-        options["preexec_fn"] = default_signals
+        options["preexec_fn"] = functools.partial(default_signals, ignored) if ignored else default_signals
     return options
 
 
@@ -147,25 +165,127 @@ async def start_client(
     stdout: Any = subprocess.PIPE,
     stderr: Any = subprocess.PIPE,
     shell: str = "",
+    python: tuple[str, ...] = (),
+    ignored: tuple[int, ...] = (),
 ) -> asyncio.subprocess.Process:
-    """Start read_client.py or send_client.py as a process: the one way the tests do it."""
+    """Start read_client.py or send_client.py as a process: the one way the tests do it.
+
+    Rather use client_process or reader_process, which also reap it. python holds options (or a -c
+    program) for the interpreter before the script; ignored, signals the client starts with ignored.
+    """
     return await asyncio.create_subprocess_exec(
-        *client_command(script, *argv, port=port, shell=shell),
-        stdin=stdin, stdout=stdout, stderr=stderr, **spawn_options(cwd, env),
+        *client_command(script, *argv, port=port, shell=shell, python=python),
+        stdin=stdin, stdout=stdout, stderr=stderr, **spawn_options(cwd, env, ignored),
     )  # fmt: skip
 
 
-def start_client_sync(
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """Kill a client process that is still running, and wait for it: no test leaves one behind."""
+    if process.returncode is None:
+        with suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+@asynccontextmanager
+async def client_process(script: str, *argv: str | bytes, **options: Any) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A client started as a process (start_client's arguments); killed and reaped at the end if still running."""
+    process = await start_client(script, *argv, **options)
+    try:
+        yield process
+    finally:
+        await reap(process)
+
+
+@asynccontextmanager
+async def reader_process(
+    server: FakeMinechatServer,
+    history: Path,
+    *argv: str | bytes,
+    cwd: Path | None = None,
+    port: int | None = None,
+    **options: Any,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """read_client.py as a process writing history, yielded once it has joined the fake chat; reaped at the end.
+
+    It runs in history's folder unless cwd is given; a reader that exits before it has connected fails the
+    test with its exit code and stderr.
+    """
+    joined = server.readers_joined
+    port = port or server.read_port
+    argv = ("--log_path", str(history), *argv)
+    async with client_process("read_client.py", *argv, port=port, cwd=cwd or history.parent, **options) as process:
+        await wait_until_joined(server, process, joined + 1)
+        yield process
+
+
+async def wait_until_joined(
+    server: FakeMinechatServer, process: asyncio.subprocess.Process, count: int, timeout: float = START_WAIT
+) -> None:
+    """Wait until the server has had count readers join, or fail if the process exits first or time runs out."""
+    joining = asyncio.ensure_future(server.wait_until(lambda: server.readers_joined >= count, timeout))
+    ending = asyncio.ensure_future(process.wait())
+    try:
+        await asyncio.wait({joining, ending}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (joining, ending):
+            task.cancel()
+        await asyncio.gather(joining, ending, return_exceptions=True)
+    if server.readers_joined >= count:
+        return
+    if process.returncode is not None:
+        err = await process.stderr.read() if process.stderr is not None else b""
+        raise AssertionError(f"the reader exited with {process.returncode} before it connected: {err.decode()}")
+    raise AssertionError(f"the reader had not connected after {timeout} s")
+
+
+@contextmanager
+def client_process_sync(
     script: str,
     *argv: str | bytes,
     cwd: Path,
     port: int | None = None,
     env: dict[str, str] | None = None,
     **streams: Any,
-) -> subprocess.Popen[Any]:
-    """start_client for a test without an event loop."""
+) -> Iterator[subprocess.Popen[Any]]:
+    """client_process for a test without an event loop."""
     streams.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams)
+    with subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def run_client_sync(
+    script: str,
+    *argv: str | bytes,
+    cwd: Path | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = START_WAIT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a client as a process to its end (killed after timeout); return what it did, as text."""
+    return subprocess.run(
+        client_command(script, *argv, port=port), capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, **spawn_options(cwd or ROOT, env),
+    )  # fmt: skip
+
+
+# A refused value ends a reader at once; one that is taken makes it retry port 9 forever.
+REFUSAL_WAIT = 10.0
+
+
+def run_reader(tmp_path: Path, *argv: str | bytes, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run read_client.py in tmp_path against a port nobody listens on; fail if it does not stop by itself."""
+    try:
+        return run_client_sync(
+            "read_client.py", *argv, cwd=tmp_path, port=9, env=client_env(**env), timeout=REFUSAL_WAIT
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"read_client took {argv or env} and ran")
 
 
 def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
@@ -190,8 +310,8 @@ async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> 
             await process.wait()
 
 
-async def finish(process: asyncio.subprocess.Process, timeout: float = WAIT) -> tuple[int, str]:
-    """Wait for a process to exit on its own; return its exit code and stderr."""
+async def finish(process: asyncio.subprocess.Process, timeout: float = START_WAIT) -> tuple[int, str]:
+    """Wait for a process to start and exit on its own; return its exit code and stderr."""
     try:
         _, err = await asyncio.wait_for(process.communicate(), timeout)
     finally:
@@ -411,6 +531,19 @@ def numbered(first: int, count: int, pad: str = "ну и погода сегод
     return "".join(f"Bob: {number:07d} {pad}\n" for number in range(first, first + count)).encode()
 
 
+def fill_disk(folder: Path) -> Path:
+    """Fill a file system with one file until not a byte more fits; return that file."""
+    filler = folder / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with suppress(OSError):
+            while os.write(descriptor, b"\0" * 512):
+                pass
+    finally:
+        os.close(descriptor)
+    return filler
+
+
 def numbers_of(chat: list[str]) -> list[int]:
     """Return the line numbers of numbered chat lines, in file order."""
     return [int(line.split()[1]) for line in chat if re.fullmatch(r"Bob: \d{7} .*", line)]
@@ -440,21 +573,31 @@ async def stop(reader: Reader) -> None:
         await reader.task
 
 
-@asynccontextmanager
-async def running_reader(
-    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.Task[int], RecordingOut, RecordingDelays]]:
-    """Run read_client in-process with tiny backoff delays; cancel it at the end."""
-    settings = ReaderSettings(host=host, port=server.read_port, log_path=path, connect_timeout=WAIT, verbose=False)
+def reader_settings(server: FakeMinechatServer, path: Path, **options: Any) -> ReaderSettings:
+    """Reader settings aimed at the fake server's chat, writing path; options replace any other setting."""
+    given: dict[str, Any] = {"host": "127.0.0.1", "port": server.read_port, "connect_timeout": WAIT, "verbose": False}
+    return ReaderSettings(log_path=path, **(given | options))
+
+
+def start_reader_task(
+    settings: ReaderSettings, out: RecordingOut | None = None, now: Callable[[], float] = time.time
+) -> Reader:
+    """Start read_client.run in-process, with tiny backoff delays; stop() ends it."""
     out = out or RecordingOut()
     delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
+    return Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+
+
+@asynccontextmanager
+async def running_reader(
+    server: FakeMinechatServer, path: Path, out: RecordingOut | None = None, **options: Any
+) -> AsyncIterator[Reader]:
+    """Run read_client in-process against the fake server (reader_settings' options); stopped at the end."""
+    reader = start_reader_task(reader_settings(server, path, **options), out)
     try:
-        yield task, out, delays
+        yield reader
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await stop(reader)
 
 
 def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -480,10 +623,11 @@ def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> Stam
     return StampClock(DEFAULT_TIME_FORMAT, expand, FakeTime(FIXED_TIME))
 
 
-def make_history(path: Path) -> _minechat.history.HistoryFile:
-    """Return a text history file for path, as run() builds it, not yet open."""
+def make_history(path: Path, clock: StampClock | None = None) -> _minechat.history.HistoryFile:
+    """Return a text history file for path (a pattern), as run() builds it, not yet open; clock: fixed_clock's."""
     pattern = _minechat.history.HistoryPattern(path)
-    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], fixed_clock(pattern))
+    clock = clock or fixed_clock(pattern)
+    return _minechat.history.HistoryFile(pattern, _minechat.history.HISTORY_FORMATS["text"], clock)
 
 
 def open_history(path: Path) -> _minechat.history.HistoryFile:
@@ -502,20 +646,23 @@ TOKEN = "5210a154-74ca-11e9-9d4f-0242ac110002"
 ACCOUNT = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Parse send_client settings aimed at the fake server, with no outside environment."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
-
-
-def settings_at(port: int, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
+def settings_at(port: int, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Parse send_client settings aimed at 127.0.0.1:port, the token file in tmp_path, with no outside environment."""
     base = ["--host", "127.0.0.1", "--port", str(port), "--token_path", str(tmp_path / "token.txt")]
     return send_client.parse_settings([*base, *argv], {}, tmp_path)
 
 
-async def send(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays."""
-    return await send_client.send(settings, io.BytesIO(stdin), RecordingDelays())
+def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str, watch: bool = False) -> SenderSettings:
+    """Parse send_client settings aimed at the fake server; with watch, the sender watches its chat for our posts."""
+    watching = ("--read-port", str(server.read_port)) if watch else ()
+    return settings_at(server.write_port, tmp_path, *watching, *argv)
+
+
+async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
+    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
+    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
+    await asyncio.wait_for(sender.run(), RUN_WAIT)
+    return sender
 
 
 def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
@@ -560,42 +707,45 @@ async def scripted_server(handler: Handler) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-async def run_client(
-    server: FakeMinechatServer, cwd: Path, *argv: str, stdin: bytes | None = b""
+async def run_sender_process(
+    port: int, cwd: Path, *argv: str, stdin: bytes | None = b"", timeout: float = RUN_WAIT, shell_prefix: str = ""
 ) -> tuple[int, str, str]:
-    """Run send_client.py against the server; return its exit code, stdout and stderr."""
-    process = await start_client("send_client.py", *argv, port=server.write_port, cwd=cwd, stdin=subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(stdin), 20)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    """Run send_client.py to its end against a posting port; return its exit code, stdout and stderr.
 
-
-async def run_cli(port: int, cwd: Path, *argv: str, timeout: float = 20, shell_prefix: str = "") -> tuple[int, str]:
-    """Run send_client.py (optionally under a shell prefix such as a ulimit); return exit code and stderr."""
+    stdin is written to it (None: it reads /dev/null); shell_prefix runs before it in sh (a ulimit).
+    """
     shell = f'{shell_prefix} exec "$@"' if shell_prefix else ""
-    process = await start_client("send_client.py", *argv, port=port, cwd=cwd, stdout=subprocess.DEVNULL, shell=shell)
-    try:
-        _, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    stream = subprocess.DEVNULL if stdin is None else subprocess.PIPE
+    async with client_process("send_client.py", *argv, port=port, cwd=cwd, stdin=stream, shell=shell) as process:
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
     assert process.returncode is not None
-    return process.returncode, err.decode(errors="replace")
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run send_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
+async def run_main_in_thread(
+    main: Callable[[list[str] | None], int], argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Run a client's main in-process, in cwd (in a thread, as it runs its own event loop); return its exit code."""
     monkeypatch.chdir(cwd)
 
     def call() -> int:
         try:
-            return send_client.main(argv)
+            return main(argv)
         except SystemExit as stop:  # a usage error, through argparse
             assert isinstance(stop.code, int)
             return stop.code
 
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
+    return await asyncio.wait_for(asyncio.to_thread(call), RUN_WAIT)
+
+
+async def run_send_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run send_client.main in-process; return its exit code."""
+    return await run_main_in_thread(send_client.main, argv, cwd, monkeypatch)
+
+
+async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run read_client.main in-process; return its exit code."""
+    return await run_main_in_thread(read_client.main, argv, cwd, monkeypatch)
 
 
 def error_lines(err: str) -> list[str]:

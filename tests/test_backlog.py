@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import re
 import signal
-from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
-    start_client,
+    reader_process,
     stop,
     stop_with_signal,
 )
@@ -34,8 +32,9 @@ import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 from _minechat.backlog import BACKLOG_BLOCK_BYTES, BACKLOG_TOTAL_CHARS, CUT_MARK, lines_from_end, read_backlog
-from _minechat.history import HistoryPattern
-from _minechat.stamping import JsonLineStamper
+from _minechat.history import HISTORY_FORMATS, HistoryPattern
+from _minechat.jsonl import JsonLineStamper
+from _minechat.stamping import Moment
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
 
@@ -161,20 +160,9 @@ async def test_backlog_of_a_deeply_nested_json_line_does_not_crash_the_reader(
 ) -> None:
     history = tmp_path / "chat.log"
     history.write_bytes(b"[27.11.26 10:00] Eve: hi\n" + b'{"a": ' + b"[" * 5000 + b"\n")
-    process = await start_client(
-        "read_client.py", "--log_path", str(history), port=server.read_port, cwd=tmp_path, env=client_env(TZ="UTC0")
-    )
-    connected = asyncio.ensure_future(server.wait_until(lambda: len(server.readers) == 1, timeout=15))
-    ended = asyncio.ensure_future(process.wait())
-    try:
-        await asyncio.wait({connected, ended}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        connected.cancel()
-        with suppress(asyncio.CancelledError, asyncio.TimeoutError):
-            await connected
-        if process.returncode is None:
-            await stop_with_signal(process, signal.SIGTERM)
-        ended.cancel()
+    # A reader that crashes on the backlog never connects: reader_process fails with its stderr.
+    async with reader_process(server, history, cwd=tmp_path, env=client_env(TZ="UTC0")) as process:
+        await stop_with_signal(process, signal.SIGTERM)
     err = (await process.stderr.read()).decode(errors="replace")
     assert "Traceback" not in err
     assert process.returncode == 143, err
@@ -233,3 +221,22 @@ def test_backlog_stays_within_its_total_bound(tmp_path: Path) -> None:
     assert sum(len(line) + 1 for line in shown) <= BACKLOG_TOTAL_CHARS
     assert len(shown) == BACKLOG_TOTAL_CHARS // (len(lines[0]) + 1)
     assert shown == lines[-len(shown) :]
+
+
+def test_backlog_of_a_long_continued_jsonl_record_is_shown_as_chat(tmp_path: Path) -> None:
+    # What a rotation inside a long line leaves in the new file: a record of our own for the line's rest.
+    history = tmp_path / "chat.jsonl"
+    head = HISTORY_FORMATS["jsonl"].continued(Moment("", ISO_UTC, str(history)))
+    rest = head + "z" * (100 * 1024) + '"}\n'
+    history.write_text(rest + JsonLineStamper().feed(b"Bob: short\n", ISO_UTC), encoding="utf-8")
+    shown = read_backlog([history], 10, DEFAULT_FORMAT)
+    assert shown[1] == "[27.11.26 10:00] Bob: short"
+    assert shown[0].startswith("[27.11.26 10:00] zzzz"), shown[0][:60]
+    assert shown[0].endswith("z [...]")
+
+
+def test_backlog_of_a_short_continued_jsonl_record_is_shown_as_chat(tmp_path: Path) -> None:
+    history = tmp_path / "chat.jsonl"
+    head = HISTORY_FORMATS["jsonl"].continued(Moment("", ISO_UTC, str(history)))
+    history.write_text(head + 'the rest"}\n', encoding="utf-8")
+    assert read_backlog([history], 10, DEFAULT_FORMAT) == ["[27.11.26 10:00] the rest"]

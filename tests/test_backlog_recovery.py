@@ -17,7 +17,7 @@ from helpers import POSIX_ONLY, WAIT, RecordingDelays, RecordingOut
 import read_client
 from _minechat.backlog import BACKLOG_LINE_BYTES, CUT_MARK, read_backlog
 from _minechat.history import HISTORY_FORMATS, HistoryPattern
-from _minechat.stamping import format_json_record
+from _minechat.jsonl import format_json_record
 from read_client import ReaderSettings
 
 DEFAULT_FORMAT = "[%d.%m.%y %H:%M]"
@@ -107,4 +107,15 @@ def test_a_record_cut_at_any_byte_is_ended_as_one_valid_record() -> None:
         prefix = data[:cut]
         line = prefix + HISTORY_FORMATS["jsonl"].end_cut_line(prefix)
         assert line.endswith(b"\n") and line.count(b"\n") == 1, prefix
+        assert isinstance(json.loads(line.decode("utf-8")), dict), prefix
+
+
+def test_a_record_cut_inside_a_unicode_escape_is_ended_as_one_valid_record() -> None:
+    # DEL, C1 and bidi controls are written as \uXXXX escapes: a cut can fall between their six characters.
+    record = format_json_record(ISO, "a\x7fb\u202ec\u2028d", nick="E\x85ve")
+    assert record.count("\\u") == 4
+    data = record.encode("utf-8").rstrip(b"\n")
+    for cut in range(1, len(data)):
+        prefix = data[:cut]
+        line = prefix + HISTORY_FORMATS["jsonl"].end_cut_line(prefix)
         assert isinstance(json.loads(line.decode("utf-8")), dict), prefix

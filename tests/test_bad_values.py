@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, client_env
-
-# A refused value ends the client at once; one that is taken makes it retry forever.
-REFUSAL_WAIT = 10.0
-
-
-def run_reader(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """Run read_client.py in tmp_path; fail if it does not stop by itself."""
-    try:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "read_client.py"), *argv],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=client_env(),
-            timeout=REFUSAL_WAIT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"read_client took {argv} and ran")
+from helpers import run_reader
 
 
 @pytest.mark.parametrize(
@@ -42,7 +22,7 @@ def run_reader(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_value_that_can_never_work_is_refused(tmp_path: Path, argv: list[str], option: str) -> None:
-    result = run_reader(tmp_path, "--port", "9", *argv)
+    result = run_reader(tmp_path, *argv)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert option in result.stderr

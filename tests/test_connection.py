@@ -11,7 +11,7 @@ from pathlib import Path
 import fake_server
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, read_history, send, status_of
+from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, free_port, read_history, run_sender, status_of
 
 import chat_io
 import read_client
@@ -214,28 +214,17 @@ def test_keepalive_without_any_idle_option(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
-async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(4):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.1", port))
-                fillers.append(filler)
-            settings = ReaderSettings("127.0.0.1", port, tmp_path / "chat.log", 0.3, verbose=False)
-            delays = RecordingDelays()
-            task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), delays))
-            try:
-                await delays.wait_for_taken(1)
-            finally:
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-        finally:
-            for filler in fillers:
-                filler.close()
+async def test_connecting_has_the_configured_timeout(tmp_path: Path, unanswered_port: int) -> None:
+    port = unanswered_port
+    settings = ReaderSettings("127.0.0.1", port, tmp_path / "chat.log", 0.3, verbose=False)
+    delays = RecordingDelays()
+    task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), delays))
+    try:
+        await delays.wait_for_taken(1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     notes = status_of(read_history(tmp_path / "chat.log"))
     assert notes[1] == (
         f"*** no answer from 127.0.0.1:{port} within 0.3 s; check the address or raise --connect-timeout; "
@@ -244,31 +233,18 @@ async def test_connecting_has_the_configured_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
-async def test_connecting_has_a_timeout(tmp_path: Path) -> None:
+async def test_connecting_has_a_timeout(tmp_path: Path, unanswered_port: int) -> None:
     # A listener that never accepts, with its backlog filled, leaves further connects hanging.
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(4):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.1", port))
-                fillers.append(filler)
-            settings = send_client.parse_settings(
-                ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--connect-timeout", "0.3"], {}, tmp_path
-            )
-            with pytest.raises(ConnectionFailed, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
-                await send(settings)
-        finally:
-            for filler in fillers:
-                filler.close()
+    port = unanswered_port
+    settings = send_client.parse_settings(
+        ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--connect-timeout", "0.3"], {}, tmp_path
+    )
+    with pytest.raises(ConnectionFailed, match=r"no answer from 127\.0\.0\.1:\d+ within 0\.3 s"):
+        await run_sender(settings)
 
 
 async def test_refused_connection_is_a_connection_failure(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = send_client.parse_settings(["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], {}, tmp_path)
     with pytest.raises(ConnectionFailed, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
-        await send(settings)
+        await run_sender(settings)

@@ -25,7 +25,7 @@ from helpers import (
     client_env,
     open_text_history,
     read_history,
-    start_client,
+    reader_process,
     status_of,
     stop,
     stop_with_signal,
@@ -175,33 +175,32 @@ async def test_dated_history_follows_rotation_and_is_locked(
 @POSIX_ONLY
 async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     pattern = tmp_path / "logs" / "%Y" / "%m-%d.log"
-    options = ("--log_path", str(pattern), "--time-format", "%Y %m-%d %H:%M:%S", "--backlog", "0")
-    process = await start_client(
-        "read_client.py",
+    options = ("--time-format", "%Y %m-%d %H:%M:%S", "--backlog", "0")
+    async with reader_process(
+        server,
+        pattern,
         *options,
-        port=server.read_port,
         cwd=tmp_path,
         env=client_env(TZ=zone_with_midnight_in(MIDNIGHT_AHEAD)),
-    )
-    sent = 0
-    days: list[str] = []
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        # Lines in a steady stream, each sent once the one before is shown, until a few after midnight.
-        after_midnight = 0
-        deadline = time.monotonic() + MIDNIGHT_AHEAD + WAIT
-        while after_midnight < 3 and time.monotonic() < deadline:
-            await server.broadcast(f"Bob: {sent + 1:07d} tick\nBob: {sent + 2:07d} tock\n".encode())
-            sent += 2
-            for _ in range(2):
-                line = (await asyncio.wait_for(process.stdout.readline(), WAIT)).decode()
-                day = line[: len("2026 01-31")]
-                if day not in days:
-                    days.append(day)
-            after_midnight += len(days) > 1
-        assert len(days) == 2, f"expected the lines of two days, got {days}: did the client start too late?"
-    finally:
-        code = await stop_with_signal(process, signal.SIGINT)
+    ) as process:
+        sent = 0
+        days: list[str] = []
+        try:
+            # Lines in a steady stream, each sent once the one before is shown, until a few after midnight.
+            after_midnight = 0
+            deadline = time.monotonic() + MIDNIGHT_AHEAD + WAIT
+            while after_midnight < 3 and time.monotonic() < deadline:
+                await server.broadcast(f"Bob: {sent + 1:07d} tick\nBob: {sent + 2:07d} tock\n".encode())
+                sent += 2
+                for _ in range(2):
+                    line = (await asyncio.wait_for(process.stdout.readline(), WAIT)).decode()
+                    day = line[: len("2026 01-31")]
+                    if day not in days:
+                        days.append(day)
+                after_midnight += len(days) > 1
+            assert len(days) == 2, f"expected the lines of two days, got {days}: did the client start too late?"
+        finally:
+            code = await stop_with_signal(process, signal.SIGINT)
     assert code == 130, (await process.stderr.read()).decode()
     files = {day: tmp_path / "logs" / day[:4] / f"{day[5:]}.log" for day in days}
     old, new = (files[day].read_text(encoding="utf-8").splitlines() for day in days)

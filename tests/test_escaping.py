@@ -143,18 +143,18 @@ async def test_escape_sequences_cannot_reach_terminal(server: FakeMinechatServer
 
 async def test_bidi_controls_are_escaped_in_stdout_and_history(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(f"Eve: {BIDI_CONTROLS}txt\n".encode())
-        await out.wait_for_lines(1)
-    assert chat_of(out.lines) == [f"Eve: {BIDI_ESCAPED}txt"]
+        await reader.out.wait_for_lines(1)
+    assert chat_of(reader.out.lines) == [f"Eve: {BIDI_ESCAPED}txt"]
     assert chat_of(read_history(path)) == [f"Eve: {BIDI_ESCAPED}txt"]
 
 
 async def test_client_notes_are_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as (_, _, delays):
-        await delays.wait_for_taken(1)
+    async with running_reader(server, path, host="127.0.0.1\n[28.11.26 16:52] Admin: forged") as reader:
+        await reader.delays.wait_for_taken(1)
     history = read_history(path)
     assert history
     assert all(re.match(STAMP + r"\*\*\* ", line) for line in history)

@@ -7,35 +7,35 @@ import logging
 import os
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import STAMP, STOP_WAIT, WAIT, FakeTime, RecordingDelays, RecordingOut, read_history, wait_for_file
+from helpers import (
+    STAMP,
+    STOP_WAIT,
+    WAIT,
+    FakeTime,
+    chat_of,
+    fill_disk,
+    make_history,
+    numbered,
+    numbers_of,
+    read_history,
+    running_reader,
+    wait_for_file,
+)
 
-import read_client
-from _minechat.history import HISTORY_FORMATS, DiskFull, HistoryFile, HistoryPattern
+from _minechat.history import DiskFull, HistoryPattern
 from _minechat.stamping import StampClock
-from read_client import ReaderSettings
 
 FULL_NOTE = "the disk is full"
 LOG_POLL_SECONDS = 0.01
-
-
-def fill_disk(folder: Path) -> Path:
-    """Fill a file system with one file until not a byte more fits; return that file."""
-    filler = folder / "filler"
-    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        with suppress(OSError):
-            while os.write(descriptor, b"\0" * 512):
-                pass
-    finally:
-        os.close(descriptor)
-    return filler
+# Readers here take a connection silent this long for dead.
+FULL_DISK_IDLE = 0.3
 
 
 async def wait_for_log(caplog: pytest.LogCaptureFixture, predicate: Callable[[str], bool]) -> None:
@@ -46,26 +46,6 @@ async def wait_for_log(caplog: pytest.LogCaptureFixture, predicate: Callable[[st
             await asyncio.sleep(LOG_POLL_SECONDS)
 
     await asyncio.wait_for(wait(), WAIT)
-
-
-def numbered(first: int, count: int) -> bytes:
-    """Return chat lines carrying their numbers, so gaps and doubles show."""
-    return "".join(f"Bob: {number:05d} погода сегодня хороша\n" for number in range(first, first + count)).encode()
-
-
-@asynccontextmanager
-async def reading(
-    server: FakeMinechatServer, path: Path, idle_timeout: float = 0.3
-) -> AsyncIterator[asyncio.Task[int]]:
-    """Run a reader in-process into path; cancel it at the end."""
-    settings = ReaderSettings("127.0.0.1", server.read_port, path, WAIT, verbose=False, idle_timeout=idle_timeout)
-    task = asyncio.create_task(read_client.run(settings, RecordingOut(), RecordingDelays()))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
 
 
 def received_statuses(listener: socket.socket) -> list[str]:
@@ -90,10 +70,10 @@ async def test_full_disk_pauses_and_carries_on_where_the_write_stopped(
     monkeypatch.setenv("NOTIFY_SOCKET", f"@minechat-full-disk-{os.getpid()}")
     path = tiny_disk / "chat.log"
     count = 400  # about 18 KB: more than a full disk takes
-    async with reading(server, path) as task:
+    async with running_reader(server, path, idle_timeout=FULL_DISK_IDLE) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(numbered(1, 1))
-        await wait_for_file(path, lambda data: b"Bob: 00001" in data)
+        await wait_for_file(path, lambda data: b"Bob: 0000001 " in data)
         filler = fill_disk(tiny_disk)
         await server.broadcast(numbered(2, count - 1))
         await wait_for_log(caplog, lambda message: FULL_NOTE in message)
@@ -101,31 +81,21 @@ async def test_full_disk_pauses_and_carries_on_where_the_write_stopped(
         with suppress(asyncio.TimeoutError):
             await server.wait_until(lambda: server.reader_connections > 1, timeout=1.0)
         assert server.reader_connections == 1
-        assert not task.done()
+        assert not reader.task.done()
         filler.unlink()
         await wait_for_file(path, lambda data: b"disk was full from" in data)
         await server.broadcast(numbered(count + 1, 1))
-        await wait_for_file(path, lambda data: f"Bob: {count + 1:05d}".encode() in data)
+        await wait_for_file(path, lambda data: f"Bob: {count + 1:07d} ".encode() in data)
     history = read_history(path)
-    numbers = [
-        int(match[1])
-        for line in history
-        if (match := re.fullmatch(STAMP + r"Bob: (\d{5}) погода сегодня хороша", line))
-    ]
-    assert numbers == list(range(1, count + 2))
+    assert numbers_of(chat_of(history)) == list(range(1, count + 2))
     for line in history:
-        assert re.fullmatch(STAMP + r"(Bob: \d{5} погода сегодня хороша|\*\*\* .*)", line), line
+        assert re.fullmatch(STAMP + r"(Bob: \d{7} ну и погода сегодня|\*\*\* .*)", line), line
     assert sum("disk was full from" in line for line in history) == 1
     assert sum(FULL_NOTE in record.getMessage() for record in caplog.records) == 1  # said once
     statuses = received_statuses(listener)
     listener.close()
     assert sum(status.startswith(FULL_NOTE) for status in statuses) == 1
     assert any(status.startswith("disk was full from") for status in statuses)
-
-
-def make_history(pattern: Path, clock: StampClock) -> HistoryFile:
-    """Return a text history for a pattern, not yet open."""
-    return HistoryFile(HistoryPattern(pattern), HISTORY_FORMATS["text"], clock)
 
 
 def test_write_on_a_full_disk_keeps_the_rest_and_writes_it_later(tiny_disk: Path) -> None:
@@ -180,14 +150,14 @@ async def test_stop_while_the_disk_is_full_ends_in_time(
 ) -> None:
     caplog.set_level(logging.INFO)
     path = tiny_disk / "chat.log"
-    async with reading(server, path) as task:
+    async with running_reader(server, path, idle_timeout=FULL_DISK_IDLE) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(numbered(1, 1))
-        await wait_for_file(path, lambda data: b"Bob: 00001" in data)
+        await wait_for_file(path, lambda data: b"Bob: 0000001 " in data)
         fill_disk(tiny_disk)
         await server.broadcast(numbered(2, 400))
         await wait_for_log(caplog, lambda message: FULL_NOTE in message)
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
-        assert done == {task}
+        reader.task.cancel()
+        done, _ = await asyncio.wait({reader.task}, timeout=STOP_WAIT)
+        assert done == {reader.task}
     assert any("not written" in record.getMessage() for record in caplog.records)

@@ -21,13 +21,13 @@ from helpers import (
     WAIT,
     StartReader,
     chat_of,
+    client_process_sync,
     make_history,
     open_history,
     read_history,
     read_main,
+    reader_process,
     running_reader,
-    start_client,
-    start_client_sync,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -195,7 +195,7 @@ def test_unusable_history_path_says_why(tmp_path: Path) -> None:
 def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "chat.fifo"
     os.mkfifo(fifo)
-    with start_client_sync(
+    with client_process_sync(
         "read_client.py",
         "--log_path",
         str(fifo),
@@ -215,10 +215,10 @@ def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
 async def test_history_without_final_newline_gets_one(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     path.write_bytes(b"[01.01.26 00:00] A: cut off by a full disk")
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: next\n")
-        await out.wait_for(lambda text: "A: next\n" in text)
+        await reader.out.wait_for(lambda text: "A: next\n" in text)
     history = read_history(path)
     assert history[0] == "[01.01.26 00:00] A: cut off by a full disk"
     assert all(re.match(STAMP, line) for line in history[1:])
@@ -226,30 +226,26 @@ async def test_history_without_final_newline_gets_one(server: FakeMinechatServer
 
 
 @pytest.mark.parametrize("how", ["rename", "delete"])
-async def test_rotation_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
+async def test_rotation_inside_a_long_line_forges_no_line(server: FakeMinechatServer, tmp_path: Path, how: str) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        head = b"Eve: "
-        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
-        await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
-        if how == "rename":
-            history.rename(tmp_path / "chat.log.1")
-        else:
-            history.unlink()
-        await server.broadcast(b"\nBob: after\n")
-        await wait_for_file(history, lambda data: b"Bob: after" in data)
-    finally:
-        await stop_with_signal(process, signal.SIGINT)
+    ) as process:
+        try:
+            head = b"Eve: "
+            await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
+            await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
+            if how == "rename":
+                history.rename(tmp_path / "chat.log.1")
+            else:
+                history.unlink()
+            await server.broadcast(b"\nBob: after\n")
+            await wait_for_file(history, lambda data: b"Bob: after" in data)
+        finally:
+            await stop_with_signal(process, signal.SIGINT)
     fresh = read_history(history)
     # Every line of the new file is stamped by the client; the chat cannot choose how one starts.
     assert all(re.match(STAMP, line) for line in fresh), fresh[:3]

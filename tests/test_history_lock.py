@@ -14,15 +14,18 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    START_WAIT,
+    STOP_WAIT,
     SYMLINKS,
-    WAIT,
+    client_process_sync,
     finish,
     make_history,
     open_history,
     open_text_history,
     read_history,
+    reader_process,
+    reap,
     start_client,
-    start_client_sync,
     stop_with_signal,
 )
 
@@ -96,50 +99,35 @@ def test_lock_file_is_owner_only(tmp_path: Path) -> None:
 @POSIX_ONLY
 async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    first = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        # The same file by another name.
-        (tmp_path / "sub").mkdir()
-        second = await start_client(
-            "read_client.py",
-            "--log_path",
-            str(tmp_path / "sub" / ".." / "chat.log"),
-            port=server.read_port,
-            cwd=tmp_path / "sub" / "..",
-        )
-        code, err = await finish(second)
-        assert code == 7
-        assert len(err.strip().splitlines()) == 1
-        assert "chat.log" in err and str(first.pid) in err
-        assert "Traceback" not in err
-        assert server.reader_connections == 1
-        # A crash releases the lock.
-        first.kill()
-        await first.wait()
-        third = await start_client(
-            "read_client.py",
-            "--log_path",
-            str(history),
-            port=server.read_port,
-            cwd=history.parent,
-            stdout=subprocess.DEVNULL,
-        )
+    ) as first:
         try:
-            await server.wait_until(lambda: server.reader_connections == 2, timeout=15)
-        finally:
-            assert await stop_with_signal(third, signal.SIGINT) == 130
-    finally:
-        if first.returncode is None:
+            # The same file by another name.
+            (tmp_path / "sub").mkdir()
+            second = await start_client(
+                "read_client.py",
+                "--log_path",
+                str(tmp_path / "sub" / ".." / "chat.log"),
+                port=server.read_port,
+                cwd=tmp_path / "sub" / "..",
+            )
+            code, err = await finish(second)
+            assert code == 7
+            assert len(err.strip().splitlines()) == 1
+            assert "chat.log" in err and str(first.pid) in err
+            assert "Traceback" not in err
+            assert server.reader_connections == 1
+            # A crash releases the lock.
             first.kill()
             await first.wait()
+            async with reader_process(server, history, stdout=subprocess.DEVNULL) as third:
+                assert server.reader_connections == 2
+                assert await stop_with_signal(third, signal.SIGINT) == 130
+        finally:
+            await reap(first)
     lines = read_history(history)
     assert sum(line.endswith("*** connected to 127.0.0.1:" + str(server.read_port)) for line in lines) == 2
 
@@ -148,29 +136,25 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
 @POSIX_ONLY
 async def test_hard_link_to_the_history_gets_no_second_reader(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    first = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        os.link(history, tmp_path / "same.log")
-        second = await start_client(
-            "read_client.py",
-            "--log_path",
-            str(tmp_path / "same.log"),
-            port=server.read_port,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-        )
-        # Refused, it exits at once; let in, it would run until finish() kills it.
-        code, err = await finish(second)
-    finally:
-        await stop_with_signal(first, signal.SIGINT)
+    ) as first:
+        try:
+            os.link(history, tmp_path / "same.log")
+            second = await start_client(
+                "read_client.py",
+                "--log_path",
+                str(tmp_path / "same.log"),
+                port=server.read_port,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+            )
+            # Refused, it exits at once; let in, it would run until finish() kills it.
+            code, err = await finish(second)
+        finally:
+            await stop_with_signal(first, signal.SIGINT)
     assert "same.log is already being written by another read_client;" in err
     assert code == 7
 
@@ -179,7 +163,7 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
     # --log_path poetry, in a project folder: poetry.lock belongs to another tool.
     precious = tmp_path / "poetry.lock"
     precious.write_text("[[package]]\nname = 'aiofiles'\n", encoding="utf-8")
-    process = start_client_sync(
+    with client_process_sync(
         "read_client.py",
         "--log_path",
         "poetry",
@@ -187,16 +171,14 @@ def test_a_file_named_like_the_lock_is_not_overwritten(tmp_path: Path) -> None:
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    try:
+    ) as process:
         # The first note is written after the history is opened and locked.
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + START_WAIT
         history = tmp_path / "poetry"
         while not (history.exists() and b"*** connecting" in history.read_bytes()) and time.monotonic() < deadline:
             time.sleep(0.01)
-    finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=WAIT)
+        process.wait(timeout=STOP_WAIT)
     assert precious.read_text(encoding="utf-8") == "[[package]]\nname = 'aiofiles'\n"
 
 

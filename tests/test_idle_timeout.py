@@ -4,70 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import (
-    ROOT,
-    WAIT,
-    RecordingDelays,
-    RecordingOut,
-    chat_of,
-    client_env,
-    read_history,
-    status_of,
-    wait_for_file,
-)
+from helpers import WAIT, chat_of, read_history, run_client_sync, running_reader, status_of, wait_for_file
 
 import read_client
-from read_client import ReaderSettings
 
 IDLE = 0.5  # seconds of silence a test reader takes for a dead connection
 
 
-@dataclass
-class Reader:
-    """A read_client running in-process and what it writes."""
-
-    task: asyncio.Task[int]
-    out: RecordingOut
-    path: Path
-    delays: RecordingDelays
-
-
-@asynccontextmanager
-async def reading(
-    server: FakeMinechatServer, path: Path, idle_timeout: float = IDLE, history_format: str = "text"
-) -> AsyncIterator[Reader]:
-    """Run a reader with a short idle timeout against the fake server; cancel it at the end."""
-    settings = ReaderSettings(
-        host="127.0.0.1",
-        port=server.read_port,
-        log_path=path,
-        connect_timeout=WAIT,
-        verbose=False,
-        history_format=history_format,
-        idle_timeout=idle_timeout,
-    )
-    out = RecordingOut()
-    delays = RecordingDelays()
-    task = asyncio.create_task(read_client.run(settings, out, delays))
-    try:
-        yield Reader(task, out, path, delays)
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_silent_connection_is_dropped_and_reconnected(server: FakeMinechatServer, tmp_path: Path) -> None:
-    async with reading(server, tmp_path / "chat.log") as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"Bob: before\n")
         await reader.out.wait_for(lambda text: "Bob: before" in text)
@@ -84,7 +34,7 @@ async def test_silent_connection_is_dropped_and_reconnected(server: FakeMinechat
 
 @pytest.mark.slow
 async def test_idle_timeout_zero_keeps_a_silent_connection(server: FakeMinechatServer, tmp_path: Path) -> None:
-    async with reading(server, tmp_path / "chat.log", idle_timeout=0) as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=0) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         server.go_silent()
         with suppress(asyncio.TimeoutError):
@@ -95,7 +45,7 @@ async def test_idle_timeout_zero_keeps_a_silent_connection(server: FakeMinechatS
 
 async def test_silent_server_is_not_hammered(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.silent_readers = True  # accepts every connection and never says a thing
-    async with reading(server, tmp_path / "chat.log", idle_timeout=0.1) as reader:
+    async with running_reader(server, tmp_path / "chat.log", idle_timeout=0.1) as reader:
         await reader.delays.wait_for_taken(3)
         # No connection delivered a line: the backoff grows and is never started over.
         assert reader.delays.resets == 1
@@ -104,7 +54,7 @@ async def test_silent_server_is_not_hammered(server: FakeMinechatServer, tmp_pat
 
 
 async def test_silent_connection_is_a_lost_event_in_json_lines(server: FakeMinechatServer, tmp_path: Path) -> None:
-    async with reading(server, tmp_path / "chat.jsonl", history_format="jsonl") as reader:
+    async with running_reader(server, tmp_path / "chat.jsonl", idle_timeout=IDLE, history_format="jsonl") as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         server.go_silent()
         await server.wait_until(lambda: server.reader_connections == 2)
@@ -117,9 +67,7 @@ async def test_silent_connection_is_a_lost_event_in_json_lines(server: FakeMinec
 
 
 def test_help_names_the_idle_timeout() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--help"], capture_output=True, text=True, env=client_env()
-    )
+    result = run_client_sync("read_client.py", "--help")
     assert result.returncode == 0
     assert "--idle-timeout" in result.stdout and "IDLE_TIMEOUT" in result.stdout
 
@@ -132,13 +80,7 @@ def test_idle_timeout_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_negative_idle_timeout_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "read_client.py"), "--idle-timeout", "-1"],
-        capture_output=True,
-        text=True,
-        env=client_env(),
-        cwd=tmp_path,
-    )
+    result = run_client_sync("read_client.py", "--idle-timeout", "-1", cwd=tmp_path)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert "--idle-timeout" in result.stderr

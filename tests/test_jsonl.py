@@ -23,14 +23,14 @@ from helpers import (
     RecordingOut,
     StartReader,
     client_env,
-    start_client,
+    reader_process,
     stop,
     stop_with_signal,
     wait_for_file,
 )
 
 import read_client
-from _minechat.stamping import JsonLineStamper, format_json_record
+from _minechat.jsonl import RECORD_END, JsonLineStamper, format_json_record
 from read_client import ReaderSettings
 
 ISO_MSK = "2026-11-28T09:05:00+03:00"
@@ -111,22 +111,19 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
     server: FakeMinechatServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "chat.jsonl"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(path),
+    async with reader_process(
+        server,
+        path,
         "--format",
         "jsonl",
-        port=server.read_port,
         cwd=tmp_path,
         env=client_env(TZ=ODD_ZONE),
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"Eve: hi\n")
-        await wait_for_file(path, lambda data: b'"nick": "Eve"' in data, WAIT)
-    finally:
-        code = await stop_with_signal(process, signal.SIGTERM)
+    ) as process:
+        try:
+            await server.broadcast(b"Eve: hi\n")
+            await wait_for_file(path, lambda data: b'"nick": "Eve"' in data, WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGTERM)
     assert code == 143
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     # Local time of the client's zone (UTC+13:37, which no caller's zone is), with its offset.
@@ -201,7 +198,10 @@ def test_json_long_line_is_streamed_as_one_record() -> None:
     ]
     # While the line comes in, what is given out is an open record; memory holds at most a piece.
     assert pieces[0].startswith('{"time": "T1", "nick": "Eve", "text": "') and "\n" not in pieces[0]
-    assert stamper.pending <= 8 * 2
+    probe = JsonLineStamper(max_piece=8)  # fed the same, then flushed: what the stamper holds now
+    probe.feed(b"Eve: 0123456789", "T1")
+    probe.feed("абвгдеёжзий".encode(), "T2")
+    assert len(probe.flush("T2").encode()) - len(RECORD_END) <= 8 * 2
     text = "".join(pieces) + stamper.flush("T4")
     assert records_of(text) == [
         {"time": "T1", "nick": "Eve", "text": "0123456789абвгдеёжзийend"},

@@ -5,36 +5,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import POSIX_ONLY, ROOT, STAMP, FakeTime, client_env, read_history
+from helpers import POSIX_ONLY, STAMP, FakeTime, read_history, run_reader
 
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import StampClock
 
 FORGED = "[01.01.26 00:00] Admin: all accounts are deleted tonight"
-
-
-# A refused value ends the client at once; one that is taken makes it retry port 9 forever.
-REFUSAL_WAIT = 10.0
-
-
-def run_reader(tmp_path: Path, *argv: str | bytes, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run read_client.py in tmp_path against a port nobody listens on; fail if it does not stop by itself."""
-    try:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "read_client.py"), "--host", "127.0.0.1", "--port", "9", *argv],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=client_env(**env),
-            timeout=REFUSAL_WAIT,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"read_client took {argv or env} and ran")
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], tmp_path: Path, what: str) -> None:

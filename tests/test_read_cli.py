@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -22,12 +21,15 @@ from helpers import (
     StartReader,
     chat_of,
     client_env,
+    client_process_sync,
     finish,
+    free_port,
     read_history,
     read_main,
+    reader_process,
+    run_read_main,
     running_reader,
     start_client,
-    start_client_sync,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -35,20 +37,6 @@ from helpers import (
 
 import read_client
 from _minechat.stamping import format_stamp
-
-
-async def run_read_main(argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run read_client.main in-process (in a thread, as it runs its own event loop); return its exit code."""
-    monkeypatch.chdir(cwd)
-
-    def call() -> int:
-        try:
-            return read_client.main(argv)
-        except SystemExit as stop:  # a usage error, through argparse
-            assert isinstance(stop.code, int)
-            return stop.code
-
-    return await asyncio.wait_for(asyncio.to_thread(call), WAIT * 2)
 
 
 def odd_zone_now() -> datetime:
@@ -113,29 +101,26 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
     server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
 ) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
+    async with reader_process(
+        server,
+        history,
         cwd=tmp_path,
         # No PYTHONUNBUFFERED (client_env drops it): the lines arrive only if the client flushes them.
         env=client_env(TZ=ODD_ZONE),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        before = odd_zone_now()
-        await server.broadcast(b"A: one\nA: two\nA: unfinish")
-        printed = []
-        for expected in (b"A: one", b"A: two"):
-            line = await asyncio.wait_for(process.stdout.readline(), WAIT)
-            assert line.rstrip(b"\n").endswith(expected)
-            printed.append(line.decode().rstrip("\n"))
-        after = odd_zone_now()
-    finally:
-        returncode = await stop_with_signal(process, signum)
+    ) as process:
+        try:
+            before = odd_zone_now()
+            await server.broadcast(b"A: one\nA: two\nA: unfinish")
+            printed = []
+            for expected in (b"A: one", b"A: two"):
+                line = await asyncio.wait_for(process.stdout.readline(), WAIT)
+                assert line.rstrip(b"\n").endswith(expected)
+                printed.append(line.decode().rstrip("\n"))
+            after = odd_zone_now()
+        finally:
+            returncode = await stop_with_signal(process, signum)
     stderr = (await process.stderr.read()).decode()
     assert returncode == code
     assert "Traceback" not in stderr
@@ -246,9 +231,7 @@ def test_bracketed_ipv6_host_is_accepted(tmp_path: Path) -> None:
 
 
 async def test_ipv6_address_is_shown_in_brackets(start_reader: StartReader) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     reader = await start_reader(port=port, host="::1")
     await reader.delays.wait_for_taken(2)  # the first failure is noted before the second delay is taken
     await wait_for_file(reader.path, lambda data: b"*** cannot connect" in data)  # and the journal writes it soon after
@@ -273,7 +256,7 @@ def test_host_that_idna_refuses_is_a_usage_error(
 @POSIX_ONLY
 def test_invalid_utf8_host_is_a_usage_error(tmp_path: Path) -> None:
     # Bytes, as a shell passes them: Python decodes h\xff to a lone surrogate that UTF-8 cannot encode.
-    with start_client_sync(
+    with client_process_sync(
         "read_client.py", b"--host", b"h\xff", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
         _, stderr = process.communicate(timeout=WAIT * 4)
@@ -362,12 +345,12 @@ async def test_cli_posting_port_is_exit_2_with_one_error_line(
 @pytest.mark.usefixtures("default_signal_handlers")
 async def test_a_signal_stops_the_reader_with_a_note(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (task, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: last\n")
-        await out.wait_for_lines(1)
+        await reader.out.wait_for_lines(1)
         os.kill(os.getpid(), signal.SIGTERM)
-        assert await asyncio.wait_for(task, WAIT) == 128 + signal.SIGTERM
+        assert await asyncio.wait_for(reader.task, WAIT) == 128 + signal.SIGTERM
     assert status_of(read_history(path))[-1] == "*** stopped by SIGTERM"
     assert chat_of(read_history(path)) == ["A: last"]
 
@@ -408,20 +391,12 @@ async def test_cli_prints_chat_to_stdout_until_a_fatal_error(
 @POSIX_ONLY
 async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(b"A: one\n")
-        await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
-    finally:
-        code = await stop_with_signal(process, signal.SIGHUP)
+    async with reader_process(server, history, stdout=subprocess.DEVNULL) as process:
+        try:
+            await server.broadcast(b"A: one\n")
+            await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGHUP)
     assert code == 129
     assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
 

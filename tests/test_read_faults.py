@@ -33,9 +33,9 @@ from helpers import (
     numbered,
     numbers_of,
     read_history,
+    reader_process,
     running_reader,
     send_signal,
-    start_client,
     status_of,
     stop_with_signal,
     wait_for_file,
@@ -45,10 +45,10 @@ import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
 import _minechat.output
+import _minechat.recorder
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-import read_client
 from chat_io import MAX_LINE_BYTES, READ_CHUNK_BYTES, STREAM_LIMIT_BYTES
 
 
@@ -136,27 +136,23 @@ async def test_stop_at_a_random_moment_of_a_flood_leaves_no_gap(
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=subprocess.DEVNULL,
-    )
-    flood: asyncio.Task[None] | None = None
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        count = 150_000
-        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
-        threshold = rng.randrange(1, 3_000_000)
-        await wait_for_file(history, lambda data: len(data) >= threshold)
-    finally:
-        code = await stop_with_signal(process, signum)
-        if flood is not None:
-            flood.cancel()
-            with suppress(asyncio.CancelledError, OSError):
-                await flood
+    ) as process:
+        flood: asyncio.Task[None] | None = None
+        try:
+            count = 150_000
+            flood = asyncio.create_task(server.broadcast(numbered(1, count)))
+            threshold = rng.randrange(1, 3_000_000)
+            await wait_for_file(history, lambda data: len(data) >= threshold)
+        finally:
+            code = await stop_with_signal(process, signum)
+            if flood is not None:
+                flood.cancel()
+                with suppress(asyncio.CancelledError, OSError):
+                    await flood
     lines = read_history(history)
     got = numbers_of(chat_of(lines))
     assert code == 128 + signum, f"seed {seed}"
@@ -176,34 +172,30 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
     history = tmp_path / "chat.log"
     # Both outputs are read by nobody until the flood is on disk: a pager paused, Ctrl-S.
     out, err = UnreadPipe(), UnreadPipe()
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
+    async with reader_process(
+        server,
+        history,
         *(["-v"] if verbose else []),
-        port=server.read_port,
-        cwd=history.parent,
         stdout=out.write_end,
         stderr=err.write_end,
-    )
-    out.close_write_end()
-    err.close_write_end()
-    count = 100_000
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        flood = asyncio.create_task(server.broadcast(numbered(1, count)))
-        last = f"Bob: {count:07d} ".encode()
-        await wait_for_file(history, lambda data: last in data)
-        await flood
-        if sys.platform.startswith("linux"):
-            assert peak_rss_kb(process.pid) < 40 * 1024
-        # Now the pager scrolls: what it did not take is skipped, and it is told how much.
-        shown = await out.read_until(rb"\*\*\* \d+ lines? not shown here")
-        assert re.search(rb"\*\*\* \d+ lines? not shown here", shown)
-    finally:
-        code = await stop_with_signal(process, signal.SIGINT)
-        out.close()
-        err.close()
+    ) as process:
+        out.close_write_end()
+        err.close_write_end()
+        count = 100_000
+        try:
+            flood = asyncio.create_task(server.broadcast(numbered(1, count)))
+            last = f"Bob: {count:07d} ".encode()
+            await wait_for_file(history, lambda data: last in data)
+            await flood
+            if sys.platform.startswith("linux"):
+                assert peak_rss_kb(process.pid) < 40 * 1024
+            # Now the pager scrolls: what it did not take is skipped, and it is told how much.
+            shown = await out.read_until(rb"\*\*\* \d+ lines? not shown here")
+            assert re.search(rb"\*\*\* \d+ lines? not shown here", shown)
+        finally:
+            code = await stop_with_signal(process, signal.SIGINT)
+            out.close()
+            err.close()
     assert code == 130
     lines = read_history(history)
     assert numbers_of(chat_of(lines)) == list(range(1, count + 1))
@@ -215,24 +207,20 @@ async def test_stdout_nobody_reads_does_not_stall_the_history(
 async def test_ctrl_c_works_while_stdout_is_blocked(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=out.write_end,
         stderr=out.write_end,
-    )
-    out.close_write_end()
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(numbered(1, 20_000))
-        await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
-    finally:
-        started = time.monotonic()
-        code = await stop_with_signal(process, signal.SIGTERM)
-        out.close()
+    ) as process:
+        out.close_write_end()
+        try:
+            await server.broadcast(numbered(1, 20_000))
+            await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
+        finally:
+            started = time.monotonic()
+            code = await stop_with_signal(process, signal.SIGTERM)
+            out.close()
     assert code == 143
     assert time.monotonic() - started < STOP_WAIT
     assert status_of(read_history(history))[-1] == "*** stopped by SIGTERM"
@@ -259,14 +247,14 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
     path = tmp_path / "chat.log"
     # Padded so that the forged text starts exactly at the size.
     line = b"Eve: " + "ж".encode() * ((size - 5) // 2) + b"y" * ((size - 5) % 2) + FORGED
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(line + b"\n" + FORGED + b" *** fake note\nBob: after\n")
         expected = [line.decode(), FORGED.decode() + " *** fake note", "Bob: after"]
         await wait_for_file(path, lambda data: b"Bob: after" in data)
         # stdout may skip what it could not take in time (a slow test stream), "Bob: after" too;
         # then it says so once it has caught up.
-        text = await out.wait_for(lambda text: text.endswith("Bob: after\n") or SKIPPED in text, FLOOD_WAIT)
+        text = await reader.out.wait_for(lambda text: text.endswith("Bob: after\n") or SKIPPED in text, FLOOD_WAIT)
     # Every line shown starts with a stamp, so none is forged; what it shows of a line is that line's start.
     complete = text.split("\n")[:-1]
     assert all(re.match(STAMP, entry) for entry in complete)
@@ -288,24 +276,20 @@ async def test_long_line_stays_one_line(server: FakeMinechatServer, tmp_path: Pa
 )
 async def test_four_mib_line_keeps_memory_bounded(server: FakeMinechatServer, tmp_path: Path, unit: bytes) -> None:
     history = tmp_path / "chat.log"
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=subprocess.DEVNULL,
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await wait_for_file(history, lambda data: b"*** connected" in data)
-        before = peak_rss_kb(process.pid)
-        # Escaped or replaced, some bytes grow several times as text: the bound must hold for them too.
-        await server.broadcast(b"Eve: " + unit * (4 * 1024 * 1024 // len(unit)) + b"\nBob: after\n")
-        await wait_for_file(history, lambda data: b"Bob: after" in data)
-        grown = peak_rss_kb(process.pid) - before
-    finally:
-        await stop_with_signal(process, signal.SIGINT)
+    ) as process:
+        try:
+            await wait_for_file(history, lambda data: b"*** connected" in data)
+            before = peak_rss_kb(process.pid)
+            # Escaped or replaced, some bytes grow several times as text: the bound must hold for them too.
+            await server.broadcast(b"Eve: " + unit * (4 * 1024 * 1024 // len(unit)) + b"\nBob: after\n")
+            await wait_for_file(history, lambda data: b"Bob: after" in data)
+            grown = peak_rss_kb(process.pid) - before
+        finally:
+            await stop_with_signal(process, signal.SIGINT)
     # A NUL is written as the four characters \x00, so its pieces weigh four times as much as text.
     bound = 8 * 1024 if unit == b"\x00" else 6 * 1024
     assert grown < bound, f"grew by {grown} kB"
@@ -332,54 +316,54 @@ async def test_a_long_line_is_cut_between_characters(server: FakeMinechatServer,
     path = tmp_path / "chat.log"
     # The first cut falls inside the emoji unless it backs up over all three continuation bytes.
     line = "E: " + "a" * (MAX_LINE_BYTES - 4) + "😀" * 4 + "b" * MAX_LINE_BYTES
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(f"{line}\nBob: after\n".encode())
-        await out.wait_for_lines(2)
+        await reader.out.wait_for_lines(2)
     assert chat_of(read_history(path)) == [line, "Bob: after"]
 
 
 async def test_journal_pauses_the_connection_past_its_bound_and_resumes_once_taken() -> None:
-    high = read_client.JOURNAL_HIGH_CHARS
-    journal = read_client.Journal()
+    high = _minechat.recorder.QUEUE_HIGH_CHARS
+    queue = _minechat.recorder.WriteQueue()
     calls: list[bool] = []
-    journal.pause = calls.append
+    queue.pause = calls.append
     text = "x" * high
-    journal.add("a.log", text, text)  # shown as the very text written: counted once
+    queue.add("a.log", text, text)  # shown as the very text written: counted once
     assert calls == []
-    journal.add("a.log", "y", "y")
-    journal.add("b.log", "z", "z")
+    queue.add("a.log", "y", "y")
+    queue.add("b.log", "z", "z")
     assert calls == [True]
-    entries, shown = journal.take()
+    entries, shown = queue.take()
     assert entries == [("a.log", text + "y"), ("b.log", "z")] and shown == text + "yz"
     assert calls == [True, False]
-    journal.add("a.log", text, text)  # counted afresh from nothing
+    queue.add("a.log", text, text)  # counted afresh from nothing
     assert calls == [True, False]
-    journal.take()
+    queue.take()
     half = high // 2
-    journal.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
+    queue.add("a.log", "t" * half, "s" * half)  # shown apart from the text: both count
     assert calls == [True, False]
-    journal.add("a.log", "note")
+    queue.add("a.log", "note")
     assert calls == [True, False, True]
-    journal.take()
-    journal.add("a.log", "note")
-    journal.add("a.log", "")
-    journal.add("b.log", "", "")
-    assert journal.take() == ([("a.log", "note")], "")
-    assert calls == [True, False, True, False] and journal.empty
+    queue.take()
+    queue.add("a.log", "note")
+    queue.add("a.log", "")
+    queue.add("b.log", "", "")
+    assert queue.take() == ([("a.log", "note")], "")
+    assert calls == [True, False, True, False] and queue.empty
 
 
 @pytest.mark.parametrize(("skipped", "what"), [("y\n", "1 line"), ("y\nz\n", "2 lines")])
 def test_echo_says_how_many_lines_stdout_missed_and_where_they_are(tmp_path: Path, skipped: str, what: str) -> None:
     out = BlockedOut()
-    echo = read_client.Echo(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
-    assert echo._writer._thread.name == "stdout"
-    echo.show("first\n")
+    printer = _minechat.recorder.StdoutPrinter(out, lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    assert printer._writer._thread.name == "stdout"
+    printer.show("first\n")
     assert out.entered.wait(WAIT)
-    echo.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
+    printer.show(skipped + "x" * _minechat.output.OUTPUT_LIMIT_CHARS)
     out.gate.set()
-    echo.close()
-    echo._writer._thread.join(WAIT)
+    printer.close()
+    printer._writer._thread.join(WAIT)
     assert out.text == (
         f"first\n{FIXED_STAMP} *** {what} not shown here (stdout was too slow); they are in {tmp_path / 'chat.log'}\n"
     )
@@ -390,9 +374,9 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
         def write(self, text: str) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
-    echo = read_client.Echo(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
-    echo.show("a\n")
-    echo._writer._thread.join(WAIT)
+    printer = _minechat.recorder.StdoutPrinter(Broken(), lambda: tmp_path / "chat.log", fixed_clock())  # type: ignore[arg-type]
+    printer.show("a\n")
+    printer._writer._thread.join(WAIT)
     assert [record.getMessage() for record in caplog.records] == [
         "cannot print chat any more (Broken pipe); still writing the history file"
     ]
@@ -400,43 +384,39 @@ def test_echo_failure_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
 
 @pytest.mark.slow
 @POSIX_ONLY
-async def test_stdout_skip_inside_a_long_line_forges_a_line(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_stdout_skip_inside_a_long_line_forges_no_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.log"
     out = UnreadPipe()
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
-        port=server.read_port,
-        cwd=history.parent,
+    async with reader_process(
+        server,
+        history,
         stdout=out.write_end,
         stderr=subprocess.DEVNULL,
-    )
-    out.close_write_end()
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        # Fill the pipe and the stdout queue while nobody reads stdout.
-        await server.broadcast(numbered(1, 20_000))
-        await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
-        # Then in small batches, so that stdout's queue fills up to the brim.
-        for first in range(20_001, 30_001, 10):
-            await server.broadcast(numbered(first, 10))
-            await asyncio.sleep(0.001)
-        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
-        # The first 64 KiB piece of a long line is skipped on stdout; the rest waits in the client.
-        head = b"Eve: "
-        await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
-        await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
-        # The piece goes to stdout's queue right after the history write; there is nothing to wait on.
-        await asyncio.sleep(0.5)
-        # The pager scrolls on and catches up: the client says what it skipped.
-        await out.read_until(rb"\*\*\* \d+ lines? not shown here[^\n]*\n")
-        # The long line ends.
-        await server.broadcast(b"\nBob: after\n")
-        shown = await out.read_until(rb"Bob: after\n")
-    finally:
-        await stop_with_signal(process, signal.SIGINT)
-        out.close()
+    ) as process:
+        out.close_write_end()
+        try:
+            # Fill the pipe and the stdout queue while nobody reads stdout.
+            await server.broadcast(numbered(1, 20_000))
+            await wait_for_file(history, lambda data: b"Bob: 0020000 " in data)
+            # Then in small batches, so that stdout's queue fills up to the brim.
+            for first in range(20_001, 30_001, 10):
+                await server.broadcast(numbered(first, 10))
+                await asyncio.sleep(0.001)
+            await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+            # The first 64 KiB piece of a long line is skipped on stdout; the rest waits in the client.
+            head = b"Eve: "
+            await server.broadcast(head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE)
+            await wait_for_file(history, lambda data: data.endswith(b"a" * 100))
+            # The piece goes to stdout's queue right after the history write; there is nothing to wait on.
+            await asyncio.sleep(0.5)
+            # The pager scrolls on and catches up: the client says what it skipped.
+            await out.read_until(rb"\*\*\* \d+ lines? not shown here[^\n]*\n")
+            # The long line ends.
+            await server.broadcast(b"\nBob: after\n")
+            shown = await out.read_until(rb"Bob: after\n")
+        finally:
+            await stop_with_signal(process, signal.SIGINT)
+            out.close()
     lines = read_history(history)
     assert chat_of(lines)[-2:] == [
         (head + b"a" * (MAX_LINE_BYTES - len(head)) + FORGED_IN_LONG_LINE).decode(),
@@ -453,38 +433,34 @@ async def test_ctrl_c_hammered_with_outputs_blocked(server: FakeMinechatServer, 
     history = tmp_path / "chat.log"
     # A paused terminal: neither stdout nor stderr is read; -v keeps stderr's queue full.
     out, err = UnreadPipe(), UnreadPipe()
-    process = await start_client(
-        "read_client.py",
-        "--log_path",
-        str(history),
+    async with reader_process(
+        server,
+        history,
         "-v",
-        port=server.read_port,
-        cwd=history.parent,
         stdout=out.write_end,
         stderr=err.write_end,
-    )
-    out.close_write_end()
-    err.close_write_end()
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-        await server.broadcast(numbered(1, 30_000))
-        await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
-        started = time.monotonic()
-        # The user presses Ctrl-C, and again, and again, until the client is gone.
-        while process.returncode is None and time.monotonic() - started < 2 * STOP_WAIT:
-            send_signal(process, signal.SIGINT)
-            with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(process.wait(), 0.1)
-        stopped_in_time = process.returncode is not None
-        # The terminal resumes: what was stuck comes out, up to the end of stderr when the client is gone.
-        shown = await err.read_until(rb"\Z-never", timeout=WAIT)
-        code = await asyncio.wait_for(process.wait(), WAIT)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        out.close()
-        err.close()
+    ) as process:
+        out.close_write_end()
+        err.close_write_end()
+        try:
+            await server.broadcast(numbered(1, 30_000))
+            await wait_for_file(history, lambda data: b"Bob: 0030000 " in data)
+            started = time.monotonic()
+            # The user presses Ctrl-C, and again, and again, until the client is gone.
+            while process.returncode is None and time.monotonic() - started < 2 * STOP_WAIT:
+                send_signal(process, signal.SIGINT)
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(process.wait(), 0.1)
+            stopped_in_time = process.returncode is not None
+            # The terminal resumes: what was stuck comes out, up to the end of stderr when the client is gone.
+            shown = await err.read_until(rb"\Z-never", timeout=WAIT)
+            code = await asyncio.wait_for(process.wait(), WAIT)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            out.close()
+            err.close()
     assert code == 130
     assert b"Traceback" not in shown
     assert stopped_in_time

@@ -41,17 +41,17 @@ async def test_invalid_utf8_is_replaced_and_kept(server: FakeMinechatServer, sta
 async def test_text_that_only_starts_like_the_greeting_is_chat(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.trickle_interval = 0.001  # byte by byte: the head is held across many reads
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, out, _):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"Hello %username%")
         await server.broadcast(b"! is my name\nBob: hi\n")
-        await out.wait_for_lines(2)
+        await reader.out.wait_for_lines(2)
     assert chat_of(read_history(path)) == ["Hello %username%! is my name", "Bob: hi"]
 
 
 async def test_a_greeting_prefix_cut_by_the_close_is_kept(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.send_then_close = b"Hello"
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(1)
+    async with running_reader(server, path) as reader:
+        await reader.delays.wait_for_taken(1)
     assert chat_of(read_history(path))[0] == "Hello"

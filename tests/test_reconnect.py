@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import random
-import socket
 from contextlib import suppress
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from helpers import (
     RecordingOut,
     StartReader,
     chat_of,
+    free_port,
     numbered,
     numbers_of,
     read_history,
@@ -74,9 +74,7 @@ async def test_reconnects_after_drop_mid_line_losing_nothing(
 
 
 async def test_retries_refused_connection_until_server_comes(start_reader: StartReader) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     reader = await start_reader(port=port)
     await reader.delays.wait_for_taken(3)
     async with FakeMinechatServer(read_port=port) as late:
@@ -107,15 +105,15 @@ async def test_accept_then_close_backs_off_without_reset(server: FakeMinechatSer
 @LINUX_ONLY
 async def test_a_reset_mid_read_is_retried(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, out, delays):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(b"A: before\nA: unfinish")
         await server.reset_readers(wait_acked=True)
         await server.wait_until(lambda: len(server.readers) == 1 and server.reader_connections == 2)
         await server.broadcast(b"A: after\n")
-        await out.wait_for_lines(3)
+        await reader.out.wait_for_lines(3)
     assert chat_of(read_history(path)) == ["A: before", "A: unfinish", "A: after"]
-    assert delays.resets == 2  # the first connection delivered a whole line: backoff starts over
+    assert reader.delays.resets == 2  # the first connection delivered a whole line: backoff starts over
     lost = [line for line in status_of(read_history(path)) if line.startswith("*** connection lost")]
     assert lost == ["*** connection lost: Connection reset by peer; next try in 0.0 s"]
 
@@ -143,8 +141,8 @@ async def test_connection_events_are_logged_at_their_levels(
 ) -> None:
     caplog.set_level(logging.INFO, logger="read_client")
     server.close_readers_at_once = True
-    async with running_reader(server, tmp_path / "chat.log") as (_, _, delays):
-        await delays.wait_for_taken(1)
+    async with running_reader(server, tmp_path / "chat.log") as reader:
+        await reader.delays.wait_for_taken(1)
     address = f"127.0.0.1:{server.read_port}"
     assert [(record.levelno, record.getMessage()) for record in caplog.records][:3] == [
         (logging.INFO, f"connecting to {address}"),
@@ -157,12 +155,12 @@ async def test_connection_events_are_logged_at_their_levels(
 async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinechatServer, tmp_path: Path) -> None:
     path = tmp_path / "chat.log"
     count = 60_000
-    async with running_reader(server, path) as (_, _, delays):
+    async with running_reader(server, path) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(numbered(1, count))
         # The client's kernel has acknowledged every byte, so all of it reached this machine.
         await server.reset_readers(wait_acked=True)
-        await delays.wait_for_taken(1, timeout=FLOOD_WAIT)
+        await reader.delays.wait_for_taken(1, timeout=FLOOD_WAIT)
     history = read_history(path)
     assert numbers_of(chat_of(history)) == list(range(1, count + 1))
     assert any(line.startswith("*** connection lost: ") for line in status_of(history))
@@ -171,12 +169,12 @@ async def test_reset_keeps_every_line_that_reached_the_machine(server: FakeMinec
 async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.send_then_close = b"x"
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(6)
+    async with running_reader(server, path) as reader:
+        await reader.delays.wait_for_taken(6)
         await server.wait_until(lambda: server.reader_connections >= 6)
     # A connection that delivered no complete line does not count as working: no reset.
-    assert delays.resets == 1
-    assert delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
+    assert reader.delays.resets == 1
+    assert reader.delays.taken[:6] == [0.002, 0.004, 0.008, 0.016, 0.032, 0.05]
     # The byte each one sent was received, so it is recorded.
     assert chat_of(read_history(path))[:5] == ["x"] * 5
 
@@ -184,7 +182,7 @@ async def test_one_byte_then_close_keeps_backing_off(server: FakeMinechatServer,
 async def test_backoff_resets_after_a_complete_line(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.send_then_close = b"A: whole\n"
     path = tmp_path / "chat.log"
-    async with running_reader(server, path) as (_, _, delays):
-        await delays.wait_for_taken(4)
-    assert delays.resets >= 4
-    assert set(delays.taken[:4]) == {0.002}
+    async with running_reader(server, path) as reader:
+        await reader.delays.wait_for_taken(4)
+    assert reader.delays.resets >= 4
+    assert set(reader.delays.taken[:4]) == {0.002}

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import signal
 import stat
-import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -17,16 +15,17 @@ import pytest
 from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    START_WAIT,
     SYMLINKS,
     TOKEN,
-    WAIT,
     RecordingDelays,
-    run_client,
+    client_process,
+    fill_disk,
+    run_sender,
+    run_sender_process,
     scripted_server,
-    send,
     settings_at,
     settings_for,
-    start_client,
     stop_with_signal,
 )
 
@@ -34,21 +33,9 @@ import send_client
 from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, ReplyTimeout
 
 
-def fill_disk(folder: Path) -> None:
-    """Write until the file system in folder has no space left."""
-    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        while os.write(descriptor, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 async def test_registration_saves_token_then_logs_in_with_it(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.rng.seed(1)
-    await send(settings_for(server, tmp_path, "--nickname", "Eve\nBoring Bob: forged"))
+    await run_sender(settings_for(server, tmp_path, "--nickname", "Eve\nBoring Bob: forged"))
     assert server.registrations == ["Eve Boring Bob: forged"]
     assert bytes(server.send_transcripts[0]) == b"\nEve Boring Bob: forged\n"
     [(token, nickname)] = server.accounts.items()
@@ -57,19 +44,19 @@ async def test_registration_saves_token_then_logs_in_with_it(server: FakeMinecha
     if sys.platform != "win32":
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert server.posts == []  # no message was given, so registration only
-    await send(settings_for(server, tmp_path, "--message", "back again"))
+    await run_sender(settings_for(server, tmp_path, "--message", "back again"))
     assert bytes(server.send_transcripts[1]) == f"{token}\nback again\n\n".encode()
     assert [(post.nickname, post.lines) for post in server.posts] == [(nickname, ["back again"])]
 
 
 async def test_registration_with_message_posts_in_same_session(server: FakeMinechatServer, tmp_path: Path) -> None:
-    await send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "first post"))
+    await run_sender(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "first post"))
     assert len(server.send_transcripts) == 1
     assert [post.lines for post in server.posts] == [["first post"]]
 
 
 async def test_cli_registration_reports_nickname_never_token(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_client(server, tmp_path, "--nickname", "Eve", "-v")
+    code, out, err = await run_sender_process(server.write_port, tmp_path, "--nickname", "Eve", "-v")
     assert code == 0
     [(token, nickname)] = server.accounts.items()
     assert nickname.split(" ", 1)[0] in ADJECTIVES and nickname.endswith(" Eve")
@@ -92,7 +79,9 @@ async def test_registration_keeps_the_token_whatever_follows(
     else:
         server.stall_at = "welcome"
     with pytest.raises(error) as caught:
-        await send(settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2", "--message", "hi"))
+        await run_sender(
+            settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2", "--message", "hi")
+        )
     [(token, nickname)] = server.accounts.items()
     token_file = tmp_path / "token.txt"
     assert token_file.read_text() == token + "\n"
@@ -105,15 +94,13 @@ async def test_registration_keeps_the_token_whatever_follows(
 @POSIX_ONLY
 async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.stall_at = "welcome"
-    process = await start_client(
-        "send_client.py", "--nickname", "Eve", "-v", stdin=subprocess.DEVNULL, port=server.write_port, cwd=tmp_path
-    )
-    try:
+    async with client_process(
+        "send_client.py", "--nickname", "Eve", "-v", port=server.write_port, cwd=tmp_path
+    ) as process:
         assert process.stderr is not None
         line = b"x"
         while line and b"account_hash" not in line:  # the client has read the account reply
-            line = await asyncio.wait_for(process.stderr.readline(), WAIT * 3)
-    finally:
+            line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signal.SIGINT)
     assert code == 130
     [(token, _)] = server.accounts.items()
@@ -126,7 +113,7 @@ async def test_full_disk_is_found_before_registering(
     fill_disk(tiny_disk)
     settings = settings_for(server, tmp_path, "--token_path", str(tiny_disk / "token.txt"), "--nickname", "Eve")
     with pytest.raises(FileError, match="No space left on device; choose another --token_path"):
-        await send(settings)
+        await run_sender(settings)
     assert server.send_transcripts == []
 
 
@@ -136,7 +123,7 @@ async def test_token_that_cannot_be_saved_is_shown_once(
     server.on_registration = lambda: fill_disk(tiny_disk)  # the disk fills up after the pre-check
     settings = settings_for(server, tmp_path, "--token_path", str(tiny_disk / "token.txt"), "--nickname", "Eve")
     with pytest.raises(FileError, match="No space left on device; the token of the new account is printed above"):
-        await send(settings)
+        await run_sender(settings)
     [(token, nickname)] = server.accounts.items()
     err = capsys.readouterr().err
     assert err.count(token) == 1
@@ -151,7 +138,7 @@ async def test_registration_writes_through_a_symlinked_token_path(server: FakeMi
     target.parent.mkdir()
     link = tmp_path / "token.txt"
     link.symlink_to(target)
-    await send(settings_for(server, tmp_path, "--nickname", "Eve"))
+    await run_sender(settings_for(server, tmp_path, "--nickname", "Eve"))
     [(token, _)] = server.accounts.items()
     assert link.is_symlink()
     assert target.read_text() == token + "\n"
@@ -189,7 +176,7 @@ async def test_cli_nickname_with_a_token_posts_nothing(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     (tmp_path / "token.txt").write_text(account + "\n")
-    code, _, err = await run_client(server, tmp_path, "--nickname", "NewGuy")
+    code, _, err = await run_sender_process(server.write_port, tmp_path, "--nickname", "NewGuy")
     assert code == 2
     assert f"a token was found in the token file {tmp_path / 'token.txt'}" in err
     assert server.send_transcripts == []
@@ -197,7 +184,7 @@ async def test_cli_nickname_with_a_token_posts_nothing(
 
 async def test_cli_server_nickname_is_escaped(server: FakeMinechatServer, tmp_path: Path) -> None:
     token = server.add_account("Evil\x1b[2J\u202eLoyd")
-    code, _, err = await run_client(server, tmp_path, "--token", token, "--message", "hi")
+    code, _, err = await run_sender_process(server.write_port, tmp_path, "--token", token, "--message", "hi")
     assert code == 0, err
     assert "logged in as Evil\\x1b[2J\\u202eLoyd" in err
     assert "posted 1 message as Evil\\x1b[2J\\u202eLoyd" in err

@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, WAIT, RecordingDelays, client_env, stop_with_signal
+from helpers import POSIX_ONLY, START_WAIT, WAIT, RecordingDelays, client_process, settings_for, stop_with_signal
 
 import send_client
 from chat_io import FileError, ProtocolError, ReplyTimeout, save_token
@@ -93,16 +92,10 @@ def cut_reply(nickname: str, token: str) -> bytes:
     return json.dumps({"nickname": nickname, "account_hash": token}).encode()
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> send_client.SenderSettings:
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
-    base += ["--token_path", str(tmp_path / "token.txt")]
-    return send_client.parse_settings([*base, *argv], {}, tmp_path)
-
-
 async def test_cut_account_reply_then_silence_is_saved(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.registration_reply = cut_reply
     server.stall_after_registration = True
-    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2")
+    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2", watch=True)
     sender = send_client.make_sender(settings, io.BytesIO(), RecordingDelays())
     with pytest.raises(ReplyTimeout) as caught:
         await asyncio.wait_for(sender.run(), WAIT)
@@ -119,18 +112,15 @@ async def test_cut_account_reply_then_a_signal_is_saved(
 ) -> None:
     server.registration_reply = cut_reply
     server.stall_after_registration = True
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--read-port", str(server.read_port), "--nickname", "Eve", "-v",
-        cwd=tmp_path, env=client_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        await server.wait_until(lambda: len(server.accounts) == 1)
+    async with client_process(
+        "send_client.py", "--read-port", str(server.read_port), "--nickname", "Eve", "-v",
+        port=server.write_port, cwd=tmp_path,
+    ) as process:  # fmt: skip
+        await server.wait_until(lambda: len(server.accounts) == 1, timeout=START_WAIT)
         assert process.stderr is not None
         line = b"x"
         while line and b"of a line not ended yet" not in line:  # the client has read the cut reply
-            line = await asyncio.wait_for(process.stderr.readline(), WAIT)
-    finally:
+            line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signum)
     assert code == 128 + signum
     [(token, _)] = server.accounts.items()
@@ -156,7 +146,7 @@ async def test_malformed_registration_reply_holding_a_token_is_saved(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, shape: object
 ) -> None:
     server.registration_reply = shape  # type: ignore[assignment]
-    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.5")
+    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.5", watch=True)
     sender = send_client.make_sender(settings, io.BytesIO(), RecordingDelays())
     with pytest.raises(ProtocolError) as caught:
         await asyncio.wait_for(sender.run(), WAIT)
@@ -170,7 +160,7 @@ async def test_malformed_registration_reply_holding_a_token_is_saved(
 async def test_malformed_reply_without_a_token_quotes_no_secret(server: FakeMinechatServer, tmp_path: Path) -> None:
     token = server.add_account("Focused Loyd")
     server.login_reply_override = json.dumps({"nick": "x", "account_hash": "0000-secret-0000"}).encode() + b"\n"
-    settings = settings_for(server, tmp_path, "--token", token, "--message", "hi")
+    settings = settings_for(server, tmp_path, "--token", token, "--message", "hi", watch=True)
     with pytest.raises(ProtocolError) as caught:
         await asyncio.wait_for(send_client.make_sender(settings, None, RecordingDelays()).run(), WAIT)
     assert "0000-secret-0000" not in str(caught.value)
@@ -186,7 +176,7 @@ async def test_the_registration_that_loses_prints_its_token_once(
     path = tmp_path / "token.txt"
     # Another registration saves its token while ours waits for the server's reply.
     server.on_registration = lambda: path.write_text(FIRST + "\n")
-    settings = settings_for(server, tmp_path, "--nickname", "Eve")
+    settings = settings_for(server, tmp_path, "--nickname", "Eve", watch=True)
     with pytest.raises(FileError, match="printed above"):
         await asyncio.wait_for(send_client.make_sender(settings, None, RecordingDelays()).run(), WAIT)
     [(token, nickname)] = server.accounts.items()

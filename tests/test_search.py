@@ -13,8 +13,8 @@ import pytest
 from helpers import query_main
 
 from _minechat.entries import JsonLines, TextLines
+from _minechat.jsonl import format_json_record
 from _minechat.search import GROUP_SEPARATOR, ContextPrinter, Matcher, Query, case_variants, compile_pattern
-from _minechat.stamping import format_json_record
 from chat_io import EXIT_FILE, EXIT_OK, EXIT_USAGE
 
 # --- matching, from tables -------------------------------------------------------------------------------

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 from fake_server import FakeMinechatServer
-from helpers import ROOT, TOKEN, WAIT, client_env
+from helpers import TOKEN, run_sender_process
 
 
-async def run_cli(server: FakeMinechatServer, cwd: Path, *argv: str) -> tuple[int, str, str]:
-    """Run send_client.py against the server; return its exit code, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--read-port", str(server.read_port), *argv,
-        cwd=cwd, env=client_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), WAIT * 2)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def run_check(server: FakeMinechatServer, cwd: Path, *argv: str) -> tuple[int, str, str]:
+    """Run send_client.py against the server, watching its chat; return its exit code, stdout and stderr."""
+    return await run_sender_process(server.write_port, cwd, "--read-port", str(server.read_port), *argv, stdin=None)
 
 
 async def test_check_prints_the_nickname_and_posts_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
-    code, out, err = await run_cli(server, tmp_path, "--check", "--token", TOKEN)
+    code, out, err = await run_check(server, tmp_path, "--check", "--token", TOKEN)
     assert (code, out) == (0, "Focused Loyd\n")
     await server.wait_until(lambda: server.senders_done == 1)
     assert [bytes(transcript) for transcript in server.send_transcripts] == [f"{TOKEN}\n".encode()]
@@ -36,13 +26,13 @@ async def test_check_prints_the_nickname_and_posts_nothing(server: FakeMinechatS
 async def test_check_reads_the_token_file(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
     (tmp_path / "token.txt").write_text(TOKEN + "\n")
-    code, out, _ = await run_cli(server, tmp_path, "--check")
+    code, out, _ = await run_check(server, tmp_path, "--check")
     assert (code, out) == (0, "Focused Loyd\n")
     assert server.posts == []
 
 
 async def test_check_of_an_unknown_token_exits_5(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_cli(server, tmp_path, "--check", "--token", "bogus-token")
+    code, out, err = await run_check(server, tmp_path, "--check", "--token", "bogus-token")
     assert (code, out) == (5, "")
     assert "does not know the token" in err and "bogus-token" not in err
     await server.wait_until(lambda: server.senders_done == 1)
@@ -51,7 +41,7 @@ async def test_check_of_an_unknown_token_exits_5(server: FakeMinechatServer, tmp
 
 
 async def test_check_without_a_token_registers_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_cli(server, tmp_path, "--check", "--nickname", "Eve")
+    code, out, err = await run_check(server, tmp_path, "--check", "--nickname", "Eve")
     assert (code, out) == (2, "")
     assert "--check" in err
     assert server.send_transcripts == []
@@ -59,6 +49,6 @@ async def test_check_without_a_token_registers_nothing(server: FakeMinechatServe
 
 async def test_check_with_a_message_is_refused(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
-    code, _, err = await run_cli(server, tmp_path, "--check", "--token", TOKEN, "--message", "hi")
+    code, _, err = await run_check(server, tmp_path, "--check", "--token", TOKEN, "--message", "hi")
     assert code == 2 and "--check posts nothing" in err
     assert server.send_transcripts == []

@@ -19,15 +19,17 @@ from fake_server import FakeMinechatServer
 from helpers import (
     LINUX_ONLY,
     POSIX_ONLY,
+    RUN_WAIT,
+    START_WAIT,
     TOKEN,
     WAIT,
     RecordingDelays,
     client_env,
+    client_process,
     error_lines,
-    run_client,
     run_send_main,
+    run_sender_process,
     settings_for,
-    start_client,
     stop_with_signal,
     texts_of,
 )
@@ -224,15 +226,15 @@ async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -
     pty = pytest.importorskip("pty")
     controller, terminal = pty.openpty()  # stdin must be a terminal for the question to be asked
     try:
-        process = await start_client(
+        async with client_process(
             "send_client.py", port=1, cwd=tmp_path, stdin=terminal, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        assert process.stderr is not None
-        question = send_client.NICKNAME_QUESTION.encode()
-        asked = await asyncio.wait_for(process.stderr.readexactly(len(question)), WAIT * 3)
-        assert asked == question
-        returncode = await stop_with_signal(process, signal.SIGINT)
-        rest = await process.stderr.read()
+        ) as process:
+            assert process.stderr is not None
+            question = send_client.NICKNAME_QUESTION.encode()
+            asked = await asyncio.wait_for(process.stderr.readexactly(len(question)), START_WAIT)
+            assert asked == question
+            returncode = await stop_with_signal(process, signal.SIGINT)
+            rest = await process.stderr.read()
     finally:
         os.close(controller)
         os.close(terminal)
@@ -249,7 +251,7 @@ def test_help_lists_every_variable(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, out, err = await run_client(server, tmp_path, "--token", "bogus", "--message", "hi")
+    code, out, err = await run_sender_process(server.write_port, tmp_path, "--token", "bogus", "--message", "hi")
     await server.wait_until(lambda: server.senders_done == 1)
     assert bytes(server.send_transcripts[0]) == b"bogus\n"
     assert code == 5
@@ -262,7 +264,7 @@ async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServe
 
 async def test_cli_verbose_dialogue_hides_the_token(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     (tmp_path / ".env").write_text(f"TOKEN={account}\n")
-    code, out, err = await run_client(server, tmp_path, "-v", "--message", "hello")
+    code, out, err = await run_sender_process(server.write_port, tmp_path, "-v", "--message", "hello")
     assert code == 0
     assert account not in out + err
     assert ">> '<token>\\n'" in err
@@ -272,7 +274,7 @@ async def test_cli_verbose_dialogue_hides_the_token(server: FakeMinechatServer, 
 
 
 async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: Path) -> None:
-    code, _, err = await run_client(server, tmp_path, "--message", "hi")
+    code, _, err = await run_sender_process(server.write_port, tmp_path, "--message", "hi")
     assert code == 2
     assert "no token found" in err
     assert server.send_transcripts == []
@@ -297,11 +299,11 @@ async def test_cli_invalid_utf8_is_a_usage_error(
     complaint: str,
 ) -> None:
     # Bytes, as a shell passes them: Python decodes \xff to a lone surrogate that UTF-8 cannot encode.
-    process = await start_client(
+    async with client_process(
         "send_client.py", *argv, port=server.write_port, cwd=tmp_path, env={**client_env(), **variables},
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), 20)
+    ) as process:  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), RUN_WAIT)
     text = err.decode(errors="replace")
     assert process.returncode == 2, text
     assert complaint in text
@@ -315,7 +317,7 @@ async def test_cli_invalid_utf8_is_a_usage_error(
 async def test_cli_signal_while_relaying_stdin(
     server: FakeMinechatServer, tmp_path: Path, account: str, signum: int, code: int
 ) -> None:
-    process = await start_client(
+    async with client_process(
         "send_client.py",
         "--token",
         account,
@@ -324,13 +326,11 @@ async def test_cli_signal_while_relaying_stdin(
         port=server.write_port,
         cwd=tmp_path,
         stdin=subprocess.PIPE,
-    )
-    try:
+    ) as process:
         assert process.stdin is not None
         process.stdin.write(b"first\n")
         await process.stdin.drain()
-        await server.wait_until(lambda: len(server.posts) == 1, timeout=WAIT * 3)
-    finally:
+        await server.wait_until(lambda: len(server.posts) == 1, timeout=START_WAIT)
         returncode = await stop_with_signal(process, signum)
     assert process.stderr is not None
     err = (await process.stderr.read()).decode()
@@ -348,20 +348,15 @@ async def test_cli_stdin_on_a_terminal_says_how_to_finish(
 
     controller, terminal = pty.openpty()
     try:
-        process = await start_client(
+        async with client_process(
             "send_client.py", "--token", account, "--message", "-", stdin=terminal, port=server.write_port, cwd=tmp_path
-        )
-        os.close(terminal)
-        terminal = -1
-        try:
+        ) as process:
+            os.close(terminal)
+            terminal = -1
             os.write(controller, b"typed by hand\n")
-            await server.wait_until(lambda: len(server.posts) == 1, timeout=WAIT * 3)
+            await server.wait_until(lambda: len(server.posts) == 1, timeout=START_WAIT)
             os.write(controller, b"\x04")  # Ctrl-D at the start of a line: end of input
-            code = await asyncio.wait_for(process.wait(), WAIT * 3)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            code = await asyncio.wait_for(process.wait(), START_WAIT)
     finally:
         os.close(controller)
         if terminal >= 0:
@@ -378,11 +373,11 @@ async def test_cli_stdin_on_a_terminal_says_how_to_finish(
 async def test_cli_closed_stdin_is_touched_only_for_dash(
     server: FakeMinechatServer, tmp_path: Path, account: str, message: str, code: int
 ) -> None:
-    process = await start_client(
+    async with client_process(
         "send_client.py", "--token", account, "--message", message,
         port=server.write_port, cwd=tmp_path, shell='exec "$@" <&-',
-    )  # fmt: skip
-    _, err_bytes = await asyncio.wait_for(process.communicate(), 20)
+    ) as process:  # fmt: skip
+        _, err_bytes = await asyncio.wait_for(process.communicate(), RUN_WAIT)
     err = err_bytes.decode()
     assert process.returncode == code, err
     assert "Traceback" not in err
@@ -558,30 +553,27 @@ async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer,
     read_end, write_end = os.pipe()
     # stdin an OS pipe too: asyncio's own would make Process.wait() wait for it to close.
     stdin_read, stdin_write = os.pipe()
-    process = await start_client(
-        "send_client.py", "--token", TOKEN, "--message", "-", "-v",
-        port=server.write_port, cwd=tmp_path, stdin=stdin_read, stdout=subprocess.DEVNULL, stderr=write_end,
-    )  # fmt: skip
-    os.close(write_end)
-    os.close(stdin_read)
     try:
-        os.write(stdin_write, b"".join(b"line %d\n" % number for number in range(3000)))
-        buffered = bytearray(4)
+        async with client_process(
+            "send_client.py", "--token", TOKEN, "--message", "-", "-v",
+            port=server.write_port, cwd=tmp_path, stdin=stdin_read, stdout=subprocess.DEVNULL, stderr=write_end,
+        ) as process:  # fmt: skip
+            os.close(write_end)
+            os.close(stdin_read)
+            os.write(stdin_write, b"".join(b"line %d\n" % number for number in range(3000)))
+            buffered = bytearray(4)
 
-        async def pipe_full() -> None:
-            while True:
-                fcntl.ioctl(read_end, termios.FIONREAD, buffered)
-                # Half full is plenty: the pipe takes whole pages, so small writes may never fill it to the brim.
-                if struct.unpack("i", buffered)[0] >= PIPE_CAPACITY // 2:
-                    return
-                await asyncio.sleep(0.01)
+            async def pipe_full() -> None:
+                while True:
+                    fcntl.ioctl(read_end, termios.FIONREAD, buffered)
+                    # Half full is plenty: the pipe takes whole pages, so small writes may never fill it to the brim.
+                    if struct.unpack("i", buffered)[0] >= PIPE_CAPACITY // 2:
+                        return
+                    await asyncio.sleep(0.01)
 
-        await asyncio.wait_for(pipe_full(), WAIT * 3)
-        code = await stop_with_signal(process, signal.SIGINT)
+            await asyncio.wait_for(pipe_full(), START_WAIT)
+            code = await stop_with_signal(process, signal.SIGINT)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         os.close(read_end)
         os.close(stdin_write)
     assert code == 130  # stop_with_signal allows STOP_WAIT seconds

@@ -6,14 +6,16 @@ import asyncio
 import io
 import os
 import pty
+import signal
 import subprocess
-import sys
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, ROOT, TOKEN, WAIT, RecordingDelays, client_env, stop_with_signal
+from helpers import POSIX_ONLY, START_WAIT, TOKEN, WAIT, RecordingDelays, client_process, stop_with_signal
 
 import send_client
 from _minechat.dialogue import Outbox, PostingDialogue
@@ -22,11 +24,11 @@ from chat_io import ProtocolError, ReplyTimeout
 HINT = "is this the reading port?"
 
 
-async def spawn(server: FakeMinechatServer, cwd: Path, stdin: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "send_client.py"), "--host", "127.0.0.1", "--port", str(server.write_port),
-        "--read-port", str(server.read_port), "--token", TOKEN, "--message", "-",
-        cwd=cwd, env=client_env(), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def posting_from(server: FakeMinechatServer, cwd: Path, stdin: int) -> AbstractAsyncContextManager[Process]:
+    """send_client.py posting what it reads from stdin, watching the server's chat."""
+    return client_process(
+        "send_client.py", "--read-port", str(server.read_port), "--token", TOKEN, "--message", "-",
+        port=server.write_port, cwd=cwd, stdin=stdin,
     )  # fmt: skip
 
 
@@ -34,7 +36,7 @@ async def read_until(stream: asyncio.StreamReader, needle: bytes) -> bytes:
     """Read stderr lines until one holds needle; return everything read."""
     seen = b""
     while needle not in seen:
-        line = await asyncio.wait_for(stream.readline(), WAIT)
+        line = await asyncio.wait_for(stream.readline(), START_WAIT)
         if not line:
             raise AssertionError(f"stderr ended before {needle!r}: {seen!r}")
         seen += line
@@ -45,18 +47,18 @@ async def read_until(stream: asyncio.StreamReader, needle: bytes) -> bytes:
 async def test_each_post_typed_on_a_terminal_is_confirmed(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
     controller, terminal = pty.openpty()
-    process = await spawn(server, tmp_path, terminal)
-    os.close(terminal)
     try:
-        assert process.stderr is not None
-        await read_until(process.stderr, b"Ctrl-D")
-        os.write(controller, "привет\n".encode())
-        assert b"posted: \xd0\xbf" in await read_until(process.stderr, b"posted: ")
-        await server.wait_until(lambda: len(server.posts) == 1)
-        os.write(controller, b"second line\n")
-        assert b"posted: second line\n" in await read_until(process.stderr, b"posted: second")
+        async with posting_from(server, tmp_path, terminal) as process:
+            os.close(terminal)
+            assert process.stderr is not None
+            await read_until(process.stderr, b"Ctrl-D")
+            os.write(controller, "привет\n".encode())
+            assert b"posted: \xd0\xbf" in await read_until(process.stderr, b"posted: ")
+            await server.wait_until(lambda: len(server.posts) == 1)
+            os.write(controller, b"second line\n")
+            assert b"posted: second line\n" in await read_until(process.stderr, b"posted: second")
+            code = await stop_with_signal(process, signal.SIGINT)
     finally:
-        code = await stop_with_signal(process, 2)
         os.close(controller)
     assert code == 130
     assert [post.lines for post in server.posts] == [["привет"], ["second line"]]
@@ -64,8 +66,8 @@ async def test_each_post_typed_on_a_terminal_is_confirmed(server: FakeMinechatSe
 
 async def test_posts_from_a_pipe_are_not_confirmed_one_by_one(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
-    process = await spawn(server, tmp_path, subprocess.PIPE)
-    _, err = await asyncio.wait_for(process.communicate(b"one\ntwo\n"), WAIT)
+    async with posting_from(server, tmp_path, subprocess.PIPE) as process:
+        _, err = await asyncio.wait_for(process.communicate(b"one\ntwo\n"), START_WAIT)
     assert process.returncode == 0
     assert b"posted: " not in err
     assert err.count(b"posted 2 messages") == 1

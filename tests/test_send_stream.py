@@ -18,18 +18,19 @@ import pytest
 from fake_server import ACK, GREETING, WELCOME, ConnectionPlan, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
+    START_WAIT,
     TOKEN,
     WAIT,
     RecordingDelays,
     StdinBytes,
     StdinPipe,
+    client_process,
     free_port,
-    run_client,
+    run_sender,
+    run_sender_process,
     scripted_server,
-    send,
     settings_at,
     settings_for,
-    start_client,
     stop_with_signal,
     texts_of,
 )
@@ -70,7 +71,9 @@ async def test_cli_posts_thousand_stdin_lines_in_order(
 ) -> None:
     lines = [f"line {number} — строка" for number in range(1000)]
     stdin = ("\n".join(lines[:500]) + "\n\n" + "\r\n".join(lines[500:]) + "\n").encode()
-    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    code, _, err = await run_sender_process(
+        server.write_port, tmp_path, "--token", account, "--message", "-", stdin=stdin
+    )
     assert code == 0, err
     assert [post.lines for post in server.posts] == [[line] for line in lines]
     assert "posted 1000 messages as Focused Loyd" in err
@@ -81,7 +84,7 @@ async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp
     # Acknowledge "one", take "two" without acknowledging it; then a connection that takes nothing.
     server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
     messages = ["--message", "one", "--message", "two", "--message", "three"]
-    sender = await send(settings_for(server, tmp_path, "--token", account, *messages))
+    sender = await run_sender(settings_for(server, tmp_path, "--token", account, *messages))
     assert texts_of(server) == ["one", "two", "two", "three"]
     assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
     assert len(server.send_transcripts) == 3
@@ -95,7 +98,7 @@ async def test_fixed_messages_give_up_after_fruitless_tries(
     server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(RESUME_TRIES + 3))
     # Each connection takes the post and hangs up before acknowledging it: it goes out MAX_SENDS times.
     with pytest.raises(ConnectionFailed, match=f"acknowledgement of message 1; 1 message went out {MAX_SENDS} times"):
-        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+        await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one"))
     assert len(server.send_transcripts) == MAX_SENDS
     assert texts_of(server) == ["one"] * MAX_SENDS
 
@@ -105,13 +108,13 @@ async def test_fixed_messages_fail_fast_without_any_connection(
 ) -> None:
     server.plans.append(ConnectionPlan(refuse=True))
     with pytest.raises(ConnectionFailed, match="closed the connection while we waited for the greeting"):
-        await send(settings_for(server, tmp_path, "--token", account, "--message", "one"))
+        await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one"))
     assert len(server.send_transcripts) == 1
 
 
 async def test_stream_waits_out_a_refusing_server(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     server.plans.extend(ConnectionPlan(refuse=True) for _ in range(8))
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\ntwo\n")
     assert texts_of(server) == ["one", "two"]
     assert server.refused == 8
 
@@ -172,7 +175,9 @@ async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path:
     server.plans.append(ConnectionPlan(posts=3, reset=True))
     lines = [f"line {number}" for number in range(5000)]
     stdin = "".join(f"{line}\n" for line in lines).encode()
-    code, _, err = await run_client(server, tmp_path, "--token", account, "--message", "-", stdin=stdin)
+    code, _, err = await run_sender_process(
+        server.write_port, tmp_path, "--token", account, "--message", "-", stdin=stdin
+    )
     assert code == 0, err
     assert "Traceback" not in err and "never retrieved" not in err
     assert list(dict.fromkeys(texts_of(server))) == lines
@@ -182,7 +187,7 @@ async def test_cli_stream_survives_a_reset(server: FakeMinechatServer, tmp_path:
 
 async def test_stdin_separators_stay_inside_one_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     stdin = "a\rb\x0cc\x85d\u2028e\x0bf\x1cg\r\nsecond\n".encode()
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), stdin)
     assert texts_of(server) == ["a b c d e f g", "second"]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\na b c d e f g\n\nsecond\n\n".encode()
 
@@ -191,8 +196,8 @@ async def test_long_stdin_line_is_one_post_as_on_the_command_line(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     long = " ".join(["слово"] * 20_000)  # 220 KB
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
-    await send(settings_for(server, tmp_path, "--token", account, "--message", long))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), f"{long}\n".encode())
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", long))
     assert [post.lines for post in server.posts] == [[long], [long]]
     assert server.send_transcripts[0] == server.send_transcripts[1]
 
@@ -200,7 +205,7 @@ async def test_long_stdin_line_is_one_post_as_on_the_command_line(
 async def test_last_stdin_line_without_newline_is_posted(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "-"), b"one\n\n \ntwo")
     assert texts_of(server) == ["one", "two"]
 
 
@@ -209,7 +214,7 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.withhold_acks = True
-    process = await start_client(
+    async with client_process(
         "send_client.py",
         "--token",
         account,
@@ -218,18 +223,18 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
         port=server.write_port,
         cwd=tmp_path,
         stdin=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stderr is not None
-    # Far more than the outbox and the read-ahead take; buffered here, never drained.
-    process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
-    try:
-        # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
-        await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=WAIT * 3)
-    finally:
-        code = await stop_with_signal(process, signal.SIGINT)
-        process.stdin.close()
-        with suppress(OSError):
-            await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
+    ) as process:
+        assert process.stdin is not None and process.stderr is not None
+        # Far more than the outbox and the read-ahead take; buffered here, never drained.
+        process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
+        try:
+            # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
+            await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=START_WAIT)
+        finally:
+            code = await stop_with_signal(process, signal.SIGINT)
+            process.stdin.close()
+            with suppress(OSError):
+                await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
     err = (await process.stderr.read()).decode()
     assert code == 130
     # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,11 @@ from helpers import (
     RecordingDelays,
     StdinPipe,
     error_lines,
-    run_cli,
+    free_port,
     run_send_main,
+    run_sender,
+    run_sender_process,
     scripted_server,
-    send,
     settings_for,
     texts_of,
 )
@@ -50,7 +50,7 @@ def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue
 
 
 async def test_login_and_post(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "Привет, чат"))
     assert [(post.nickname, post.lines) for post in server.posts] == [("Focused Loyd", ["Привет, чат"])]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nПривет, чат\n\n".encode()
 
@@ -59,18 +59,18 @@ async def test_login_copes_with_replies_split_across_writes(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     server.split_writes = True
-    await send(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", "one", "--message", "two"))
     assert [post.lines for post in server.posts] == [["one"], ["two"]]
 
 
 async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
-    await send(settings_for(server, tmp_path, "--token", account))
+    await run_sender(settings_for(server, tmp_path, "--token", account))
     assert [post.lines for post in server.posts] == [[DEFAULT_MESSAGE]]
 
 
 async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
     with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
-        await send(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
+        await run_sender(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
     # Once the server has seen the connection end, nothing more can have reached it.
     await server.wait_until(lambda: server.senders_done == 1)
     assert bytes(server.send_transcripts[0]) == b"bogus-token\n"
@@ -92,7 +92,7 @@ async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_
 async def test_line_breaks_cannot_split_a_post(
     server: FakeMinechatServer, tmp_path: Path, account: str, text: str, line: str
 ) -> None:
-    await send(settings_for(server, tmp_path, "--token", account, "--message", text))
+    await run_sender(settings_for(server, tmp_path, "--token", account, "--message", text))
     assert [post.lines for post in server.posts] == [[line]]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\n{line}\n\n".encode()
 
@@ -124,7 +124,7 @@ async def test_every_reply_has_a_timeout(
     with pytest.raises(
         ReplyTimeout, match=f"no complete reply from the server in 0.[24] s while we waited for {named}"
     ):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_garbage_instead_of_json_is_a_protocol_error(
@@ -132,7 +132,7 @@ async def test_garbage_instead_of_json_is_a_protocol_error(
 ) -> None:
     server.login_reply_override = b"<html>\x1b[31mgarbage\n"
     with pytest.raises(ProtocolError, match=r'expected account details from the server, got "<html>\\x1b\[31mgarbage"'):
-        await send(settings_for(server, tmp_path, "--token", account))
+        await run_sender(settings_for(server, tmp_path, "--token", account))
     assert server.posts == []
 
 
@@ -141,7 +141,7 @@ async def test_unexpected_welcome_is_a_protocol_error(server: FakeMinechatServer
     settings = settings_for(server, tmp_path, "--token", account)
     server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "x"}\nWelcome!\n'
     with pytest.raises(ProtocolError, match='expected the welcome line from the server, got "Welcome!"'):
-        await send(settings)
+        await run_sender(settings)
 
 
 @pytest.mark.parametrize(
@@ -152,17 +152,15 @@ async def test_server_closing_mid_dialogue(
 ) -> None:
     server.close_at = stage
     with pytest.raises(ConnectionFailed, match=f"closed the connection while we waited for {named}"):
-        await send(settings_for(server, tmp_path, "--token", account))
+        await run_sender(settings_for(server, tmp_path, "--token", account))
 
 
 async def test_ipv6_address_in_brackets_is_used_and_shown_in_brackets(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = send_client.parse_settings(["--host", "[::1]", "--port", str(port), "--token", TOKEN], {}, tmp_path)
     assert settings.host == "::1"
     with pytest.raises(ConnectionFailed, match=re.escape(f"cannot connect to [::1]:{port}: ")):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
@@ -170,7 +168,9 @@ async def test_reply_timeout_bounds_the_whole_line(server: FakeMinechatServer, t
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(ReplyTimeout, match=r"in 0\.3 s while we waited for the greeting"):
-        await asyncio.wait_for(send(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT)
+        await asyncio.wait_for(
+            run_sender(settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.3")), WAIT
+        )
     assert loop.time() - started < 1.5
 
 
@@ -178,7 +178,7 @@ async def test_reading_port_chat_hints_at_the_posting_port(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     settings = settings_for(server, tmp_path, "--token", account, "--port", str(server.read_port))
-    task = asyncio.ensure_future(send(settings))
+    task = asyncio.ensure_future(run_sender(settings))
     await server.wait_until(lambda: bool(server.readers))
     await server.broadcast(b"Eva: hello\n")
     with pytest.raises(ProtocolError, match=r'got "Eva: hello"; is this the reading port\? Posts go to port 5050'):
@@ -191,7 +191,7 @@ async def test_reading_port_silence_hints_at_the_posting_port(
     argv = ["--token", account, "--port", str(server.read_port), "--reply-timeout", "0.2"]
     settings = settings_for(server, tmp_path, *argv)
     with pytest.raises(ReplyTimeout, match=r"the greeting; is this the reading port\? Posts go to port 5050"):
-        await send(settings)
+        await run_sender(settings)
 
 
 async def test_cancelled_run_says_what_was_posted(
@@ -369,7 +369,7 @@ async def test_token_echoed_late_in_a_reply_does_not_leak_in_part(tmp_path: Path
         await reader.read()
 
     async with scripted_server(echo_token) as port:
-        code, err = await run_cli(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v")
+        code, _, err = await run_sender_process(port, tmp_path, "--token", TOKEN, "--message", "hi", "-v", stdin=None)
     assert code == 4, err
     leaked = [TOKEN[start : start + 8] for start in range(len(TOKEN) - 7) if TOKEN[start : start + 8] in err]
     assert not leaked, err

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays
+from helpers import TOKEN, WAIT, RecordingDelays, free_port, run_sender, settings_for, texts_of
 
 import send_client
 from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
@@ -27,27 +26,12 @@ REPLY_TIMEOUT = 0.2
 ACK_DELAY = 0.3
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
-    """Settings aimed at the fake server's posting port; the reading port is a closed one (no witness)."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--token", TOKEN]
-    return send_client.parse_settings([*base, "--reply-timeout", str(REPLY_TIMEOUT), *argv], {}, tmp_path)
+def slow_settings(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+    """Settings aimed at the fake server's posting port, with a short --reply-timeout; no witness."""
+    return settings_for(server, tmp_path, "--token", TOKEN, "--reply-timeout", str(REPLY_TIMEOUT), *argv)
 
 
-def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
-    """Return the one-line posts the server took, in order."""
-    return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]
-
-
-async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), WAIT)
-    return sender
-
-
-@pytest.fixture(autouse=True)
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+pytestmark = pytest.mark.usefixtures("account")
 
 
 async def test_late_acknowledgements_do_not_flood_a_stream(
@@ -57,7 +41,7 @@ async def test_late_acknowledgements_do_not_flood_a_stream(
     server.ack_delay = ACK_DELAY
     lines = ["one", "two", "three"]
     sender = await run_sender(
-        settings_for(server, tmp_path, "--message", "-"), "".join(f"{x}\n" for x in lines).encode()
+        slow_settings(server, tmp_path, "--message", "-"), "".join(f"{x}\n" for x in lines).encode()
     )
     copies = Counter(texts_of(server))
     assert set(copies) == set(lines)
@@ -77,7 +61,7 @@ async def test_trickled_acknowledgement_of_a_fixed_message_is_waited_for(
 ) -> None:
     # The acknowledgement takes about 3 reply timeouts to trickle in: a doubling wait gets it on the third try.
     server.ack_trickle = 3 * REPLY_TIMEOUT / len(b"Message send. Write more, end message with an empty line.\n")
-    await run_sender(settings_for(server, tmp_path, "--message", "hello"))
+    await run_sender(slow_settings(server, tmp_path, "--message", "hello"))
     await server.wait_until(lambda: any(post.acknowledged for post in server.posts))
     assert texts_of(server, acknowledged_only=True) == ["hello"]
     assert len(texts_of(server)) <= MAX_SENDS
@@ -88,7 +72,7 @@ async def test_posts_never_acknowledged_go_out_three_times_then_are_reported(
 ) -> None:
     caplog.set_level(logging.INFO, logger="send_client")
     server.withhold_acks = True
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
+    settings = slow_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
     with pytest.raises(ConnectionFailed, match="2 messages went out 3 times without an acknowledgement"):
         await run_sender(settings, b"a\nb\n")
     assert Counter(texts_of(server)) == {"a": MAX_SENDS, "b": MAX_SENDS}
@@ -102,7 +86,7 @@ async def test_posts_never_acknowledged_go_out_three_times_then_are_reported(
 async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.withhold_acks = True
     stdin = StdinPipeLike()
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
+    settings = slow_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
     sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
@@ -125,7 +109,7 @@ async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechat
     # Slow, then fast, then slow again: the second slow post times out again, as the first did,
     # instead of being waited for with the stretched wait of before.
     stdin = StdinPipeLike()
-    settings = settings_for(server, tmp_path, "--message", "-")
+    settings = slow_settings(server, tmp_path, "--message", "-")
     sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
@@ -220,7 +204,7 @@ async def test_300_lines_through_cut_connections_without_the_witness_all_arrive(
     rng = random.Random(3)
     lines = [f"line {number}" for number in range(GOAL_LINES)]
     async with CuttingProxy("127.0.0.1", server.write_port, GOAL_CUT_BYTES, rng) as proxy:
-        argv = ["--host", "127.0.0.1", "--port", str(proxy.port), "--read-port", str(unused_port())]
+        argv = ["--host", "127.0.0.1", "--port", str(proxy.port), "--read-port", str(free_port())]
         settings = send_client.parse_settings([*argv, "--token", TOKEN, "--message", "-"], {}, tmp_path)
         stdin = io.BytesIO("".join(f"{line}\n" for line in lines).encode())
         sender = send_client.make_sender(settings, stdin, RecordingDelays(initial=0.05, cap=6.0))
@@ -246,13 +230,6 @@ def test_after_a_lost_connection_posts_go_out_a_few_at_a_time_until_caught_up() 
     assert outbox.take_unsent() == later  # caught up: the window is open again
 
 
-def unused_port() -> int:
-    """Return a port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # --- behaviours an audit found unpinned ------------------------------------------------------------
 
 FIXED_MESSAGES = 8
@@ -264,7 +241,7 @@ async def test_fixed_messages_progress_gives_fresh_tries_every_time(server: Fake
     assert FIXED_MESSAGES > send_client.RESUME_TRIES + 1
     texts = [f"message {number}" for number in range(FIXED_MESSAGES)]
     argv = [part for text in texts for part in ("--message", text)]
-    sender = await run_sender(settings_for(server, tmp_path, *argv))
+    sender = await run_sender(slow_settings(server, tmp_path, *argv))
     assert texts_of(server) == texts  # each once, in order
     assert texts_of(server, acknowledged_only=True) == texts
     assert sender.outbox.delivered == FIXED_MESSAGES
@@ -277,7 +254,7 @@ async def test_an_idle_connection_reset_is_no_failure(
     server.plans.append(ConnectionPlan(posts=1, reset=True))  # acknowledge one post, then reset while idle
     stdin = StdinPipeLike()
     delays = RecordingDelays()
-    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), stdin.reader, delays)
+    sender = send_client.make_sender(slow_settings(server, tmp_path, "--message", "-"), stdin.reader, delays)
     task = asyncio.ensure_future(sender.run())
     try:
         stdin.write(b"one\n")
@@ -305,7 +282,7 @@ async def test_a_post_taken_and_never_acknowledged_by_hang_ups_goes_out_three_ti
     # Three connections take "stuck" and hang up without acknowledging it (no reply timeout ever
     # comes); the next ones would do the same with it, for ever.
     server.plans.extend(ConnectionPlan(posts=0, take_unacked=True) for _ in range(MAX_SENDS))
-    settings = settings_for(server, tmp_path, "--message", "-", "--read-port", str(unused_port()))
+    settings = slow_settings(server, tmp_path, "--message", "-", "--read-port", str(free_port()))
     with pytest.raises(ConnectionFailed, match="1 message went out 3 times without an acknowledgement"):
         await run_sender(settings, b"stuck\nnext\n")
     copies = Counter(texts_of(server))

@@ -106,8 +106,7 @@ def test_stamper_keeps_crlf_together_across_pieces(split: int) -> None:
 def test_stamper_flush_ends_an_unfinished_line() -> None:
     stamper = LineStamper(max_piece=PIECE)
     assert stamper.flush(S) == ""
-    stamper.feed(b"A: cut", S)
-    assert stamper.pending == 6
+    assert stamper.feed(b"A: cut", S) == ""  # all six bytes held, as the flush shows
     assert stamper.flush(T) == f"{T} A: cut\n"
     assert stamper.flush(T) == ""
     # A long line already partly given out is ended without a second stamp.
@@ -125,9 +124,10 @@ def test_stamper_counts_complete_lines_only() -> None:
 
 def test_stamper_holds_at_most_a_piece() -> None:
     stamper = LineStamper(max_piece=PIECE)
-    for _ in range(1000):
-        stamper.feed(b"0123456789", S)
-        assert stamper.pending <= PIECE
+    given = 0  # characters of the line given out, without its stamp
+    for count in range(1, 1001):
+        given += len(stamper.feed(b"0123456789", S).removeprefix(f"{S} "))
+        assert count * 10 - given <= PIECE
 
 
 def test_clock_formats_once_a_second() -> None:
@@ -222,15 +222,13 @@ def test_stamper_cut_backs_up_over_three_continuation_bytes_exactly() -> None:
     stamper = LineStamper(max_piece=4)
     # Five bytes held: the cut at 4 would fall after the first byte of the emoji, so it backs up to 1.
     assert stamper.feed(("a" + EMOJI).encode(), STAMP_TEXT) == f"{STAMP_TEXT} a"
-    assert stamper.pending == 4
-    assert stamper.flush(STAMP_TEXT) == f"{EMOJI}\n"
+    assert stamper.flush(STAMP_TEXT) == f"{EMOJI}\n"  # the four bytes held
 
 
 def test_stamper_holds_an_unfinished_line_of_exactly_the_limit() -> None:
     stamper = LineStamper(max_piece=4)
-    assert stamper.pending == 0 and stamper.completed is False
-    assert stamper.feed(b"abcd", STAMP_TEXT) == ""
-    assert stamper.pending == 4
+    assert stamper.completed is False
+    assert stamper.feed(b"abcd", STAMP_TEXT) == ""  # all four held, as the next feed shows
     assert stamper.feed(b"\n", STAMP_TEXT) == f"{STAMP_TEXT} abcd\n"
     assert stamper.completed is True
 

@@ -20,12 +20,13 @@ from helpers import (
     LINUX_ONLY,
     POSIX_ONLY,
     ROOT,
+    START_WAIT,
     UNIT,
     WAIT,
     Listener,
     client_env,
+    reader_process,
     received,
-    start_client,
     stop_with_signal,
 )
 
@@ -40,10 +41,6 @@ from _minechat.systemd import ServiceNotifier, parse_notify_address, parse_watch
 from chat_io import EXIT_FILE, EXIT_LOCKED, EXIT_SIGNAL_BASE, EXIT_USAGE
 
 needs_af_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX datagram sockets here")
-
-
-# A started Python may take a while on a busy machine before it says anything.
-START_WAIT = 15.0
 
 
 WATCHDOG_USEC = 1_000_000
@@ -231,23 +228,17 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
     address = f"127.0.0.1:{server.read_port}"
     connected = f"STATUS=connected to {address}"
     env = client_env() | {"NOTIFY_SOCKET": notify_socket[1], "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    process = await start_client(
-        "read_client.py",
-        *("--log_path", str(tmp_path / "chat.log")),
-        port=server.read_port,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        await listener.wait_until(lambda texts: connected in texts, START_WAIT)
-        # A dropped connection shows as retrying, then connected again.
-        await server.wait_until(lambda: len(server.readers) == 1)
-        await server.drop_readers()
-        await listener.wait_until(lambda texts: texts.count(connected) == 2)
-        await listener.wait_until(lambda texts: texts.count("WATCHDOG=1") >= PINGS_TO_MEASURE)
-    finally:
-        returncode = await stop_with_signal(process, signal.SIGTERM)
+    async with reader_process(
+        server, tmp_path / "chat.log", cwd=tmp_path, env=env, stdout=subprocess.DEVNULL
+    ) as process:
+        try:
+            await listener.wait_until(lambda texts: connected in texts, START_WAIT)
+            # A dropped connection shows as retrying, then connected again.
+            await server.drop_readers()
+            await listener.wait_until(lambda texts: texts.count(connected) == 2)
+            await listener.wait_until(lambda texts: texts.count("WATCHDOG=1") >= PINGS_TO_MEASURE)
+        finally:
+            returncode = await stop_with_signal(process, signal.SIGTERM)
     await listener.wait_until(lambda texts: "STOPPING=1" in texts)
     stderr = (await process.stderr.read()).decode()
     assert returncode == 143, stderr

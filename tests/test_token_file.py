@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, POSIX_ONLY, SYMLINKS, TOKEN, RecordingDelays, free_port, run_cli, settings_for
+from helpers import (
+    LINUX_ONLY,
+    POSIX_ONLY,
+    SYMLINKS,
+    TOKEN,
+    RecordingDelays,
+    free_port,
+    run_sender_process,
+    settings_for,
+)
 
 import chat_io
 import send_client
@@ -139,14 +148,22 @@ async def test_unusable_token_path_is_found_before_connecting(server: FakeMinech
 @POSIX_ONLY
 async def test_token_path_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "token.txt")
-    code, err = await run_cli(free_port(), tmp_path, "--message", "hi", timeout=2)
+    # A FIFO nobody writes to would block an open() for ever: RUN_WAIT tells a refusal from that.
+    code, _, err = await run_sender_process(free_port(), tmp_path, "--message", "hi", stdin=None)
     assert code == EXIT_FILE, err
 
 
 @LINUX_ONLY
 async def test_token_path_that_is_a_device_is_refused_without_a_traceback(tmp_path: Path) -> None:
-    code, err = await run_cli(
-        free_port(), tmp_path, "--token_path", "/dev/zero", "--message", "hi", shell_prefix="ulimit -v 1048576;"
+    code, _, err = await run_sender_process(
+        free_port(),
+        tmp_path,
+        "--token_path",
+        "/dev/zero",
+        "--message",
+        "hi",
+        stdin=None,
+        shell_prefix="ulimit -v 1048576;",
     )
     assert "Traceback" not in err, err
     assert code == EXIT_FILE, err

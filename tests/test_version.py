@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, client_env
+from helpers import ROOT, run_client_sync
 
 import _minechat
 
 
 @pytest.mark.parametrize("script", ["read_client.py", "send_client.py"])
 def test_version_is_the_packages(script: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / script), "--version"], capture_output=True, text=True, cwd=tmp_path,
-        env=client_env(), timeout=30, check=False,
-    )  # fmt: skip
+    done = run_client_sync(script, "--version", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"{script} {_minechat.__version__}\n"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import socket
 import sys
 import threading
 from collections import Counter
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe
+from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_sender, settings_for, texts_of
 
 import chat_io
 import send_client
@@ -133,27 +132,9 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
 # --- the witness at work, against the fake server -------------------------------------------------
 
 
-def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
+def watching_settings(server: FakeMinechatServer, tmp_path: Path, *argv: str) -> SenderSettings:
     """Settings aimed at the fake server's posting port, watching its reading port."""
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(server.read_port)]
-    return send_client.parse_settings([*base, "--token", TOKEN, *argv], {}, tmp_path)
-
-
-def texts_of(server: FakeMinechatServer) -> list[str]:
-    """Return the one-line posts the server took, in order."""
-    return [" | ".join(post.lines) for post in server.posts]
-
-
-async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
-    """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), WAIT)
-    return sender
-
-
-@pytest.fixture
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+    return settings_for(server, tmp_path, "--token", TOKEN, *argv, watch=True)
 
 
 @pytest.mark.usefixtures("account")
@@ -163,7 +144,7 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
     caplog.set_level(logging.INFO, logger="send_client")
     # The first connection takes "two" and hangs up before acknowledging it.
     server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
-    sender = await run_sender(settings_for(server, tmp_path, "--message", "one", "--message", "two"))
+    sender = await run_sender(watching_settings(server, tmp_path, "--message", "one", "--message", "two"))
     assert texts_of(server) == ["one", "two"]
     assert all(post.readers == 1 for post in server.posts)  # the witness was there before the first post
     assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (1, 1, 0)
@@ -174,14 +155,14 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
 async def test_identical_texts_are_each_seen_once(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
     messages = ["--message", "same", "--message", "same", "--message", "same"]
-    await run_sender(settings_for(server, tmp_path, *messages))
+    await run_sender(watching_settings(server, tmp_path, *messages))
     assert texts_of(server) == ["same"] * 3  # the second was seen, the third went out on the next connection
 
 
 @pytest.mark.usefixtures("account")
 async def test_a_slow_server_gets_posts_seen_in_the_chat_once(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.ack_delay = 0.3
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.2")
+    settings = watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.2")
     sender = await run_sender(settings, b"one\ntwo\nthree\n")
     copies = Counter(texts_of(server))
     assert copies["one"] == 1  # seen before its acknowledgement was given up on: never sent again
@@ -194,7 +175,7 @@ async def test_an_unreachable_chat_is_said_once_and_posting_goes_on(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    closed_port = unused_port()
+    closed_port = free_port()
     base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(closed_port)]
     settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
     await run_sender(settings, b"one\ntwo\n")
@@ -210,7 +191,7 @@ async def test_an_unreachable_chat_is_only_a_debug_line_for_a_single_message(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(unused_port())]
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(free_port())]
     await run_sender(send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path))
     said = [record.levelno for record in caplog.records if "(--read-port)" in record.getMessage()]
     assert said == [logging.DEBUG]
@@ -224,7 +205,9 @@ async def test_a_chat_that_never_shows_our_posts_is_said_once(
     server.echo_posts = False
     stdin = b"".join(f"post {number}\n".encode() for number in range(5))
     sender = send_client.make_sender(
-        settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.1"), SlowStdin(stdin), RecordingDelays()
+        watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.1"),
+        SlowStdin(stdin),
+        RecordingDelays(),
     )
     await asyncio.wait_for(sender.run(), WAIT)
     said = [record.getMessage() for record in caplog.records if "does not show our posts" in record.getMessage()]
@@ -256,42 +239,24 @@ class SlowStdin(io.RawIOBase):
         return b""
 
 
-def unused_port() -> int:
-    """Return a port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
 @pytest.mark.usefixtures("account")
 async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
-    server: FakeMinechatServer, tmp_path: Path
+    server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
 ) -> None:
     # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
-    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(4):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(("127.0.0.1", port))
-                fillers.append(filler)
-            base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
-            settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
-            sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
-            before = asyncio.all_tasks()
-            task = asyncio.ensure_future(sender.run())
-            await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
-            assert not task.done()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 1.0)  # within a second
-            assert asyncio.all_tasks() - before == set()
-        finally:
-            for filler in fillers:
-                filler.close()
+    port = unanswered_port
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
+    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+    sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+    before = asyncio.all_tasks()
+    task = asyncio.ensure_future(sender.run())
+    await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1.0)  # within a second
+    assert asyncio.all_tasks() - before == set()
     assert server.posts == []
 
 
@@ -319,7 +284,9 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
 async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer, tmp_path: Path) -> None:
     # "same" went out on a connection that was lost, went out again, and a second "same" after it. The
     # chat shows "same" twice: both may be the first post's, so the second post is not seen.
-    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays())
+    sender = send_client.make_sender(
+        watching_settings(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays()
+    )
     assert sender.witness is not None
     sender.witness.active = True  # as once the chat is connected, before anything is sent
     sender.witness.core.set_nickname(NICKNAME)
@@ -341,7 +308,7 @@ async def test_a_slow_server_whose_chat_shows_our_posts_gets_each_line_once(
     # Every acknowledgement comes later than --reply-timeout, but the chat shows each post at once: the
     # server is slow, not gone. Hanging up on it would send again what it is still working through.
     server.ack_delay = 0.5
-    settings = settings_for(server, tmp_path, "--message", "-", "--reply-timeout", "0.3")
+    settings = watching_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.3")
     sender = await run_sender(settings, b"one\ntwo\nthree\n")
     assert texts_of(server) == ["one", "two", "three"]
     assert sender.outbox.delivered == 3 and sender.outbox.repeated == 0
@@ -354,7 +321,9 @@ async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connect
     # A long stream outlives many connections: a chat that hung up once is not given up for the rest of it.
     server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
     stdin = StdinPipe()
-    sender = send_client.make_sender(settings_for(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays())
+    sender = send_client.make_sender(
+        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
+    )
     task = asyncio.ensure_future(sender.run())
     try:
         await stdin.write(b"one\n")
