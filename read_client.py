@@ -40,6 +40,7 @@ from _minechat.output import RawTextOutput
 from _minechat.settings import (
     backlog_count,
     context_count,
+    day_count,
     full_pattern,
     log_path_value,
     make_parser,
@@ -56,6 +57,8 @@ from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
 
 if TYPE_CHECKING:
     from datetime import datetime
+
+    from _minechat.history import HistoryPattern
 
 logger = logging.getLogger("read_client")
 
@@ -84,6 +87,8 @@ class ReaderSettings:
     until: datetime | None = None  # local time, the first moment past the range
     context: int = 0
     coverage: bool = False
+    compress: bool = False
+    keep_days: int = 0  # 0: keep every file
 
 
 def parse_settings(
@@ -111,6 +116,8 @@ def parse_settings(
         until=args.until.start + args.until.length if args.until else None,
         context=args.context,
         coverage=args.coverage,
+        compress=args.compress,
+        keep_days=args.keep_days or 0,
     )
 
 
@@ -170,7 +177,7 @@ def build_parser() -> configargparse.ArgumentParser:
 
 
 def add_archive_options(parser: configargparse.ArgumentParser) -> None:
-    """Add the options that ask the history instead of tailing the chat."""
+    """Add the options that ask the history instead of tailing the chat, and those that keep it small."""
     archive = parser.add_argument_group("asking the history (connects to nothing, takes no lock)")
     archive.add_argument(
         "--search",
@@ -204,6 +211,22 @@ def add_archive_options(parser: configargparse.ArgumentParser) -> None:
         action="store_true",
         help="print when the reader was connected and each gap with its reason, then the totals, and exit",
     )
+    keeping = parser.add_argument_group("keeping a dated history small")
+    keeping.add_argument(
+        "--compress",
+        env_var="COMPRESS",
+        action="store_true",
+        help="gzip each day's file once the reader has moved on to the next (a dated history only)",
+    )
+    keeping.add_argument(
+        "--keep-days",
+        "--keep_days",
+        dest="keep_days",
+        env_var="KEEP_DAYS",
+        type=day_count,
+        metavar="N",
+        help="remove the files of a dated history older than this many days",
+    )
 
 
 def check_archive_options(parser: configargparse.ArgumentParser, args: configargparse.Namespace) -> None:
@@ -217,6 +240,14 @@ def check_archive_options(parser: configargparse.ArgumentParser, args: configarg
         parser.error("--since and --until go with --search or --coverage")
     if args.since and args.until and args.since.start >= args.until.start + args.until.length:
         parser.error("--since is after --until: nothing lies between them")
+    if args.compress or args.keep_days:
+        from _minechat.history import has_fields  # here: only these options ask whether the path is dated
+
+        if not has_fields(args.log_path):
+            parser.error(
+                "--compress and --keep-days need a dated --log_path (such as logs/%Y-%m-%d.txt); "
+                "for a single history file use logrotate, whose moves the reader follows (see docs/service.md)"
+            )
 
 
 async def run_while_writing(work: Coroutine[object, object, None], writer: asyncio.Task[None]) -> None:
@@ -240,6 +271,17 @@ def answer_query(settings: ReaderSettings, out: TextIO) -> int:
         return archive.answer(settings, HistoryPattern(settings.log_path), out.write)
     except BrokenPipeError:  # stdout went away (| head): done, as grep is
         return SIGNAL_EXIT_BASE + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+
+
+def start_tidying(
+    settings: ReaderSettings, pattern: HistoryPattern, current: Callable[[], Path]
+) -> asyncio.Task[None] | None:
+    """Start --compress and --keep-days on the history's finished files, if asked: at start and at each new file."""
+    if not (settings.compress or settings.keep_days):
+        return None
+    from _minechat.retention import keep_small  # here: only a run that keeps its history small needs it
+
+    return asyncio.ensure_future(keep_small(pattern, current, settings.compress, settings.keep_days))
 
 
 async def run(
@@ -270,6 +312,7 @@ async def run(
                 backlog = show_backlog(history, settings.backlog, settings.time_format, printer.show, clock)
                 if await run_until_signal(backlog, signals) is not None:
                     return signals.exit_code  # Ctrl-C while a long history is read back
+            tidying = start_tidying(settings, pattern, lambda: history.path)
             recorder = Recorder(history, printer, clock, service, history_format)
             tail = ChatTail(settings, recorder.queue, make_delays, service, clock, history_format)
             try:
@@ -282,6 +325,8 @@ async def run(
             finally:
                 # Whatever stopped us, every line received goes to disk before we exit.
                 await recorder.close()
+                if tidying is not None:
+                    await cancel_and_wait(tidying)
             return signals.exit_code
         finally:
             printer.close()
