@@ -53,6 +53,27 @@ def date_in_name(pattern: HistoryPattern, path: Path) -> datetime | None:
         return None
 
 
+def files_in_range(
+    pattern: HistoryPattern, files: list[Path], since: datetime | None, until: datetime | None
+) -> list[Path]:
+    """Return the dated files, oldest first, that can hold lines of [since, until): none before its name's date.
+
+    A file holds nothing from before the moment in its name, nor from after the next file's.
+    """
+    if not pattern.dated or (since is None and until is None):
+        return files
+    dates = [date_in_name(pattern, path) for path in files]
+    kept = []
+    for index, path in enumerate(files):
+        start, end = dates[index], dates[index + 1] if index + 1 < len(files) else None
+        if until is not None and start is not None and start >= until:
+            continue
+        if since is not None and end is not None and end <= since:
+            continue
+        kept.append(path)
+    return kept
+
+
 def is_gzipped(path: Path) -> bool:
     """Tell whether a history file is a gzipped one, by its name as we and logrotate make them."""
     return path.name.endswith(GZIP_SUFFIX)
@@ -216,6 +237,7 @@ def answer(question: Question, pattern: HistoryPattern, write: Callable[[str], o
     if question.search is None:
         return report_coverage(files, lines, question, write)
     query = Query(compile_pattern(question.search), question.nick, question.since, question.until, question.context)
+    files = files_in_range(pattern, files, question.since, question.until)
     found = search(files, Matcher(query, lines), write)
     logger.info("%s in %s", plural(found, "matching line"), plural(len(files), "file"))
     return EXIT_OK

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import query_main
 
+from _minechat.archive import files_in_range
 from _minechat.entries import JsonLines, TextLines
+from _minechat.history import HistoryPattern
 from _minechat.jsonl import format_json_record
 from _minechat.search import GROUP_SEPARATOR, ContextPrinter, Matcher, Query, case_variants, compile_pattern
 from chat_io import EXIT_FILE, EXIT_OK, EXIT_USAGE
@@ -321,3 +323,12 @@ def test_case_variants_are_those_re_takes() -> None:
 def test_a_pattern_with_capitals_keeps_its_case() -> None:
     block = b"[05.12.26 10:00] Eve: hello\n[05.12.26 10:01] Eve: Hello\n"
     assert Matcher(Query(compile_pattern("Hello")), TextLines()).find(block) == [1]
+
+
+def test_a_time_range_reads_only_the_dated_files_that_can_hold_it(tmp_path: Path) -> None:
+    pattern = HistoryPattern(tmp_path / "%Y-%m-%d.txt")
+    files = [tmp_path / f"2026-12-0{day}.txt" for day in (1, 2, 3, 4)]
+    assert files_in_range(pattern, files, datetime(2026, 12, 2, 12), datetime(2026, 12, 3)) == files[1:2]
+    assert files_in_range(pattern, files, datetime(2026, 12, 2), None) == files[1:]
+    assert files_in_range(pattern, files, None, datetime(2026, 12, 3, 0, 1)) == files[:3]
+    assert files_in_range(HistoryPattern(tmp_path / "chat.txt"), files, datetime(2026, 12, 3), None) == files
