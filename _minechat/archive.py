@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import queue
 import threading
@@ -11,7 +10,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from _minechat.coverage import Coverage, Event, clip, event_of, json_report, text_report
 from _minechat.entries import HistoryLines, make_lines
@@ -26,6 +25,9 @@ logger = logging.getLogger(__name__)
 BLOCK_BYTES = 4 * 1024 * 1024
 # Blocks read ahead of the search: enough to keep the reading thread busy, few enough for memory.
 BLOCKS_AHEAD = 2
+# zlib's window bits for a gzip header and trailer (16 + the largest window).
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+READ_BYTES = 256 * 1024  # compressed bytes read at a time
 HAND_OVER_SECONDS = 0.1  # how often a reading thread whose blocks nobody takes looks whether to stop
 
 
@@ -82,28 +84,47 @@ def is_gzipped(path: Path) -> bool:
 def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
     """Yield a history file's bytes in blocks of whole lines, each ending with a newline; raise FileError if unreadable.
 
-    A .gz is decompressed as it is read; a damaged one raises FileError too.
+    A .gz is decompressed as it is read, by zlib itself (GzipFile costs a third more); a damaged one raises FileError.
     """
     try:
-        file = gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")  # noqa: SIM115 (closed below)
-    except OSError as error:
+        with open(path, "rb") as file:
+            rest = b""
+            for data in gunzip(file, block_bytes) if is_gzipped(path) else iter(lambda: file.read(block_bytes), b""):
+                data = rest + data
+                end = data.rfind(b"\n") + 1
+                rest = data[end:]
+                if end:
+                    yield data[:end]
+            if rest:
+                yield rest + b"\n"  # an unfinished last line (a crash): read as if ended
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a damaged or truncated .gz
         raise unreadable(path, error) from error
-    with file:
-        rest = b""
-        while True:
-            try:
-                data = file.read(block_bytes)
-            except (OSError, EOFError, zlib.error) as error:  # a damaged or truncated .gz
-                raise unreadable(path, error) from error
-            if not data:
-                break
-            data = rest + data
-            end = data.rfind(b"\n") + 1
-            rest = data[end:]
-            if end:
-                yield data[:end]
-        if rest:
-            yield rest + b"\n"  # an unfinished last line (a crash): read as if ended
+
+
+def gunzip(file: BinaryIO, block_bytes: int) -> Iterator[bytes]:
+    """Yield the decompressed data of a gzip file (of one member or more) at most block_bytes at a time."""
+    unpack = zlib.decompressobj(GZIP_WBITS)
+    pending = b""  # compressed bytes zlib has not taken yet
+    between = True  # no member begun and not ended: the file may end here
+    while True:
+        if not pending:
+            pending = file.read(READ_BYTES)
+            if not pending:
+                if not between:
+                    raise EOFError("the compressed file is cut short")
+                return
+        if between:
+            pending = pending.lstrip(b"\0")  # the zeros some tools pad a file with
+            if not pending:
+                continue
+        between = False
+        data = unpack.decompress(pending, block_bytes)
+        pending = unpack.unconsumed_tail
+        if data:
+            yield data
+        if unpack.eof:  # a member ends; another may follow (gzip a b > c)
+            # What follows the member is all in unused_data (unconsumed_tail may hold a copy of it).
+            pending, unpack, between = unpack.unused_data, zlib.decompressobj(GZIP_WBITS), True
 
 
 def blocks_ahead(files: list[Path]) -> Iterator[tuple[Path, bytes | None]]:

@@ -107,6 +107,10 @@ class Needle:
     fold: bool
     odd: tuple[bytes, ...] = ()  # cases of its letters that folding misses: a block holding one is read by re
 
+    def misses(self, block: bytes) -> bool:
+        """Tell whether a block may hold a case of the needle that folding misses; looks for their first bytes first."""
+        return any(odd[:1] in block and odd in block for odd in self.odd)  # one byte: memchr, ten times faster
+
 
 def needle_for(query: Query, lines: HistoryLines) -> Needle | None:
     """Return the needle of a query, or None if it has no literal start to look for."""
@@ -192,7 +196,7 @@ class Matcher:
 
     def _scan(self, block: bytes, count: bool) -> list[tuple[int, str]]:
         needle = self._needle
-        if needle is not None and not any(odd in block for odd in needle.odd):
+        if needle is not None and not needle.misses(block):
             return self._scan_needle(block, needle, count)
         text = decode_block(block)
         if self._regex is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import query_main
 
-from _minechat.archive import files_in_range
+from _minechat.archive import files_in_range, read_blocks
 from _minechat.entries import JsonLines, TextLines
 from _minechat.history import HistoryPattern
 from _minechat.jsonl import format_json_record
@@ -332,3 +332,12 @@ def test_a_time_range_reads_only_the_dated_files_that_can_hold_it(tmp_path: Path
     assert files_in_range(pattern, files, datetime(2026, 12, 2), None) == files[1:]
     assert files_in_range(pattern, files, None, datetime(2026, 12, 3, 0, 1)) == files[:3]
     assert files_in_range(HistoryPattern(tmp_path / "chat.txt"), files, datetime(2026, 12, 3), None) == files
+
+
+@pytest.mark.parametrize("block_bytes", [7, 1000, 4 << 20])
+def test_gzip_files_of_several_members_are_read_whole(tmp_path: Path, block_bytes: int) -> None:
+    first = b"".join(b"[05.12.26 10:00] Eve: line %d\n" % number for number in range(20_000))
+    path = tmp_path / "chat.txt.1.gz"
+    path.write_bytes(gzip.compress(first) + gzip.compress(b"[05.12.26 10:01] Bob: cat a.gz b.gz\nno end") + b"\0\0")
+    assert b"".join(read_blocks(path, block_bytes)) == first + b"[05.12.26 10:01] Bob: cat a.gz b.gz\nno end\n"
+    assert all(block.endswith(b"\n") for block in read_blocks(path, block_bytes))
