@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
+import itertools
 import os
 import random
 import re
@@ -12,64 +14,47 @@ import signal
 import socket
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Protocol
 
+# What the scripts and _minechat import; the rest is this module's own.
 __all__ = [
     "ACK",
-    "BACKOFF_CAP",
-    "BACKOFF_FACTOR",
-    "BACKOFF_INITIAL",
-    "BACKOFF_JITTER",
     "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_HOST",
     "DEFAULT_READ_PORT",
     "DEFAULT_SEND_PORT",
     "ENCODING",
-    "EXIT_CODES",
-    "EXIT_CONNECTION",
     "EXIT_FAILURE",
-    "EXIT_FILE",
     "EXIT_INTERRUPTED",
-    "EXIT_LOCKED",
     "EXIT_OK",
-    "EXIT_PROTOCOL",
     "EXIT_SIGNAL_BASE",
-    "EXIT_UNKNOWN_TOKEN",
     "EXIT_USAGE",
     "GREETING",
-    "KEEPALIVE_COUNT",
-    "KEEPALIVE_IDLE_SECONDS",
-    "KEEPALIVE_INTERVAL_SECONDS",
     "MAX_LINE_BYTES",
     "NEWLINE",
     "NICKNAME_PROMPT",
     "READ_CHUNK_BYTES",
     "REDACTED",
     "STATUS_MARK",
-    "STREAM_LIMIT_BYTES",
-    "TOKEN_FILE_ENCODING",
-    "TOKEN_FILE_LIMIT",
-    "TOKEN_PROBE",
     "WELCOME",
     "AlreadyRunning",
     "ChatError",
-    "ChunkSink",
     "ConnectionFailed",
     "DelayFactory",
     "FileError",
     "LineFramer",
     "ProtocolError",
-    "ReceivingConnection",
     "ReplyTimeout",
     "TokenTaken",
     "UnknownTokenError",
     "WrongPort",
     "backoff",
     "check_token_path",
+    "connect_socket",
     "decode_line",
     "describe_connect_failure",
     "describe_error",
@@ -82,15 +67,13 @@ __all__ = [
     "load_token",
     "lock_file",
     "open_connection",
-    "open_receiver",
+    "plural",
     "redact",
-    "resolve_token_path",
     "sanitize_block",
     "sanitize_text",
     "save_token",
     "shorten",
     "utf8_cut",
-    "write_durably",
 ]
 
 DEFAULT_HOST = "minechat.dvmn.org"
@@ -225,6 +208,11 @@ def shorten(text: str, limit: int = 80) -> str:
     return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
+def plural(count: int, noun: str) -> str:
+    """Return '1 message' or '2 messages'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def decode_line(raw: bytes) -> str:
     """Decode one received line (with or without its ending) into safe text."""
     if raw.endswith(NEWLINE):
@@ -350,6 +338,28 @@ def resolve_token_path(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def check_token_owner(path: Path) -> None:
+    """Refuse a token path that is, or leads to, a file or link of another user, or no regular file.
+
+    A link planted in a shared folder would have us write our token into that user's own file.
+    Where the platform has no owners (Windows), only the regular file is checked.
+    """
+    import stat  # here, not at the top: only a registration needs it
+
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for follow, what in ((False, "it belongs"), (True, "it leads to a file that belongs")):
+        try:
+            info = os.stat(path, follow_symlinks=follow)
+        except FileNotFoundError:
+            return  # nothing there yet (or a link to nothing yet): the file is made, ours
+        except OSError as error:
+            raise FileError(f"cannot save the token to {path}: {describe_error(error)}") from error
+        if me is not None and info.st_uid != me:
+            raise FileError(f"cannot save the token to {path}: {what} to another user; choose another --token_path")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileError(f"cannot save the token to {path}: it is not a regular file; choose another --token_path")
+
+
 def write_durably(descriptor: int, data: bytes) -> None:
     """Write all of data to an open file and wait until it is on the disk."""
     view = memoryview(data)
@@ -362,6 +372,7 @@ def check_token_path(path: Path) -> None:
     """Fail now, before registering, if the token could not be saved at path."""
     import tempfile  # here, not at the top: only a registration needs it, and importing it costs every start
 
+    check_token_owner(path)
     folder = resolve_token_path(path).parent
     try:
         # Real bytes, synced: an empty file fits on a full disk, a token does not.
@@ -390,6 +401,7 @@ def save_token(path: Path, token: str) -> None:
     """
     import tempfile  # as in check_token_path
 
+    check_token_owner(path)
     target = resolve_token_path(path)
     data = (token + "\n").encode(ENCODING)
     try:
@@ -508,7 +520,8 @@ def describe_error(error: BaseException) -> str:
     """Return a short human description of a network error."""
     if isinstance(error, ChatError):
         return str(error)
-    if isinstance(error, asyncio.TimeoutError):
+    # Before Python 3.11 asyncio's TimeoutError is not the built-in one, which is an OSError without errno.
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
         return "timed out"
     if isinstance(error, socket.gaierror) and error.strerror:
         return error.strerror  # its errno is getaddrinfo's, which os.strerror does not know
@@ -550,13 +563,103 @@ def describe_connect_failure(host: str, port: int, timeout: float, error: BaseEx
     return ConnectionFailed(f"cannot connect to {address}: {describe_error(error)}; check --host and --port")
 
 
+# RFC 8305's delay before the next address of a host is tried while the ones before still might answer.
+HAPPY_EYEBALLS_DELAY = 0.25
+AddressInfo = tuple[int, int, int, str, tuple]  # what getaddrinfo yields per address
+
+
+async def resolve(host: str, port: int) -> list[AddressInfo]:
+    """Return the addresses of host, in the resolver's order; a lookup that hangs never holds up a stop.
+
+    The lookup runs in a daemon thread of its own, not in asyncio's executor, whose threads are
+    waited for at the end of asyncio.run and at exit: a resolver that never answers would keep us.
+    """
+    with suppress(socket.gaierror):  # an address already: no lookup, no thread
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    loop = asyncio.get_running_loop()
+    found: asyncio.Future[list[AddressInfo]] = loop.create_future()
+
+    def settle(result: list[AddressInfo] | None, error: BaseException | None) -> None:
+        if found.done():
+            return  # given up on (a stop, a timeout)
+        if error is None:
+            found.set_result(result)  # type: ignore[arg-type]
+        else:
+            found.set_exception(error)
+
+    def look_up() -> None:
+        try:
+            result, error = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), None
+        except Exception as caught:  # handed to whoever waits, who raises it
+            result, error = None, caught
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=look_up, name="getaddrinfo", daemon=True).start()
+    return await found
+
+
+def interleave(infos: list[AddressInfo]) -> list[AddressInfo]:
+    """Order addresses by family in turns, the first family first (RFC 8305), so one broken family costs one delay."""
+    families: dict[int, list[AddressInfo]] = {}
+    for info in infos:
+        families.setdefault(info[0], []).append(info)
+    turns = itertools.zip_longest(*families.values())
+    return [info for turn in turns for info in turn if info is not None]
+
+
+async def connect_socket(host: str, port: int) -> socket.socket:
+    """Connect to host's addresses as asyncio's Happy Eyeballs does (RFC 8305): the next one after a delay or a failure.
+
+    Return the first connected socket; the other attempts are cancelled. Raise OSError if none connects.
+    """
+    from asyncio.staggered import staggered_race  # what create_connection uses; here, as only a connect needs it
+
+    infos = interleave(await resolve(host, port))
+    if len(infos) == 1:
+        return await _connect_to(infos[0])  # nothing to race: as quick as a plain connect
+    attempts = [functools.partial(_connect_to, info) for info in infos]
+    sock, _, errors = await staggered_race(attempts, HAPPY_EYEBALLS_DELAY)
+    if sock is None:
+        raise _one_error([error for error in errors if error is not None] or [OSError(f"no address for {host}")])
+    return sock  # type: ignore[no-any-return]
+
+
+async def _connect_to(info: AddressInfo) -> socket.socket:
+    family, kind, protocol, _, address = info
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _one_error(errors: list[BaseException]) -> BaseException:
+    """Return the one error to report of all the addresses' failures, as asyncio does."""
+    if len({str(error) for error in errors}) == 1:
+        return errors[0]
+    return OSError(f"Multiple exceptions: {', '.join(str(error) for error in errors)}")
+
+
+async def _open_streams(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = await connect_socket(host, port)
+    try:
+        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT_BYTES)
+    except BaseException:
+        sock.close()
+        raise
+
+
 @asynccontextmanager
 async def open_connection(
     host: str, port: int, timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """Connect within timeout, yield the streams, and always close the connection."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT_BYTES), timeout)
+        reader, writer = await asyncio.wait_for(_open_streams(host, port), timeout)
     except (OSError, asyncio.TimeoutError) as error:
         raise describe_connect_failure(host, port, timeout, error) from error
     try:
@@ -569,107 +672,6 @@ async def open_connection(
         except (OSError, asyncio.TimeoutError):
             # The peer is gone or stuck; the transport is closed on our side all the same.
             writer.transport.abort()
-
-
-class ChunkSink(Protocol):
-    """Where a receiving connection delivers what it gets, as it gets it."""
-
-    def connected(self, connection: ReceivingConnection) -> None:
-        """The connection is made; nothing has been received yet."""
-
-    def received(self, data: bytes) -> None:
-        """Some bytes arrived; must not raise (call connection.fail to end it)."""
-
-
-class ReceivingConnection(asyncio.BufferedProtocol):
-    """A connection we only read from: every chunk goes to the sink in order, and the end comes after all of them.
-
-    Unlike StreamReader, which raises a reset before handing over what it has buffered, this
-    delivers every byte that arrived before the connection ended, however it ended. It reads
-    into one buffer of its own, READ_CHUNK_BYTES at a time, which bounds what each chunk costs.
-    """
-
-    def __init__(self, sink: ChunkSink) -> None:
-        self._sink = sink
-        self._transport: asyncio.Transport | None = None
-        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._buffer = memoryview(bytearray(READ_CHUNK_BYTES))
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._sink.connected(self)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._sink.received(bytes(self._buffer[:nbytes]))
-
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._settle(exc)
-
-    def _settle(self, error: BaseException | None) -> None:
-        if self._ended.done():
-            return
-        if error is None:
-            self._ended.set_result(None)
-        else:
-            self._ended.set_exception(error)
-
-    def pause(self, paused: bool) -> None:
-        """Stop or resume reading from the socket, so what we cannot store yet waits in the kernel."""
-        if self._transport is None or self._transport.is_closing():
-            return
-        if paused:
-            self._transport.pause_reading()
-        else:
-            self._transport.resume_reading()
-
-    def fail(self, error: BaseException) -> None:
-        """End the connection with error, which wait_ended then raises."""
-        self._settle(error)
-        if self._transport is not None:
-            self._transport.close()
-
-    async def wait_ended(self) -> None:
-        """Return when the server closed the connection; raise what else ended it."""
-        await asyncio.shield(self._ended)
-
-    async def close(self) -> None:
-        """Close the connection and wait briefly for it to go; abort it if it does not."""
-        if self._transport is None:
-            return
-        self._transport.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._ended), CLOSE_TIMEOUT)
-        except (OSError, asyncio.TimeoutError, ChatError):
-            self._transport.abort()
-        finally:
-            if self._ended.done() and not self._ended.cancelled():
-                self._ended.exception()  # retrieved, so asyncio does not log it
-
-
-@asynccontextmanager
-async def open_receiver(
-    host: str, port: int, sink: ChunkSink, timeout: float = DEFAULT_CONNECT_TIMEOUT
-) -> AsyncIterator[ReceivingConnection]:
-    """Connect within timeout for reading only; yield the connection, and always close it."""
-    loop = asyncio.get_running_loop()
-    try:
-        transport, connection = await asyncio.wait_for(
-            loop.create_connection(lambda: ReceivingConnection(sink), host, port), timeout
-        )
-    except (OSError, asyncio.TimeoutError) as error:
-        raise describe_connect_failure(host, port, timeout, error) from error
-    try:
-        enable_keepalive(transport.get_extra_info("socket"))
-        yield connection
-    finally:
-        await connection.close()
 
 
 def format_address(host: str, port: int) -> str:

@@ -1,38 +1,33 @@
 """Tail the minechat chat forever: print every line and append it, stamped, to a history file."""
 
-from __future__ import annotations
-
-import signal
-import sys
-
-STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
-SIGNAL_EXIT_BASE = 128  # as chat_io's EXIT_SIGNAL_BASE, which is not imported yet here
-
-
-def stop_during_start_up(signum: int, frame: object) -> None:
-    """End the process with the signal's exit code: no traceback, wherever in the imports it lands."""
-    raise SystemExit(SIGNAL_EXIT_BASE + signum)
+# No `from __future__ import annotations` here: it imports a module, where a stop would give a traceback.
+# First of all, before the imports that take most of the start-up: until the client's own handlers are in
+# place, Ctrl-C ends the process by the signal, as its default disposition would. Not by an exception:
+# raised inside an import it can be lost ("Exception ignored in _get_module_lock") and the client go on
+# running. Nor by SIG_DFL itself: a Ctrl-C that Python has noted but not yet handled would then be
+# dropped ("Signal 2 ignored due to race condition"); this handler takes it. SIGTERM and SIGHUP keep
+# their default. _signal, not signal: it is loaded already, while signal imports enum first (5 ms).
+import _signal
 
 
-def catch_stops_during_start_up() -> None:
-    """Until the event loop takes over, a stop ends the process cleanly; a signal ignored at start stays ignored."""
-    for name in STOP_SIGNAL_NAMES:
-        signum = getattr(signal, name, None)
-        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop_during_start_up)
+def end_by_signal(signum: int, frame: object) -> None:
+    """Die by a stop signal that came before the client's own handlers were in place."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.raise_signal(signum)
 
 
-# First of all, before the imports that take most of the start-up.
-if __name__ == "__main__":
-    catch_stops_during_start_up()
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, end_by_signal)
 
 import asyncio
 import logging
+import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import configargparse
 
@@ -51,9 +46,9 @@ from _minechat.settings import (
     text_value,
     time_format_value,
 )
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_cli, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, end_program, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
-from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
+from chat_io import DEFAULT_READ_PORT, EXIT_FAILURE, EXIT_SIGNAL_BASE, DelayFactory, backoff
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -81,10 +76,11 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    quiet: bool = False  # stderr: warnings and errors only
     search: str | None = None  # a pattern: answer --search from the history instead of tailing
     nick: str | None = None
-    since: datetime | None = None  # local time, the first moment asked about
-    until: datetime | None = None  # local time, the first moment past the range
+    since: "datetime | None" = None  # local time, the first moment asked about (a string: no import at start)
+    until: "datetime | None" = None  # local time, the first moment past the range
     context: int = 0
     coverage: bool = False
     compress: bool = False
@@ -106,6 +102,7 @@ def parse_settings(
         log_path=full_pattern(args.log_path, cwd),
         connect_timeout=args.connect_timeout,
         verbose=args.verbose,
+        quiet=args.quiet,
         time_format=args.time_format,
         history_format=args.history_format,
         backlog=args.backlog,
@@ -127,7 +124,7 @@ def build_parser() -> configargparse.ArgumentParser:
         "Tail the minechat chat: print every line and append it, stamped, to a history file.",
         port_env="READ_PORT",
         port_default=DEFAULT_READ_PORT,
-        port_help="port that streams the chat",
+        port_help="reading port: the one that streams the chat",
         verbose_help="log at debug level",
     )
     parser.add_argument(
@@ -254,7 +251,7 @@ async def run_while_writing(work: Coroutine[object, object, None], writer: async
     """Run work until it ends, or until the writer fails; raise what either raised."""
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.wait({task, writer}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(task, asyncio.wait({writer}))  # the writer is only watched, never cancelled here
     finally:
         await cancel_and_wait(task)
     if writer.done():
@@ -270,12 +267,12 @@ def answer_query(settings: ReaderSettings, out: TextIO) -> int:
     try:
         return archive.answer(settings, HistoryPattern(settings.log_path), out.write)
     except BrokenPipeError:  # stdout went away (| head): done, as grep is
-        return SIGNAL_EXIT_BASE + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
+        return EXIT_SIGNAL_BASE + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else EXIT_FAILURE
 
 
 def start_tidying(
-    settings: ReaderSettings, pattern: HistoryPattern, current: Callable[[], Path]
-) -> asyncio.Task[None] | None:
+    settings: ReaderSettings, pattern: "HistoryPattern", current: Callable[[], Path]
+) -> "asyncio.Task[None] | None":
     """Start --compress and --keep-days on the history's finished files, if asked: at start and at each new file."""
     if not (settings.compress or settings.keep_days):
         return None
@@ -338,5 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
 
 
+def program() -> NoReturn:
+    """Run as a command (the installed minechat-read, or python read_client.py): end as main says, by a signal too."""
+    end_program(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

@@ -15,9 +15,8 @@ from typing import BinaryIO, Protocol
 from _minechat.coverage import Coverage, Event, clip, event_of, json_report, text_report
 from _minechat.entries import HistoryLines, make_lines
 from _minechat.history import GZIP_SUFFIX, HistoryPattern
-from _minechat.output import plural
 from _minechat.search import ContextPrinter, Matcher, Query, compile_pattern, decode_block
-from chat_io import EXIT_OK, FileError, describe_error
+from chat_io import EXIT_OK, FileError, describe_error, plural
 
 logger = logging.getLogger(__name__)
 
@@ -127,45 +126,53 @@ def gunzip(file: BinaryIO, block_bytes: int) -> Iterator[bytes]:
             pending, unpack, between = unpack.unused_data, zlib.decompressobj(GZIP_WBITS), True
 
 
-def blocks_ahead(files: list[Path]) -> Iterator[tuple[Path, bytes | None]]:
-    """Yield each file's blocks, then (file, None), read and decompressed by a thread while the caller works.
+class ReadAhead:
+    """Reads the files' blocks on a thread, a few ahead of the caller, then (file, None) after each file's.
 
     zlib lets go of the interpreter while it decompresses, so a search takes about as long as the
-    slower of the two, as zgrep's two processes do; a read error is raised here, in order.
+    slower of the two, as zgrep's two processes do; a read error is raised to the caller, in order.
     """
-    ahead: queue.Queue[tuple[Path, bytes | None] | BaseException] = queue.Queue(maxsize=BLOCKS_AHEAD)
-    stop = threading.Event()
 
-    def put(item: tuple[Path, bytes | None] | BaseException) -> None:
-        while not stop.is_set():
+    def __init__(self, files: list[Path]) -> None:
+        self._files = files
+        self._queue: queue.Queue[tuple[Path, bytes | None] | BaseException] = queue.Queue(maxsize=BLOCKS_AHEAD)
+        self._stop = threading.Event()
+        threading.Thread(target=self._read, name="archive reader", daemon=True).start()
+
+    def _put(self, item: tuple[Path, bytes | None] | BaseException) -> bool:
+        """Hand an item over; False once the caller has stopped taking them."""
+        while not self._stop.is_set():
             with contextlib.suppress(queue.Full):
-                ahead.put(item, timeout=HAND_OVER_SECONDS)
-                return
+                self._queue.put(item, timeout=HAND_OVER_SECONDS)
+                return True
+        return False
 
-    def read() -> None:
+    def _read(self) -> None:
         try:
-            for path in files:
+            for path in self._files:
                 for block in read_blocks(path):
-                    put((path, block))
-                    if stop.is_set():
+                    if not self._put((path, block)):
                         return
-                put((path, None))
+                self._put((path, None))
         except BaseException as error:  # handed over to the caller, whatever it is
-            put(error)
+            self._put(error)
 
-    thread = threading.Thread(target=read, name="archive reader", daemon=True)
-    thread.start()
-    try:
-        for _ in files:
-            while True:
-                item = ahead.get()
+    def __iter__(self) -> Iterator[tuple[Path, bytes | None]]:
+        ended = 0
+        try:
+            while ended < len(self._files):
+                item = self._queue.get()
                 if isinstance(item, BaseException):
                     raise item
+                ended += item[1] is None
                 yield item
-                if item[1] is None:
-                    break
-    finally:
-        stop.set()
+        finally:
+            self._stop.set()
+
+
+def blocks_ahead(files: list[Path]) -> Iterator[tuple[Path, bytes | None]]:
+    """Yield each file's blocks, then (file, None), read by a thread while the caller works."""
+    return iter(ReadAhead(files))
 
 
 def unreadable(path: Path, error: BaseException) -> FileError:

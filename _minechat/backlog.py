@@ -14,9 +14,8 @@ from typing import BinaryIO
 
 from _minechat.history import GZIP_SUFFIX, HistoryFile, format_status
 from _minechat.jsonl import parse_cut_record, parse_record
-from _minechat.output import plural
 from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp, stamp_shape
-from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, sanitize_text, utf8_cut
+from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, plural, sanitize_text, utf8_cut
 
 logger = logging.getLogger(__name__)
 

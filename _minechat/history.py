@@ -45,6 +45,9 @@ OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
 PROBE_FLAGS = getattr(os, "O_NONBLOCK", 0)
 # Hidden and specific, so it cannot be another tool's file (`--log_path poetry` must not touch poetry.lock).
 LOCK_SUFFIX = ".read_client.lock"
+# How much of an unfinished last line is kept in memory, to be written whole into a new file if the old one moves
+# while a full disk holds the rest.
+LINE_HEAD_BYTES = 64 * 1024
 # What a long line cut by a rotation says where it goes on in the new file.
 CONTINUED = "(continued) "
 # Errors of a write that room on the disk would fix: a pause, not the end.
@@ -180,11 +183,18 @@ def already_running(path: Path, holder: str | None) -> AlreadyRunning:
 
 
 class DiskFull(Exception):
-    """A write stopped for want of room: what it holds was not written yet, nor is the rest that HistoryFile keeps."""
+    """A write stopped (for want of room, or the file cannot be had): what it holds was not written yet, nor is
+    the rest that HistoryFile keeps. Call write() again to go on."""
 
-    def __init__(self, unwritten: list[tuple[str, str]]) -> None:
-        super().__init__("no space left for the history")
+    def __init__(self, unwritten: list[tuple[str, str]], error: BaseException | None = None) -> None:
+        super().__init__(describe_error(error) if error is not None else "no space left for the history")
         self.unwritten = unwritten  # the entries not begun, for write() once there is room
+        self.error = error  # what stopped it: None or an OSError of no space means a full disk
+
+    @property
+    def no_space(self) -> bool:
+        """Tell whether a full disk (or quota) stopped it, rather than a file that cannot be had."""
+        return self.error is None or (isinstance(self.error, OSError) and is_no_space(self.error))
 
 
 def is_no_space(error: OSError) -> bool:
@@ -228,7 +238,12 @@ class HistoryLock:
             raise already_running(history, holder)
         os.lseek(self._descriptor, 0, os.SEEK_SET)
         pid = f"{os.getpid()}\n".encode()
-        os.write(self._descriptor, pid)
+        try:
+            os.write(self._descriptor, pid)
+        except OSError as error:
+            if not is_no_space(error):
+                raise
+            pid = b""  # held all the same: a full disk is a pause, and the PID only names who holds it
         os.ftruncate(self._descriptor, len(pid))  # a longer PID of an earlier run must not trail ours
 
     def release(self) -> None:
@@ -259,6 +274,8 @@ class HistoryFile:
         self._at_line_start = True  # what was written last ends a line
         self._line_cut = False  # a line was cut short by a move: its rest goes on in the new file
         self._unwritten = bytearray()  # what a full disk left of the last write to this file, to write first
+        self._trouble: BaseException | None = None  # why the last write() stopped, if it did
+        self._line_head: bytearray | None = bytearray()  # the last line's part in the file (None: too long to keep)
 
     def open(self, path: str) -> None:
         """Open path (made owner-only), check it is a regular file, take the lock; raise FileError or AlreadyRunning."""
@@ -275,6 +292,13 @@ class HistoryFile:
             raise
 
     def _open_file(self) -> None:
+        try:
+            self._open_path()
+        except BaseException:
+            self._close_file()  # refused (another reader's file, not a file at all): never written to
+            raise
+
+    def _open_path(self) -> None:
         if self.pattern.dated:
             make_folders(self.path.parent)  # logs/%Y/ gets a new folder each year
         with contextlib.suppress(FileNotFoundError):
@@ -291,6 +315,7 @@ class HistoryFile:
             # Our lock file was free, so whoever holds this file knows it by another name.
             raise already_running(self.path, None)
         self._file.identity = identify_file(status)
+        self._line_head = bytearray()
         self._file.tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
 
     def _refuse_unless_regular(self, status: os.stat_result) -> None:
@@ -339,7 +364,10 @@ class HistoryFile:
         logger.warning("history file %s was moved or deleted; continuing in a new one", self.path)
         with contextlib.suppress(OSError):  # the moved file may be gone
             self._end_cut_line()
-        self._unwritten.clear()  # what did not fit in the moved file cannot go into the new one
+        if self._unwritten and self._line_head is None:
+            self._unwritten.clear()  # the rest of a line too long to keep cannot start the new one
+        elif self._unwritten:
+            self._unwritten[:0] = self._line_head  # the line the move cut goes into the new file whole
         self._close_file()
         self._open_file()
         return True
@@ -395,25 +423,34 @@ class HistoryFile:
         here, and the next write() starts with it.
         """
         entries = list(entries)
+        self._trouble = None
+        for index, (path, text) in enumerate(entries):
+            if not self._ready_for(path):
+                raise DiskFull(entries[index:], self._trouble)
+            if self._line_cut:
+                # The rest of a cut line gets a start of ours: it must not start a line the chat chose.
+                text = self._format.continued(self._clock.fresh()) + text
+                self._line_cut = False
+            self._write_now(text)
+        if self._unwritten and not self._ready_for(self._name):  # what a write left over, written now if it can be
+            raise DiskFull([], self._trouble)
+
+    def _ready_for(self, path: str) -> bool:
+        """Have the file for path open, with nothing left over before it; tell whether it is (else why: _trouble)."""
         try:
+            if self._file.descriptor is None:
+                self._open_file()  # a file refused earlier: tried again
+                self._write_now(self._note(REOPENED_NOTE, "file_reopened", {}))
+            elif path == self._name and self._follow_path():
+                self._write_now(self._note(REOPENED_NOTE, "file_reopened", {}))
             if not self._write_unwritten():
-                raise DiskFull(entries)
-            for index, (path, text) in enumerate(entries):
-                if self._unwritten:
-                    raise DiskFull(entries[index:])
-                if path != self._name:
-                    self._switch(path)
-                elif self._follow_path():
-                    self._write_now(self._note(REOPENED_NOTE, "file_reopened", {}))
-                if self._line_cut:
-                    # The rest of a cut line gets a start of ours: it must not start a line the chat chose.
-                    text = self._format.continued(self._clock.fresh()) + text
-                    self._line_cut = False
-                self._write_now(text)
-            if self._unwritten:
-                raise DiskFull([])
-        except OSError as error:
-            raise FileError(f"cannot write history file {self.path}: {describe_error(error)}") from error
+                return False
+            if path != self._name:
+                self._switch(path)
+        except (OSError, ChatError) as error:
+            self._trouble = error
+            return False
+        return not self._unwritten
 
     def _write_unwritten(self) -> bool:
         """Write what a full disk left over; tell whether all of it is written now."""
@@ -441,12 +478,26 @@ class HistoryFile:
         assert self._file.descriptor is not None
         while data:
             try:
-                data = data[os.write(self._file.descriptor, data) :]
-            except OSError as error:
-                if not is_no_space(error):
-                    raise
+                written = os.write(self._file.descriptor, data)
+            except OSError as error:  # no room, or the file went bad: kept, byte for byte, for the next write()
+                self._trouble = error
                 self._unwritten += data
                 return
+            self._track_line(data[:written])
+            data = data[written:]
+
+    def _track_line(self, written: memoryview) -> None:
+        """Keep the part of the last line that is on disk, should the rest have to go into a new file."""
+        tail = bytes(written[-LINE_HEAD_BYTES:])
+        end = tail.rfind(NEWLINE)
+        if end >= 0:
+            self._line_head = bytearray(tail[end + 1 :])
+        elif len(written) > LINE_HEAD_BYTES or self._line_head is None:
+            self._line_head = None  # too long to write again: its rest is dropped if the file moves
+        else:
+            self._line_head += tail
+            if len(self._line_head) > LINE_HEAD_BYTES:
+                self._line_head = None
 
 
 class TextHistory:

@@ -32,8 +32,10 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def configure_logging(verbose: bool, background: bool = False, secrets: Collection[str] = frozenset()) -> None:
-    """Send log records to stderr, one line each, with the given secrets hidden.
+def configure_logging(
+    verbose: bool, background: bool = False, secrets: Collection[str] = frozenset(), quiet: bool = False
+) -> None:
+    """Send log records to stderr, one line each, with the given secrets hidden; quiet keeps warnings and errors.
 
     With background, records are written by a thread, so a stderr nobody reads (a paused
     terminal) never holds up the caller; what does not fit in a bounded queue is skipped.
@@ -44,7 +46,10 @@ def configure_logging(verbose: bool, background: bool = False, secrets: Collecti
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
     handler.addFilter(SecretFilter(secrets))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Our debug lines, not asyncio's ("Using selector: EpollSelector" at every start).
+    logging.getLogger("asyncio").setLevel(max(level, logging.INFO))
 
 
 def flush_logging() -> None:
@@ -230,8 +235,3 @@ class BackgroundHandler(logging.Handler):
     def close(self) -> None:
         self._writer.close()
         super().close()
-
-
-def plural(count: int, noun: str) -> str:
-    """Return '1 message' or '2 messages'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

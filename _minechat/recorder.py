@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from _minechat.history import DiskFull, HistoryFile, HistoryFormat, format_status
-from _minechat.output import BackgroundWriter, plural
+from _minechat.output import BackgroundWriter
 from _minechat.shutdown import cancel_and_wait
 from _minechat.stamping import Moment, StampClock
 from _minechat.systemd import ServiceNotifier
-from chat_io import describe_error
+from chat_io import describe_error, plural
 
 logger = logging.getLogger("read_client")
 
@@ -157,6 +157,7 @@ class Recorder:
         self._format = history_format
         self._closing = False
         self._given_up = False  # stopped on a full disk: what comes now is shown, not written
+        self._full_disk = True  # what stopped the last stall: no room, or a file that cannot be had
         self._woken = asyncio.Event()  # closing: stop waiting for room
         import aiofiles.os  # here, not at the top: it costs a --help more than all our own modules
 
@@ -186,11 +187,12 @@ class Recorder:
                 await self._write(entries)
             except DiskFull as full:
                 entries = full.unwritten
+                stopped = full
             else:
                 break
             if full_since is None:
                 full_since = self._clock.fresh()
-                self._report_full()
+                self._report_full(stopped)
             if self._closing:
                 self._give_up()
                 return
@@ -212,8 +214,11 @@ class Recorder:
         done, self._writes_seen = self._writes_done != self._writes_seen, self._writes_done
         return done or not self._writing
 
-    def _report_full(self) -> None:
-        text = f"{NO_ROOM_NOTE} for {self._history.path}: holding the chat, trying again every second"
+    def _report_full(self, stopped: DiskFull) -> None:
+        """Say once, on stderr and to the service manager, why the history takes nothing now."""
+        self._full_disk = stopped.no_space
+        trouble = f"{NO_ROOM_NOTE} for {self._history.path}" if stopped.no_space else f"cannot write {stopped}"
+        text = f"{trouble}: holding the chat, trying again every second"
         logger.warning("%s", text)
         self._service.status(text)
         self.queue.stall(True)
@@ -221,11 +226,12 @@ class Recorder:
     def _report_room(self, full_since: Moment) -> None:
         self.queue.stall(False)
         until = self._clock.fresh()
-        text = f"disk was full from {full_since.iso} to {until.iso}; nothing received was lost"
+        what, event = ("disk was full", "disk_full") if self._full_disk else ("history could not be written", "stalled")
+        text = f"{what} from {full_since.iso} to {until.iso}; nothing received was lost"
         logger.info("%s", text)
         self._service.status(text)
         details = {"since": full_since.iso, "until": until.iso}
-        self.queue.add(until.path, self._format.note(until, text, "disk_full", details))
+        self.queue.add(until.path, self._format.note(until, text, event, details))
 
     def _give_up(self) -> None:
         """Stopping on a full disk: what could not be written is still shown on stdout; say so."""

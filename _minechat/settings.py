@@ -9,8 +9,9 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
@@ -39,6 +40,9 @@ MIN_PORT = 1
 MAX_PORT = 65535
 
 ENVIRONMENT_SOURCE = "the environment"
+# In the process environment every variable carries it: HOST, TOKEN or FORMAT there belong to other
+# programs (some shells export HOST). A .env is ours alone, and takes the names with or without it.
+ENV_PREFIX = "MINECHAT_"
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 # A label of a host name as the resolver gets it (IDNA-encoded): letters, digits, hyphens (not first
@@ -53,10 +57,16 @@ _SURROGATE_ESCAPE_BYTES = range(0xDC80, 0xDD00)
 
 
 class Setting(NamedTuple):  # a NamedTuple, not a frozen dataclass: a third of the cost at every start
-    """The value of a variable and where it was found, for error messages."""
+    """The value of a variable, where it was found and how it was spelled there, for error messages."""
 
     value: str
     source: str
+    name: str
+
+
+def environment_name(name: str) -> str:
+    """Return the name an option's variable has in the process environment."""
+    return ENV_PREFIX + name
 
 
 class ChatArgumentParser(configargparse.ArgumentParser):
@@ -65,7 +75,7 @@ class ChatArgumentParser(configargparse.ArgumentParser):
     def format_help(self) -> str:
         for action in self._actions:
             name = getattr(action, "env_var", None)
-            note = f"[env var: {name}]"
+            note = f"[env var: {environment_name(name or '')}]"
             if name and action.help and note not in action.help:
                 action.help += " " + note
         return super().format_help()
@@ -227,22 +237,68 @@ def read_dotenv(path: Path) -> dict[str, str]:
     except OSError as error:
         raise FileError(f"cannot read {path}: {describe_error(error)}; fix its permissions or remove it") from error
     lines = []
+    skipped = []
     for number, raw in enumerate(data.splitlines(keepends=True), start=1):
         try:
             lines.append(raw.decode("utf-8-sig" if number == 1 else ENCODING))
         except UnicodeDecodeError:
-            logger.warning("skipping line %d of %s: it is not UTF-8 text; save the file as UTF-8", number, path)
+            skipped.append(number)
             lines.append("\n")  # keeps the numbers of the lines after it, which python-dotenv reports
+    if skipped:
+        # One line however many: a file that is not text at all (a binary saved as .env) has thousands.
+        logger.warning("skipping %s of %s: not UTF-8 text; save the file as UTF-8", describe_lines(skipped), path)
     from dotenv import dotenv_values  # here: most runs have no .env
 
-    return {key: value for key, value in dotenv_values(stream=io.StringIO("".join(lines))).items() if value}
+    stream = io.StringIO("".join(lines))
+    # Verbatim, as documented: no ${VAR} expansion. In a file that is not text, what decodes is no
+    # settings either: python-dotenv's complaint about each such line would only repeat ours.
+    with muted_logger("dotenv.main", muted=bool(skipped)):
+        values = dotenv_values(stream=stream, interpolate=False)
+    return {key: value for key, value in values.items() if value}
+
+
+SHOWN_LINE_NUMBERS = 5
+
+
+def describe_lines(numbers: Sequence[int]) -> str:
+    """Name lines by number for a message: 'line 3', 'lines 1 and 3', '7,567 lines (1, 2, 3, 5, 8, ...)'."""
+    if len(numbers) == 1:
+        return f"line {numbers[0]}"
+    if len(numbers) == 2:
+        return f"lines {numbers[0]} and {numbers[1]}"
+    shown = ", ".join(str(number) for number in numbers[:SHOWN_LINE_NUMBERS])
+    more = ", ..." if len(numbers) > SHOWN_LINE_NUMBERS else ""
+    return f"{len(numbers):,} lines ({shown}{more})"
+
+
+@contextmanager
+def muted_logger(name: str, muted: bool) -> Iterator[None]:
+    """Within the block, drop the records of a logger if muted."""
+    log = logging.getLogger(name)
+    if not muted:
+        yield
+        return
+    previous, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = previous
 
 
 def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
-    """Return the environment layered over the .env of cwd (the environment wins); an empty value is unset."""
+    """Return the environment layered over the .env of cwd (the environment wins), by unprefixed name.
+
+    The environment gives only the names with ENV_PREFIX; .env gives both spellings, and of a name
+    spelled both ways there the prefixed one. An empty value is unset.
+    """
     dotenv_path = cwd / DOTENV_NAME
-    merged = {key: Setting(value, str(dotenv_path)) for key, value in read_dotenv(dotenv_path).items()}
-    merged.update((key, Setting(value, ENVIRONMENT_SOURCE)) for key, value in environ.items() if value)
+    dotenv = read_dotenv(dotenv_path)
+    merged = {}
+    for key in sorted(dotenv, key=lambda key: key.startswith(ENV_PREFIX)):  # the prefixed ones last, to win
+        merged[key.removeprefix(ENV_PREFIX)] = Setting(dotenv[key], str(dotenv_path), key)
+    for key, value in environ.items():
+        if value and key.startswith(ENV_PREFIX):
+            merged[key.removeprefix(ENV_PREFIX)] = Setting(value, ENVIRONMENT_SOURCE, key)
     return merged
 
 
@@ -257,9 +313,10 @@ def make_parser(
         add_env_var_help=False,
         allow_abbrev=False,
         epilog=(
-            "Every option can also be set in the environment or in a .env file in the current "
-            "directory; the command line wins over the environment, the environment over .env. "
-            "An empty value counts as unset."
+            f"Every option can also be set in the environment, as the variable named with it (all begin "
+            f"with {ENV_PREFIX}), or in a .env file in the current directory, where the {ENV_PREFIX} may be "
+            "left out (HOST=, TOKEN=); the command line wins over the environment, the environment over "
+            ".env. An empty value counts as unset."
         ),
     )
     parser.add_argument("--host", env_var="HOST", default=DEFAULT_HOST, type=host_name, help="chat server host")
@@ -273,6 +330,12 @@ def make_parser(
         help="seconds to wait for a connection",
     )
     parser.add_argument("-v", "--verbose", env_var="VERBOSE", action="store_true", help=verbose_help)
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",  # no variable: one left in .env would hide every later run's notes
+        help="say only warnings and errors on stderr",
+    )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}", help="show the version and exit"
     )
@@ -309,7 +372,7 @@ def environment_values(
         if problem is not None:
             # Free text is not shown: it may be the token.
             shown = "" if action.type is text_value else f"={show_value(setting.value)}"
-            parser.error(f"{name}{shown} (from {setting.source}): {problem}")
+            parser.error(f"{setting.name}{shown} (from {setting.source}): {problem}")
         value = setting.value
         if isinstance(action, argparse._AppendAction):
             # One variable is one value, verbatim: configargparse would split "[a, b]" into a list.
@@ -332,7 +395,20 @@ def parse_arguments(
         settings = load_environment(environ, cwd)
     except FileError as error:
         parser.error(str(error))
-    return parser.parse_args(arguments, env_vars=environment_values(parser, arguments, settings))
+    args = parser.parse_args(arguments, env_vars=environment_values(parser, arguments, settings))
+    settle_verbosity(parser, args, arguments)
+    return args
+
+
+def settle_verbosity(
+    parser: configargparse.ArgumentParser, args: configargparse.Namespace, argv: Sequence[str]
+) -> None:
+    """Refuse -q with -v; a VERBOSE from the environment or .env gives way to -q."""
+    if not (getattr(args, "quiet", False) and args.verbose):
+        return
+    if configargparse.already_on_command_line(argv, ["-v", "--verbose"], parser.prefix_chars):
+        parser.error("-q/--quiet and -v/--verbose ask for opposite things; give one of them")
+    args.verbose = False
 
 
 # Fields a history path may hold: those of the C standard, which every platform's strftime knows.
@@ -368,17 +444,41 @@ def log_path_value(value: str) -> str:
     return value
 
 
+# A strftime field: % and a letter, after one of glibc's flags (%-d) or Python's own %:z.
+_STRFTIME_FIELD = re.compile(r"%([-_0^#:]?.)", re.DOTALL)
+
+
+def unknown_strftime_fields(value: str, moment: datetime) -> list[str]:
+    """Return the fields of a strftime format that strftime leaves as they are (glibc) or as a bare letter (BSD)."""
+    unknown = []
+    for field in _STRFTIME_FIELD.findall(value):
+        if field == "%":
+            continue
+        shown = moment.strftime("%" + field)
+        if shown == "%" + field or (shown == field and field != "Z"):  # %Z: a zone may be named Z
+            unknown.append("%" + field)
+    return list(dict.fromkeys(unknown))
+
+
 def time_format_value(value: str) -> str:
     """Parse --time-format for argparse: a strftime format that gives a stamp on one line."""
     text_value(value)
     if "\0" in value:  # strftime would stop there, silently
         raise configargparse.ArgumentTypeError("it holds a NUL character")
+    if re.search(r"(?<!%)(%%)*%$", value):
+        raise configargparse.ArgumentTypeError("it ends with a lone %; a literal % is written %%")
     from datetime import datetime  # here: the sender never needs it
 
+    moment = datetime.now().astimezone()
     try:
-        sample = datetime.now().astimezone().strftime(value)
+        unknown = unknown_strftime_fields(value, moment)
+        sample = moment.strftime(value)
     except ValueError as error:  # Windows refuses unknown fields
         raise configargparse.ArgumentTypeError(f"not a strftime format: {error}") from None
+    if unknown:
+        fields = ", ".join(unknown)
+        what = "is no strftime field" if len(unknown) == 1 else "are no strftime fields"
+        raise configargparse.ArgumentTypeError(f"{fields} {what}; a literal % is written %%")
     if not sample.strip():
         raise configargparse.ArgumentTypeError("it gives an empty stamp")
     if sanitize_text(sample) != sample:
@@ -440,3 +540,31 @@ def context_count(value: str) -> int:
 def day_count(value: str) -> int:
     """Parse --keep-days for argparse: a number of days, 1 or more."""
     return parse_bounded_integer(value, "a number of days", 1)
+
+
+# The --message that stands for the lines of stdin.
+STDIN_MARK = "-"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Everything send_client needs, parsed once."""
+
+    host: str
+    port: int
+    read_port: int
+    token: str | None
+    token_source: str
+    nickname: str | None
+    token_path: Path
+    messages: tuple[str, ...]
+    connect_timeout: float
+    reply_timeout: float
+    verbose: bool
+    check: bool = False
+    quiet: bool = False  # stderr: warnings and errors only
+
+    @property
+    def streaming(self) -> bool:
+        """Tell whether stdin is relayed, which makes the sender never give up on the network."""
+        return STDIN_MARK in self.messages

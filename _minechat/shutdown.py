@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Collection, Coroutine
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
+from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from _minechat.output import configure_logging, flush_logging, make_output_safe
 from chat_io import EXIT_INTERRUPTED, EXIT_SIGNAL_BASE, ChatError, exit_code_for
@@ -69,6 +70,49 @@ class SignalCatcher:
         return EXIT_SIGNAL_BASE + (self.received or signal.SIGINT)
 
 
+def stop_signal_of(code: int) -> int | None:
+    """Return the stop signal an exit code stands for (128 + its number), or None."""
+    signum = code - EXIT_SIGNAL_BASE
+    return signum if signum in SignalCatcher.SIGNALS else None
+
+
+def end_program(code: int) -> NoReturn:
+    """End the process with an exit code; one that stands for a stop signal ends it by that signal.
+
+    A shell script, timeout, xargs and supervisors tell a process killed by a signal from one that
+    exited: a shell loop goes on after a child that exited 130, and stops after one killed by SIGINT.
+    Python itself does the same for a KeyboardInterrupt nobody caught.
+    """
+    signum = stop_signal_of(code)
+    if signum is not None and os.name == "posix":  # elsewhere a process cannot kill itself by a signal
+        for stream in (sys.stdout, sys.stderr):  # the interpreter's own exit, which flushes them, never runs
+            with suppress(AttributeError, OSError, ValueError):
+                stream.flush()
+        with suppress(OSError, ValueError):
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)  # to this thread: it dies before the call returns
+    sys.exit(code)
+
+
+@contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """Within the block, a Ctrl-C that would end the process raises KeyboardInterrupt instead.
+
+    For a wait on the person at the terminal (a prompt), which can then end its line before we exit.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    changed = False
+    if previous not in (signal.SIG_IGN, signal.default_int_handler):  # the default, or the start-up's handler
+        with suppress(ValueError):  # not the main thread: nothing to change
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            changed = True
+    try:
+        yield
+    finally:
+        if changed:
+            signal.signal(signal.SIGINT, previous)
+
+
 def ignore_stop_signals() -> None:
     """Let SIGINT, SIGTERM and SIGHUP do nothing from now on (we are on the way out)."""
     for signum in SignalCatcher.SIGNALS:
@@ -76,23 +120,41 @@ def ignore_stop_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-async def cancel_and_wait(task: asyncio.Future[object]) -> None:
-    """Cancel a task and wait until it has really ended."""
+async def cancel_and_wait(task: asyncio.Future[Any]) -> BaseException | None:
+    """Cancel a task, wait until it has really ended, and return what it raised (retrieved), if anything.
+
+    A task that ended by itself before it could be cancelled may have raised: the caller decides
+    whether that matters; asyncio does not log it as never retrieved either way.
+    """
     while not task.done():
         # Before Python 3.12, asyncio.wait_for can swallow a cancellation that lands as its
         # inner call completes, so one cancel() is not always enough.
         task.cancel()
         await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+    return None if task.cancelled() else task.exception()
+
+
+async def first_of(future: asyncio.Future[Any], other: Awaitable[object]) -> bool:
+    """Wait until future is done or other has completed, whichever comes first; return whether future is done.
+
+    other is then cancelled and waited for (what it raised is raised here); future is left as it is.
+    """
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({future, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failure = await cancel_and_wait(waiter)
+    if failure is not None:
+        raise failure
+    return future.done()
 
 
 async def run_until_signal(work: Coroutine[object, object, object], signals: SignalCatcher) -> int | None:
     """Run work to its end, or cancel it when a signal arrives; return the signal number, or None."""
     task = asyncio.ensure_future(work)
-    signalled = asyncio.ensure_future(signals.wait())
     try:
-        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        await first_of(task, signals.wait())
     finally:
-        signalled.cancel()
         await cancel_and_wait(task)
     if signals.received is not None:
         return signals.received
@@ -105,6 +167,9 @@ class Verbosity(Protocol):
 
     @property
     def verbose(self) -> bool: ...
+
+    @property
+    def quiet(self) -> bool: ...
 
 
 SettingsT = TypeVar("SettingsT", bound=Verbosity)
@@ -126,7 +191,7 @@ def run_cli(
     try:
         settings = parse()
         # From a thread: a stderr nobody reads must not freeze the client, nor Ctrl-C.
-        configure_logging(settings.verbose, background=True, secrets=secrets)
+        configure_logging(settings.verbose, background=True, secrets=secrets, quiet=settings.quiet)
         return asyncio.run(run(settings))
     except ChatError as error:
         logger.error("%s", error)

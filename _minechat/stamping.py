@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from datetime import datetime
 
-from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, sanitize_block, sanitize_text, utf8_cut
+from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, sanitize_block, sanitize_text, utf8_cut
 
 # The two history formats (--format): text lines, or JSON Lines.
 TEXT_FORMAT = "text"
@@ -135,11 +135,25 @@ class StampClock:
         return Moment(when.strftime(self._time_format), when.isoformat(timespec="seconds"), self._expand_path(when))
 
 
-def stamp_following_lines(block: bytes, prefix: str) -> str:
+def stamp_following_lines(block: bytes, prefix: str, first_starts_line: bool = True) -> str:
     """Decode and escape a block of complete lines, with prefix before every line but the first."""
     text = block.decode(ENCODING, errors="replace").replace("\r\n", "\n")
-    text = sanitize_block(text)
+    text = unmark_lines(sanitize_block(text), first_starts_line)
     return text[:-1].replace("\n", "\n" + prefix) + "\n"
+
+
+# How a chat line that begins with the notes' mark is written: its first * escaped, as control characters are.
+ESCAPED_MARK = "\\x2a" + STATUS_MARK[1:]
+
+
+def unmark_lines(text: str, first_starts_line: bool) -> str:
+    """Escape the first * of each line that begins with ***, so no chat line reads as one of our notes."""
+    if STATUS_MARK not in text:
+        return text
+    text = text.replace("\n" + STATUS_MARK, "\n" + ESCAPED_MARK)
+    if first_starts_line and text.startswith(STATUS_MARK):
+        text = ESCAPED_MARK + text[len(STATUS_MARK) :]
+    return text
 
 
 class LineStamper:
@@ -194,11 +208,11 @@ class LineStamper:
 
     def _format_block(self, block: bytes, stamp: str) -> str:
         """Format complete lines (the first may end a line begun earlier)."""
-        return self._start(stamp) + stamp_following_lines(block, stamp + " ")
+        return self._start(stamp) + stamp_following_lines(block, stamp + " ", not self._continued)
 
     def _format_piece(self, raw: bytes, stamp: str) -> str:
         """Format part of a line that goes on (it may begin the line)."""
-        return self._start(stamp) + _escape_piece(raw)
+        return self._start(stamp) + unmark_lines(_escape_piece(raw), not self._continued)
 
     def _format_end(self, raw: bytes, stamp: str) -> str:
         """Format the last part of a line and end it."""

@@ -116,9 +116,9 @@ class ServiceNotifier:
         try:
             yield
         finally:
-            await cancel_and_wait(pinger)
-            if not pinger.cancelled() and pinger.exception() is not None:
-                logger.debug("the watchdog pinger failed: %r", pinger.exception())
+            failure = await cancel_and_wait(pinger)
+            if failure is not None:
+                logger.debug("the watchdog pinger failed: %r", failure)
 
     async def _ping_forever(self, interval: float, healthy: Callable[[], bool]) -> None:
         while True:

@@ -76,6 +76,8 @@ class ConnectionPlan:
     posts: int | None = None  # acknowledge this many posts, then hang up
     take_unacked: bool = False  # ...but first take one more post without acknowledging it
     reset: bool = False  # hang up with a reset instead of an orderly close
+    revoke: bool = False  # ...and forget the account's token as it hangs up, as if revoked
+    garble: bool = False  # ...but first answer one more post with a line that is no acknowledgement
 
 
 class FakeMinechatServer:
@@ -108,10 +110,15 @@ class FakeMinechatServer:
         self.trickle_interval: float | None = None  # send replies one byte at a time, this far apart
         self.idle_timeout: float | None = None  # hang up on a posting connection silent this long
         self.silent_readers = False  # keep every reading connection open and send it nothing, as a hung server
+        self.flood_readers = False  # send every reader others' lines without a pause, as a very busy chat
         self.silenced: set[asyncio.StreamWriter] = set()  # readers that get nothing more (go_silent)
         self.silenced_connections_closed = 0  # silenced readers that the client hung up on
         self.withhold_acks = False  # take every post, acknowledge none
+        self.drop_after_unacked: int | None = None  # take this many posts unacknowledged, then hang up (once)
         self.echo_posts = True  # show each post to the readers, as the public server does
+        # How the chat shows a post, from the author's nickname and the text: lines without their newline
+        # (a chat that trims, collapses, cuts or doubles lines, or another author with the same nickname).
+        self.shown_as: Callable[[str, str], list[str]] | None = None
         self.ack_delay: float | None = None  # acknowledge each post this late (a slow server)
         self.ack_trickle: float | None = None  # send each acknowledgement one byte at a time, this far apart
         self.ack_gate: asyncio.Event | None = None  # take every post; acknowledge them once the event is set
@@ -119,6 +126,9 @@ class FakeMinechatServer:
         self.plans: deque[ConnectionPlan] = deque()  # one per posting connection, then normal service
         self.refused = 0
         self.idle_drops = 0
+        # Broadcast a numbered line the moment a reader connects and the moment a reader's connection closes.
+        self.announce_readers = False
+        self.announced = 0  # numbered lines broadcast so far: 1, 2, ...
         self.rng = random.Random()
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,6 +187,17 @@ class FakeMinechatServer:
             if writer not in self.silenced:
                 await self._write(writer, data)
 
+    async def announce(self, what: str) -> None:
+        """Broadcast the next numbered line, saying what happened."""
+        self.announced += 1
+        line = f"Server: {self.announced} a reader {what}\n".encode()
+        writers = [writer for writer in self.readers if writer not in self.silenced]
+        for writer in writers:  # all written before any wait: every reader gets the lines in one order
+            writer.write(line)
+        for writer in writers:
+            with suppress(OSError):
+                await writer.drain()
+
     def go_silent(self) -> None:
         """Send the readers connected now nothing more, yet keep their connections open (a hung server or proxy)."""
         self.silenced.update(self.readers)
@@ -225,10 +246,14 @@ class FakeMinechatServer:
 
     @staticmethod
     async def _trickle(writer: asyncio.StreamWriter, data: bytes, interval: float) -> None:
-        for byte in data:
+        # Each byte is due at a fixed time from the first: on a busy machine late wake-ups do not add up,
+        # and the whole takes len(data) * interval, as the test that set it expects.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for index, byte in enumerate(data, start=1):
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, started + index * interval - loop.time()))
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if self.trickle_interval is not None:
@@ -254,9 +279,13 @@ class FakeMinechatServer:
                 return
             if self.silent_readers:
                 self.silenced.add(writer)
+            if self.flood_readers:
+                self._spawn(self._flood(writer))
             self.readers.add(writer)
             self.readers_joined += 1
             self._touch()
+            if self.announce_readers:
+                await self.announce("connected")
             # Readers never write; wait for them to hang up.
             while await reader.read(1024):
                 pass
@@ -266,9 +295,20 @@ class FakeMinechatServer:
             pass
         finally:
             self.silenced.discard(writer)
+            was_reading = writer in self.readers
             self.readers.discard(writer)
             writer.close()
             self._touch()
+            if self.announce_readers and was_reading and not self._stopping.is_set():
+                self._spawn(self.announce("closed"))
+
+    @staticmethod
+    async def _flood(writer: asyncio.StreamWriter) -> None:
+        with suppress(OSError):
+            while not writer.is_closing():
+                writer.write(b"Eva: hello\n" * 1000)
+                await writer.drain()
+                await asyncio.sleep(0)  # drain does not yield while the reader keeps up: let the rest run
 
     async def _serve_sender(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._track()
@@ -382,7 +422,9 @@ class FakeMinechatServer:
         acknowledged = 0
         held: list[Post] = []  # taken while the ack gate is shut
         while True:
-            if plan.posts is not None and acknowledged >= plan.posts and not plan.take_unacked:
+            if plan.revoke and plan.posts is not None and acknowledged >= plan.posts:
+                self.accounts.pop(token, None)
+            if plan.posts is not None and acknowledged >= plan.posts and not (plan.take_unacked or plan.garble):
                 raise _Drop(plan.reset)
             line = await self._receive(reader, transcript)
             if line:
@@ -392,9 +434,20 @@ class FakeMinechatServer:
             self.posts.append(post)
             self._touch()
             for text in post.lines if self.echo_posts else ():
-                await self.broadcast(f"{nickname}: {text}\n".encode())
+                shown = self.shown_as(nickname, text) if self.shown_as is not None else [f"{nickname}: {text}"]
+                for line in shown:
+                    await self.broadcast(f"{line}\n".encode())
             if plan.posts is not None and acknowledged >= plan.posts:
+                if plan.garble:
+                    await self._write(writer, b"Something went wrong.\n")
                 raise _Drop(plan.reset)  # the post is taken, but its acknowledgement never comes
+            if self.drop_after_unacked is not None:
+                held.append(post)
+                if len(held) >= self.drop_after_unacked:
+                    self.drop_after_unacked = None
+                    raise _Drop(plan.reset)
+                post = Post(nickname)
+                continue
             if self.withhold_acks:
                 post = Post(nickname)
                 continue
@@ -411,6 +464,7 @@ class FakeMinechatServer:
             else:
                 await self._reply(writer, "ack", ACK)
             post.acknowledged = True
+            self._touch()
             acknowledged += 1
             post = Post(nickname)
 

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from fake_server import FakeMinechatServer
@@ -33,7 +33,7 @@ import read_client
 import send_client
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
-from chat_io import STATUS_MARK, backoff
+from chat_io import STATUS_MARK, DelayFactory, backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
 
@@ -90,6 +90,11 @@ CLIENT_VARIABLES = {
 }  # fmt: skip
 
 
+# What the clients' variables are named by in the environment (MINECHAT_HOST); the bare names above
+# are not read there, yet dropped all the same.
+CLIENT_PREFIX = "MINECHAT_"
+
+
 # Set when the tests themselves run under systemd: a client under test must not report to it.
 SERVICE_VARIABLES = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
 
@@ -114,7 +119,7 @@ def client_env(**extra: str) -> dict[str, str]:
     dropped = CLIENT_VARIABLES | CALLER_VARIABLES | SERVICE_VARIABLES
     if os.environ.get(MUTMUT_VARIABLE) == MUTMUT_STATS:
         dropped |= {MUTMUT_VARIABLE}
-    kept = {key: value for key, value in os.environ.items() if key not in dropped}
+    kept = {key: value for key, value in os.environ.items() if key not in dropped and not key.startswith(CLIENT_PREFIX)}
     return {**kept, **extra}
 
 
@@ -246,11 +251,13 @@ def client_process_sync(
     cwd: Path,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    python: tuple[str, ...] = (),
     **streams: Any,
 ) -> Iterator[subprocess.Popen[Any]]:
     """client_process for a test without an event loop."""
     streams.setdefault("stdin", subprocess.DEVNULL)
-    with subprocess.Popen(client_command(script, *argv, port=port), **spawn_options(cwd, env), **streams) as process:
+    command = client_command(script, *argv, port=port, python=python)
+    with subprocess.Popen(command, **spawn_options(cwd, env), **streams) as process:
         try:
             yield process
         finally:
@@ -299,11 +306,11 @@ def send_signal(process: asyncio.subprocess.Process, signum: int) -> None:
             os.kill(process.pid, signum)
 
 
-async def stop_with_signal(process: asyncio.subprocess.Process, signum: int) -> int:
-    """Send a signal and return the exit code; a process that does not stop in time is killed."""
+async def stop_with_signal(process: asyncio.subprocess.Process, signum: int, timeout: float = STOP_WAIT) -> int:
+    """Send a signal and return the exit code; a process that does not stop within timeout is killed (-9)."""
     send_signal(process, signum)
     try:
-        return await asyncio.wait_for(process.wait(), STOP_WAIT)
+        return await asyncio.wait_for(process.wait(), timeout)
     finally:
         if process.returncode is None:
             process.kill()
@@ -660,8 +667,15 @@ def settings_for(server: FakeMinechatServer, tmp_path: Path, *argv: str, watch: 
 
 async def run_sender(settings: SenderSettings, stdin: bytes = b"") -> send_client.Sender:
     """Run the sender in-process with tiny retry delays; fail if it does not end within a bound."""
-    sender = send_client.make_sender(settings, io.BytesIO(stdin), RecordingDelays())
-    await asyncio.wait_for(sender.run(), RUN_WAIT)
+    return await asyncio.wait_for(send_to_end(settings, io.BytesIO(stdin), RecordingDelays()), RUN_WAIT)
+
+
+async def send_to_end(
+    settings: SenderSettings, stdin: BinaryIO | None, make_delays: DelayFactory | None = None
+) -> send_client.Sender:
+    """Run a sender in-process until it is done, as send_client.run does without its signals; return it."""
+    sender = send_client.make_sender(settings, stdin, make_delays or RecordingDelays())
+    await sender.run()
     return sender
 
 

@@ -13,9 +13,11 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, free_port, read_history, run_sender, status_of
 
+import _minechat.receiver
 import chat_io
 import read_client
 import send_client
+from _minechat.receiver import open_receiver
 from chat_io import (
     ConnectionFailed,
     FileError,
@@ -24,7 +26,6 @@ from chat_io import (
     format_address,
     is_retryable,
     open_connection,
-    open_receiver,
 )
 from read_client import ReaderSettings
 
@@ -38,9 +39,9 @@ def assert_keepalive(sock: socket.socket) -> None:
 
 class Sink:
     def __init__(self) -> None:
-        self.connection: chat_io.ReceivingConnection | None = None
+        self.connection: _minechat.receiver.ReceivingConnection | None = None
 
-    def connected(self, connection: chat_io.ReceivingConnection) -> None:
+    def connected(self, connection: _minechat.receiver.ReceivingConnection) -> None:
         self.connection = connection
 
     def received(self, data: bytes) -> None:
@@ -187,7 +188,7 @@ def test_keepalive_failure_is_ignored() -> None:
 
 async def test_receiving_connection_pauses_and_resumes_only_while_open() -> None:
     sink = Sink()
-    connection = chat_io.ReceivingConnection(sink)
+    connection = _minechat.receiver.ReceivingConnection(sink)
     connection.pause(True)  # not connected yet: nothing to pause
     transport = PausableTransport()
     connection.connection_made(transport)

@@ -201,7 +201,7 @@ async def test_midnight_while_running_starts_the_next_file(server: FakeMinechatS
             assert len(days) == 2, f"expected the lines of two days, got {days}: did the client start too late?"
         finally:
             code = await stop_with_signal(process, signal.SIGINT)
-    assert code == 130, (await process.stderr.read()).decode()
+    assert code == -signal.SIGINT, (await process.stderr.read()).decode()
     files = {day: tmp_path / "logs" / day[:4] / f"{day[5:]}.log" for day in days}
     old, new = (files[day].read_text(encoding="utf-8").splitlines() for day in days)
     assert old[-1].endswith(f" *** history continues in {files[days[1]]}")

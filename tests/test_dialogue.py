@@ -12,13 +12,15 @@ from helpers import ACCOUNT, TOKEN, RecordingDelays, StdinBytes, settings_for, t
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import chat_io
 import send_client
-from _minechat.dialogue import Account, Closed, Outbox, PostingDialogue, parse_account
+from _minechat.dialogue import Account, Closed, PostingDialogue, parse_account
+from _minechat.outbox import Outbox
 from chat_io import ConnectionFailed, ProtocolError, UnknownTokenError
 
 NEW_ACCOUNT = f'{{"nickname": "Boring Eve", "account_hash": "{TOKEN}"}}\n'.encode()
@@ -247,7 +249,7 @@ def test_a_new_connection_resends_only_what_was_not_acknowledged() -> None:
     sent, events = converse(second, [*LOGIN, ACK * 3])
     assert sent == f"{TOKEN}\ntwo\n\nthree\n\nfour\n\n".encode()
     assert events == [*LOGIN_EVENTS, "Acknowledged", "Acknowledged", "Acknowledged"]
-    assert (outbox.acknowledged, outbox.resent, len(outbox)) == (4, 2, 0)
+    assert (outbox.acknowledged, outbox.repeated, len(outbox)) == (4, 2, 0)  # "two" and "three" went twice
 
 
 def test_outbox_fills_by_count_or_bytes_and_drains_to_half() -> None:
@@ -267,7 +269,7 @@ def test_outbox_fills_by_count_or_bytes_and_drains_to_half() -> None:
 
 
 def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
-    outbox = _minechat.dialogue.Outbox(max_posts=100, max_bytes=10)
+    outbox = _minechat.outbox.Outbox(max_posts=100, max_bytes=10)
     outbox.add("aaaa")  # six bytes on the wire
     outbox.add("bbbb")
     assert outbox.full
@@ -280,8 +282,8 @@ def test_outbox_counts_bytes_back_as_posts_are_acknowledged() -> None:
 
 def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
     with pytest.raises(ValueError, match=r"^a token to log in with or a nickname to register is needed$"):
-        _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, None)
-    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), TOKEN)
+        _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), None, None)
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), TOKEN)
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError, match=r"^the server does not know the token from the token; "):
@@ -289,7 +291,7 @@ def test_dialogue_needs_a_token_or_a_nickname_and_names_the_token() -> None:
 
 
 def test_outbox_counts_every_rewind() -> None:
-    outbox = _minechat.dialogue.Outbox()
+    outbox = _minechat.outbox.Outbox()
     outbox.add("one")
     outbox.add("two")
     outbox.take_unsent()
@@ -299,7 +301,7 @@ def test_outbox_counts_every_rewind() -> None:
 
 
 def test_outbox_starts_empty_in_bytes() -> None:
-    outbox = _minechat.dialogue.Outbox(max_posts=10, max_bytes=6)
+    outbox = _minechat.outbox.Outbox(max_posts=10, max_bytes=6)
     outbox.add("aaa")  # five bytes on the wire
     assert not outbox.full
 
@@ -310,7 +312,7 @@ async def test_a_full_outbox_is_logged(
     caplog.set_level(logging.DEBUG, logger="send_client")
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     sender = send_client.make_sender(settings, StdinBytes(b"a\nb\nc\n"), RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = _minechat.dialogue.Outbox(max_posts=1)
+    sender.outbox.max_posts = 1
     await sender.run()
     assert texts_of(server) == ["a", "b", "c"]
     messages = [record.getMessage() for record in caplog.records]

@@ -14,6 +14,7 @@ from helpers import ROOT
 
 import read_client
 import send_client
+from _minechat.settings import environment_name
 from chat_io import EXIT_LOCKED
 
 PARSERS = [read_client.build_parser, send_client.build_parser]
@@ -39,8 +40,20 @@ def test_every_variable_is_documented(build: object) -> None:
     docs = docs_text()
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     for name in variables(build):
-        assert f"`{name}`" in docs
-        assert f"{name}=" in example
+        assert f"`{environment_name(name)}`" in docs
+        assert re.search(rf"^#? ?{name}=", example, re.MULTILINE), name  # .env keeps the original names
+
+
+def test_the_prefix_is_explained_wherever_variables_are_named() -> None:
+    where = {
+        "docs/configuration.md": CONFIGURATION,
+        "README.md": README,
+        ".env.example": ROOT / ".env.example",
+        "contrib/minechat-read.service": ROOT / "contrib" / "minechat-read.service",
+    }
+    for name, path in where.items():
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert "MINECHAT_HOST" in text, name
 
 
 @pytest.mark.parametrize("build", PARSERS)
@@ -96,7 +109,7 @@ def test_help_and_docs_table_agree(script: str, build: object) -> None:
         if "--help" in action.option_strings or "--version" in action.option_strings:
             continue  # neither has a variable or a default
         variable, default, meaning = table[action.option_strings[0]]
-        assert variable == (f"`{action.env_var}`" if action.env_var else "none")
+        assert variable == (f"`{environment_name(action.env_var)}`" if action.env_var else "none")
         help_text, _, own_default = action.help.partition(" (default: ")
         assert meaning.replace("`", "'") == help_text
         if own_default:  # the help explains a default that depends on what happens
@@ -200,7 +213,10 @@ def test_the_readme_gives_the_test_command_ci_runs() -> None:
     assert block is not None
     assert block.group().splitlines()[-2] == "python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    assert [line for line in ci if "pytest" in line and not line.startswith("#")] == ["python -m pytest"]
+    runs = [line.strip() for line in ci if "-m pytest" in line and not line.lstrip().startswith("#")]
+    # The README's command on the default Python; the others run the same suite without its slow tests.
+    assert runs[0] == "python -m pytest"
+    assert [run.split(" -m pytest ", 1)[1] for run in runs[1:]] == ['-q -m "not slow"']
 
 
 def test_readme_lists_every_exit_code_of_the_reader() -> None:
@@ -209,6 +225,12 @@ def test_readme_lists_every_exit_code_of_the_reader() -> None:
     table = table[: table.index("\n\n", table.index("| code |"))]
     for code in (EXIT_LOCKED, 128 + signal.SIGHUP):
         assert f"| {code} |" in table, code
+
+
+def test_readme_says_which_pythons_and_systems_are_tested() -> None:
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    assert "tested on Linux with Python 3.10, 3.11, 3.12 and 3.13" in readme
+    assert "written for macOS and Windows too" in readme and "but not tested there" in readme
 
 
 def test_readme_says_a_long_line_stays_one_line() -> None:

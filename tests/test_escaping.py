@@ -113,6 +113,14 @@ def test_escape_width_follows_the_code_point(char: str, escape: str) -> None:
     assert sanitize_text(char) == escape
 
 
+def test_plural() -> None:
+    assert [chat_io.plural(count, "message") for count in (0, 1, 2)] == [
+        "0 messages",
+        "1 message",
+        "2 messages",
+    ]
+
+
 def test_shorten_cuts_only_past_the_limit() -> None:
     assert chat_io.shorten("a" * 80) == "a" * 80
     assert chat_io.shorten("a" * 81) == "a" * 77 + "..."

@@ -125,7 +125,7 @@ async def test_second_reader_on_one_history_is_refused(server: FakeMinechatServe
             await first.wait()
             async with reader_process(server, history, stdout=subprocess.DEVNULL) as third:
                 assert server.reader_connections == 2
-                assert await stop_with_signal(third, signal.SIGINT) == 130
+                assert await stop_with_signal(third, signal.SIGINT) == -signal.SIGINT
         finally:
             await reap(first)
     lines = read_history(history)

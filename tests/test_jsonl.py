@@ -124,7 +124,7 @@ async def test_jsonl_times_carry_the_offset_and_the_stop_is_an_event(
             await wait_for_file(path, lambda data: b'"nick": "Eve"' in data, WAIT)
         finally:
             code = await stop_with_signal(process, signal.SIGTERM)
-    assert code == 143
+    assert code == -signal.SIGTERM
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     # Local time of the client's zone (UTC+13:37, which no caller's zone is), with its offset.
     assert all(datetime.fromisoformat(record["time"]).utcoffset() == ODD_OFFSET for record in records)

@@ -29,7 +29,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], tmp_path: Path, wha
 @pytest.mark.parametrize("value", ["chat\nlog.txt", "chat\rlog.txt", "chat\x1b[2Jlog.txt", "chat\u2028log.txt"])
 def test_log_path_with_control_characters_is_refused(tmp_path: Path, value: str) -> None:
     assert_refused(run_reader(tmp_path, "--log_path", value), tmp_path, "--log_path")
-    assert_refused(run_reader(tmp_path, LOG_PATH=value), tmp_path, "LOG_PATH")
+    assert_refused(run_reader(tmp_path, MINECHAT_LOG_PATH=value), tmp_path, "MINECHAT_LOG_PATH")
 
 
 def test_empty_log_path_is_refused(tmp_path: Path) -> None:

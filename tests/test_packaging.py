@@ -13,7 +13,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 
 MODULES = {"chat_io", "read_client", "send_client"}
 PACKAGE = "_minechat"
-COMMANDS = {"minechat-read": "read_client:main", "minechat-send": "send_client:main"}
+COMMANDS = {"minechat-read": "read_client:program", "minechat-send": "send_client:program"}
 # What setuptools reads from a requirements file: one requirement per line, no pip options.
 PLAIN_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\s*[<>=!~][^;#\s]*(\s*,\s*[<>=!~][^;#\s]*)*")
 

@@ -45,7 +45,12 @@ def odd_zone_now() -> datetime:
 
 
 def test_options_from_the_environment_and_the_command_line(tmp_path: Path) -> None:
-    environ = {"TIME_FORMAT": ISO_FORMAT, "FORMAT": "jsonl", "BACKLOG": "0", "LOG_PATH": "logs/%Y/%m-%d.txt"}
+    environ = {
+        "MINECHAT_TIME_FORMAT": ISO_FORMAT,
+        "MINECHAT_FORMAT": "jsonl",
+        "MINECHAT_BACKLOG": "0",
+        "MINECHAT_LOG_PATH": "logs/%Y/%m-%d.txt",
+    }
     settings = read_client.parse_settings([], environ, tmp_path)
     assert (settings.time_format, settings.history_format, settings.backlog) == (ISO_FORMAT, "jsonl", 0)
     assert settings.log_path == tmp_path / "logs/%Y/%m-%d.txt"
@@ -59,11 +64,17 @@ def test_options_from_the_environment_and_the_command_line(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("environ", "complaint"),
     [
-        ({"FORMAT": "xml"}, "FORMAT=xml (from the environment): expected one of text, jsonl"),
-        ({"BACKLOG": "-1"}, "BACKLOG=-1 (from the environment): -1 is less than 0"),
-        ({"BACKLOG": "many"}, "BACKLOG=many (from the environment): 'many' is not a number of lines"),
-        ({"TIME_FORMAT": "%H\n%M"}, "TIME_FORMAT=%H\\n%M (from the environment): it gives a stamp with control"),
-        ({"LOG_PATH": "50%.log"}, "LOG_PATH=50%.log (from the environment): %. is no date or time field"),
+        ({"MINECHAT_FORMAT": "xml"}, "MINECHAT_FORMAT=xml (from the environment): expected one of text, jsonl"),
+        ({"MINECHAT_BACKLOG": "-1"}, "MINECHAT_BACKLOG=-1 (from the environment): -1 is less than 0"),
+        ({"MINECHAT_BACKLOG": "many"}, "MINECHAT_BACKLOG=many (from the environment): 'many' is not a number of lines"),
+        (
+            {"MINECHAT_TIME_FORMAT": "%H\n%M"},
+            "MINECHAT_TIME_FORMAT=%H\\n%M (from the environment): it gives a stamp with control",
+        ),
+        (
+            {"MINECHAT_LOG_PATH": "50%.log"},
+            "MINECHAT_LOG_PATH=50%.log (from the environment): %. is no date or time field",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -79,7 +90,7 @@ def test_bad_values_name_the_variable(
 
 def test_a_time_format_with_a_nul_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stop:
-        read_client.parse_settings([], {"TIME_FORMAT": "%H:%M\x00 %d.%m.%y"}, tmp_path)
+        read_client.parse_settings([], {"MINECHAT_TIME_FORMAT": "%H:%M\x00 %d.%m.%y"}, tmp_path)
     assert stop.value.code == 2
 
 
@@ -96,7 +107,7 @@ def test_bad_port_is_a_usage_error(
 
 
 @POSIX_ONLY
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, -signal.SIGTERM)])
 async def test_signal_stops_cleanly_with_lines_on_disk(
     server: FakeMinechatServer, tmp_path: Path, signum: int, code: int
 ) -> None:
@@ -141,7 +152,7 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         ([], {}, "HOST=dotenv.example\nREAD_PORT=5001\nLOG_PATH=d.log\n", "dotenv.example", 5001, "d.log"),
         (
             [],
-            {"HOST": "env.example", "LOG_PATH": "e.log"},
+            {"MINECHAT_HOST": "env.example", "MINECHAT_LOG_PATH": "e.log"},
             "HOST=dotenv.example\nREAD_PORT=5001\n",
             "env.example",
             5001,
@@ -149,7 +160,7 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         ),
         (
             ["--host", "cli.example", "--log-path", "c.log"],
-            {"HOST": "env.example"},
+            {"MINECHAT_HOST": "env.example"},
             "HOST=dotenv.example\n",
             "cli.example",
             5000,
@@ -157,13 +168,13 @@ async def test_signal_stops_cleanly_with_lines_on_disk(
         ),
         (
             ["--port", "6000", "--log_path", "u.log"],
-            {"READ_PORT": "5002"},
+            {"MINECHAT_READ_PORT": "5002"},
             "READ_PORT=5001\n",
             "minechat.dvmn.org",
             6000,
             "u.log",
         ),
-        ([], {"SEND_PORT": "7000"}, "SEND_PORT=7001\n", "minechat.dvmn.org", 5000, "chat_logs.txt"),
+        ([], {"MINECHAT_SEND_PORT": "7000"}, "SEND_PORT=7001\n", "minechat.dvmn.org", 5000, "chat_logs.txt"),
     ],
 )
 def test_configuration_precedence(
@@ -178,14 +189,18 @@ def test_configuration_precedence(
 @pytest.mark.parametrize(
     ("environ", "dotenv", "complaint"),
     [
-        ({"READ_PORT": "0"}, None, "READ_PORT=0 (from the environment): 0 is outside 1..65535"),
+        ({"MINECHAT_READ_PORT": "0"}, None, "MINECHAT_READ_PORT=0 (from the environment): 0 is outside 1..65535"),
         ({}, "READ_PORT=0\n", "READ_PORT=0 (from {dotenv}): 0 is outside 1..65535"),
         ({}, "CONNECT_TIMEOUT=-1\n", "CONNECT_TIMEOUT=-1 (from {dotenv}): -1 must be more than 0"),
-        ({"VERBOSE": "maybe"}, None, "VERBOSE=maybe (from the environment): expected one of true, yes, on, 1, false"),
         (
-            {"HOST": "minechat..dvmn.org"},
+            {"MINECHAT_VERBOSE": "maybe"},
             None,
-            "HOST=minechat..dvmn.org (from the environment): 'minechat..dvmn.org' is",
+            "MINECHAT_VERBOSE=maybe (from the environment): expected one of true, yes, on, 1, false",
+        ),
+        (
+            {"MINECHAT_HOST": "minechat..dvmn.org"},
+            None,
+            "MINECHAT_HOST=minechat..dvmn.org (from the environment): 'minechat..dvmn.org' is",
         ),
         ({}, "HOST=[minechat.dvmn.org]\n", "HOST=[minechat.dvmn.org] (from {dotenv}): '[minechat.dvmn.org]': only an"),
     ],
@@ -206,13 +221,13 @@ def test_usage_errors_name_the_variable_and_where_it_came_from(
 
 def test_command_line_overrides_a_bad_variable(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("HOST=minechat..dvmn.org\n")
-    settings = read_client.parse_settings(["--port", "5001", "--host=h.example"], {"READ_PORT": "0"}, tmp_path)
+    settings = read_client.parse_settings(["--port", "5001", "--host=h.example"], {"MINECHAT_READ_PORT": "0"}, tmp_path)
     assert (settings.host, settings.port) == ("h.example", 5001)
 
 
 def test_empty_values_mean_unset(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("HOST=\nREAD_PORT=\nLOG_PATH=\nCONNECT_TIMEOUT=\nVERBOSE=\n")
-    settings = read_client.parse_settings([], {"HOST": "", "READ_PORT": ""}, tmp_path)
+    settings = read_client.parse_settings([], {"MINECHAT_HOST": "", "MINECHAT_READ_PORT": ""}, tmp_path)
     bare = tmp_path / "bare"
     bare.mkdir()
     assert settings == replace(read_client.parse_settings([], {}, bare), log_path=tmp_path / "chat_logs.txt")
@@ -277,7 +292,7 @@ def test_dotenv_that_is_not_utf8_is_read_with_a_warning(
     assert "Traceback" not in err
     warning, error = err.splitlines()
     dotenv = Path.cwd() / ".env"
-    assert warning.endswith(f"WARNING skipping line 1 of {dotenv}: it is not UTF-8 text; save the file as UTF-8")
+    assert warning.endswith(f"WARNING skipping line 1 of {dotenv}: not UTF-8 text; save the file as UTF-8")
     assert error.endswith(f"error: READ_PORT=0 (from {dotenv}): 0 is outside 1..65535")
 
 
@@ -397,7 +412,7 @@ async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) 
             await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
         finally:
             code = await stop_with_signal(process, signal.SIGHUP)
-    assert code == 129
+    assert code == -signal.SIGHUP
     assert status_of(read_history(history))[-1] == "*** stopped by SIGHUP"
 
 

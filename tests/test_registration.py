@@ -12,7 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, FakeMinechatServer
+from fake_server import ADJECTIVES, GREETING, NICKNAME_PROMPT, ConnectionPlan, FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     START_WAIT,
@@ -24,6 +24,7 @@ from helpers import (
     run_sender,
     run_sender_process,
     scripted_server,
+    send_to_end,
     settings_at,
     settings_for,
     stop_with_signal,
@@ -102,7 +103,7 @@ async def test_cli_ctrl_c_after_the_account_reply_keeps_the_token(server: FakeMi
         while line and b"account_hash" not in line:  # the client has read the account reply
             line = await asyncio.wait_for(process.stderr.readline(), START_WAIT)
         code = await stop_with_signal(process, signal.SIGINT)
-    assert code == 130
+    assert code == -signal.SIGINT
     [(token, _)] = server.accounts.items()
     assert (tmp_path / "token.txt").read_text() == token + "\n"
 
@@ -150,7 +151,7 @@ async def test_registration_writes_through_a_symlinked_token_path(server: FakeMi
     ("argv", "environ", "token_file", "source"),
     [
         (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
-        ([], {"NICKNAME": "NewGuy"}, TOKEN, "the token file"),
+        ([], {"MINECHAT_NICKNAME": "NewGuy"}, TOKEN, "the token file"),
         (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
     ],
 )
@@ -196,7 +197,7 @@ async def test_an_account_hash_the_server_hands_out_is_hidden_too(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
     server.login_reply_override = b'{"nickname": "Focused Loyd", "account_hash": "other-hash"}\n'
-    await send_client.send(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
+    await send_to_end(settings_for(server, tmp_path, "--token", account, "--message", "hi"), None)
     assert "other-hash" not in caplog.text
     assert '<< \'{"nickname": "Focused Loyd", "account_hash": "<token>"}\\n\'' in caplog.text
 
@@ -209,7 +210,7 @@ async def test_concurrent_registrations_on_one_token_path_lose_no_account(
     second = settings_at(server.write_port, tmp_path, "--nickname", "Bob")
     for settings in (first, second):
         with suppress(ChatError):
-            await send_client.send(settings, io.BytesIO(b""), RecordingDelays())
+            await send_to_end(settings, io.BytesIO(b""), RecordingDelays())
     assert len(server.accounts) == 2
     saved = (tmp_path / "token.txt").read_text().strip()
     shown = capsys.readouterr().err
@@ -230,6 +231,42 @@ async def test_registration_reply_cut_before_its_newline_keeps_the_token(tmp_pat
 
     async with scripted_server(register_then_hang_up) as port:
         with suppress(ChatError):
-            await send_client.send(settings_at(port, tmp_path, "--nickname", "Eve"), io.BytesIO(b""), RecordingDelays())
+            await send_to_end(settings_at(port, tmp_path, "--nickname", "Eve"), io.BytesIO(b""), RecordingDelays())
     token_file = tmp_path / "token.txt"
     assert token_file.exists() and token_file.read_text().strip() == new_token
+
+
+@pytest.mark.parametrize("cut", [10, 35, 70], ids=["early in the token", "mid-token", "just before its end"])
+async def test_a_registration_reply_cut_inside_the_token_then_silence_never_saves_half_a_token(
+    tmp_path: Path, cut: int
+) -> None:
+    new_token = "11111111-74ca-11e9-9d4f-0242ac110002"
+    reply = f'{{"nickname": "Boring Eve", "account_hash": "{new_token}"}}'.encode()
+    cut_at = reply.index(new_token.encode()) + len(new_token) * cut // 100
+
+    async def register_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        await reader.readline()
+        writer.write(NICKNAME_PROMPT)
+        await reader.readline()
+        writer.write(reply[:cut_at])
+        await writer.drain()
+        await reader.read()  # then silence, until the client gives up
+
+    async with scripted_server(register_then_hang_up) as port:
+        settings = settings_at(port, tmp_path, "--nickname", "Eve", "--reply-timeout", "0.2")
+        with pytest.raises(ConnectionFailed, match="registration reply"):
+            await send_to_end(settings, io.BytesIO(b""), RecordingDelays())
+    token_file = tmp_path / "token.txt"
+    assert not token_file.exists()  # half a token saved as if whole would lock the account out for good
+
+
+@pytest.mark.usefixtures("server")
+async def test_the_witness_knows_a_new_accounts_nickname(server: FakeMinechatServer, tmp_path: Path) -> None:
+    # Registered, then the first connection takes "two" and hangs up before acknowledging it: the chat
+    # showed it under the new account's nickname, so it is not sent again.
+    server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
+    settings = settings_for(server, tmp_path, "--nickname", "Eve", "--message", "one", "--message", "two", watch=True)
+    sender = await run_sender(settings)
+    assert [" | ".join(post.lines) for post in server.posts] == ["one", "two"]
+    assert (sender.outbox.acknowledged, sender.outbox.seen_only) == (1, 1)

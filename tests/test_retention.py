@@ -128,7 +128,9 @@ def test_an_undated_log_path_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_keep_days_from_the_environment(tmp_path: Path) -> None:
     settings = read_client.parse_settings(
-        ["--log_path", str(tmp_path / "%Y-%m-%d.txt")], {"KEEP_DAYS": "30", "COMPRESS": "yes"}, tmp_path
+        ["--log_path", str(tmp_path / "%Y-%m-%d.txt")],
+        {"MINECHAT_KEEP_DAYS": "30", "MINECHAT_COMPRESS": "yes"},
+        tmp_path,
     )
     assert (settings.keep_days, settings.compress) == (30, True)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fake_server import FakeMinechatServer
-from helpers import TOKEN, run_sender_process
+from helpers import TOKEN, WAIT, run_sender_process
+
+from chat_io import EXIT_CONNECTION
 
 
 async def run_check(server: FakeMinechatServer, cwd: Path, *argv: str) -> tuple[int, str, str]:
@@ -52,3 +55,27 @@ async def test_check_with_a_message_is_refused(server: FakeMinechatServer, tmp_p
     code, _, err = await run_check(server, tmp_path, "--check", "--token", TOKEN, "--message", "hi")
     assert code == 2 and "--check posts nothing" in err
     assert server.send_transcripts == []
+
+
+async def test_check_against_a_server_that_never_answers_gives_up_after_the_reply_timeout(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    server.stall_at = "greeting"  # accepts, and never says a word
+    started = time.monotonic()
+    code, out, err = await run_check(server, tmp_path, "--check", "--token", TOKEN, "--reply-timeout", "0.3")
+    assert time.monotonic() - started < WAIT
+    assert (code, out) == (EXIT_CONNECTION, "")
+    assert "no reply from the server in 0.3 s while we waited for the greeting; " in err
+    assert "Traceback" not in err and TOKEN not in err
+
+
+async def test_check_verbose_hides_the_account_hash_however_the_server_spells_it(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    token = TOKEN.upper()
+    server.add_account("Focused Loyd", token)
+    server.login_reply_override = f'{{"nickname": "Focused Loyd", "account_hash": "{TOKEN}"}}\n'.encode()
+    code, out, err = await run_check(server, tmp_path, "--check", "--token", token, "-v")
+    assert (code, out) == (0, "Focused Loyd\n")
+    assert "account_hash" in err  # the reply is logged...
+    assert TOKEN not in err and token not in err  # ...with the hash hidden, in either spelling

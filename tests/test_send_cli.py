@@ -76,11 +76,11 @@ def test_empty_message_error_says_so() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "dotenv", "token_file", "token", "source"),
     [
-        (["--token", "cli"], {"TOKEN": "env"}, "TOKEN=dotenv\n", "file", "cli", "--token or TOKEN"),
-        ([], {"TOKEN": "env"}, "TOKEN=dotenv\n", "file", "env", "--token or TOKEN"),
+        (["--token", "cli"], {"MINECHAT_TOKEN": "env"}, "TOKEN=dotenv\n", "file", "cli", "--token or TOKEN"),
+        ([], {"MINECHAT_TOKEN": "env"}, "TOKEN=dotenv\n", "file", "env", "--token or TOKEN"),
         ([], {}, "TOKEN=dotenv\n", "file", "dotenv", "--token or TOKEN"),
         ([], {}, None, "file\n", "file", "the token file"),
-        ([], {"TOKEN": ""}, None, "file\n", "file", "the token file"),
+        ([], {"MINECHAT_TOKEN": ""}, None, "file\n", "file", "the token file"),
         (["--nickname", "Eve"], {}, None, None, None, ""),
     ],
 )
@@ -111,7 +111,7 @@ def test_settings_defaults_and_spellings(tmp_path: Path) -> None:
         (),
     )
     settings = send_client.parse_settings(
-        ["--message", "a", "--message", "-", "--token", "x"], {"SEND_PORT": "6000"}, tmp_path
+        ["--message", "a", "--message", "-", "--token", "x"], {"MINECHAT_SEND_PORT": "6000"}, tmp_path
     )
     assert (settings.port, settings.messages) == (6000, ("a", "-"))
 
@@ -146,9 +146,9 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: 
 @pytest.mark.parametrize("message", ["[urgent] disk full on [db1]", "[a, b]", "[]", '["a", "b"]', "a, b", "-"])
 @pytest.mark.parametrize("where", ["environment", ".env"])
 def test_message_variable_is_one_message_verbatim(tmp_path: Path, message: str, where: str) -> None:
-    environ = {"TOKEN": "x"}
+    environ = {"MINECHAT_TOKEN": "x"}
     if where == "environment":
-        environ["MESSAGE"] = message
+        environ["MINECHAT_MESSAGE"] = message
     else:
         (tmp_path / ".env").write_text(f"MESSAGE='{message}'\n")
     assert send_client.parse_settings([], environ, tmp_path).messages == (message,)
@@ -156,7 +156,7 @@ def test_message_variable_is_one_message_verbatim(tmp_path: Path, message: str, 
 
 def test_command_line_messages_replace_the_variable(tmp_path: Path) -> None:
     settings = send_client.parse_settings(
-        ["--message", "a", "--message", "b"], {"MESSAGE": "c", "TOKEN": "x"}, tmp_path
+        ["--message", "a", "--message", "b"], {"MINECHAT_MESSAGE": "c", "MINECHAT_TOKEN": "x"}, tmp_path
     )
     assert settings.messages == ("a", "b")
 
@@ -164,7 +164,7 @@ def test_command_line_messages_replace_the_variable(tmp_path: Path) -> None:
 def test_empty_values_mean_unset(tmp_path: Path) -> None:
     # As a user leaves them after uncommenting the lines of .env.example.
     (tmp_path / ".env").write_text("TOKEN=x\nNICKNAME=\nMESSAGE=\nHOST=\nSEND_PORT=\nTOKEN_PATH=\nREPLY_TIMEOUT=\n")
-    settings = send_client.parse_settings([], {"MESSAGE": "", "NICKNAME": ""}, tmp_path)
+    settings = send_client.parse_settings([], {"MINECHAT_MESSAGE": "", "MINECHAT_NICKNAME": ""}, tmp_path)
     assert (settings.token, settings.nickname, settings.messages) == ("x", None, ())
     assert (settings.host, settings.port, settings.token_path) == ("minechat.dvmn.org", 5050, tmp_path / "token.txt")
     (tmp_path / ".env").write_text("NICKNAME=\n")
@@ -177,13 +177,13 @@ def test_empty_values_mean_unset(tmp_path: Path) -> None:
     [
         ({}, "SEND_PORT=70000\n", "SEND_PORT=70000 (from {dotenv}): 70000 is outside 1..65535"),
         (
-            {"REPLY_TIMEOUT": "soon"},
+            {"MINECHAT_REPLY_TIMEOUT": "soon"},
             None,
-            "REPLY_TIMEOUT=soon (from the environment): 'soon' is not a number of seconds",
+            "MINECHAT_REPLY_TIMEOUT=soon (from the environment): 'soon' is not a number of seconds",
         ),
-        ({"MESSAGE": "caf\udce9"}, None, "MESSAGE (from the environment): not valid UTF-8 text"),
-        ({"TOKEN": "se\udcffcret"}, None, "TOKEN (from the environment): not valid UTF-8 text"),
-        ({"NICKNAME": "Eve\udcff"}, None, "NICKNAME (from the environment): not valid UTF-8 text"),
+        ({"MINECHAT_MESSAGE": "caf\udce9"}, None, "MINECHAT_MESSAGE (from the environment): not valid UTF-8 text"),
+        ({"MINECHAT_TOKEN": "se\udcffcret"}, None, "MINECHAT_TOKEN (from the environment): not valid UTF-8 text"),
+        ({"MINECHAT_NICKNAME": "Eve\udcff"}, None, "MINECHAT_NICKNAME (from the environment): not valid UTF-8 text"),
     ],
 )
 def test_usage_errors_name_the_variable_and_where_it_came_from(
@@ -192,7 +192,9 @@ def test_usage_errors_name_the_variable_and_where_it_came_from(
     if dotenv is not None:
         (tmp_path / ".env").write_text(dotenv)
     with pytest.raises(SystemExit) as stop:
-        send_client.parse_settings(["--token_path", str(tmp_path / "none.txt")], {"TOKEN": "x", **environ}, tmp_path)
+        send_client.parse_settings(
+            ["--token_path", str(tmp_path / "none.txt")], {"MINECHAT_TOKEN": "x", **environ}, tmp_path
+        )
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert complaint.format(dotenv=tmp_path / ".env") in err
@@ -238,7 +240,7 @@ async def test_cli_ctrl_c_at_the_nickname_prompt_ends_its_line(tmp_path: Path) -
     finally:
         os.close(controller)
         os.close(terminal)
-    assert returncode == 130
+    assert returncode == -signal.SIGINT
     assert rest == b"\n"  # the question's line is ended; nothing else is said
 
 
@@ -287,7 +289,11 @@ async def test_cli_usage_error_exit_code(server: FakeMinechatServer, tmp_path: P
         ([b"--host", b"h\xff", b"--token", TOKEN.encode()], {}, "argument --host: not valid UTF-8 text"),
         ([b"--nickname", b"Eve\xff"], {}, "argument --nickname: not valid UTF-8 text"),
         ([b"--token", TOKEN.encode(), b"--message", b"caf\xe9"], {}, "argument --message: not valid UTF-8 text"),
-        ([b"--token", TOKEN.encode()], {b"MESSAGE": b"caf\xe9"}, "MESSAGE (from the environment): not valid UTF-8"),
+        (
+            [b"--token", TOKEN.encode()],
+            {b"MINECHAT_MESSAGE": b"caf\xe9"},
+            "MINECHAT_MESSAGE (from the environment): not valid UTF-8",
+        ),
     ],
 )
 async def test_cli_invalid_utf8_is_a_usage_error(
@@ -313,7 +319,7 @@ async def test_cli_invalid_utf8_is_a_usage_error(
 
 
 @POSIX_ONLY
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, -signal.SIGTERM)])
 async def test_cli_signal_while_relaying_stdin(
     server: FakeMinechatServer, tmp_path: Path, account: str, signum: int, code: int
 ) -> None:
@@ -576,4 +582,4 @@ async def test_ctrl_c_works_while_stderr_is_not_read(server: FakeMinechatServer,
     finally:
         os.close(read_end)
         os.close(stdin_write)
-    assert code == 130  # stop_with_signal allows STOP_WAIT seconds
+    assert code == -signal.SIGINT  # stop_with_signal allows STOP_WAIT seconds

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import POSIX_ONLY, START_WAIT, TOKEN, WAIT, RecordingDelays, client_process, stop_with_signal
+from helpers import POSIX_ONLY, START_WAIT, TOKEN, WAIT, RecordingDelays, client_process, send_to_end, stop_with_signal
 
+import _minechat.posting
 import send_client
-from _minechat.dialogue import Outbox, PostingDialogue
+from _minechat.dialogue import PostingDialogue
+from _minechat.outbox import Outbox
 from chat_io import ProtocolError, ReplyTimeout
 
 HINT = "is this the reading port?"
@@ -60,7 +62,7 @@ async def test_each_post_typed_on_a_terminal_is_confirmed(server: FakeMinechatSe
             code = await stop_with_signal(process, signal.SIGINT)
     finally:
         os.close(controller)
-    assert code == 130
+    assert code == -signal.SIGINT
     assert [post.lines for post in server.posts] == [["привет"], ["second line"]]
 
 
@@ -90,7 +92,7 @@ async def silent_run(port: int, tmp_path: Path) -> str:
     argv = ["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN, "--message", "hi", "--reply-timeout", "0.1"]
     settings = send_client.parse_settings(argv, {}, tmp_path)
     with pytest.raises(ReplyTimeout) as caught:
-        await asyncio.wait_for(send_client.send(settings, io.BytesIO(), RecordingDelays()), WAIT)
+        await asyncio.wait_for(send_to_end(settings, io.BytesIO(), RecordingDelays()), WAIT)
     return str(caught.value)
 
 
@@ -101,7 +103,7 @@ async def test_silence_on_another_port_hints_at_the_reading_port(silent_server: 
 async def test_silence_on_the_posting_port_gives_no_reading_port_hint(
     silent_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(send_client, "DEFAULT_SEND_PORT", silent_server)  # as if this were port 5050
+    monkeypatch.setattr(_minechat.posting, "DEFAULT_SEND_PORT", silent_server)  # as if this were port 5050
     assert HINT not in await silent_run(silent_server, tmp_path)
 
 

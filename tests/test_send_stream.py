@@ -29,6 +29,7 @@ from helpers import (
     run_sender,
     run_sender_process,
     scripted_server,
+    send_to_end,
     settings_at,
     settings_for,
     stop_with_signal,
@@ -38,14 +39,15 @@ from helpers import (
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
 import send_client
-from _minechat.dialogue import MAX_SENDS, OUTBOX_POSTS
+from _minechat.outbox import MAX_SENDS, OUTBOX_POSTS
+from _minechat.posting import RESUME_TRIES, Sender
 from chat_io import ConnectionFailed, ReplyTimeout, UnknownTokenError
-from send_client import RESUME_TRIES
 
 
 class FailingStdin(StdinBytes):
@@ -89,7 +91,8 @@ async def test_fixed_messages_resume_after_drops(server: FakeMinechatServer, tmp
     assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
     assert len(server.send_transcripts) == 3
     assert bytes(server.send_transcripts[2]) == f"{TOKEN}\ntwo\n\nthree\n\n".encode()
-    assert (sender.outbox.acknowledged, sender.outbox.resent) == (3, 4)
+    # "two" and "three" went out on each of the 3 connections: 4 sends of posts sent before.
+    assert (sender.outbox.acknowledged, sender.outbox.repeated, sender.outbox.most_copies) == (3, 2, 3)
 
 
 async def test_fixed_messages_give_up_after_fruitless_tries(
@@ -124,7 +127,7 @@ async def test_stream_reconnects_after_an_idle_drop(
 ) -> None:
     server.idle_timeout = 0.2
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    task = asyncio.ensure_future(send_client.send(settings, stdin_pipe.reader, RecordingDelays()))
+    task = asyncio.ensure_future(send_to_end(settings, stdin_pipe.reader, RecordingDelays()))
     try:
         await stdin_pipe.write(b"before\n")
         await server.wait_until(lambda: server.idle_drops == 1)
@@ -229,19 +232,18 @@ async def test_cli_ctrl_c_while_stdin_waits_for_a_stalled_server(
         process.stdin.write(b"".join(b"line %06d\n" % number for number in range(100_000)))
         try:
             # A full outbox: the client stops reading stdin, its reading thread waits with data in hand.
-            await server.wait_until(lambda: len(server.posts) >= _minechat.dialogue.OUTBOX_POSTS, timeout=START_WAIT)
+            await server.wait_until(lambda: len(server.posts) >= _minechat.outbox.OUTBOX_POSTS, timeout=START_WAIT)
         finally:
             code = await stop_with_signal(process, signal.SIGINT)
             process.stdin.close()
             with suppress(OSError):
                 await process.stdin.wait_closed()  # retrieves the broken pipe (Python 3.10 would log it)
     err = (await process.stderr.read()).decode()
-    assert code == 130
+    assert code == -signal.SIGINT
     # Only our own log lines: no "Exception in thread stdin", no traceback, no warning from the handover.
     assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in err.splitlines()), err
     assert (
-        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.dialogue.OUTBOX_POSTS} more not acknowledged"
-        in err
+        f"interrupted: posted 0 messages as Focused Loyd; {_minechat.outbox.OUTBOX_POSTS} more not acknowledged" in err
     )
 
 
@@ -250,7 +252,7 @@ async def test_backoff_delay_is_really_waited(server: FakeMinechatServer, tmp_pa
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await send_client.send(settings, StdinBytes(b"one\n"), lambda: itertools.repeat(0.2))
+    await send_to_end(settings, StdinBytes(b"one\n"), lambda: itertools.repeat(0.2))
     assert loop.time() - started >= 0.4
     assert texts_of(server) == ["one"] and server.refused == 2
 
@@ -264,7 +266,7 @@ async def test_backoff_starts_over_only_after_an_acknowledgement(
     )
     delays = RecordingDelays()
     messages = ["--message", "one", "--message", "two", "--message", "three"]
-    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, delays)
+    await send_to_end(settings_for(server, tmp_path, "--token", account, *messages), None, delays)
     assert texts_of(server, acknowledged_only=True) == ["one", "two", "three"]
     assert delays.resets == 3
     assert delays.taken == [0.002, 0.002, 0.004, 0.008]
@@ -292,7 +294,8 @@ async def test_post_window_holds_1024_posts_then_reopens(
         task.cancel()
     assert texts_of(server, acknowledged_only=True) == lines
     assert len(server.send_transcripts) == 1
-    assert (sender.outbox.added, sender.outbox.acknowledged, sender.outbox.resent) == (len(lines), len(lines), 0)
+    resent = bytes(server.send_transcripts[0]).count(b"\n\n") - len(lines)
+    assert (sender.outbox.added, sender.outbox.acknowledged, resent) == (len(lines), len(lines), 0)
 
 
 async def test_a_server_that_never_acknowledges_gets_the_window_and_a_timeout(
@@ -302,7 +305,7 @@ async def test_a_server_that_never_acknowledges_gets_the_window_and_a_timeout(
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-", "--reply-timeout", "0.3")
     stdin = StdinBytes(b"".join(b"post %d\n" % number for number in range(5)))
     sender = send_client.make_sender(settings, stdin, RecordingDelays())  # type: ignore[arg-type]
-    sender.outbox = _minechat.dialogue.Outbox(max_posts=3)
+    sender.outbox.max_posts = 3
     task = asyncio.ensure_future(sender.run())
     try:
         await server.wait_until(lambda: len(server.send_transcripts) >= 2, timeout=WAIT)
@@ -334,7 +337,7 @@ async def test_stdin_closing_right_after_the_last_acknowledgement_ends_the_run(
 
 async def test_last_stdin_line_without_newline_alone(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    await send_client.send(settings, StdinBytes(b"only"), RecordingDelays())  # type: ignore[arg-type]
+    await send_to_end(settings, StdinBytes(b"only"), RecordingDelays())  # type: ignore[arg-type]
     assert bytes(server.send_transcripts[0]) == f"{TOKEN}\nonly\n\n".encode()
 
 
@@ -344,7 +347,7 @@ async def test_a_resumed_run_says_what_it_sends_again_and_what_it_posted(
     caplog.set_level(logging.INFO, logger="send_client")
     server.plans.extend([ConnectionPlan(posts=1, take_unacked=True), ConnectionPlan(posts=0)])
     messages = ["--message", "one", "--message", "two", "--message", "three"]
-    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    await send_to_end(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     infos = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
     infos = [info for info in infos if not info.startswith("cannot read the chat")]  # no reading port here
     assert infos == [
@@ -368,7 +371,7 @@ async def test_stdin_in_another_encoding_and_bytes_that_are_not_text(
 
 async def test_a_failing_stdin_ends_the_messages(server: FakeMinechatServer, tmp_path: Path, account: str) -> None:
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    await send_client.send(settings, FailingStdin(b"one\ntwo"), RecordingDelays())  # type: ignore[arg-type]
+    await send_to_end(settings, FailingStdin(b"one\ntwo"), RecordingDelays())  # type: ignore[arg-type]
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
 
 
@@ -384,7 +387,7 @@ async def test_retries_say_what_waits(
 ) -> None:
     server.plans.extend([ConnectionPlan(posts=1, take_unacked=True)])
     messages = ["--message", "one", "--message", "two", "--message", "three"]
-    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    await send_to_end(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert warnings == [
         "the server closed the connection while we waited for the acknowledgement of message 2; "
@@ -396,11 +399,9 @@ async def test_progress_gives_the_sender_its_tries_afresh(
     server: FakeMinechatServer, tmp_path: Path, account: str
 ) -> None:
     # One connection acknowledges a post, then RESUME_TRIES - 1 acknowledge none: still within the tries.
-    server.plans.extend(
-        [ConnectionPlan(posts=1), *(ConnectionPlan(refuse=True) for _ in range(send_client.RESUME_TRIES - 1))]
-    )
+    server.plans.extend([ConnectionPlan(posts=1), *(ConnectionPlan(refuse=True) for _ in range(RESUME_TRIES - 1))])
     messages = ["--message", "one", "--message", "two"]
-    await send_client.send(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
+    await send_to_end(settings_for(server, tmp_path, "--token", account, *messages), None, RecordingDelays())
     assert texts_of(server, acknowledged_only=True) == ["one", "two"]
 
 
@@ -409,7 +410,7 @@ async def test_a_fatal_error_while_stdin_waits_is_reported_as_itself(
 ) -> None:
     settings = settings_for(server, tmp_path, "--token", "unknown", "--message", "-")
     with pytest.raises(UnknownTokenError):
-        await asyncio.wait_for(send_client.send(settings, stdin_pipe.reader, RecordingDelays()), WAIT)
+        await asyncio.wait_for(send_to_end(settings, stdin_pipe.reader, RecordingDelays()), WAIT)
 
 
 async def test_a_failure_reading_the_messages_ends_the_run(
@@ -420,7 +421,7 @@ async def test_a_failure_reading_the_messages_ends_the_run(
         raise RuntimeError("the messages broke")
 
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    sender = send_client.Sender(settings, messages(), RecordingDelays())
+    sender = Sender(settings, messages(), RecordingDelays())
     with pytest.raises(RuntimeError, match="the messages broke"):
         await asyncio.wait_for(sender.run(), WAIT)
 
@@ -430,14 +431,14 @@ async def test_blank_stdin_lines_are_skipped_not_the_rest_of_the_batch(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
     settings = settings_for(server, tmp_path, "--token", account, "--message", "-")
-    await send_client.send(settings, StdinBytes(b"one\n\ntwo\n"), RecordingDelays())  # type: ignore[arg-type]
+    await send_to_end(settings, StdinBytes(b"one\n\ntwo\n"), RecordingDelays())  # type: ignore[arg-type]
     assert texts_of(server) == ["one", "two"]
     assert "skipping an empty line of stdin" in [record.getMessage() for record in caplog.records]
 
 
 async def test_stream_with_nothing_to_post_ends_while_the_server_is_down(tmp_path: Path) -> None:
     settings = settings_at(free_port(), tmp_path, "--token", TOKEN, "--message", "-")
-    await asyncio.wait_for(send_client.send(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
+    await asyncio.wait_for(send_to_end(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
 
 
 @pytest.mark.slow
@@ -461,7 +462,7 @@ async def test_long_post_over_a_slow_upload_is_posted_once(tmp_path: Path) -> No
     line = b"a" * (1024 * 1024 - 1) + b"\n"
     async with scripted_server(read_slowly) as port:
         settings = settings_at(port, tmp_path, "--token", TOKEN, "--message", "-", "--reply-timeout", "0.5")
-        task = asyncio.ensure_future(send_client.send(settings, io.BytesIO(line), RecordingDelays()))
+        task = asyncio.ensure_future(send_to_end(settings, io.BytesIO(line), RecordingDelays()))
         waiter = asyncio.ensure_future(second_connection.wait())
         try:
             await asyncio.wait({task, waiter}, timeout=WAIT * 2, return_when=asyncio.FIRST_COMPLETED)
@@ -477,5 +478,5 @@ async def test_long_post_over_a_slow_upload_is_posted_once(tmp_path: Path) -> No
 async def test_invisible_only_stdin_line_is_skipped(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Focused Loyd", TOKEN)
     settings = settings_at(server.write_port, tmp_path, "--token", TOKEN, "--message", "-")
-    await send_client.send(settings, io.BytesIO("\ufe0f\u034f\ufe0e\nreal\n".encode()), RecordingDelays())
+    await send_to_end(settings, io.BytesIO("\ufe0f\u034f\ufe0e\nreal\n".encode()), RecordingDelays())
     assert [post.lines for post in server.posts] == [["real"]]

@@ -21,6 +21,7 @@ from helpers import (
     run_sender,
     run_sender_process,
     scripted_server,
+    send_to_end,
     settings_for,
     texts_of,
 )
@@ -28,7 +29,9 @@ from helpers import (
 import _minechat.backlog
 import _minechat.dialogue
 import _minechat.history
+import _minechat.outbox
 import _minechat.output
+import _minechat.posting
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
@@ -38,7 +41,7 @@ from send_client import DEFAULT_MESSAGE
 
 
 def welcomed_dialogue(messages: list[str]) -> _minechat.dialogue.PostingDialogue:
-    outbox = _minechat.dialogue.Outbox()
+    outbox = _minechat.outbox.Outbox()
     for text in messages:
         outbox.add(text)
     dialogue = _minechat.dialogue.PostingDialogue(outbox, TOKEN)
@@ -117,7 +120,7 @@ async def test_every_reply_has_a_timeout(
     named: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(send_client, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
+    monkeypatch.setattr(_minechat.posting, "RESUME_TRIES", 1)  # a stalled acknowledgement is tried again; once will do
     server.stall_at = stage
     settings = settings_for(server, tmp_path, "--reply-timeout", "0.2", *args)
     # The second try waits twice as long for an acknowledgement.
@@ -242,7 +245,7 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
     server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
-    await send_client.send(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
+    await send_to_end(settings_for(server, tmp_path, "--nickname", "Eve", "--message", "hi"), None)
     [(token, nickname)] = server.accounts.items()
     dialogue = [record.getMessage() for record in caplog.records if record.getMessage()[:3] in (">> ", "<< ")]
     account_line = json.dumps({"nickname": nickname, "account_hash": "<token>"}) + "\n"
@@ -261,14 +264,6 @@ async def test_verbose_dialogue_is_logged_both_ways_with_the_token_hidden(
     assert infos == [
         f"registered as {nickname}; the token is saved in {tmp_path / 'token.txt'}",
         f"posted 1 message as {nickname}",
-    ]
-
-
-def test_plural() -> None:
-    assert [_minechat.output.plural(count, "message") for count in (0, 1, 2)] == [
-        "0 messages",
-        "1 message",
-        "2 messages",
     ]
 
 
@@ -302,9 +297,7 @@ def test_a_reply_when_none_is_due_is_quoted() -> None:
 
 
 def test_unknown_token_and_null_registration_say_what_to_do() -> None:
-    dialogue = _minechat.dialogue.PostingDialogue(
-        _minechat.dialogue.Outbox(), TOKEN, token_source="the token file t.txt"
-    )
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), TOKEN, token_source="the token file t.txt")
     dialogue.receive_data(GREETING + b"null\n")
     dialogue.next_event()
     with pytest.raises(UnknownTokenError) as caught:
@@ -313,7 +306,7 @@ def test_unknown_token_and_null_registration_say_what_to_do() -> None:
         "the server does not know the token from the token file t.txt; correct it, or remove it "
         "and give --nickname to register a new account"
     )
-    dialogue = _minechat.dialogue.PostingDialogue(_minechat.dialogue.Outbox(), None, "Eve")
+    dialogue = _minechat.dialogue.PostingDialogue(_minechat.outbox.Outbox(), None, "Eve")
     dialogue.receive_data(GREETING + NICKNAME_PROMPT + b"null\n")
     dialogue.next_event()
     dialogue.next_event()
@@ -344,7 +337,7 @@ async def test_timeouts_after_the_greeting_give_no_port_hint(
     server.stall_at = "login_reply"
     settings = settings_for(server, tmp_path, "--token", account, "--reply-timeout", "0.1")
     with pytest.raises(ReplyTimeout) as caught:
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert str(caught.value) == (
         "no complete reply from the server in 0.1 s while we waited for the login reply; "
         "try again later or raise --reply-timeout"

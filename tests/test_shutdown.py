@@ -16,7 +16,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
-from _minechat.shutdown import SignalCatcher, cancel_and_wait, run_until_signal
+from _minechat.shutdown import SignalCatcher, cancel_and_wait, first_of, run_until_signal
 from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, UnknownTokenError, exit_code_for
 
 
@@ -50,6 +50,68 @@ async def test_cancel_and_wait_survives_a_swallowed_cancel() -> None:
     await asyncio.wait_for(cancel_and_wait(task), 5)
     assert swallowed.is_set()
     assert task.cancelled()
+
+
+async def test_cancel_and_wait_returns_what_the_task_raised_and_retrieves_it() -> None:
+    async def fail() -> None:
+        raise ProtocolError("odd reply")
+
+    async def succeed() -> int:
+        return 1
+
+    failed, succeeded, running = (asyncio.ensure_future(work) for work in (fail(), succeed(), asyncio.sleep(3600)))
+    await asyncio.wait({failed, succeeded})
+    caught = await cancel_and_wait(failed)
+    assert isinstance(caught, ProtocolError)
+    assert await cancel_and_wait(succeeded) is None
+    assert await cancel_and_wait(running) is None
+    assert running.cancelled()
+    # Retrieved: asyncio would otherwise log "Task exception was never retrieved", an error under filterwarnings.
+    assert failed._log_traceback is False  # type: ignore[attr-defined]
+
+
+async def test_first_of_leaves_the_future_and_cancels_the_other() -> None:
+    gate = asyncio.Event()
+    future = asyncio.ensure_future(gate.wait())
+    other_cancelled = asyncio.Event()
+
+    async def other() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            other_cancelled.set()
+            raise
+
+    waiting = asyncio.ensure_future(first_of(future, other()))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    gate.set()
+    assert await asyncio.wait_for(waiting, WAIT) is True
+    assert other_cancelled.is_set()
+    assert future.done() and not future.cancelled()
+
+
+async def test_first_of_when_the_other_comes_first() -> None:
+    gate = asyncio.Event()
+    future = asyncio.ensure_future(asyncio.sleep(3600))
+    try:
+        gate.set()
+        assert await asyncio.wait_for(first_of(future, gate.wait()), WAIT) is False
+        assert not future.done()  # still running: first_of never cancels it
+    finally:
+        await cancel_and_wait(future)
+
+
+async def test_first_of_raises_what_the_other_raised() -> None:
+    async def fail() -> None:
+        raise ProtocolError("odd reply")
+
+    future = asyncio.ensure_future(asyncio.sleep(3600))
+    try:
+        with pytest.raises(ProtocolError):
+            await asyncio.wait_for(first_of(future, fail()), WAIT)
+    finally:
+        await cancel_and_wait(future)
 
 
 async def test_run_until_signal_returns_none_and_raises_work_errors() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import random
 import time
 from collections import Counter
@@ -14,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, free_port, run_sender, settings_for, texts_of
+from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_sender, settings_for, texts_of
 
 import send_client
-from _minechat.dialogue import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.posting import RESUME_TRIES
 from chat_io import ConnectionFailed
 from send_client import SenderSettings
 
@@ -85,16 +85,16 @@ async def test_posts_never_acknowledged_go_out_three_times_then_are_reported(
 
 async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.withhold_acks = True
-    stdin = StdinPipeLike()
+    stdin = StdinPipe()
     settings = slow_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
     sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
-        stdin.write(b"lost\n")
+        await stdin.write(b"lost\n")
         await server.wait_until(lambda: len(server.posts) == MAX_SENDS)
         await asyncio.wait_for(wait_for(lambda: sender.outbox.doubtful == 1), WAIT)
         server.withhold_acks = False
-        stdin.write(b"later\n")
+        await stdin.write(b"later\n")
         stdin.end()
         with pytest.raises(ConnectionFailed, match="1 message went out 3 times"):
             await asyncio.wait_for(task, WAIT)
@@ -108,22 +108,22 @@ async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer
 async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechatServer, tmp_path: Path) -> None:
     # Slow, then fast, then slow again: the second slow post times out again, as the first did,
     # instead of being waited for with the stretched wait of before.
-    stdin = StdinPipeLike()
+    stdin = StdinPipe()
     settings = slow_settings(server, tmp_path, "--message", "-")
     sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
     task = asyncio.ensure_future(sender.run())
     try:
         server.ack_delay = ACK_DELAY
-        stdin.write(b"slow one\n")
+        await stdin.write(b"slow one\n")
         await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["slow one"])
-        assert sender.ack_wait > REPLY_TIMEOUT
+        assert sender.clock.ack_wait > REPLY_TIMEOUT
         server.ack_delay = None
-        stdin.write(b"fast\n")
+        await stdin.write(b"fast\n")
         await server.wait_until(lambda: "fast" in texts_of(server, acknowledged_only=True))
         await asyncio.wait_for(wait_for(lambda: not sender.outbox), WAIT)
-        assert sender.ack_wait == REPLY_TIMEOUT
+        assert sender.clock.ack_wait == REPLY_TIMEOUT
         server.ack_delay = ACK_DELAY
-        stdin.write(b"slow two\n")
+        await stdin.write(b"slow two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
     finally:
@@ -139,26 +139,6 @@ async def wait_for(predicate: Callable[[], bool]) -> None:
     """Wait until predicate() holds; callers bound the wait with a timeout."""
     while not predicate():
         await asyncio.sleep(POLL_SECONDS)
-
-
-class StdinPipeLike:
-    """A real pipe standing in for stdin, written by the test as it goes."""
-
-    def __init__(self) -> None:
-        read_end, self._write_end = os.pipe()
-        self.reader = os.fdopen(read_end, "rb", buffering=0)
-
-    def write(self, data: bytes) -> None:
-        os.write(self._write_end, data)
-
-    def end(self) -> None:
-        if self._write_end >= 0:
-            os.close(self._write_end)
-            self._write_end = -1
-
-    def close(self) -> None:
-        self.end()
-        self.reader.close()
 
 
 # The goal of the issue: 300 lines through connections cut after 0-3,000 bytes, with the reading port
@@ -238,7 +218,7 @@ FIXED_MESSAGES = 8
 async def test_fixed_messages_progress_gives_fresh_tries_every_time(server: FakeMinechatServer, tmp_path: Path) -> None:
     # A server that hangs up after every acknowledgement: more hang-ups than RESUME_TRIES, each after progress.
     server.plans.extend(ConnectionPlan(posts=1) for _ in range(FIXED_MESSAGES))
-    assert FIXED_MESSAGES > send_client.RESUME_TRIES + 1
+    assert FIXED_MESSAGES > RESUME_TRIES + 1
     texts = [f"message {number}" for number in range(FIXED_MESSAGES)]
     argv = [part for text in texts for part in ("--message", text)]
     sender = await run_sender(slow_settings(server, tmp_path, *argv))
@@ -252,15 +232,15 @@ async def test_an_idle_connection_reset_is_no_failure(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
     server.plans.append(ConnectionPlan(posts=1, reset=True))  # acknowledge one post, then reset while idle
-    stdin = StdinPipeLike()
+    stdin = StdinPipe()
     delays = RecordingDelays()
     sender = send_client.make_sender(slow_settings(server, tmp_path, "--message", "-"), stdin.reader, delays)
     task = asyncio.ensure_future(sender.run())
     try:
-        stdin.write(b"one\n")
+        await stdin.write(b"one\n")
         noticed = "the server closed the idle connection"
         await asyncio.wait_for(wait_for(lambda: any(r.getMessage() == noticed for r in caplog.records)), WAIT)
-        stdin.write(b"two\n")
+        await stdin.write(b"two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
     finally:

@@ -37,6 +37,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
+from _minechat.shutdown import SignalCatcher, stop_signal_of
 from _minechat.systemd import ServiceNotifier, parse_notify_address, parse_watchdog_period
 from chat_io import EXIT_FILE, EXIT_LOCKED, EXIT_SIGNAL_BASE, EXIT_USAGE
 
@@ -241,7 +242,7 @@ async def test_reader_reports_ready_status_watchdog_and_stopping(
             returncode = await stop_with_signal(process, signal.SIGTERM)
     await listener.wait_until(lambda texts: "STOPPING=1" in texts)
     stderr = (await process.stderr.read()).decode()
-    assert returncode == 143, stderr
+    assert returncode == -signal.SIGTERM, stderr
     texts = [text for text in listener.texts if text != "WATCHDOG=1"]
     assert texts[:3] == ["READY=1", f"STATUS=connecting to {address}", connected]
     assert texts[3].startswith("STATUS=connection lost: ") and " next try in " in texts[3]
@@ -262,8 +263,13 @@ def test_unit_matches_the_clients_exit_codes() -> None:
     assert settings["WatchdogSec"]
     final = {EXIT_USAGE, EXIT_FILE, EXIT_LOCKED}
     assert {int(code) for code in settings["RestartPreventExitStatus"][0].split()} == final
-    stops = {EXIT_SIGNAL_BASE + signum for signum in (1, 2, 15)}  # SIGHUP, SIGINT, SIGTERM (Windows has no SIGHUP)
-    assert {int(code) for code in settings["SuccessExitStatus"][0].split()} == stops
+    # Stopped on purpose, the client dies by the signal, which systemd counts as a clean stop
+    # (SIGHUP, SIGINT, SIGTERM and SIGPIPE, for any Type but oneshot): the unit says so by name.
+    stops = {signal.Signals(signum).name for signum in SignalCatcher.SIGNALS}
+    assert stops == {"SIGHUP", "SIGINT", "SIGTERM"}
+    for signum in SignalCatcher.SIGNALS:
+        assert stop_signal_of(EXIT_SIGNAL_BASE + signum) == signum
+    assert set(settings["SuccessExitStatus"][0].split()) == stops
     assert settings["ReadWritePaths"] == settings["WorkingDirectory"]
 
 

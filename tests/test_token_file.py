@@ -18,6 +18,7 @@ from helpers import (
     RecordingDelays,
     free_port,
     run_sender_process,
+    send_to_end,
     settings_for,
 )
 
@@ -141,7 +142,7 @@ async def test_unusable_token_path_is_found_before_connecting(server: FakeMinech
         server, tmp_path, "--token_path", str(tmp_path / "missing" / "token.txt"), "--nickname", "Eve"
     )
     with pytest.raises(FileError, match=r"^cannot save a token in .*; choose another --token_path$"):
-        await send_client.send(settings, None, RecordingDelays())
+        await send_to_end(settings, None, RecordingDelays())
     assert server.send_transcripts == [] and server.registrations == []
 
 
@@ -167,3 +168,35 @@ async def test_token_path_that_is_a_device_is_refused_without_a_traceback(tmp_pa
     )
     assert "Traceback" not in err, err
     assert code == EXIT_FILE, err
+
+
+OTHER_USER = 1000  # any uid but ours: as root, the tests can hand files to it
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to plant another user's files")
+@pytest.mark.parametrize("planted", ["link", "link to our file", "file"])
+def test_the_token_is_never_written_into_another_users_file_or_link(tmp_path: Path, planted: str) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("")  # the other user's own empty file, which a link would make us fill
+    os.chown(victim, OTHER_USER, OTHER_USER)
+    path = tmp_path / "token.txt"
+    if planted == "file":
+        path.write_text("")
+        os.chown(path, OTHER_USER, OTHER_USER)
+    else:
+        ours = tmp_path / "ours.txt"
+        path.symlink_to(ours if planted == "link to our file" else victim)
+        os.lchown(path, OTHER_USER, OTHER_USER)
+    with pytest.raises(chat_io.FileError, match="another user"):
+        check_token_path(path)
+    with pytest.raises(chat_io.FileError, match="another user"):
+        save_token(path, TOKEN)
+    assert victim.read_text() == "" and (not path.exists() or path.read_text() == "")
+
+
+@SYMLINKS
+def test_a_fifo_at_the_token_path_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(chat_io.FileError, match="not a regular file"):
+        save_token(fifo, TOKEN)

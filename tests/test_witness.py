@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 import sys
 import threading
 from collections import Counter
@@ -16,11 +17,20 @@ from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_send
 
 import chat_io
 import send_client
-from _minechat.dialogue import Outbox, Post
+from _minechat.outbox import Outbox, Post
 from _minechat.witness import Witness
 from send_client import SenderSettings
 
 NICKNAME = "Focused Loyd"
+REPLY_TIMEOUT = 10.0
+
+
+def shown_by(witness: Witness, outbox: Outbox, data: bytes) -> list[Post]:
+    """Feed the witness chat bytes and tell the outbox of the posts they show, as the sender does."""
+    shown = witness.feed(data)
+    for post in shown:
+        outbox.note_shown(post)
+    return shown
 
 
 def posts_of(*texts: str) -> list[Post]:
@@ -30,7 +40,7 @@ def posts_of(*texts: str) -> list[Post]:
 
 
 def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096) -> Witness:
-    witness = Witness(memory)
+    witness = Witness(REPLY_TIMEOUT, memory)
     witness.set_nickname(nickname)
     for post in posts:
         witness.expect(post)
@@ -44,10 +54,12 @@ def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096)
         (["hi"], b"Focused Loyd: hi\n", [0]),
         # Another author, or another text, or a line cut short: not ours.
         (["hi"], b"Boring Eve: hi\nFocused Loyd: hi!\nFocused Loyd: h", []),
-        # Identical texts: one echo per post, in order.
-        (["hi", "hi", "hi"], b"Focused Loyd: hi\nFocused Loyd: hi\n", [0, 1]),
-        # Out of order echoes of different texts are matched each to its own post.
-        (["one", "two"], b"Focused Loyd: two\nEva: one\nFocused Loyd: one\n", [1, 0]),
+        # Identical texts: a doubled echo of one looks like the next one's, so neither is taken as shown.
+        (["hi", "hi", "hi"], b"Focused Loyd: hi\nFocused Loyd: hi\n", []),
+        # Out of order echoes on one connection cannot all be ours: nothing is taken as shown.
+        (["one", "two"], b"Focused Loyd: two\nEva: one\nFocused Loyd: one\n", []),
+        # In order, among others' lines: each is ours.
+        (["one", "two"], b"Focused Loyd: one\nEva: two\nFocused Loyd: two\n", [0, 1]),
         # The text as we sent it: escaped line breaks show escaped.
         (["a\nb"], b"Focused Loyd: a b\n", [0]),
         # Cyrillic, split anywhere, and a nickname with spaces.
@@ -57,27 +69,32 @@ def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096)
     ],
 )
 def test_matching(texts: list[str], chat: bytes, seen: list[int]) -> None:
-    posts = posts_of(*texts)
+    outbox = Outbox()
+    posts = [outbox.add(text) for text in texts]
     witness = witness_for(posts)
     shown = []
     for index in range(len(chat)):  # byte by byte: a line split anywhere is matched once, whole
-        shown += witness.feed(chat[index : index + 1])
+        shown += shown_by(witness, outbox, chat[index : index + 1])
     assert shown == [posts[index] for index in seen]
     assert [post.seen for post in posts] == [index in seen for index in range(len(posts))]
     assert witness.matched == len(seen)
 
 
 def test_an_echo_is_never_matched_twice() -> None:
-    [post] = posts_of("hi")
+    outbox = Outbox()
+    post = outbox.add("hi")
     witness = witness_for([post])
-    assert witness.feed(b"Focused Loyd: hi\n") == [post]
-    assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == [post]
+    assert shown_by(witness, outbox, b"Focused Loyd: hi\n") == []  # shown more often than sent: a doubling chat
+    assert witness.doubt == "shows one of our posts more often than we sent it"
+    later = outbox.add("later")
+    witness.expect(later)
+    assert witness.feed(b"Focused Loyd: later\n") == []  # no witness any more: it is sent again if need be
 
 
 def test_lines_before_the_nickname_is_known_are_not_matched() -> None:
     [post] = posts_of("hi")
-    witness = Witness()
+    witness = Witness(REPLY_TIMEOUT)
     witness.expect(post)
     assert witness.feed(b"Focused Loyd: hi\n") == []
     witness.set_nickname(NICKNAME)
@@ -88,23 +105,17 @@ def test_after_a_new_chat_connection_nothing_sent_before_is_awaited() -> None:
     [post] = posts_of("hi")
     witness = witness_for([post])
     witness.reset()  # the chat hung up: a new connection shows only what comes after it
-    assert witness.feed(b"Focused Loyd: hi\n") == []
-    assert len(witness) == 0
+    later = posts_of("later")[0]
+    witness.expect(later)
+    assert witness.feed(b"Focused Loyd: later\n") == [later]  # the old send, no longer awaited, is skipped
+    assert witness.feed(b"Focused Loyd: hi\n") == []  # an echo of before is no evidence
 
 
 def test_memory_is_bounded_and_forgets_the_oldest() -> None:
     posts = posts_of("one", "two", "three")
     witness = witness_for(posts, memory=2)
-    assert len(witness) == 2
-    assert witness.feed(b"Focused Loyd: one\nFocused Loyd: three\n") == [posts[2]]
-
-
-def test_a_forgotten_post_takes_no_echo() -> None:
-    first, second = posts_of("hi", "hi")
-    witness = witness_for([first, second])
-    witness.forget(first)
-    assert witness.feed(b"Focused Loyd: hi\n") == [second]
-    witness.forget(first)  # twice is harmless
+    chat = b"Focused Loyd: one\nFocused Loyd: two\nFocused Loyd: three\n"
+    assert witness.feed(chat) == [posts[1], posts[2]]  # the forgotten one's echo is excused, not matched
 
 
 def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
@@ -113,7 +124,7 @@ def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
     witness = witness_for([])
     for post in outbox.take_unsent():
         witness.expect(post)
-    witness.feed(b"Focused Loyd: one\nFocused Loyd: two\n")
+    shown_by(witness, outbox, b"Focused Loyd: one\nFocused Loyd: two\n")
     assert outbox.rewind() == 1
     assert outbox.take_unsent() == [posts[2]]
     assert (outbox.seen_only, outbox.delivered, outbox.repeated) == (2, 2, 1)
@@ -124,7 +135,7 @@ def test_a_post_seen_while_waiting_to_be_resent_is_dropped() -> None:
     post = outbox.add("one")
     outbox.take_unsent()
     outbox.rewind()
-    post.seen = True  # the echo came late, after the connection was lost
+    outbox.note_shown(post)  # the echo came late, after the connection was lost
     assert outbox.take_unsent() == []
     assert not outbox and outbox.delivered == 1
 
@@ -148,15 +159,23 @@ async def test_a_post_seen_in_the_chat_is_not_sent_again(
     assert texts_of(server) == ["one", "two"]
     assert all(post.readers == 1 for post in server.posts)  # the witness was there before the first post
     assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (1, 1, 0)
-    assert caplog.records[-1].getMessage() == "posted 2 messages as Focused Loyd"
+    assert (
+        caplog.records[-1].getMessage() == "posted 2 messages as Focused Loyd (1 acknowledged, 1 only seen in the chat)"
+    )
 
 
 @pytest.mark.usefixtures("account")
-async def test_identical_texts_are_each_seen_once(server: FakeMinechatServer, tmp_path: Path) -> None:
+async def test_identical_texts_are_sent_again_rather_than_taken_as_seen(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
     server.plans.append(ConnectionPlan(posts=1, take_unacked=True))
     messages = ["--message", "same", "--message", "same", "--message", "same"]
-    await run_sender(watching_settings(server, tmp_path, *messages))
-    assert texts_of(server) == ["same"] * 3  # the second was seen, the third went out on the next connection
+    sender = await run_sender(watching_settings(server, tmp_path, *messages))
+    # The chat showed "same" twice, which a chat doubling the first would show too: the second is sent
+    # again (a copy, reported) rather than perhaps lost.
+    assert texts_of(server) == ["same"] * 4
+    assert texts_of(server, acknowledged_only=True) == ["same"] * 3
+    assert (sender.outbox.acknowledged, sender.outbox.seen_only, sender.outbox.repeated) == (3, 0, 2)
 
 
 @pytest.mark.usefixtures("account")
@@ -245,18 +264,19 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
     server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
 ) -> None:
     # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
-    port = unanswered_port
-    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(port)]
-    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
-    sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
-    before = asyncio.all_tasks()
-    task = asyncio.ensure_future(sender.run())
-    await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
-    assert not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 1.0)  # within a second
-    assert asyncio.all_tasks() - before == set()
+    # Posting does not wait for the witness: a posting port that never greets holds the run up.
+    with socket.create_server(("127.0.0.1", 0)) as mute:
+        base = ["--host", "127.0.0.1", "--port", str(mute.getsockname()[1]), "--read-port", str(unanswered_port)]
+        settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
+        sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
+        before = asyncio.all_tasks()
+        task = asyncio.ensure_future(sender.run())
+        await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 1.0)  # within a second
+        assert asyncio.all_tasks() - before == set()
     assert server.posts == []
 
 
@@ -280,24 +300,21 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
     assert shown == [post]
 
 
-@pytest.mark.usefixtures("account")
-async def test_each_send_of_a_post_owes_its_own_echo(server: FakeMinechatServer, tmp_path: Path) -> None:
+def test_each_send_of_a_post_owes_its_own_echo() -> None:
     # "same" went out on a connection that was lost, went out again, and a second "same" after it. The
     # chat shows "same" twice: both may be the first post's, so the second post is not seen.
-    sender = send_client.make_sender(
-        watching_settings(server, tmp_path, "--message", "-"), io.BytesIO(), RecordingDelays()
-    )
-    assert sender.witness is not None
-    sender.witness.active = True  # as once the chat is connected, before anything is sent
-    sender.witness.core.set_nickname(NICKNAME)
-    outbox = sender.outbox
+    witness = witness_for([])
+    outbox = Outbox()
     first = outbox.add("same")
     outbox.take_unsent()
     outbox.rewind()
     second = outbox.add("same")
     assert outbox.take_unsent() == [first, second]
-    sender.witness.core.feed(b"Focused Loyd: same\nFocused Loyd: same\n")
-    assert first.seen
+    for post in outbox.take_sends():
+        witness.expect(post)
+    shown_by(witness, outbox, b"Focused Loyd: same\nFocused Loyd: same\n")
+    # Either echo may be the first post's: neither is taken as shown, and both are sent again if need be.
+    assert not first.seen
     assert not second.seen  # else it would never be sent again, though the server may never have taken it
 
 
@@ -363,3 +380,44 @@ async def test_in_process_senders_of_the_tests_never_watch_whatever_listens_on_p
         await run_sender(settings)
     assert texts_of(server) == ["one", "two"]
     assert accepted == []
+
+
+# --- how long the witness is trusted, from tables ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_ack_at", "chat", "now", "patience"),
+    [
+        (None, b"", 50.0, REPLY_TIMEOUT),  # nothing acknowledged yet: look again every reply timeout
+        (100.0, b"", 104.0, REPLY_TIMEOUT - 4.0),  # the first acknowledgement started the clock
+        (100.0, b"", 100.0 + REPLY_TIMEOUT, 0.0),  # a reply timeout without our post: no witness
+        (100.0, b"Focused Loyd: hi\n", 500.0, None),  # it showed one of ours: trusted from then on
+        (100.0, b"Eva: hi\n", 100.0 + 2 * REPLY_TIMEOUT, -REPLY_TIMEOUT),  # others' lines prove nothing
+    ],
+)
+def test_the_chat_is_a_witness_until_a_reply_timeout_after_the_first_acknowledgement_passes_without_our_posts(
+    first_ack_at: float | None, chat: bytes, now: float, patience: float | None
+) -> None:
+    outbox = Outbox()
+    witness = witness_for([outbox.add("hi")])
+    if first_ack_at is not None:
+        witness.note_acknowledged(first_ack_at)
+        witness.note_acknowledged(first_ack_at + 1.0)  # only the first acknowledgement starts the clock
+    shown_by(witness, outbox, chat)
+    assert witness.patience(now) == patience
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+@pytest.mark.usefixtures("account")
+async def test_a_firewalled_chat_port_never_delays_posting(
+    server: FakeMinechatServer, tmp_path: Path, unanswered_port: int
+) -> None:
+    # A reading port whose SYNs go unanswered (a listener with a full backlog): connecting to it takes the
+    # whole --connect-timeout (10 s by default), and posting must not wait for that.
+    base = ["--host", "127.0.0.1", "--port", str(server.write_port), "--read-port", str(unanswered_port)]
+    settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "hi"], {}, tmp_path)
+    started = asyncio.get_running_loop().time()
+    await run_sender(settings)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert texts_of(server) == ["hi"]
+    assert elapsed < settings.connect_timeout / 2

@@ -1,0 +1,166 @@
+"""Connecting to a host name: every address is tried (Happy Eyeballs), and a lookup that hangs never holds a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fake_server import FakeMinechatServer
+from helpers import (
+    POSIX_ONLY,
+    ROOT,
+    STOP_WAIT,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    client_process_sync,
+    run_sender,
+    texts_of,
+)
+
+import chat_io
+import read_client
+import send_client
+from read_client import ReaderSettings
+
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+# A host name the stub resolver below answers for; nothing else ever resolves it.
+HOST = "chat.example"
+# The RFC 8305 delay before the next address is tried: a dead first address costs about this much.
+HAPPY_EYEBALLS_BOUND = 2.0
+
+
+@contextmanager
+def black_hole() -> Iterator[tuple[str, int]]:
+    """An address that drops connection attempts: a listener that never accepts, its backlog full."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            yield "127.0.0.1", port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def resolve_to(monkeypatch: pytest.MonkeyPatch, first: tuple[str, int]) -> None:
+    """Make HOST resolve to first (an address with a port of its own), then to 127.0.0.1; other names as before."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, port: object, *args: object, **kwargs: object) -> list[object]:
+        if host != HOST:
+            return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        addresses = [first, ("127.0.0.1", int(port))]  # type: ignore[call-overload]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for address in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@LINUX_ONLY
+async def test_reader_connects_past_a_dead_first_address(
+    server: FakeMinechatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with black_hole() as dead:
+        resolve_to(monkeypatch, dead)
+        settings = ReaderSettings(HOST, server.read_port, tmp_path / "chat.log", 10.0, verbose=False, backlog=0)
+        started = time.monotonic()
+        task = asyncio.ensure_future(read_client.run(settings, RecordingOut(), RecordingDelays()))
+        try:
+            await server.wait_until(lambda: bool(server.readers), timeout=WAIT)
+            took = time.monotonic() - started
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert took < HAPPY_EYEBALLS_BOUND, took
+
+
+@LINUX_ONLY
+async def test_sender_connects_past_a_dead_first_address(
+    server: FakeMinechatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with black_hole() as dead:
+        resolve_to(monkeypatch, dead)
+        argv = [
+            "--host",
+            HOST,
+            "--port",
+            str(server.write_port),
+            "--read-port",
+            str(server.read_port),
+            "--token",
+            server.add_account("Eve"),
+        ]
+        argv += ["--connect-timeout", "10"]  # the chat witness too connects past the dead address
+        settings = send_client.parse_settings([*argv, "--message", "hi"], {}, tmp_path)
+        started = time.monotonic()
+        await run_sender(settings)
+    assert time.monotonic() - started < HAPPY_EYEBALLS_BOUND + 1.0
+    assert texts_of(server) == ["hi"]
+
+
+async def test_open_connection_tries_the_next_address_at_once_when_one_refuses(
+    server: FakeMinechatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # bound, never listening: refuses
+        resolve_to(monkeypatch, refusing.getsockname())
+        started = time.monotonic()
+        async with chat_io.open_connection(HOST, server.read_port, 10.0):
+            took = time.monotonic() - started
+    assert took < 0.2, took  # not the Happy Eyeballs delay: a refusal is an answer
+
+
+# A child whose every name lookup hangs, as with a resolver that never answers.
+HANGING_LOOKUP = """
+import socket, sys, threading
+sys.path.insert(0, {root!r})
+real = socket.getaddrinfo
+def getaddrinfo(*args, flags=0, **kwargs):
+    if flags & socket.AI_NUMERICHOST:  # only asks whether it is an address: answered at once
+        return real(*args, flags=flags, **kwargs)
+    threading.Event().wait()
+socket.getaddrinfo = getaddrinfo
+import chat_io
+import read_client
+sys.exit(read_client.main(sys.argv[2:]))  # after the script's path, which client_command puts first
+"""
+
+
+@POSIX_ONLY
+def test_ctrl_c_while_a_lookup_hangs_ends_the_reader(tmp_path: Path) -> None:
+    # A lookup that hangs for ever in a thread the exit waited for kept the reader running for ever: STOP_WAIT
+    # (a bound a busy machine keeps, not the promise of a second) tells the two apart.
+    with client_process_sync(
+        "read_client.py",
+        "--host",
+        HOST,
+        "--backlog",
+        "0",
+        cwd=tmp_path,
+        python=("-c", HANGING_LOOKUP.format(root=str(ROOT))),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    ) as process:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert b"connecting to" in line, line
+        time.sleep(0.2)  # the lookup has begun: the connect is what the reader waits on now
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=STOP_WAIT)
+        err = process.stderr.read().decode(errors="replace")
+    assert code == 128 + signal.SIGINT, err
+    assert "Traceback" not in err
