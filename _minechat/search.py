@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from _minechat.entries import Entry, HistoryLines, JsonLines
+from _minechat.stamping import NICK_SEPARATOR
 from chat_io import ENCODING, sanitize_text
 
 # What a regular expression holds that makes it mean something else in a block than in one line's text.
@@ -117,8 +118,11 @@ def needle_for(query: Query, lines: HistoryLines) -> Needle | None:
     prefix = literal_prefix(query.pattern.pattern)
     if not prefix:
         return None
-    if isinstance(lines, JsonLines) and ('"' in prefix or sanitize_text(prefix) != prefix):
-        return None  # JSON escapes it: the record's raw text holds it otherwise
+    if isinstance(lines, JsonLines):
+        # A record shows "nick: text" but holds the two apart: what spans the ": " is not in it as such.
+        prefix = prefix.split(NICK_SEPARATOR.strip(), 1)[0].lstrip(" ")
+        if not prefix or '"' in prefix or sanitize_text(prefix) != prefix:
+            return None  # JSON escapes it: the record's raw text holds it otherwise
     data = prefix.encode(ENCODING)
     if not query.pattern.flags & re.IGNORECASE:
         return Needle(data, False)

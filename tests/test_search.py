@@ -76,6 +76,9 @@ def json_block() -> str:
         (r"\\x1b\[31m", None, [3]),  # a control character as the reader shows it
         ("time", None, []),  # the keys are no text
         ("^Bob: ", None, [2]),
+        ("Bob: a", None, [2]),  # across the nick and the text, which the record holds apart
+        ("b: a ", None, [2]),
+        (' a "', None, [2]),
         ("hello", "Eve", [1]),
     ],
 )
