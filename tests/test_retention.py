@@ -139,8 +139,8 @@ def test_keep_days_from_the_environment(tmp_path: Path) -> None:
 
 DAYS = (1, 2, 3, 4)
 YEAR = 2020  # days long past, whenever the test runs: each is a finished file
-LINES_PER_DAY = 30_000
-KILL_RUNS = 24
+LINES_PER_DAY = 20_000
+KILL_RUNS = 20
 
 
 def day_file(folder: Path, day: int, suffix: str = ".txt") -> Path:
