@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import NamedTuple
 
+from _minechat.backlog import stamp_shape
 from _minechat.jsonl import parse_cut_record, parse_record
-from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, stamp_shape
+from _minechat.stamping import DEFAULT_TIME_FORMAT
+from _minechat.view import NICK_SEPARATOR
 from chat_io import STATUS_MARK, sanitize_text
 
 NOTE_START = f"{STATUS_MARK} "
@@ -45,7 +46,7 @@ class TextLines:
 
     def __init__(self, time_format: str = DEFAULT_TIME_FORMAT) -> None:
         formats = dict.fromkeys((time_format, DEFAULT_TIME_FORMAT))  # a history begun with the default
-        self._shapes = [re.compile(stamp_shape(each) + " ") for each in formats]
+        self._shapes = [stamp_shape(each) for each in formats]
         self._formats = list(formats)
         self._times: dict[str, datetime | None] = {}
         # Stamps show minutes unless the format has seconds; said in --coverage's output.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from _minechat.entries import Entry, HistoryLines, JsonLines
-from _minechat.stamping import NICK_SEPARATOR
+from _minechat.view import NICK_SEPARATOR
 from chat_io import ENCODING, sanitize_text
 
 # What a regular expression holds that makes it mean something else in a block than in one line's text.
