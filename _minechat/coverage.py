@@ -23,6 +23,9 @@ STARTING = "starting: connecting"
 DIED = "the reader ended without a note (killed, crashed, or the machine stopped)"
 NOT_RUNNING = "no reader was running"
 DISK_FULL = "the disk was full: the chat was not read"
+STALLED = "the history could not be written: the chat was not read"
+# The notes of a pause in writing, with its start and end: the chat was held, not read, meanwhile.
+PAUSES = {"disk_full": DISK_FULL, "stalled": STALLED}
 
 # The notes of the text history, as read_client writes them (JSON Lines name their event instead).
 _TEXT_NOTES = [
@@ -31,6 +34,7 @@ _TEXT_NOTES = [
     ("lost", re.compile(r"connection lost: (?P<error>.*); next try in [\d.]+ s$")),
     ("stopped", re.compile(r"stopped by (?P<signal>\S+)$")),
     ("disk_full", re.compile(r"disk was full from (?P<since>\S+) to (?P<until>\S+?);")),
+    ("stalled", re.compile(r"history could not be written from (?P<since>\S+) to (?P<until>\S+?);")),
     ("retrying", re.compile(r"(?P<error>.*); next try in [\d.]+ s$")),
 ]
 
@@ -57,7 +61,7 @@ def event_of(entry: Entry, when: datetime) -> Event:
         if match is None:
             continue
         found = match.groupdict()
-        if kind == "disk_full":
+        if kind in PAUSES:
             return Event(when, kind, since=local_time(found["since"]), until=local_time(found["until"]))
         if kind == "stopped":
             return Event(when, kind, f"stopped by {found['signal']}")
@@ -70,7 +74,7 @@ def event_of(entry: Entry, when: datetime) -> Event:
 def event_of_record(record: dict[str, object], when: datetime) -> Event:
     """Return what a JSON Lines note says about the connection."""
     kind = str(record.get("event"))
-    if kind == "disk_full":
+    if kind in PAUSES:
         return Event(when, kind, since=local_time(str(record.get("since"))), until=local_time(str(record.get("until"))))
     if kind == "stopped":
         return Event(when, kind, f"stopped by {record.get('signal')}")
@@ -154,13 +158,16 @@ class Coverage:
         else:
             current.reason = f"{current.reason}; then {event.reason}; {NOT_RUNNING}"
 
+    def _on_stalled(self, event: Event) -> None:
+        self._on_disk_full(event)
+
     def _on_disk_full(self, event: Event) -> None:
         current = self._open
         if current is None or current.kind != CONNECTED or event.since is None or event.until is None:
             return
         since = max(event.since, current.start)
         self._close(since)
-        self.periods.append(Period(GAP, since, max(event.until, since), DISK_FULL))
+        self.periods.append(Period(GAP, since, max(event.until, since), PAUSES[event.kind]))
         self._open = Period(CONNECTED, max(event.until, since), max(event.until, since))
 
     def finish(self, now: datetime) -> list[Period]:

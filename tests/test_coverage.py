@@ -15,7 +15,7 @@ import pytest
 from fake_server import FakeMinechatServer
 from helpers import WAIT, FakeTime, StartReader, query_main, wait_for_file
 
-from _minechat.coverage import CONNECTED, DIED, DISK_FULL, GAP, NOT_RUNNING, Coverage, Event, Period, clip
+from _minechat.coverage import CONNECTED, DIED, DISK_FULL, GAP, NOT_RUNNING, STALLED, Coverage, Event, Period, clip
 from _minechat.history import HISTORY_FORMATS
 from _minechat.stamping import StampClock
 from chat_io import EXIT_OK
@@ -96,6 +96,16 @@ def at(minutes: int) -> datetime:
             ],
             [(CONNECTED, 0, 10, ""), (GAP, 10, 20, DISK_FULL), (CONNECTED, 20, 40, "")],
             id="full disk",
+        ),
+        pytest.param(
+            [
+                Event(at(0), "connecting"),
+                Event(at(0), "connected"),
+                Event(at(30), "stalled", since=at(10), until=at(20)),
+                Event(at(40), "line"),
+            ],
+            [(CONNECTED, 0, 10, ""), (GAP, 10, 20, STALLED), (CONNECTED, 20, 40, "")],
+            id="history that could not be written",
         ),
         pytest.param(
             [
@@ -195,9 +205,13 @@ async def test_coverage_of_a_readers_history(
     assert periods[3][3] == f"stopped by SIGINT; {NOT_RUNNING}"
 
 
+@pytest.mark.parametrize(
+    ("event", "words", "reason"),
+    [("disk_full", "disk was full", DISK_FULL), ("stalled", "history could not be written", STALLED)],
+)
 @pytest.mark.parametrize("history_format", ["text", "jsonl"])
 def test_coverage_reads_the_disk_full_note(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], history_format: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], history_format: str, event: str, words: str, reason: str
 ) -> None:
     history = HISTORY_FORMATS[history_format]
     clock = StampClock(now=lambda: 0)
@@ -207,8 +221,8 @@ def test_coverage_reads_the_disk_full_note(
         history.note(clock.at(start.timestamp()), "connected to x:5000", "connected", {"address": "x:5000"}),
         history.note(
             clock.at(room.timestamp()),
-            f"disk was full from {full.isoformat()} to {room.isoformat()}; nothing received was lost",
-            "disk_full",
+            f"{words} from {full.isoformat()} to {room.isoformat()}; nothing received was lost",
+            event,
             {"since": full.isoformat(), "until": room.isoformat()},
         ),
         history.note(clock.at(later.timestamp()), "history continues in y", "file_ended", {"next_file": "y"}),
@@ -221,9 +235,9 @@ def test_coverage_reads_the_disk_full_note(
         records = [json.loads(line) for line in out.splitlines()]
         assert [(r["kind"], r["seconds"], r.get("reason")) for r in records[:-1]] == [
             ("connected", 600, None),
-            ("gap", 600, DISK_FULL),
+            ("gap", 600, reason),
             ("connected", 600, None),
         ]
     else:
         assert [line.split()[5] for line in out.splitlines()[:3]] == ["0:10", "0:10", "0:10"]
-        assert out.splitlines()[1].endswith(DISK_FULL)
+        assert out.splitlines()[1].endswith(reason)
