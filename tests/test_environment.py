@@ -1,12 +1,12 @@
 """Environment names: MINECHAT_ in the process environment only; .env takes the original names and the prefixed ones."""
 
-import asyncio
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import client_command, client_env, spawn_options, stop_with_signal
+from helpers import client_env, client_process, stop_with_signal, wait_until_joined
 
 import read_client
 import send_client
@@ -82,17 +82,12 @@ def test_help_names_the_prefixed_variables(build: object) -> None:
 
 async def reader_connects(server: FakeMinechatServer, cwd: Path, env: dict[str, str]) -> None:
     """Start the reader with no --host or --port, and wait until the fake server has it connected."""
-    process = await asyncio.create_subprocess_exec(
-        *client_command("read_client.py"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        **spawn_options(cwd, client_env(**env)),
-    )
-    try:
-        await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-    finally:
-        await stop_with_signal(process, 15)
+    joined = server.readers_joined
+    async with client_process(
+        "read_client.py", cwd=cwd, env=client_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as process:
+        await wait_until_joined(server, process, joined + 1)
+        await stop_with_signal(process, signal.SIGTERM)
 
 
 @pytest.mark.slow

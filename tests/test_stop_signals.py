@@ -17,11 +17,13 @@ from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     ROOT,
+    START_WAIT,
+    STOP_WAIT,
     TOKEN,
-    WAIT,
     client_command,
     client_env,
     read_history,
+    reader_process,
     spawn_options,
     status_of,
     stop_with_signal,
@@ -114,7 +116,7 @@ def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: S
         time.sleep(delay)
         process.send_signal(signum)
         try:
-            process.wait(timeout=WAIT)  # stdin stays open: the sender would end at its end
+            process.wait(timeout=STOP_WAIT)  # stdin stays open: the sender would end at its end
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate()
@@ -200,7 +202,7 @@ async def post_a_line(server: FakeMinechatServer, sender: asyncio.subprocess.Pro
     assert sender.stdin is not None
     sender.stdin.write(b"hello\n")
     await sender.stdin.drain()
-    await server.wait_until(lambda: [post.lines for post in server.posts] == [["hello"]], timeout=15)
+    await server.wait_until(lambda: [post.lines for post in server.posts] == [["hello"]], timeout=START_WAIT)
 
 
 @pytest.mark.slow
@@ -213,11 +215,11 @@ async def test_ctrl_c_stops_the_shell_script_around_a_client(
     shell = await start(server, tmp_path, "echo after")
     try:
         if script == "read_client.py":
-            await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
+            await server.wait_until(lambda: len(server.readers) == 1, timeout=START_WAIT)
         else:
             await post_a_line(server, shell)
         os.killpg(shell.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
-        out, err = await asyncio.wait_for(shell.communicate(), WAIT)
+        out, err = await asyncio.wait_for(shell.communicate(), STOP_WAIT)
     finally:
         if shell.returncode is None:
             os.killpg(shell.pid, signal.SIGKILL)
@@ -231,15 +233,8 @@ async def test_ctrl_c_stops_the_shell_script_around_a_client(
 async def test_the_reader_dies_by_the_signal_after_its_note(
     server: FakeMinechatServer, tmp_path: Path, signum: int
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *client_command("read_client.py", "--log_path", "chat.log", port=server.read_port),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        **spawn_options(tmp_path, None),
-    )
-    await server.wait_until(lambda: len(server.readers) == 1, timeout=15)
-    assert await stop_with_signal(process, signum) == -signum
+    async with reader_process(server, tmp_path / "chat.log", stdout=subprocess.DEVNULL) as process:
+        assert await stop_with_signal(process, signum) == -signum
     assert status_of(read_history(tmp_path / "chat.log"))[-1] == f"*** stopped by {signal.Signals(signum).name}"
 
 
