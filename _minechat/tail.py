@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Protocol
 
 from _minechat.history import HistoryFormat
 from _minechat.receiver import ReceivingConnection, open_receiver
 from _minechat.recorder import WriteQueue
-from _minechat.shutdown import cancel_and_wait
+from _minechat.shutdown import cancel_and_wait, first_of
 from _minechat.stamping import LineStamper, StampClock, ViewStamper
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
@@ -279,11 +279,17 @@ class ChatTail:
             await connection.wait_ended()
             return False
         timer = IdleTimer(sink, self.settings.idle_timeout, lambda: self.queue.paused)
+        ending = asyncio.ensure_future(connection.wait_ended())
         try:
-            ended = await first_of(connection.wait_ended(), timer.quiet.wait())
+            await first_of(ending, timer.quiet.wait())
         finally:
             timer.cancel()
-        return not ended
+            failure = await cancel_and_wait(ending)
+        if ending.cancelled():
+            return True  # quiet for the idle timeout, still open
+        if failure is not None:
+            raise failure
+        return False
 
     async def _switch(
         self, old: ConnectionSink, old_connection: ReceivingConnection
@@ -380,18 +386,3 @@ def joined_length(old: bytes, new: bytes) -> int:
 
 
 NEWLINE_BYTE = NEWLINE[0]
-
-
-async def first_of(first: Awaitable[object], second: Awaitable[object]) -> bool:
-    """Wait for the first of two to end, cancel the other; return True if it was the first (raising its error)."""
-    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
-    try:
-        await asyncio.wait({one, two}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(two)
-        if not one.done():
-            await cancel_and_wait(one)
-    if not one.done() or one.cancelled():
-        return False
-    one.result()
-    return True
