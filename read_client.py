@@ -21,6 +21,7 @@ if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -31,18 +32,22 @@ from typing import NoReturn, TextIO
 
 import configargparse
 
-from _minechat.output import RawTextOutput
+from _minechat.output import RawTextOutput, terminal_marks
 from _minechat.settings import (
+    ListAction,
     backlog_count,
     full_pattern,
     log_path_value,
     make_parser,
+    nickname_value,
     non_negative_seconds,
     parse_arguments,
     time_format_value,
+    word_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, end_program, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
+from _minechat.view import Mark  # loaded already, by stamping
 from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
 
 logger = logging.getLogger("read_client")
@@ -66,6 +71,8 @@ class ReaderSettings:
     history_format: str = TEXT_FORMAT
     backlog: int = DEFAULT_BACKLOG
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # 0: never
+    ignore: tuple[str, ...] = ()  # nicknames whose lines stdout and the backlog leave out
+    highlight: tuple[str, ...] = ()  # words that mark a line on a terminal, and ring its bell
     quiet: bool = False  # stderr: warnings and errors only
 
 
@@ -88,6 +95,8 @@ def parse_settings(
         history_format=args.history_format,
         backlog=args.backlog,
         idle_timeout=args.idle_timeout,
+        ignore=tuple(args.ignore or ()),
+        highlight=tuple(args.highlight or ()),
     )
 
 
@@ -142,6 +151,24 @@ def build_parser() -> configargparse.ArgumentParser:
         type=non_negative_seconds,
         help="seconds without a byte from the server after which the connection counts as lost; 0 never",
     )
+    parser.add_argument(
+        "--ignore",
+        env_var="IGNORE",
+        action=ListAction,
+        type=nickname_value,
+        metavar="NICK",
+        help="leave out the lines of this nickname on stdout and in the backlog (the history keeps them); "
+        "repeat for several; the variable takes a comma-separated list",
+    )
+    parser.add_argument(
+        "--highlight",
+        env_var="HIGHLIGHT",
+        action=ListAction,
+        type=word_value,
+        metavar="WORD",
+        help="on a terminal, mark each chat line with this word in its text (whole, in any case) and ring the bell; "
+        "repeat for several; the variable takes a comma-separated list",
+    )
     return parser
 
 
@@ -158,17 +185,25 @@ async def run_while_writing(work: Coroutine[object, object, None], writer: async
 
 
 async def run(
-    settings: ReaderSettings, out: TextIO, make_delays: DelayFactory = backoff, now: Callable[[], float] = time.time
+    settings: ReaderSettings,
+    out: TextIO,
+    make_delays: DelayFactory = backoff,
+    now: Callable[[], float] = time.time,
+    mark: Mark | None = None,
 ) -> int:
-    """Tail the chat until a signal; return the exit code."""
+    """Tail the chat until a signal; return the exit code. With mark (a terminal's), --highlight marks lines."""
     # Imported here, not at the top: --help and a usage error need none of the reader's machinery.
     from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
+    from _minechat.output import ring_only
     from _minechat.recorder import Recorder, StdoutPrinter
-    from _minechat.stamping import StampClock
+    from _minechat.stamping import StampClock, ViewStamper
     from _minechat.systemd import ServiceNotifier
     from _minechat.tail import ChatTail
+    from _minechat.view import ViewRules
 
     with SignalCatcher() as signals, ServiceNotifier() as service:
+        view = ViewRules(settings.ignore, settings.highlight if mark is not None else ())
+        shown = mark or ring_only  # only --highlight marks, and only on a terminal
         pattern = HistoryPattern(settings.log_path)
         history_format = HISTORY_FORMATS[settings.history_format]
         clock = StampClock(settings.time_format, pattern.expand, now)
@@ -180,11 +215,19 @@ async def run(
             if settings.backlog:
                 from _minechat.backlog import show_backlog  # here: only a run with a backlog reads one
 
-                backlog = show_backlog(history, settings.backlog, settings.time_format, printer.show, clock)
+                backlog = show_backlog(
+                    history,
+                    settings.backlog,
+                    settings.time_format,
+                    printer.show,
+                    clock,
+                    (lambda line: view.show(line, shown)) if view else None,
+                )
                 if await run_until_signal(backlog, signals) is not None:
                     return signals.exit_code  # Ctrl-C while a long history is read back
             recorder = Recorder(history, printer, clock, service, history_format)
-            tail = ChatTail(settings, recorder.queue, make_delays, service, clock, history_format)
+            make_display = (lambda: ViewStamper(view, shown)) if view else None
+            tail = ChatTail(settings, recorder.queue, make_delays, service, clock, history_format, make_display)
             try:
                 async with service.watchdog(recorder.progressing):
                     service.ready()  # the history file is open and locked: we are working
@@ -203,7 +246,11 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run read_client from the command line; return the exit code."""
-    return run_cli(lambda: parse_settings(argv), lambda settings: run(settings, RawTextOutput(sys.stdout)), logger)
+    return run_cli(
+        lambda: parse_settings(argv),
+        lambda settings: run(settings, RawTextOutput(sys.stdout), mark=terminal_marks(sys.stdout, os.environ)),
+        logger,
+    )
 
 
 def program() -> NoReturn:

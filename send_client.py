@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 import configargparse
 
-from _minechat.dialogue import Account, is_blank
 from _minechat.settings import (
     STDIN_MARK,
     SenderSettings,
@@ -56,6 +55,7 @@ from chat_io import (
 )
 
 if TYPE_CHECKING:
+    from _minechat.dialogue import Account
     from _minechat.posting import Sender
 
 logger = logging.getLogger("send_client")
@@ -137,7 +137,7 @@ def build_parser() -> configargparse.ArgumentParser:
         default=DEFAULT_READ_PORT,
         type=port_number,
         help="reading port: the one that streams the chat, watched while posts wait for acknowledgements, "
-        "so a post seen there is never sent again",
+        "so a post surely seen there is not sent again",
     )
     parser.add_argument(
         "--reply-timeout",
@@ -187,6 +187,8 @@ def check_options(
     parser: configargparse.ArgumentParser, args: configargparse.Namespace, messages: tuple[str, ...]
 ) -> None:
     """Refuse options that contradict each other and messages that would make empty posts."""
+    from _minechat.dialogue import is_blank  # here, as the posting machinery: --help never needs it
+
     if args.check and messages:
         parser.error("--check posts nothing; leave out --message")
     if args.check and args.nickname is not None:
@@ -228,6 +230,8 @@ def settle_nickname(
     ask_nickname: Callable[[], str | None] | None,
 ) -> str | None:
     """Return the nickname to register, asked for when there is neither token nor nickname; refuse a blank one."""
+    from _minechat.dialogue import is_blank
+
     if token is None and nickname is None and ask_nickname is not None:
         nickname = ask_nickname()
     if nickname is None:
@@ -389,6 +393,8 @@ def tell(text: str, stream: TextIO) -> bool:
 
 def ask_nickname(stdin: TextIO | None = None, out: TextIO | None = None) -> str | None:
     """Ask the person at the terminal for a nickname until one is given; None at the end of input."""
+    from _minechat.dialogue import is_blank
+
     stdin = stdin or sys.stdin
     out = out or sys.stderr  # the prompt is not output: stdout may be a file
     encoding = getattr(stdin, "encoding", None) or ENCODING

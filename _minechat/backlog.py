@@ -14,7 +14,8 @@ from typing import BinaryIO
 
 from _minechat.history import HistoryFile, format_status
 from _minechat.jsonl import parse_cut_record, parse_record
-from _minechat.stamping import DEFAULT_TIME_FORMAT, NICK_SEPARATOR, StampClock, format_stamp
+from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp
+from _minechat.view import NICK_SEPARATOR
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, describe_error, plural, sanitize_text, utf8_cut
 
 logger = logging.getLogger(__name__)
@@ -70,8 +71,8 @@ def trim_line(line: bytes, limit: int, cut: bool) -> tuple[bytes, bool]:
     return line[: utf8_cut(line, limit)], True
 
 
-def status_shape(time_format: str) -> re.Pattern[str]:
-    """Return a pattern for a text status line stamped with time_format: the stamp's shape, then ***."""
+def stamp_pieces(time_format: str) -> str:
+    """Return a pattern (text) for a stamp of time_format: the stamp's shape, whatever the moment."""
     sample = datetime.now().astimezone().strftime(time_format)
     pieces = []
     for token in re.findall(r"\d+|[^\W\d_]+|\s+|.", sample):
@@ -85,7 +86,17 @@ def status_shape(time_format: str) -> re.Pattern[str]:
             pieces.append("[+-]")  # a UTC offset's sign
         else:
             pieces.append(re.escape(token))
-    return re.compile("".join(pieces) + re.escape(f" {STATUS_MARK} "))
+    return "".join(pieces)
+
+
+def status_shape(time_format: str) -> re.Pattern[str]:
+    """Return a pattern for a text status line stamped with time_format: the stamp's shape, then ***."""
+    return re.compile(stamp_pieces(time_format) + re.escape(f" {STATUS_MARK} "))
+
+
+def stamp_shape(time_format: str) -> re.Pattern[str]:
+    """Return a pattern for the stamp of a chat line stamped with time_format, and the space after it."""
+    return re.compile(stamp_pieces(time_format) + " ")
 
 
 def cut_shown(line: str, cut: bool) -> str:
@@ -107,9 +118,29 @@ def show_record(record: dict[str, object], time_format: str) -> str:
     return f"{stamp} {text}"
 
 
-def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event | None = None) -> Iterator[str]:
-    """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes."""
+# How a view shows a chat line's text (after its stamp), or None to leave the line out.
+View = Callable[[str], str | None]
+
+
+def apply_view(line: str, stamps: list[re.Pattern[str]], view: View) -> str | None:
+    """Return a shown line as the view has it: its stamp kept, its text (from the nickname on) judged."""
+    for stamp in stamps:
+        match = stamp.match(line)
+        if match is not None:
+            text = view(line[match.end() :])
+            return None if text is None else line[: match.end()] + text
+    return view(line)
+
+
+def backlog_lines(
+    paths: Iterable[Path], time_format: str, stop: threading.Event | None = None, view: View | None = None
+) -> Iterator[str]:
+    """Yield the chat lines of history files (of either format), last first, as stdout shows them; no notes.
+
+    A view leaves out lines or marks them (see apply_view).
+    """
     shapes = [status_shape(time_format), status_shape(DEFAULT_TIME_FORMAT)]
+    stamps = [stamp_shape(time_format), stamp_shape(DEFAULT_TIME_FORMAT)] if view is not None else []
     for path in paths:
         try:
             file = open(path, "rb")  # noqa: SIM115 (closed below, after the generator is done with it)
@@ -125,14 +156,23 @@ def backlog_lines(paths: Iterable[Path], time_format: str, stop: threading.Event
                     line = show_record(record, time_format)
                 elif any(shape.match(line) for shape in shapes):
                     continue
-                yield cut_shown(line, cut)
+                shown: str | None = cut_shown(line, cut)
+                if view is not None:
+                    shown = apply_view(shown, stamps, view)
+                if shown is not None:
+                    yield shown
 
 
-def read_backlog(paths: Iterable[Path], count: int, time_format: str, stop: threading.Event | None = None) -> list[str]:
-    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS; stop ends early."""
+def read_backlog(
+    paths: Iterable[Path], count: int, time_format: str, stop: threading.Event | None = None, view: View | None = None
+) -> list[str]:
+    """Return the last count chat lines of the history, oldest first, within BACKLOG_TOTAL_CHARS; stop ends early.
+
+    Lines a view leaves out do not count.
+    """
     found: list[str] = []
     size = 0
-    for line in backlog_lines(paths, time_format, stop):
+    for line in backlog_lines(paths, time_format, stop, view):
         size += len(line) + 1
         if len(found) == count or size > BACKLOG_TOTAL_CHARS:
             break
@@ -141,7 +181,12 @@ def read_backlog(paths: Iterable[Path], count: int, time_format: str, stop: thre
 
 
 async def show_backlog(
-    history: HistoryFile, count: int, time_format: str, show: Callable[[str], object], clock: StampClock
+    history: HistoryFile,
+    count: int,
+    time_format: str,
+    show: Callable[[str], object],
+    clock: StampClock,
+    view: View | None = None,
 ) -> None:
     """Show the last chat lines of the history, then a status line that marks where live chat begins."""
 
@@ -149,7 +194,7 @@ async def show_backlog(
 
     def read() -> list[str]:
         paths = [history.path, *history.pattern.earlier_files(history.path)]
-        return read_backlog(paths, count, time_format, stop)
+        return read_backlog(paths, count, time_format, stop, view)
 
     try:
         lines = await asyncio.to_thread(read)

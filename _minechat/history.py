@@ -242,6 +242,36 @@ class HistoryLock:
             self._descriptor = None
 
 
+def refuse_unless_regular(path: Path, status: os.stat_result) -> None:
+    """Raise FileError unless status is a regular file's: a FIFO or a device would block our writes or swallow them."""
+    if not stat.S_ISREG(status.st_mode):
+        raise FileError(f"cannot open history file {path}: it is not a regular file; choose another --log_path")
+
+
+def repair_tail(path: Path, history_format: HistoryFormat) -> bytes:
+    """Return what ends the file's unfinished last line as its format wants (JSON Lines: one whole record), or b""."""
+    with open(path, "rb") as file:
+        end = file.seek(0, os.SEEK_END)
+        file.seek(end - 1)
+        if file.read(1) == NEWLINE:
+            return b""
+        file.seek(max(0, end - TAIL_REPAIR_BYTES))
+        tail = file.read().rpartition(NEWLINE)[2]
+    return history_format.end_cut_line(tail)
+
+
+def line_head_after(head: bytearray | None, written: memoryview) -> bytearray | None:
+    """Return the part of the last line on disk once written is appended (None: too long to keep)."""
+    tail = bytes(written[-LINE_HEAD_BYTES:])
+    end = tail.rfind(NEWLINE)
+    if end >= 0:
+        return bytearray(tail[end + 1 :])
+    if len(written) > LINE_HEAD_BYTES or head is None:
+        return None
+    head += tail
+    return head if len(head) <= LINE_HEAD_BYTES else None
+
+
 REOPENED_NOTE = "history continues here; the earlier file was moved or deleted"
 
 
@@ -291,11 +321,11 @@ class HistoryFile:
         if self.pattern.dated:
             make_folders(self.path.parent)  # logs/%Y/ gets a new folder each year
         with contextlib.suppress(FileNotFoundError):
-            self._refuse_unless_regular(os.stat(self.path))
+            refuse_unless_regular(self.path, os.stat(self.path))
         descriptor = os.open(self.path, OPEN_FLAGS | PROBE_FLAGS, OWNER_ONLY)
         self._file.descriptor = descriptor
         status = os.fstat(descriptor)
-        self._refuse_unless_regular(status)
+        refuse_unless_regular(self.path, status)
         if PROBE_FLAGS:
             os.set_blocking(descriptor, True)
         self._take_lock()
@@ -305,27 +335,7 @@ class HistoryFile:
             raise already_running(self.path, None)
         self._file.identity = identify_file(status)
         self._line_head = bytearray()
-        self._file.tail_repair = self._repair_tail() if status.st_size > 0 and not self._ends_with_newline() else b""
-
-    def _refuse_unless_regular(self, status: os.stat_result) -> None:
-        # A FIFO or a device would block our writes or swallow them: the history must be a file.
-        if not stat.S_ISREG(status.st_mode):
-            raise FileError(
-                f"cannot open history file {self.path}: it is not a regular file; choose another --log_path"
-            )
-
-    def _repair_tail(self) -> bytes:
-        """Return what ends the file's unfinished last line as its format wants (JSON Lines: one whole record)."""
-        with open(self.path, "rb") as file:
-            end = file.seek(0, os.SEEK_END)
-            file.seek(max(0, end - TAIL_REPAIR_BYTES))
-            tail = file.read().rpartition(NEWLINE)[2]
-        return self._format.end_cut_line(tail)
-
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as file:
-            file.seek(-1, os.SEEK_END)
-            return file.read(1) == NEWLINE
+        self._file.tail_repair = repair_tail(self.path, self._format) if status.st_size > 0 else b""
 
     def _take_lock(self) -> None:
         """Lock the file that names us, beside the history or its pattern; the first reader keeps it until it ends."""
@@ -472,21 +482,8 @@ class HistoryFile:
                 self._trouble = error
                 self._unwritten += data
                 return
-            self._track_line(data[:written])
+            self._line_head = line_head_after(self._line_head, data[:written])
             data = data[written:]
-
-    def _track_line(self, written: memoryview) -> None:
-        """Keep the part of the last line that is on disk, should the rest have to go into a new file."""
-        tail = bytes(written[-LINE_HEAD_BYTES:])
-        end = tail.rfind(NEWLINE)
-        if end >= 0:
-            self._line_head = bytearray(tail[end + 1 :])
-        elif len(written) > LINE_HEAD_BYTES or self._line_head is None:
-            self._line_head = None  # too long to write again: its rest is dropped if the file moves
-        else:
-            self._line_head += tail
-            if len(self._line_head) > LINE_HEAD_BYTES:
-                self._line_head = None
 
 
 class TextHistory:

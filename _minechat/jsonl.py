@@ -7,7 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from _minechat.stamping import NICK_SEPARATOR, LineStamper, Moment, escape_note
+from _minechat.stamping import LineStamper, Moment, escape_note
+from _minechat.view import NICK_SEPARATOR
 from chat_io import ENCODING, NEWLINE
 
 # JSON escapes what is below U+0020; these (DEL, C1, bidi controls and marks, line and paragraph

@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from typing import TextIO
 
@@ -235,3 +235,57 @@ class BackgroundHandler(logging.Handler):
     def close(self) -> None:
         self._writer.close()
         super().close()
+
+
+# How a terminal shows a marked chat line: bold (normal intensity after it), then the bell.
+BOLD = "\x1b[1m"
+NORMAL_INTENSITY = "\x1b[22m"
+BELL = "\a"
+
+
+def terminal_marks(stream: TextIO, environ: Mapping[str, str]) -> Callable[[str, bool], str] | None:
+    """Return how to mark a chat line on stream, or None when it is no terminal (a pipe or a file is left as is).
+
+    NO_COLOR (https://no-color.org), set to anything, leaves the text plain; the bell still rings.
+    """
+    isatty = getattr(stream, "isatty", None)
+    try:
+        if isatty is None or not isatty():
+            return None
+    except (ValueError, OSError):  # closed, or not a file at all
+        return None
+    if environ.get("NO_COLOR") or not shows_escape_codes(stream):
+        return ring_only
+    return bold_and_ring
+
+
+# Windows' console mode that makes it act on escape codes instead of printing them (Windows 10 and later).
+ENABLE_VIRTUAL_TERMINAL_PROCESSING = 0x0004
+
+
+def shows_escape_codes(stream: TextIO) -> bool:
+    """Tell whether a terminal acts on escape codes; a Windows console is asked to, and may not be able to."""
+    if sys.platform != "win32":
+        return True
+    try:
+        import ctypes
+        import msvcrt
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = msvcrt.get_osfhandle(stream.fileno())  # type: ignore[attr-defined]
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False  # no console (mintty, a redirected handle): no way to know, so no codes
+        return bool(kernel32.SetConsoleMode(handle, mode.value | ENABLE_VIRTUAL_TERMINAL_PROCESSING))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def bold_and_ring(text: str, ring: bool) -> str:
+    """Show text in bold; ring the bell after it if asked."""
+    return BOLD + text + NORMAL_INTENSITY + (BELL if ring else "")
+
+
+def ring_only(text: str, ring: bool) -> str:
+    """Leave text as it is; ring the bell after it if asked."""
+    return text + BELL if ring else text

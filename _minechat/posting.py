@@ -153,6 +153,7 @@ class PostingConnection:
         self.secrets = secrets
         self.hint = hint  # whether "is this the reading port?" can be right
         self.loop = asyncio.get_running_loop()
+        self._waker: asyncio.Future[bool] | None = None  # done once new posts or the end of them came
         clock.connect(self.loop.time(), self.outbox.shown)
 
     @property
@@ -196,6 +197,8 @@ class PostingConnection:
                 if chunk is None or not self._receive(chunk):
                     return False
         finally:
+            if self._waker is not None:
+                self._waker.cancel()
             if reading is not None:
                 await cancel_and_wait(reading)
                 if not reading.cancelled():
@@ -217,13 +220,11 @@ class PostingConnection:
         """Wait for data or new posts; with a reply due, until its deadline, and give up on it after."""
         remaining = self.clock.remaining(self.loop.time())
         if remaining is None or remaining > 0:
-            changed = self.feed.changed
-            changed.clear()
-            waker = asyncio.ensure_future(changed.wait())
-            try:
-                await asyncio.wait({reading, waker}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waker.cancel()
+            if self._waker is None or self._waker.done():
+                # Kept from one wait to the next: a task per wait would cost as much as a post.
+                self.feed.changed.clear()  # what it announced went out with the last transmit
+                self._waker = asyncio.ensure_future(self.feed.changed.wait())
+            await asyncio.wait({reading, self._waker}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             remaining = self.clock.remaining(self.loop.time())
         if not reading.done() and remaining is not None and remaining <= 0:
             self._expire()

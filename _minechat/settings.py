@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 import configargparse
 
 from _minechat import __version__
+from _minechat.view import NICK_SEPARATOR, split_list
 from chat_io import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HOST,
@@ -85,6 +86,10 @@ class ChatArgumentParser(configargparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class ListAction(argparse._AppendAction):
+    """A repeatable option whose variable holds a comma-separated list (IGNORE=Eva,Vlad)."""
+
+
 def terminal_columns() -> int:
     """Return the terminal's width as shutil.get_terminal_size does, without shutil, which costs --help 3%."""
     with suppress(ValueError):
@@ -136,6 +141,30 @@ def text_value(value: str) -> str:
     if is_undecodable(value):
         raise configargparse.ArgumentTypeError("not valid UTF-8 text")
     return value
+
+
+def nickname_value(value: str) -> str:
+    """Parse a nickname to match chat lines by: UTF-8 text, not empty, that a chat line's nickname can be."""
+    text_value(value)
+    if not value.strip():
+        raise configargparse.ArgumentTypeError("it names no nickname")
+    if sanitize_text(value) != value:  # the chat shows them escaped: such a nickname would never match
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
+    if NICK_SEPARATOR in value:
+        raise configargparse.ArgumentTypeError(
+            f"a nickname ends at the first '{NICK_SEPARATOR}', so '{show_value(value)}' never matches"
+        )
+    return value
+
+
+def word_value(value: str) -> str:
+    """Parse a word to look for in chat lines: UTF-8 text, not empty."""
+    text_value(value)
+    if not value.strip():
+        raise configargparse.ArgumentTypeError("it holds no word")
+    if sanitize_text(value) != value:
+        raise configargparse.ArgumentTypeError("it holds control characters or line breaks")
+    return value.strip()
 
 
 def is_ip_address(text: str, version: int | None = None) -> bool:
@@ -349,8 +378,10 @@ def check_variable(action: configargparse.Action, setting: Setting) -> str | Non
             return f"expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}"
         return None
     if action.type is not None:
+        values = split_list(setting.value) if isinstance(action, ListAction) else [setting.value]
         try:
-            action.type(setting.value)
+            for value in values:
+                action.type(value)
         except (configargparse.ArgumentTypeError, TypeError, ValueError) as error:
             return str(error)
     if action.choices is not None and setting.value not in action.choices:
@@ -368,13 +399,18 @@ def environment_values(
         setting = settings.get(name) if name else None
         if setting is None or configargparse.already_on_command_line(argv, action.option_strings, parser.prefix_chars):
             continue
+        if isinstance(action, ListAction) and not split_list(setting.value):
+            continue  # only commas and spaces: as unset as an empty value
         problem = check_variable(action, setting)
         if problem is not None:
             # Free text is not shown: it may be the token.
             shown = "" if action.type is text_value else f"={show_value(setting.value)}"
             parser.error(f"{setting.name}{shown} (from {setting.source}): {problem}")
         value = setting.value
-        if isinstance(action, argparse._AppendAction):
+        if isinstance(action, ListAction):
+            # The variable's list, item by item: configargparse would split "[a, b]" its own way.
+            value = json.dumps(split_list(value))
+        elif isinstance(action, argparse._AppendAction):
             # One variable is one value, verbatim: configargparse would split "[a, b]" into a list.
             value = json.dumps([value])
         values[name] = value

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from datetime import datetime
 
+from _minechat.view import Mark, Verdict, ViewRules
 from chat_io import ENCODING, MAX_LINE_BYTES, NEWLINE, STATUS_MARK, sanitize_block, sanitize_text, utf8_cut
 
 # The two history formats (--format): text lines, or JSON Lines.
@@ -18,8 +19,6 @@ JSONL_FORMAT = "jsonl"
 DEFAULT_TIME_FORMAT = "[%d.%m.%y %H:%M]"
 # The one strftime field finer than a second: a format that holds it is formatted for every chunk.
 SUBSECOND_FIELD = "f"
-# What parts a chat line's nick from its text.
-NICK_SEPARATOR = ": "
 
 
 def format_stamp(when: datetime, time_format: str = DEFAULT_TIME_FORMAT) -> str:
@@ -207,6 +206,68 @@ class LineStamper:
             del self._buffer[:cut]
             self._continued = True
         return "".join(pieces)
+
+
+class ViewStamper(LineStamper):
+    """Turn received bytes into the text stdout shows: lines of ignored nicknames left out, lines to mark marked.
+
+    A line given in pieces (longer than max_piece) is judged by its first piece, and rings at most once.
+    """
+
+    def __init__(self, rules: ViewRules, mark: Mark, max_piece: int = MAX_LINE_BYTES) -> None:
+        super().__init__(max_piece)
+        self._rules = rules
+        self._mark = mark
+        self._hiding = False  # the line given out in pieces is hidden
+        self.hidden = 0  # lines left out so far
+        self._rung = False  # the line given out in pieces has rung the bell
+
+    def _format_block(self, block: bytes, stamp: str) -> str:
+        text = sanitize_block(block.decode(ENCODING, errors="replace").replace("\r\n", "\n"))
+        shown = ""
+        if self._continued:  # the first line ends one given out in pieces
+            end = text.index("\n")
+            if not self._hiding:
+                shown = self._format_rest(text[:end]) + "\n"
+            self._hiding = self._rung = False
+            text = text[end + 1 :]
+        text, hidden = self._rules.drop_hidden(text)
+        self.hidden += hidden
+        if not text:
+            return shown
+        pieces = []
+        done = 0
+        for start, end in self._rules.marked_spans(text):
+            pieces += (text[done:start], self._mark(text[start:end], True))
+            done = end
+        pieces.append(text[done:])
+        text = "".join(pieces)  # a mark adds no line break: each line gets its stamp below
+        prefix = stamp + " "
+        return shown + prefix + text[:-1].replace("\n", "\n" + prefix) + "\n"
+
+    def _format_rest(self, text: str) -> str:
+        """Format a later piece of a line given in pieces that is shown."""
+        if not self._rules.marks(text):
+            return text
+        ring, self._rung = not self._rung, True
+        return self._mark(text, ring)
+
+    def _format_piece(self, raw: bytes, stamp: str) -> str:
+        text = _escape_piece(raw)
+        if self._continued:
+            return "" if self._hiding else self._format_rest(text)
+        verdict = self._rules.judge(text)
+        self._hiding = verdict is Verdict.HIDE
+        self._rung = verdict is Verdict.MARK
+        if verdict is Verdict.HIDE:
+            self.hidden += 1
+            return ""
+        return stamp + " " + (self._mark(text, True) if verdict is Verdict.MARK else text)
+
+    def _format_end(self, raw: bytes, stamp: str) -> str:
+        text = self._format_piece(raw, stamp)
+        hidden, self._hiding, self._rung = self._hiding, False, False
+        return "" if hidden else text + "\n"
 
 
 def escape_note(text: str) -> str:

@@ -12,7 +12,7 @@ from _minechat.history import HistoryFormat
 from _minechat.receiver import ReceivingConnection, open_receiver
 from _minechat.recorder import WriteQueue
 from _minechat.shutdown import cancel_and_wait
-from _minechat.stamping import LineStamper, StampClock
+from _minechat.stamping import LineStamper, StampClock, ViewStamper
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
     DEFAULT_READ_PORT,
@@ -24,6 +24,7 @@ from chat_io import (
     describe_error,
     format_address,
     is_retryable,
+    plural,
     sanitize_text,
 )
 
@@ -53,7 +54,11 @@ class ConnectionSink:
         self._tail = tail
         self._format = tail.history_format
         self._stamper = self._format.make_stamper()
-        self._display = LineStamper() if self._format.separate_display else None  # stdout's text
+        self._display: LineStamper | None = None  # stdout's text, when it is not the history's
+        if tail.make_display is not None:
+            self._display = tail.make_display()
+        elif self._format.separate_display:
+            self._display = LineStamper()
         self._line_path = ""  # the file of the line still open, if one is
         # The first bytes, until we know they are chat (a standby connection goes where the one before went).
         self._head: bytearray | None = None if standby else bytearray()
@@ -173,6 +178,8 @@ class ConnectionSink:
         held = bytes(self._head) if self._head else b""
         self._head = None
         self._record(held, end=True)
+        if isinstance(self._display, ViewStamper) and self._display.hidden:
+            logger.debug("%s of ignored nicknames not shown from this connection", plural(self._display.hidden, "line"))
 
 
 class IdleTimer:
@@ -215,8 +222,10 @@ class ChatTail:
         service: ServiceNotifier,
         clock: StampClock,
         history_format: HistoryFormat,
+        make_display: Callable[[], LineStamper] | None = None,
     ) -> None:
         self.settings = settings
+        self.make_display = make_display  # stdout's own stamper for each connection (a view), if any
         self.queue = queue
         self.make_delays = make_delays
         self.address = format_address(settings.host, settings.port)

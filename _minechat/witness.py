@@ -34,6 +34,7 @@ class Send(NamedTuple):
 
     post: Post
     connection: int
+    text: bytes  # what the chat shows after '<nickname>: '
 
 
 class Witness:
@@ -56,8 +57,9 @@ class Witness:
         self._skipping = False  # inside a chat line too long to be ours
         self._waiting: dict[bytes, deque[Send]] = {}
         self._order: deque[Send] = deque()  # every send awaiting its echo, oldest first
-        self._texts: Counter[bytes] = Counter()  # how many of our posts (not sends) had each text
-        self._posts: dict[Post, None] = {}  # those posts, oldest first, to keep the memory bounded
+        self._texts: dict[bytes, int] = {}  # how many of our posts (not sends) had each text
+        self._counted: deque[Post] = deque()  # those posts, oldest first, to keep the memory bounded
+        self._counted_set: set[Post] = set()
         self._unwatched: Counter[bytes] = Counter()  # texts sent before the chat was watched: echoes excused
         self._connection = 0
         self.matched = 0  # echoes that surely showed one of our posts
@@ -76,16 +78,22 @@ class Witness:
         if len(self._order) >= self._memory:
             oldest = self._order[0]
             self._forget(oldest)
-            self._unwatched[echo_text(oldest.post)] += 1  # its echo may still come, and proves nothing
-        send = Send(post, self._connection)
+            self._unwatched[oldest.text] += 1  # its echo may still come, and proves nothing
+        text = echo_text(post)
+        send = Send(post, self._connection, text)
         self._order.append(send)
-        self._waiting.setdefault(echo_text(post), deque()).append(send)
-        self._remember(post)
+        waiting = self._waiting.get(text)
+        if waiting is None:
+            self._waiting[text] = deque((send,))
+        else:
+            waiting.append(send)
+        self._remember(post, text)
 
     def note_unwatched(self, post: Post) -> None:
         """Note a post sent while the chat was not watched yet: its echo may still come, and is no evidence."""
-        self._unwatched[echo_text(post)] += 1
-        self._remember(post)
+        text = echo_text(post)
+        self._unwatched[text] += 1
+        self._remember(post, text)
 
     def reset(self) -> None:
         """Await no echo any more: the chat connection is gone, and a new one shows only posts made after it."""
@@ -157,7 +165,7 @@ class Witness:
         if not waiting:
             if self._unwatched[text]:
                 self._unwatched[text] -= 1  # the echo of a post sent before we watched
-            elif self._texts[text]:
+            elif self._texts.get(text):
                 self.doubt = "shows one of our posts more often than we sent it"
             else:
                 self.doubt = "shows lines under our nickname that we did not send"
@@ -167,7 +175,7 @@ class Witness:
             self.doubt = "shows our posts out of the order we sent them in"
             return None
         self._forget(send)
-        if send.post.seen or self._texts[text] > 1:
+        if send.post.seen or self._texts.get(text, 0) > 1:
             return None  # shown already, or another post of ours with this text may be what shows
         self.matched += 1
         return send.post
@@ -181,27 +189,37 @@ class Witness:
             self._forget(earlier)  # lost with its connection before the server took it
         return False
 
-    def _remember(self, post: Post) -> None:
+    def _remember(self, post: Post, text: bytes) -> None:
         """Count a post's text once, however often the post is sent."""
-        if post in self._posts:
+        counted = self._counted_set
+        if post in counted:
             return
-        self._posts[post] = None
-        self._texts[echo_text(post)] += 1
-        if len(self._posts) > self._memory:
-            oldest = next(iter(self._posts))
-            del self._posts[oldest]
-            text = echo_text(oldest)
-            self._texts[text] -= 1
-            if not self._texts[text]:
-                del self._texts[text]
+        counted.add(post)
+        self._counted.append(post)
+        texts = self._texts
+        texts[text] = texts.get(text, 0) + 1
+        if len(self._counted) > self._memory:
+            oldest = self._counted.popleft()
+            counted.discard(oldest)
+            old_text = echo_text(oldest)
+            if texts[old_text] > 1:
+                texts[old_text] -= 1
+            else:
+                del texts[old_text]
 
     def _forget(self, send: Send) -> None:
-        self._order.remove(send)
-        key = echo_text(send.post)
-        waiting = self._waiting[key]
-        waiting.remove(send)
+        order = self._order
+        if order[0] is send:
+            order.popleft()
+        else:
+            order.remove(send)
+        waiting = self._waiting[send.text]
+        if waiting[0] is send:
+            waiting.popleft()
+        else:
+            waiting.remove(send)
         if not waiting:
-            del self._waiting[key]
+            del self._waiting[send.text]
 
 
 class ChatWitness:
@@ -237,10 +255,11 @@ class ChatWitness:
 
     def expect(self, posts: list[Post]) -> None:
         """Await one more echo of each post that has just gone out (each send may show)."""
-        for post in posts:
-            if self.active:
+        if self.active:
+            for post in posts:
                 self.core.expect(post)
-            else:
+        elif self._task is not None and not self._task.done():  # still connecting: an echo may yet come
+            for post in posts:
                 self.core.note_unwatched(post)
 
     def next_connection(self) -> None:
@@ -249,7 +268,8 @@ class ChatWitness:
 
     def note_acknowledged(self) -> None:
         """Start the clock for the first echo once the server has taken a post."""
-        self.core.note_acknowledged(asyncio.get_running_loop().time())
+        if self.active and not self.core.matched:  # once trusted, the clock no longer matters
+            self.core.note_acknowledged(asyncio.get_running_loop().time())
 
     def set_nickname(self, nickname: str) -> None:
         """Learn the nickname the chat shows our posts under."""

@@ -6,6 +6,9 @@ disk, and read_client's peak memory for 100,000 and 1,000,000 lines. Targets (is
 Then (issue 10) the same flood into a JSON Lines history (--format jsonl), and the time from
 start until the backlog of a 1,000,000-line history is on stdout, for both formats, beside the
 time a start without backlog takes to connect.
+Then (issue 22) the flood with two --ignore and two --highlight given (half the lines hidden, a
+quarter marked), beside none, with stdout /dev/null and with stdout a terminal (a pseudo-terminal
+read as fast as it comes): without them the view must cost nothing.
 
     python bench/bench_read.py [--lines 200000] [--quiet-lines 100] [--history-lines 1000000]
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -111,6 +115,42 @@ def start_ours_piped(port: int, path: Path) -> subprocess.Popen[bytes]:
 
 def start_jsonl(port: int, path: Path) -> subprocess.Popen[bytes]:
     return start_ours(port, path, "--format", "jsonl")
+
+
+# Two nicknames of the flood hidden, and a word in each of the other two's lines (one of them hidden too).
+VIEW_OPTIONS = ("--ignore", "Sleepy Ann", "--ignore", "Brave Bob", "--highlight", "fox", "--highlight", "погода")
+
+
+def start_view(port: int, path: Path) -> subprocess.Popen[bytes]:
+    return start_ours(port, path, *VIEW_OPTIONS)
+
+
+def start_on_terminal(port: int, path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """read_client with stdout a pseudo-terminal that a thread reads as fast as it comes (POSIX only)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = start_ours(port, path, *options, stdout=terminal)
+    os.close(terminal)
+
+    def drain() -> None:
+        try:
+            while os.read(controller, 1 << 16):
+                pass
+        except OSError:  # the client has exited: the terminal is gone
+            pass
+        os.close(controller)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return process
+
+
+def start_tty(port: int, path: Path) -> subprocess.Popen[bytes]:
+    return start_on_terminal(port, path)
+
+
+def start_view_tty(port: int, path: Path) -> subprocess.Popen[bytes]:
+    return start_on_terminal(port, path, *VIEW_OPTIONS)
 
 
 def start_pipeline(port: int, path: Path) -> subprocess.Popen[bytes]:
@@ -272,6 +312,10 @@ def main() -> int:
         small = measure_memory(work, 100_000)
         large = measure_memory(work, 1_000_000)
         jsonl = measure(start_jsonl, work, args.lines, args.quiet_lines, "jsonl")
+        view = measure(start_view, work, args.lines, args.quiet_lines)
+        on_terminal = os.name == "posix"
+        tty = measure(start_tty, work, args.lines, args.quiet_lines) if on_terminal else None
+        view_tty = measure(start_view_tty, work, args.lines, args.quiet_lines) if on_terminal else None
         backlogs = {
             history_format: (
                 measure_backlog(work, args.history_lines, history_format, 10),
@@ -312,6 +356,12 @@ def main() -> int:
         print(f"{label:28}{form.format(ours[key]):>14}{form.format(jsonl[key]):>14}")
     if base:
         print(f"jsonl throughput ratio: {jsonl['rate'] / base['rate']:.1f}x the pipeline")
+    print(f"flood of {args.lines:,} lines with {shlex.join(VIEW_OPTIONS)}, quiet line x{args.quiet_lines}")
+    print(f"{'':28}{'none':>14}{'with them':>14}{'none, tty':>14}{'them, tty':>14}")
+    for label, key, form in rows:
+        cells = [form.format(run[key]) if run else "n/a" for run in (ours, view, tty, view_tty)]
+        print(f"{label:28}" + "".join(f"{cell:>14}" for cell in cells))
+    print("none and with them: stdout /dev/null (--highlight marks only on a terminal); tty: a pseudo-terminal")
     for history_format, (shown, bare) in backlogs.items():
         print(
             f"backlog of 10 from a {args.history_lines:,}-line {history_format} history ({shown['size_mb']:.0f} MB): "

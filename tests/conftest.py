@@ -38,6 +38,8 @@ from helpers import (
     stop,
 )
 
+from _minechat.view import Mark
+
 # Connections that fill a listen(0) backlog, with room to spare (Linux takes one more than the backlog).
 BACKLOG_FILLERS = 4
 
@@ -106,6 +108,9 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
         time_format: str = "[%d.%m.%y %H:%M]",
         history_format: str = "text",
         backlog: int = 10,
+        ignore: tuple[str, ...] = (),
+        highlight: tuple[str, ...] = (),
+        mark: Mark | None = None,  # how a terminal marks lines; None: stdout is no terminal
     ) -> Reader:
         settings = reader_settings(
             server,
@@ -115,8 +120,10 @@ async def start_reader(server: FakeMinechatServer, tmp_path: Path) -> AsyncItera
             time_format=time_format,
             history_format=history_format,
             backlog=backlog,
+            ignore=ignore,
+            highlight=highlight,
         )
-        reader = start_reader_task(settings, out, now)
+        reader = start_reader_task(settings, out, now, mark)
         readers.append(reader)
         return reader
 

@@ -2,7 +2,7 @@
 
 Tests run it in-process on 127.0.0.1 port 0; users run it on its own to try the clients offline:
 
-    python tests/fake_server.py --read-port 5000 --write-port 5050
+    python tests/fake_server.py --read-port 5000 --write-port 5050 --bots
 
 Its strings are copied from the protocol record, not imported from the clients, so a client
 that drifts from the protocol fails against it.
@@ -32,6 +32,19 @@ WELCOME = b"Welcome to chat! Post your message below. End it with an empty line.
 ACK = b"Message send. Write more, end message with an empty line.\n"
 UNKNOWN_TOKEN = b"null\n"
 ADJECTIVES = ("Boring", "Focused", "Brave", "Sleepy", "Clever", "Gentle")
+# What the server posts to the chat when an account registers: the new nickname's adjective only.
+NOTICE_NICK = "Server"
+JOIN_NOTICE = "# к чату присоединился {adjective}"
+# The public chat's two bot accounts (no adjective) and a short dialogue of theirs, looped with --bots.
+BOT_DIALOGUE = (
+    ("Eva", "Привет, Влад! Как дела?"),
+    ("Vlad", "Привет, Ева. Пишу асинхронный код."),
+    ("Eva", "И как успехи? "),  # the real bots' lines keep their trailing spaces
+    ("Vlad", "Сервер отвечает, клиент читает. Красота."),
+    ("Eva", "Не забудь про таймауты!"),
+    ("Vlad", "Никогда не забываю :)"),
+)
+BOT_INTERVAL = 2.0
 
 # Stages of the posting dialogue, for stall_at and close_at.
 STAGES = ("greeting", "login_reply", "welcome", "nickname_prompt", "ack")
@@ -83,10 +96,21 @@ class ConnectionPlan:
 class FakeMinechatServer:
     """Both minechat ports on one host; inspect its state, or tell it to misbehave."""
 
-    def __init__(self, host: str = "127.0.0.1", read_port: int = 0, write_port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        read_port: int = 0,
+        write_port: int = 0,
+        bots: bool = False,
+        bot_interval: float = BOT_INTERVAL,
+    ) -> None:
         self.host = host
         self.read_port = read_port
         self.write_port = write_port
+        self.bots = bots  # Eva and Vlad loop BOT_DIALOGUE, a line every bot_interval seconds
+        self.bot_interval = bot_interval
+        self.bot_lines = 0  # bot lines posted so far
+        self.join_notices = True  # post a join notice to the readers at each registration, as the public server does
         self.accounts: dict[str, str] = {}  # token -> nickname
         self.registrations: list[str] = []  # nicknames as the clients asked for them
         self.unknown_tokens: list[str] = []
@@ -150,6 +174,17 @@ class FakeMinechatServer:
         self.read_port = reading.sockets[0].getsockname()[1]
         self.write_port = writing.sockets[0].getsockname()[1]
         logger.info("reading on %s:%d, posting on %s:%d", self.host, self.read_port, self.host, self.write_port)
+        if self.bots:
+            self._spawn(self._chatter())
+
+    async def _chatter(self) -> None:
+        """Post the bots' dialogue to the readers, a line every bot_interval seconds, forever."""
+        while True:
+            for nickname, text in BOT_DIALOGUE:
+                await asyncio.sleep(self.bot_interval)
+                await self.broadcast(f"{nickname}: {text}\n".encode())
+                self.bot_lines += 1
+                self._touch()
 
     async def stop(self) -> None:
         """Stop listening, end every dialogue and close every connection."""
@@ -404,7 +439,8 @@ class FakeMinechatServer:
             await self._reply(writer, "nickname_prompt", NICKNAME_PROMPT)
             wanted = await self._receive(reader, transcript)
             self.registrations.append(wanted)
-            nickname = f"{self.rng.choice(ADJECTIVES)} {wanted}"
+            adjective = self.rng.choice(ADJECTIVES)
+            nickname = f"{adjective} {wanted}"
             token = self.add_account(nickname)
             logger.info("registered %r", nickname)
             if self.on_registration is not None:
@@ -414,6 +450,8 @@ class FakeMinechatServer:
             await self._write(writer, self.registration_reply(nickname, token))
         else:
             await self._reply(writer, "login_reply", account.encode() + b"\n")
+        if not known and self.join_notices:
+            await self.broadcast(f"{NOTICE_NICK}: {JOIN_NOTICE.format(adjective=adjective)}\n".encode())
         if self.stall_after_registration and not known:
             await self._stopping.wait()
             raise _HangUp
@@ -469,9 +507,9 @@ class FakeMinechatServer:
             post = Post(nickname)
 
 
-async def serve(host: str, read_port: int, write_port: int) -> None:
+async def serve(host: str, read_port: int, write_port: int, bots: bool = False) -> None:
     """Run the server until cancelled."""
-    async with FakeMinechatServer(host, read_port, write_port):
+    async with FakeMinechatServer(host, read_port, write_port, bots=bots):
         await asyncio.Event().wait()
 
 
@@ -481,10 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--read-port", type=int, default=5000, help="port that streams the chat (default: %(default)s)")
     parser.add_argument("--write-port", type=int, default=5050, help="port that takes posts (default: %(default)s)")
+    parser.add_argument(
+        "--bots",
+        action="store_true",
+        help=f"have the bots Eva and Vlad chat, a line every {BOT_INTERVAL:g} s, as on the public chat",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        asyncio.run(serve(args.host, args.read_port, args.write_port))
+        asyncio.run(serve(args.host, args.read_port, args.write_port, args.bots))
     except KeyboardInterrupt:
         return 130
     except OSError as error:

@@ -33,6 +33,7 @@ import read_client
 import send_client
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
+from _minechat.view import Mark
 from chat_io import STATUS_MARK, DelayFactory, backoff
 from read_client import ReaderSettings
 from send_client import SenderSettings
@@ -86,7 +87,7 @@ SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need pri
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
-    "IDLE_TIMEOUT",
+    "IDLE_TIMEOUT", "IGNORE", "HIGHLIGHT",
 }  # fmt: skip
 
 
@@ -587,12 +588,15 @@ def reader_settings(server: FakeMinechatServer, path: Path, **options: Any) -> R
 
 
 def start_reader_task(
-    settings: ReaderSettings, out: RecordingOut | None = None, now: Callable[[], float] = time.time
+    settings: ReaderSettings,
+    out: RecordingOut | None = None,
+    now: Callable[[], float] = time.time,
+    mark: Mark | None = None,
 ) -> Reader:
-    """Start read_client.run in-process, with tiny backoff delays; stop() ends it."""
+    """Start read_client.run in-process, with tiny backoff delays; stop() ends it. mark: stdout is a terminal's."""
     out = out or RecordingOut()
     delays = RecordingDelays()
-    return Reader(asyncio.create_task(read_client.run(settings, out, delays, now)), out, settings, delays)
+    return Reader(asyncio.create_task(read_client.run(settings, out, delays, now, mark)), out, settings, delays)
 
 
 @asynccontextmanager

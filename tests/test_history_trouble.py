@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from fake_server import FakeMinechatServer
 from helpers import (
     POSIX_ONLY,
     WAIT,
+    FakeTime,
+    StartReader,
     chat_of,
     fill_disk,
     make_history,
@@ -22,6 +25,7 @@ from helpers import (
     numbers_of,
     read_history,
     running_reader,
+    stop,
     wait_for_file,
 )
 
@@ -155,3 +159,55 @@ def test_a_quota_error_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.Monkey
     history.write(stalled.value.unwritten)
     history.close()
     assert read_history(path) == ["[27.11.26 10:00] Bob: one"]
+
+
+async def test_a_deleted_folder_of_a_dated_history_is_made_again(server: FakeMinechatServer, tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    async with running_reader(server, folder / "%Y" / "chat.log", backlog=0) as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, LINES))
+        await reader.out.wait_for(lambda text: f"Bob: {LINES:07d}" in text)
+        [year] = [entry for entry in folder.iterdir() if entry.is_dir()]
+        shutil.rmtree(folder)  # the whole tree, as `rm -rf logs` would
+        await server.broadcast(numbered(LINES + 1, LINES))
+        path = year / "chat.log"
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not (path.is_file() and f"Bob: {2 * LINES:07d} ".encode() in path.read_bytes()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert not reader.task.done()
+    assert numbers_of(chat_of(read_history(path))) == list(range(LINES + 1, 2 * LINES + 1))
+
+
+async def test_a_disk_that_fills_across_midnight_loses_none_of_the_new_days_lines(
+    server: FakeMinechatServer, start_reader: StartReader, tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    midnight = datetime(2026, 2, 1).timestamp()
+    now = FakeTime(midnight - 5)
+    reader = await start_reader(log_path=tiny_disk / "%d.log", now=now, backlog=0)
+    try:
+        await server.wait_until(lambda: len(server.readers) == 1)
+        await server.broadcast(numbered(1, 100))
+        old_file, new_file = tiny_disk / "31.log", tiny_disk / "01.log"
+        await wait_for_file(old_file, lambda data: b"Bob: 0000100 " in data, WAIT)
+        filler = fill_disk(tiny_disk)
+        await server.broadcast(numbered(101, 200))  # the old day's, held by the full disk
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not any("the disk is full" in record.getMessage() for record in caplog.records):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        now.value = midnight + 1
+        await server.broadcast(numbered(301, 200))  # the new day's, while the disk is still full
+        await asyncio.sleep(0.3)
+        filler.unlink()
+        await server.broadcast(numbered(501, 1))
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not any(b"Bob: 0000501 " in path.read_bytes() for path in (old_file, new_file) if path.exists()):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await stop(reader)
+    old = numbers_of(chat_of(read_history(old_file)))
+    new = numbers_of(chat_of(read_history(new_file))) if new_file.exists() else []
+    assert sorted(old + new) == list(range(1, 502))
+    assert old == sorted(old) and new == sorted(new)

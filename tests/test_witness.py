@@ -66,6 +66,8 @@ def witness_for(posts: list[Post], nickname: str = NICKNAME, memory: int = 4096)
         (["привет"], "Focused Loyd: привет\n".encode(), [0]),
         # A line that only ends with our text is not ours.
         (["hi"], b"Eva: Focused Loyd: hi\n", []),
+        # The server's join notice is never one of our posts, even of the same text.
+        (["# к чату присоединился Focused"], "Server: # к чату присоединился Focused\n".encode(), []),
     ],
 )
 def test_matching(texts: list[str], chat: bytes, seen: list[int]) -> None:
