@@ -40,6 +40,7 @@ async def test_a_quiet_chat_never_grows_the_wait(server: FakeMinechatServer, tmp
 @pytest.mark.slow
 async def test_a_line_during_the_switch_is_recorded_once(server: FakeMinechatServer, tmp_path: Path) -> None:
     async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
+        await server.wait_until(lambda: len(server.readers) == 1)  # on a busy machine line 1 came before it did
         for number in range(1, 25):
             await asyncio.sleep(IDLE * 0.6 * (number % 4))  # some lines fall into switches, some do not
             await server.broadcast(f"Bob: line {number}\n".encode())

@@ -14,10 +14,7 @@ from helpers import LINUX_ONLY, POSIX_ONLY, START_WAIT, TOKEN, client_process
 
 from chat_io import EXIT_FILE, EXIT_OK
 
-
-@pytest.fixture(autouse=True)
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+pytestmark = pytest.mark.usefixtures("account")  # conftest's: Focused Loyd, with TOKEN
 
 
 async def check_into(server: FakeMinechatServer, tmp_path: Path, stdout: object) -> tuple[int, str]:

@@ -46,9 +46,7 @@ async def stream_lines(
     return sender
 
 
-@pytest.fixture(autouse=True)
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+pytestmark = pytest.mark.usefixtures("account")  # conftest's: Focused Loyd, with TOKEN
 
 
 @pytest.mark.slow

@@ -15,9 +15,7 @@ from chat_io import EXIT_PROTOCOL, EXIT_UNKNOWN_TOKEN, ConnectionFailed
 MESSAGES = [f"post {number}" for number in range(1, 11)]
 
 
-@pytest.fixture(autouse=True)
-def account(server: FakeMinechatServer) -> None:
-    server.add_account("Focused Loyd", TOKEN)
+pytestmark = pytest.mark.usefixtures("account")  # conftest's: Focused Loyd, with TOKEN
 
 
 async def post_all(server: FakeMinechatServer, tmp_path: Path) -> tuple[int, list[str]]:

@@ -5,7 +5,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from helpers import (
     TOKEN,
     client_command,
     client_env,
+    free_port,
     read_history,
     reader_process,
     spawn_options,
@@ -54,13 +54,6 @@ def installed_command(name: str) -> list[str]:
     match = re.search(rf'^{name} = "(\w+):(\w+)"$', text, re.MULTILINE)
     assert match, name
     return [sys.executable, "-c", CONSOLE_SCRIPT.format(module=match[1], function=match[2])]
-
-
-def refused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: the clients keep trying it, and run on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def entry_command(entry: str, port: int) -> list[str]:
@@ -145,7 +138,7 @@ def sweep_start_up(entry: str, cwd: Path, runs: int, seed: int = 0) -> Sweep:
     """Stop an entry point runs times, SIGINT and SIGTERM in turn, at moments spread over SWEEP_SECONDS."""
     chance = random.Random(seed)
     sweep = Sweep()
-    port = refused_port()
+    port = free_port()  # nothing listens: the clients keep trying it, and run on
     for run in range(runs):
         delay = (run + chance.random()) * SWEEP_SECONDS / runs
         signum = (signal.SIGINT, signal.SIGTERM)[run % 2]
