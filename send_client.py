@@ -38,6 +38,7 @@ from _minechat.settings import (
     text_value,
 )
 from _minechat.shutdown import SignalCatcher, ctrl_c_raises, end_program, run_cli, run_until_signal
+from _minechat.token_file import load_token
 from chat_io import (
     DEFAULT_READ_PORT,
     DEFAULT_SEND_PORT,
@@ -50,7 +51,6 @@ from chat_io import (
     LineFramer,
     backoff,
     flatten_text,
-    load_token,
     sanitize_text,
 )
 

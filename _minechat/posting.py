@@ -26,6 +26,7 @@ from _minechat.outbox import MAX_SENDS, Outbox, Post
 from _minechat.reply_clock import ReplyClock
 from _minechat.settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
+from _minechat.token_file import TokenTaken, check_token_path, save_token
 from _minechat.witness import ChatWitness, NoWitness
 from chat_io import (
     DEFAULT_SEND_PORT,
@@ -36,16 +37,13 @@ from chat_io import (
     DelayFactory,
     FileError,
     ReplyTimeout,
-    TokenTaken,
     backoff,
-    check_token_path,
     describe_error,
     is_retryable,
     open_connection,
     plural,
     redact,
     sanitize_text,
-    save_token,
     shorten,
 )
 

@@ -17,7 +17,8 @@ from fake_server import FakeMinechatServer
 from helpers import POSIX_ONLY, START_WAIT, WAIT, RecordingDelays, client_process, settings_for, stop_with_signal
 
 import send_client
-from chat_io import FileError, ProtocolError, ReplyTimeout, save_token
+from _minechat.token_file import save_token
+from chat_io import FileError, ProtocolError, ReplyTimeout
 
 ROUNDS = 80
 FIRST = "11111111-74ca-11e9-9d4f-0242ac110002"

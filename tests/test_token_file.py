@@ -22,9 +22,11 @@ from helpers import (
     settings_for,
 )
 
+import _minechat.token_file
 import chat_io
 import send_client
-from chat_io import EXIT_FILE, FileError, check_token_path, load_token, save_token
+from _minechat.token_file import check_token_path, load_token, save_token
+from chat_io import EXIT_FILE, FileError
 
 
 @pytest.mark.parametrize(
@@ -114,10 +116,10 @@ def test_token_file_errors_are_file_errors(tmp_path: Path) -> None:
 def test_unreadable_token_file_says_why(tmp_path: Path) -> None:
     (tmp_path / "token.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(chat_io.FileError, match=r"^cannot read the token file .*token\.txt: 'utf-8' codec can't"):
-        chat_io.load_token(tmp_path / "token.txt")
+        _minechat.token_file.load_token(tmp_path / "token.txt")
 
 
-@pytest.mark.parametrize("function", [chat_io.save_token, chat_io.check_token_path])
+@pytest.mark.parametrize("function", [_minechat.token_file.save_token, _minechat.token_file.check_token_path])
 def test_temporary_token_files_are_hidden_siblings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: object
 ) -> None:
@@ -130,7 +132,7 @@ def test_temporary_token_files_are_hidden_siblings(
         return descriptor, name
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    args = (tmp_path / "token.txt", "t") if function is chat_io.save_token else (tmp_path / "token.txt",)
+    args = (tmp_path / "token.txt", "t") if function is _minechat.token_file.save_token else (tmp_path / "token.txt",)
     function(*args)  # type: ignore[operator]
     [name] = made
     assert Path(name).parent == tmp_path
