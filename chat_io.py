@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_READ_PORT",
     "DEFAULT_SEND_PORT",
     "ENCODING",
+    "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_SIGNAL_BASE",

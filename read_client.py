@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import configargparse
 
@@ -36,19 +36,29 @@ from _minechat.output import RawTextOutput, terminal_marks
 from _minechat.settings import (
     ListAction,
     backlog_count,
+    context_count,
+    day_count,
     full_pattern,
     log_path_value,
     make_parser,
+    moment_value,
     nickname_value,
     non_negative_seconds,
     parse_arguments,
+    search_pattern,
+    text_value,
     time_format_value,
     word_value,
 )
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, end_program, first_of, run_cli, run_until_signal
 from _minechat.stamping import DEFAULT_TIME_FORMAT, JSONL_FORMAT, TEXT_FORMAT
 from _minechat.view import Mark  # loaded already, by stamping
-from chat_io import DEFAULT_READ_PORT, DelayFactory, backoff
+from chat_io import DEFAULT_READ_PORT, EXIT_FAILURE, EXIT_SIGNAL_BASE, DelayFactory, backoff
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from _minechat.history import HistoryPattern
 
 logger = logging.getLogger("read_client")
 
@@ -74,6 +84,14 @@ class ReaderSettings:
     ignore: tuple[str, ...] = ()  # nicknames whose lines stdout and the backlog leave out
     highlight: tuple[str, ...] = ()  # words that mark a line on a terminal, and ring its bell
     quiet: bool = False  # stderr: warnings and errors only
+    search: str | None = None  # a pattern: answer --search from the history instead of tailing
+    nick: str | None = None
+    since: "datetime | None" = None  # local time, the first moment asked about (a string: no import at start)
+    until: "datetime | None" = None  # local time, the first moment past the range
+    context: int = 0
+    coverage: bool = False
+    compress: bool = False
+    keep_days: int = 0  # 0: keep every file
 
 
 def parse_settings(
@@ -84,6 +102,7 @@ def parse_settings(
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
+    check_archive_options(parser, args)
     return ReaderSettings(
         host=args.host,
         port=args.port,
@@ -97,6 +116,14 @@ def parse_settings(
         idle_timeout=args.idle_timeout,
         ignore=tuple(args.ignore or ()),
         highlight=tuple(args.highlight or ()),
+        search=args.search,
+        nick=args.nick,
+        since=args.since.start if args.since else None,
+        until=args.until.start + args.until.length if args.until else None,
+        context=args.context,
+        coverage=args.coverage,
+        compress=args.compress,
+        keep_days=args.keep_days or 0,
     )
 
 
@@ -169,7 +196,82 @@ def build_parser() -> configargparse.ArgumentParser:
         help="on a terminal, mark each chat line with this word in its text (whole, in any case) and ring the bell; "
         "repeat for several; the variable takes a comma-separated list",
     )
+    add_archive_options(parser)
     return parser
+
+
+def add_archive_options(parser: configargparse.ArgumentParser) -> None:
+    """Add the options that ask the history instead of tailing the chat, and those that keep it small."""
+    archive = parser.add_argument_group("asking the history (connects to nothing, takes no lock)")
+    archive.add_argument(
+        "--search",
+        type=search_pattern,
+        metavar="PATTERN",
+        help="print the chat lines of the history that match a regular expression (case-insensitive unless "
+        "it has an upper-case letter), oldest first, and exit",
+    )
+    archive.add_argument("--nick", type=text_value, metavar="NICK", help="with --search: only lines of this nickname")
+    archive.add_argument(
+        "--since",
+        type=moment_value,
+        metavar="WHEN",
+        help="with --search or --coverage: from YYYY-MM-DD or YYYY-MM-DD HH:MM on",
+    )
+    archive.add_argument(
+        "--until",
+        type=moment_value,
+        metavar="WHEN",
+        help="with --search or --coverage: up to YYYY-MM-DD or YYYY-MM-DD HH:MM, included",
+    )
+    archive.add_argument(
+        "--context",
+        type=context_count,
+        default=0,
+        metavar="N",
+        help="with --search: lines to print before and after each match",
+    )
+    archive.add_argument(
+        "--coverage",
+        action="store_true",
+        help="print when the reader was connected and each gap with its reason, then the totals, and exit",
+    )
+    keeping = parser.add_argument_group("keeping a dated history small")
+    keeping.add_argument(
+        "--compress",
+        env_var="COMPRESS",
+        action="store_true",
+        help="gzip each day's file once the reader has moved on to the next (a dated history only)",
+    )
+    keeping.add_argument(
+        "--keep-days",
+        "--keep_days",
+        dest="keep_days",
+        env_var="KEEP_DAYS",
+        type=day_count,
+        metavar="N",
+        help="remove the files of a dated history older than this many days",
+    )
+
+
+def check_archive_options(parser: configargparse.ArgumentParser, args: configargparse.Namespace) -> None:
+    """Refuse archive options that cannot work together or with this --log_path."""
+    if args.search is not None and args.coverage:
+        parser.error("--search and --coverage ask one thing each; give one of them")
+    for option, given in (("--nick", args.nick is not None), ("--context", args.context)):
+        if given and args.search is None:
+            parser.error(f"{option} goes with --search")
+    if (args.since or args.until) and args.search is None and not args.coverage:
+        parser.error("--since and --until go with --search or --coverage")
+    if args.since and args.until and args.since.start >= args.until.start + args.until.length:
+        parser.error("--since is after --until: nothing lies between them")
+    if args.compress or args.keep_days:
+        from _minechat.history import has_fields  # here: only these options ask whether the path is dated
+
+        if not has_fields(args.log_path):
+            parser.error(
+                "--compress and --keep-days need a dated --log_path (such as logs/%Y-%m-%d.txt); "
+                "for a single history file use logrotate, whose moves the reader follows (see docs/service.md)"
+            )
 
 
 async def run_while_writing(work: Coroutine[object, object, None], writer: asyncio.Task[None]) -> None:
@@ -184,6 +286,28 @@ async def run_while_writing(work: Coroutine[object, object, None], writer: async
     task.result()
 
 
+def answer_query(settings: ReaderSettings, out: TextIO) -> int:
+    """Answer --search or --coverage from the history's files, oldest first, on stdout; connect to nothing."""
+    from _minechat import archive  # here: only the query modes read the whole history
+    from _minechat.history import HistoryPattern
+
+    try:
+        return archive.answer(settings, HistoryPattern(settings.log_path), out.write)
+    except BrokenPipeError:  # stdout went away (| head): done, as grep is
+        return EXIT_SIGNAL_BASE + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else EXIT_FAILURE
+
+
+def start_tidying(
+    settings: ReaderSettings, pattern: "HistoryPattern", current: Callable[[], Path]
+) -> "asyncio.Task[None] | None":
+    """Start --compress and --keep-days on the history's finished files, if asked: at start and at each new file."""
+    if not (settings.compress or settings.keep_days):
+        return None
+    from _minechat.retention import keep_small  # here: only a run that keeps its history small needs it
+
+    return asyncio.ensure_future(keep_small(pattern, current, settings.compress, settings.keep_days))
+
+
 async def run(
     settings: ReaderSettings,
     out: TextIO,
@@ -191,7 +315,12 @@ async def run(
     now: Callable[[], float] = time.time,
     mark: Mark | None = None,
 ) -> int:
-    """Tail the chat until a signal; return the exit code. With mark (a terminal's), --highlight marks lines."""
+    """Tail the chat until a signal, or answer a question about the history; return the exit code.
+
+    With mark (a terminal's), --highlight marks lines.
+    """
+    if settings.search is not None or settings.coverage:
+        return answer_query(settings, out)
     # Imported here, not at the top: --help and a usage error need none of the reader's machinery.
     from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
     from _minechat.output import ring_only
@@ -225,6 +354,7 @@ async def run(
                 )
                 if await run_until_signal(backlog, signals) is not None:
                     return signals.exit_code  # Ctrl-C while a long history is read back
+            tidying = start_tidying(settings, pattern, lambda: history.path)
             recorder = Recorder(history, printer, clock, service, history_format)
             make_display = (lambda: ViewStamper(view, shown)) if view else None
             tail = ChatTail(settings, recorder.queue, make_delays, service, clock, history_format, make_display)
@@ -238,6 +368,8 @@ async def run(
             finally:
                 # Whatever stopped us, every line received goes to disk before we exit.
                 await recorder.close()
+                if tidying is not None:
+                    await cancel_and_wait(tidying)
             return signals.exit_code
         finally:
             printer.close()

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from _minechat.history import HistoryFile, format_status
+from _minechat.history import GZIP_SUFFIX, HistoryFile, format_status
 from _minechat.jsonl import parse_cut_record, parse_record
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp
 from _minechat.view import NICK_SEPARATOR
@@ -118,6 +118,17 @@ def show_record(record: dict[str, object], time_format: str) -> str:
     return f"{stamp} {text}"
 
 
+def open_history(path: Path) -> BinaryIO:
+    """Open a history file to read it back from its end; a gzipped one is decompressed into memory first."""
+    if not path.name.endswith(GZIP_SUFFIX):
+        return open(path, "rb")
+    import gzip  # here: only a history with compressed files needs it
+    import io
+
+    with gzip.open(path, "rb") as file:
+        return io.BytesIO(file.read())
+
+
 # How a view shows a chat line's text (after its stamp), or None to leave the line out.
 View = Callable[[str], str | None]
 
@@ -143,7 +154,7 @@ def backlog_lines(
     stamps = [stamp_shape(time_format), stamp_shape(DEFAULT_TIME_FORMAT)] if view is not None else []
     for path in paths:
         try:
-            file = open(path, "rb")  # noqa: SIM115 (closed below, after the generator is done with it)
+            file = open_history(path)
         except FileNotFoundError:
             continue
         with file:

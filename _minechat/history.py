@@ -67,6 +67,8 @@ def lock_path_for(path: Path) -> Path:
 
 # What logrotate and `mv chat.txt chat.txt.1` make of a history: name.1, name.2, name-20261127.
 ROTATED_SUFFIX = r"(?:\.\d+|-\d{8}(?:\d+)?)"
+# What gzip and logrotate's compress add to a finished file's name.
+GZIP_SUFFIX = ".gz"
 
 # Fields that expand to digits only; every other field (names of days and months, zones) to a word.
 DIGIT_FIELDS = frozenset("dHIjmMSUwWyYGuV")
@@ -112,25 +114,34 @@ class HistoryPattern:
         folder = os.path.realpath(Path(*(unescape(part) for part in parts[:first])))
         return Path(folder) / f".{LOCK_SEPARATOR.join(parts[first:])}{LOCK_SUFFIX}"
 
+    def shape(self) -> re.Pattern[str]:
+        """Return what the names of this history's files look like: dated or rotated, perhaps gzipped."""
+        if not self.dated:
+            body = re.escape(self._fixed) + ROTATED_SUFFIX
+        else:
+            body = "".join(
+                (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
+                for text, is_field in self._parts
+            )
+        return re.compile(body + f"(?:{re.escape(GZIP_SUFFIX)})?")
+
     def earlier_files(self, current: Path) -> list[Path]:
         """Return the other files this pattern matches, and rotated copies of a fixed name, last modified first."""
         if not self.dated:
-            wildcard = glob.escape(self._fixed) + "[.-]*"
-            shape = re.compile(re.escape(self._fixed) + ROTATED_SUFFIX)
+            wildcards = [glob.escape(self._fixed) + "[.-]*"]
         else:
             wildcard = "".join("*" if is_field else glob.escape(text) for text, is_field in self._parts)
-            shape = re.compile(
-                "".join(
-                    (r"\d+" if text in DIGIT_FIELDS else r"[^/\\]+") if is_field else re.escape(text)
-                    for text, is_field in self._parts
-                )
-            )
+            wildcards = [wildcard, wildcard + GZIP_SUFFIX]
+        shape = self.shape()
         # By real path: with .. in the pattern, one file can be found by several names.
         seen = {os.path.normcase(os.path.realpath(current))}
         found = []
-        for name in glob.glob(wildcard):
+        names = {name for wildcard in wildcards for name in glob.glob(wildcard)}
+        for name in sorted(names):
             real = os.path.normcase(os.path.realpath(name))
-            if not shape.fullmatch(name) or real in seen:
+            # A .gz beside its plain file is a compression cut off before the plain one went: read one copy.
+            compressed_twice = name.endswith(GZIP_SUFFIX) and name.removesuffix(GZIP_SUFFIX) in names
+            if not shape.fullmatch(name) or real in seen or compressed_twice:
                 continue
             seen.add(real)
             with contextlib.suppress(OSError):

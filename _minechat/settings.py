@@ -31,7 +31,7 @@ from chat_io import (
 )
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
 logger = logging.getLogger(__name__)
 
@@ -533,6 +533,49 @@ def full_pattern(value: str, cwd: Path | None = None) -> Path:
         return Path(value)
     folder = str(Path.cwd() if cwd is None else cwd)
     return Path(folder.replace("%", "%%")) / value
+
+
+class Moment(NamedTuple):
+    """A moment given on the command line and how long it lasts: a whole day, or a minute."""
+
+    start: datetime
+    length: timedelta
+
+
+# What --since and --until take, and how long the moment each names lasts, in minutes.
+MOMENT_FORMATS = (("%Y-%m-%d", 24 * 60), ("%Y-%m-%d %H:%M", 1))
+
+
+def moment_value(value: str) -> Moment:
+    """Parse --since or --until for argparse: YYYY-MM-DD or YYYY-MM-DD HH:MM, local time."""
+    from datetime import datetime, timedelta  # here: only the query modes need it
+
+    for time_format, minutes in MOMENT_FORMATS:
+        try:
+            return Moment(datetime.strptime(value.strip(), time_format), timedelta(minutes=minutes))
+        except ValueError:
+            continue
+    raise configargparse.ArgumentTypeError(f"'{show_value(value)}' is not YYYY-MM-DD or YYYY-MM-DD HH:MM")
+
+
+def search_pattern(value: str) -> str:
+    """Parse --search for argparse: a Python regular expression."""
+    text_value(value)
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise configargparse.ArgumentTypeError(f"'{show_value(value)}' is not a regular expression: {error}") from None
+    return value
+
+
+def context_count(value: str) -> int:
+    """Parse --context for argparse: a number of lines, 0 or more."""
+    return parse_bounded_integer(value, "a number of lines", 0)
+
+
+def day_count(value: str) -> int:
+    """Parse --keep-days for argparse: a number of days, 1 or more."""
+    return parse_bounded_integer(value, "a number of days", 1)
 
 
 # The --message that stands for the lines of stdin.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Protocol
 
 from _minechat.history import HistoryFormat
 from _minechat.receiver import ReceivingConnection, open_receiver
 from _minechat.recorder import WriteQueue
-from _minechat.shutdown import cancel_and_wait
+from _minechat.shutdown import cancel_and_wait, first_of
 from _minechat.stamping import LineStamper, StampClock, ViewStamper
 from _minechat.systemd import ServiceNotifier
 from chat_io import (
@@ -43,6 +43,8 @@ class TailSettings(Protocol):
 # After a new connection is made, both streams must be quiet this long (or twice what the connect took, if
 # longer) before the quiet one goes: what the server sent it before taking the new one in has come by then.
 SWITCH_SETTLE_SECONDS = 0.05
+# How long the old connection may lag behind the new one before what only the new one got counts as a loss.
+CATCH_UP_SECONDS = 1.0
 # How often per idle timeout we look whether anything arrived: silence is noticed within a quarter more.
 SILENCE_CHECKS_PER_TIMEOUT = 4
 
@@ -107,6 +109,11 @@ class ConnectionSink:
         kept = self.held if self.held is not None else self.overlap
         assert kept is not None
         kept += data
+
+    def joins(self, old: ConnectionSink) -> bool:
+        """Tell whether all this standby holds is already at the end of what the old connection got meanwhile."""
+        assert self.held is not None and old.overlap is not None
+        return joined_length(bytes(old.overlap), bytes(self.held)) == len(self.held)
 
     def take_over(self, old: ConnectionSink) -> bool:
         """Record from now on, from where the old connection's stream ends; tell whether the streams joined.
@@ -272,11 +279,17 @@ class ChatTail:
             await connection.wait_ended()
             return False
         timer = IdleTimer(sink, self.settings.idle_timeout, lambda: self.queue.paused)
+        ending = asyncio.ensure_future(connection.wait_ended())
         try:
-            ended = await first_of(connection.wait_ended(), timer.quiet.wait())
+            await first_of(ending, timer.quiet.wait())
         finally:
             timer.cancel()
-        return not ended
+            failure = await cancel_and_wait(ending)
+        if ending.cancelled():
+            return True  # quiet for the idle timeout, still open
+        if failure is not None:
+            raise failure
+        return False
 
     async def _switch(
         self, old: ConnectionSink, old_connection: ReceivingConnection
@@ -313,17 +326,22 @@ class ChatTail:
         new_connection: ReceivingConnection,
         settle: float,
     ) -> None:
-        """Wait until both streams were quiet for settle seconds, or the old one ended; raise if the new one ends."""
+        """Wait until both streams were quiet for settle seconds with the old one caught up with the new, or the old
+        one ended; raise if the new one ends. A busy switch, or an old connection that never catches up, is joined
+        all the same after a while."""
         loop = asyncio.get_running_loop()
         connected_at = loop.time()
-        deadline = connected_at + max(self.settings.idle_timeout, 4 * settle)  # a busy switch is joined all the same
+        deadline = connected_at + max(self.settings.idle_timeout, 4 * settle)
+        catch_up = connected_at + max(CATCH_UP_SECONDS, 4 * settle)  # a slow old connection is not a dead one
         old_end = asyncio.ensure_future(old_connection.wait_ended())
         new_end = asyncio.ensure_future(new_connection.wait_ended())
         try:
             while not old_end.done():  # once the old one is done, all it got is here
-                quiet_for = loop.time() - max(old.last_heard, new.last_heard, connected_at)
-                wait = min(settle - quiet_for, deadline - loop.time())
-                if wait <= 0:
+                now = loop.time()
+                quiet_for = now - max(old.last_heard, new.last_heard, connected_at)
+                caught_up = now >= catch_up or new.joins(old)
+                wait = min(settle - quiet_for if caught_up else settle, deadline - now)
+                if wait <= 0 or (quiet_for >= settle and caught_up):
                     return
                 await asyncio.wait({old_end, new_end}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if new_end.done() and not old_end.done():
@@ -368,18 +386,3 @@ def joined_length(old: bytes, new: bytes) -> int:
 
 
 NEWLINE_BYTE = NEWLINE[0]
-
-
-async def first_of(first: Awaitable[object], second: Awaitable[object]) -> bool:
-    """Wait for the first of two to end, cancel the other; return True if it was the first (raising its error)."""
-    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
-    try:
-        await asyncio.wait({one, two}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait(two)
-        if not one.done():
-            await cancel_and_wait(one)
-    if not one.done() or one.cancelled():
-        return False
-    one.result()
-    return True

@@ -87,7 +87,7 @@ SYMLINKS = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need pri
 CLIENT_VARIABLES = {
     "HOST", "READ_PORT", "SEND_PORT", "TOKEN", "TOKEN_PATH", "NICKNAME", "MESSAGE",
     "LOG_PATH", "VERBOSE", "CONNECT_TIMEOUT", "REPLY_TIMEOUT", "TIME_FORMAT", "FORMAT", "BACKLOG",
-    "IDLE_TIMEOUT", "IGNORE", "HIGHLIGHT",
+    "IDLE_TIMEOUT", "IGNORE", "HIGHLIGHT", "COMPRESS", "KEEP_DAYS",
 }  # fmt: skip
 
 
@@ -618,6 +618,14 @@ def read_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     except SystemExit as stop:
         code = stop.code  # type: ignore[assignment]
     return code, capsys.readouterr().err
+
+
+def query_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run read_client.main in-process in a query mode; return the exit code, stdout and stderr."""
+    capsys.readouterr()  # what earlier steps printed is not this run's
+    code = read_client.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def fixed_clock(pattern: _minechat.history.HistoryPattern | None = None) -> StampClock:

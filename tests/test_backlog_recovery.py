@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import signal
@@ -50,17 +51,35 @@ async def test_ctrl_c_during_a_long_backlog_scan_stops_within_a_second(
 # --- rotation and power cuts ------------------------------------------------------------
 
 
+def test_backlog_reads_compressed_dated_files_once(tmp_path: Path) -> None:
+    pattern = HistoryPattern(tmp_path / "%Y-%m-%d.txt")
+    current = tmp_path / "2026-11-28.txt"
+    current.write_text("[28.11.26 00:00] *** history continues from 2026-11-27.txt\n", encoding="utf-8")
+    older = tmp_path / "2026-11-26.txt.gz"
+    older.write_bytes(gzip.compress(b"[26.11.26 23:59] Eve: two days ago\n"))
+    os.utime(older, (1, 1))
+    # A compression cut off after the rename: the .gz and its plain file both hold the day, read once.
+    (tmp_path / "2026-11-27.txt").write_text("[27.11.26 23:59] Bob: yesterday\n", encoding="utf-8")
+    (tmp_path / "2026-11-27.txt.gz").write_bytes(gzip.compress(b"[27.11.26 23:59] Bob: yesterday\n"))
+    (tmp_path / "2026-11-25.txt.gz.tmp").write_bytes(b"not a history file")
+    assert pattern.earlier_files(current) == [tmp_path / "2026-11-27.txt", older]
+    shown = read_backlog([current, *pattern.earlier_files(current)], 10, DEFAULT_FORMAT)
+    assert shown == ["[26.11.26 23:59] Eve: two days ago", "[27.11.26 23:59] Bob: yesterday"]
+
+
 @pytest.mark.parametrize("rotated", ["chat_logs.txt.1", "chat_logs.txt-20261127"])
 def test_backlog_looks_into_the_rotated_file(tmp_path: Path, rotated: str) -> None:
     current = tmp_path / "chat_logs.txt"
     current.write_text("[27.11.26 10:05] *** connecting to minechat.dvmn.org:5000\n", encoding="utf-8")
     (tmp_path / rotated).write_text("[27.11.26 10:00] Eve: before the rotation\n", encoding="utf-8")
-    (tmp_path / "chat_logs.txt.2.gz").write_bytes(b"\x1f\x8b compressed, not read")
+    compressed = tmp_path / "chat_logs.txt.2.gz"
+    compressed.write_bytes(gzip.compress(b"[27.11.26 09:30] Eve: compressed by logrotate\n"))
+    os.utime(compressed, (1, 1))  # older than the rotated copy
     (tmp_path / "chat_logs.txt.bak").write_text("[27.11.26 09:00] Eve: not a rotation\n", encoding="utf-8")
     pattern = HistoryPattern(current)
-    assert pattern.earlier_files(current) == [tmp_path / rotated]
+    assert pattern.earlier_files(current) == [tmp_path / rotated, compressed]
     shown = read_backlog([current, *pattern.earlier_files(current)], 10, DEFAULT_FORMAT)
-    assert shown == ["[27.11.26 10:00] Eve: before the rotation"]
+    assert shown == ["[27.11.26 09:30] Eve: compressed by logrotate", "[27.11.26 10:00] Eve: before the rotation"]
 
 
 def test_nul_filled_tail_is_not_shown_as_chat(tmp_path: Path) -> None:

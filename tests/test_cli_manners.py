@@ -11,6 +11,11 @@ import read_client
 import send_client
 
 
+def watching(server: FakeMinechatServer) -> list[str]:
+    """A sender's --read-port: the fake server's chat, never whatever listens on port 5000 here."""
+    return ["--read-port", str(server.read_port)]
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -61,7 +66,14 @@ async def test_a_message_with_a_line_break_is_posted_with_a_space_and_said(
 ) -> None:
     server.add_account("Eve", TOKEN)
     process = await start_client(
-        "send_client.py", "--token", TOKEN, "--message", "one\ntwo", port=server.write_port, cwd=tmp_path
+        "send_client.py",
+        "--token",
+        TOKEN,
+        "--message",
+        "one\ntwo",
+        *watching(server),
+        port=server.write_port,
+        cwd=tmp_path,
     )
     code, err = await finish(process)
     assert code == 0, err
@@ -99,7 +111,7 @@ async def test_quiet_reader_says_only_warnings_and_errors(server: FakeMinechatSe
 
 async def test_quiet_sender_says_only_warnings_and_errors(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.add_account("Eve", TOKEN)
-    argv = ["--token", TOKEN, "--message", "hi", "--quiet"]
+    argv = ["--token", TOKEN, "--message", "hi", "--quiet", *watching(server)]
     process = await start_client("send_client.py", *argv, port=server.write_port, cwd=tmp_path)
     code, err = await finish(process)
     assert (code, err) == (0, "")

@@ -240,6 +240,22 @@ def test_readme_says_a_long_line_stays_one_line() -> None:
     assert "split over several history lines" not in readme
 
 
+def test_service_page_keeps_a_dated_history_small_with_options_the_reader_takes(tmp_path: Path) -> None:
+    page = (DOCS / "service.md").read_text(encoding="utf-8")
+    unit = (ROOT / "contrib" / "minechat-read.service").read_text(encoding="utf-8")
+    line = next(line for line in page.splitlines() if line.startswith("ExecStart=") and "--compress" in line)
+    assert f"# {line}" in unit  # the unit shows the same line
+    argv = line.split()[1:]
+    settings = read_client.parse_settings([arg.replace("%%", "%") for arg in argv], {}, tmp_path)  # systemd's %%
+    assert (settings.compress, settings.keep_days) == (True, 365)
+    dotenv = page.split("```\nLOG_PATH=", 1)[1].split("```", 1)[0]
+    (tmp_path / ".env").write_text("LOG_PATH=" + dotenv, encoding="utf-8")
+    settings = read_client.parse_settings([], {}, tmp_path)
+    assert (settings.compress, settings.keep_days) == (True, 365)
+    assert "copytruncate" in page  # and why it must not be used
+    assert "dateext" in page
+
+
 def test_the_offline_try_out_shows_every_option_of_the_fake_server_and_the_view() -> None:
     section = README.read_text(encoding="utf-8").split("\n## Trying it offline\n", 1)[1].split("\n## ", 1)[0]
     usage = subprocess.run(
