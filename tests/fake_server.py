@@ -217,10 +217,15 @@ class FakeMinechatServer:
         self._changed = asyncio.Event()
 
     async def broadcast(self, data: bytes) -> None:
-        """Send raw bytes to every connected reader that is not silenced."""
+        """Send raw bytes to every connected reader that is not silenced.
+
+        A reader hanging up meanwhile (a reader replacing a quiet connection closes the old one) misses
+        them, as with the real server, and the readers after it still get them.
+        """
         for writer in list(self.readers):
             if writer not in self.silenced:
-                await self._write(writer, data)
+                with suppress(ConnectionError):
+                    await self._write(writer, data)
 
     async def announce(self, what: str) -> None:
         """Broadcast the next numbered line, saying what happened."""
