@@ -27,7 +27,10 @@ async def test_idle_switches_lose_and_double_nothing(server: FakeMinechatServer,
         last = server.announced
         await reader.out.wait_for(lambda text: f"Server: {last} a reader" in text)
     history = read_history(reader.path)
-    assert sorted(numbers_in(chat_of(history))) == list(range(1, last + 1))
+    numbers = numbers_in(chat_of(history))
+    # A closed connection's line may be broadcast after `last` was read (it is spawned): it counts too.
+    assert max(numbers) >= last
+    assert sorted(numbers) == list(range(1, max(numbers) + 1))  # none lost, none twice
     assert not [line for line in status_of(history) if "lost" in line or "connecting" in line][1:]
 
 
