@@ -7,7 +7,6 @@ import asyncio
 import functools
 import itertools
 import os
-import random
 import re
 import signal
 import socket
@@ -15,6 +14,10 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 # What the scripts and _minechat import; the rest is this module's own.
 __all__ = [
@@ -336,7 +339,10 @@ def backoff(
     rng: random.Random | None = None,
 ) -> Iterator[float]:
     """Yield retry delays: quick first, growing by factor up to cap, each shortened by random jitter."""
-    rng = rng or random.Random()
+    if rng is None:
+        import random  # here: only a run that reconnects needs it, and --help should start fast
+
+        rng = random.Random()
     delay = initial
     while True:
         yield delay * (1 - jitter * rng.random())

@@ -27,7 +27,6 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import configargparse
@@ -57,6 +56,7 @@ from chat_io import DEFAULT_READ_PORT, EXIT_FAILURE, EXIT_SIGNAL_BASE, DelayFact
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
 
     from _minechat.history import HistoryPattern
 
@@ -74,7 +74,7 @@ class ReaderSettings:
 
     host: str
     port: int
-    log_path: Path  # may hold strftime fields, and %% for a literal %
+    log_path: "Path"  # may hold strftime fields, and %% for a literal %
     connect_timeout: float
     verbose: bool
     time_format: str = DEFAULT_TIME_FORMAT
@@ -97,7 +97,7 @@ class ReaderSettings:
 def parse_settings(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: "Path | None" = None,
 ) -> ReaderSettings:
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
@@ -298,7 +298,7 @@ def answer_query(settings: ReaderSettings, out: TextIO) -> int:
 
 
 def start_tidying(
-    settings: ReaderSettings, pattern: "HistoryPattern", current: Callable[[], Path]
+    settings: ReaderSettings, pattern: "HistoryPattern", current: Callable[[], "Path"]
 ) -> "asyncio.Task[None] | None":
     """Start --compress and --keep-days on the history's finished files, if asked: at start and at each new file."""
     if not (settings.compress or settings.keep_days):

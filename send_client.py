@@ -22,7 +22,6 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import suppress
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 import configargparse
@@ -55,6 +54,8 @@ from chat_io import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from _minechat.dialogue import Account
     from _minechat.posting import Sender
 
@@ -77,7 +78,7 @@ NICKNAME_QUESTION = "No token found. Nickname for a new account: "
 def parse_settings(
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: "Path | None" = None,
     ask_nickname: Callable[[], str | None] | None = None,
 ) -> SenderSettings:
     """Build settings from the command line over the environment over .env over defaults."""
@@ -158,6 +159,8 @@ def resolve_settings(
     """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
     check_options(parser, args, messages)
+    from pathlib import Path  # here: pathlib is slow to import, and --help never needs it
+
     token_path = Path(args.token_path)
     token, source = find_token(parser, args, token_path)
     asking = ask_nickname if not args.check and STDIN_MARK not in messages else None
@@ -200,7 +203,7 @@ def check_options(
 
 
 def find_token(
-    parser: configargparse.ArgumentParser, args: configargparse.Namespace, token_path: Path
+    parser: configargparse.ArgumentParser, args: configargparse.Namespace, token_path: "Path"
 ) -> tuple[str | None, str]:
     """Return the token (--token or TOKEN, else the token file's) and where it came from; refuse a bad one."""
     token, source = (args.token or "").strip() or None, "--token or TOKEN"

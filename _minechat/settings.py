@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import configargparse
@@ -32,6 +31,7 @@ from chat_io import (
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
+    from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -254,15 +254,19 @@ def non_negative_seconds(value: str) -> float:
 
 def full_path(value: str, cwd: Path | None = None) -> Path:
     """Return the path a relative value names from the current directory, so messages show it whole."""
+    from pathlib import Path  # here: pathlib (with urllib.parse and ipaddress) is too slow for --help
+
     return (Path.cwd() if cwd is None else cwd) / value
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
+def read_dotenv(path: str) -> dict[str, str]:
     """Return the variables set in a .env file; a line that is not UTF-8 is skipped with a warning."""
-    if not path.is_file():  # none, or a folder such as a virtual environment named .env
+    # os.path, not pathlib: this runs before --help is handled, and pathlib is slow to import
+    if not os.path.isfile(path):  # none, or a folder such as a virtual environment named .env
         return {}
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
     except OSError as error:
         raise FileError(f"cannot read {path}: {describe_error(error)}; fix its permissions or remove it") from error
     lines = []
@@ -314,13 +318,13 @@ def muted_logger(name: str, muted: bool) -> Iterator[None]:
         log.disabled = previous
 
 
-def load_environment(environ: Mapping[str, str], cwd: Path) -> dict[str, Setting]:
+def load_environment(environ: Mapping[str, str], cwd: str | os.PathLike[str]) -> dict[str, Setting]:
     """Return the environment layered over the .env of cwd (the environment wins), by unprefixed name.
 
     The environment gives only the names with ENV_PREFIX; .env gives both spellings, and of a name
     spelled both ways there the prefixed one. An empty value is unset.
     """
-    dotenv_path = cwd / DOTENV_NAME
+    dotenv_path = os.path.join(cwd, DOTENV_NAME)
     dotenv = read_dotenv(dotenv_path)
     merged = {}
     for key in sorted(dotenv, key=lambda key: key.startswith(ENV_PREFIX)):  # the prefixed ones last, to win
@@ -421,11 +425,11 @@ def parse_arguments(
     parser: configargparse.ArgumentParser,
     argv: Sequence[str] | None,
     environ: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> configargparse.Namespace:
     """Parse argv over the environment and .env; usage errors exit through parser.error."""
     environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
+    cwd = os.getcwd() if cwd is None else cwd  # not Path.cwd(): --help never needs pathlib
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = load_environment(environ, cwd)
@@ -529,6 +533,8 @@ def backlog_count(value: str) -> int:
 
 def full_pattern(value: str, cwd: Path | None = None) -> Path:
     """Return the history path pattern a value names from the current directory (whose % stay literal)."""
+    from pathlib import Path  # here: pathlib (with urllib.parse and ipaddress) is too slow for --help
+
     if Path(value).is_absolute():
         return Path(value)
     folder = str(Path.cwd() if cwd is None else cwd)

@@ -6,9 +6,12 @@ import errno
 import os
 import stat
 from contextlib import suppress
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chat_io import ENCODING, NEWLINE, FileError, describe_error, lock_file
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Windows Notepad saves UTF-8 with a byte-order mark; it is not part of the token.
 TOKEN_FILE_ENCODING = "utf-8-sig"
@@ -38,6 +41,8 @@ def load_token(path: Path) -> str | None:
 
 def resolve_token_path(path: Path) -> Path:
     """Return the file a token path really names, so a symlink is written through, not replaced."""
+    from pathlib import Path  # here: pathlib is slow to import, and --help never resolves a token path
+
     return Path(os.path.realpath(path))
 
 

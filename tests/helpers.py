@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import io
 import os
@@ -846,3 +847,15 @@ def open_text_history(pattern: Path, now: FakeTime | None = None) -> tuple[Histo
     history = HistoryFile(history_pattern, HISTORY_FORMATS["text"], clock)
     history.open(clock.read().path)
     return history, clock
+
+
+def refuse_to_open(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make opening any file called name fail as for a file mode 000, which root could read all the same."""
+    real_open = builtins.open
+
+    def refuse(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.path.basename(os.fspath(file)) == name:
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refuse)

@@ -27,6 +27,7 @@ from helpers import (
     read_history,
     read_main,
     reader_process,
+    refuse_to_open,
     run_read_main,
     running_reader,
     start_client,
@@ -302,10 +303,7 @@ def test_unreadable_dotenv_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("HOST=127.0.0.1\n")
 
-    def refuse(path: Path) -> bytes:  # as for a file mode 000, which root could read all the same
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    refuse_to_open(monkeypatch, ".env")
     code, err = read_main([], capsys)
     assert code == 2
     dotenv = Path.cwd() / ".env"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import configargparse
 import pytest
+from helpers import refuse_to_open
 
 import _minechat.backlog
 import _minechat.dialogue
@@ -54,11 +55,7 @@ def test_a_folder_named_dotenv_is_not_read(tmp_path: Path) -> None:
 
 def test_unreadable_dotenv_is_a_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".env").write_text("HOST=h.example\n")
-
-    def refuse(path: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    refuse_to_open(monkeypatch, ".env")
     with pytest.raises(FileError, match=f"cannot read {re.escape(str(tmp_path / '.env'))}: Permission denied"):
         load_environment({}, tmp_path)
 
