@@ -275,10 +275,11 @@ def run_client_sync(
     port: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = START_WAIT,
+    python: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run a client as a process to its end (killed after timeout); return what it did, as text."""
     return subprocess.run(
-        client_command(script, *argv, port=port), capture_output=True, text=True, timeout=timeout,
+        client_command(script, *argv, port=port, python=python), capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **spawn_options(cwd or ROOT, env),
     )  # fmt: skip
 
