@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 import configargparse
 
+from _minechat.sender_settings import STDIN_MARK, SenderSettings
 from _minechat.settings import (
-    STDIN_MARK,
-    SenderSettings,
     full_path,
     make_parser,
     parse_arguments,

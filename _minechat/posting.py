@@ -24,7 +24,7 @@ from _minechat.dialogue import (
 )
 from _minechat.outbox import MAX_SENDS, Outbox, Post
 from _minechat.reply_clock import ReplyClock
-from _minechat.settings import SenderSettings
+from _minechat.sender_settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
 from _minechat.token_file import TokenTaken, check_token_path, save_token
 from _minechat.witness import ChatWitness, NoWitness

@@ -11,7 +11,6 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import configargparse
@@ -582,31 +581,3 @@ def context_count(value: str) -> int:
 def day_count(value: str) -> int:
     """Parse --keep-days for argparse: a number of days, 1 or more."""
     return parse_bounded_integer(value, "a number of days", 1)
-
-
-# The --message that stands for the lines of stdin.
-STDIN_MARK = "-"
-
-
-@dataclass(frozen=True)
-class SenderSettings:
-    """Everything send_client needs, parsed once."""
-
-    host: str
-    port: int
-    read_port: int
-    token: str | None
-    token_source: str
-    nickname: str | None
-    token_path: Path
-    messages: tuple[str, ...]
-    connect_timeout: float
-    reply_timeout: float
-    verbose: bool
-    check: bool = False
-    quiet: bool = False  # stderr: warnings and errors only
-
-    @property
-    def streaming(self) -> bool:
-        """Tell whether stdin is relayed, which makes the sender never give up on the network."""
-        return STDIN_MARK in self.messages

@@ -8,7 +8,7 @@ from collections import Counter, deque
 from typing import NamedTuple
 
 from _minechat.outbox import Outbox, Post
-from _minechat.settings import SenderSettings
+from _minechat.sender_settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
 from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection
 

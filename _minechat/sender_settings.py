@@ -1,0 +1,36 @@
+"""The sender's settings, parsed once; apart from settings.py, so the reader does not build them at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# The --message that stands for the lines of stdin.
+STDIN_MARK = "-"
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Everything send_client needs, parsed once."""
+
+    host: str
+    port: int
+    read_port: int
+    token: str | None
+    token_source: str
+    nickname: str | None
+    token_path: Path
+    messages: tuple[str, ...]
+    connect_timeout: float
+    reply_timeout: float
+    verbose: bool
+    check: bool = False
+    quiet: bool = False  # stderr: warnings and errors only
+
+    @property
+    def streaming(self) -> bool:
+        """Tell whether stdin is relayed, which makes the sender never give up on the network."""
+        return STDIN_MARK in self.messages
