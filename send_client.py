@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 import configargparse
 
-from _minechat.sender_settings import STDIN_MARK, SenderSettings
 from _minechat.settings import (
+    STDIN_MARK,
     full_path,
     make_parser,
     parse_arguments,
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from _minechat.dialogue import Account
     from _minechat.posting import Sender
+    from _minechat.sender_settings import SenderSettings
 
 logger = logging.getLogger("send_client")
 
@@ -79,7 +80,7 @@ def parse_settings(
     environ: Mapping[str, str] | None = None,
     cwd: "Path | None" = None,
     ask_nickname: Callable[[], str | None] | None = None,
-) -> SenderSettings:
+) -> "SenderSettings":
     """Build settings from the command line over the environment over .env over defaults."""
     parser = build_parser()
     args = parse_arguments(parser, argv, environ, cwd)
@@ -154,11 +155,13 @@ def resolve_settings(
     parser: configargparse.ArgumentParser,
     args: configargparse.Namespace,
     ask_nickname: Callable[[], str | None] | None,
-) -> SenderSettings:
+) -> "SenderSettings":
     """Check the parsed options, find the token, and settle what to do."""
     messages = tuple(args.message or ())
     check_options(parser, args, messages)
     from pathlib import Path  # here: pathlib is slow to import, and --help never needs it
+
+    from _minechat.sender_settings import SenderSettings  # here: a frozen dataclass costs --help ~1 ms to build
 
     token_path = Path(args.token_path)
     token, source = find_token(parser, args, token_path)
@@ -322,7 +325,7 @@ def choose_witness_level(messages: Sequence[str]) -> int | None:
 
 
 def make_sender(
-    settings: SenderSettings,
+    settings: "SenderSettings",
     stdin: BinaryIO | None,
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
@@ -340,7 +343,7 @@ def make_sender(
 
 
 async def run(
-    settings: SenderSettings,
+    settings: "SenderSettings",
     stdin: BinaryIO | None,
     make_delays: DelayFactory = backoff,
     encoding: str = ENCODING,
@@ -362,7 +365,7 @@ async def run(
     return EXIT_OK
 
 
-async def run_check(settings: SenderSettings) -> int:
+async def run_check(settings: "SenderSettings") -> int:
     """Check the token until done or a signal; print the nickname; return the exit code."""
     from _minechat.posting import check_account  # here: only --check needs it
 
@@ -427,13 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     interactive = sys.stdin is not None and sys.stdin.isatty()
     secrets: set[str] = set()  # every token met, which the log filter hides
 
-    def parse() -> SenderSettings:
+    def parse() -> "SenderSettings":
         settings = parse_settings(argv, ask_nickname=ask_nickname if interactive else None)
         if settings.token is not None:
             secrets.add(settings.token)
         return settings
 
-    async def start(settings: SenderSettings) -> int:
+    async def start(settings: "SenderSettings") -> int:
         stdin = None
         if settings.streaming:
             if sys.stdin is None:

@@ -581,3 +581,7 @@ def context_count(value: str) -> int:
 def day_count(value: str) -> int:
     """Parse --keep-days for argparse: a number of days, 1 or more."""
     return parse_bounded_integer(value, "a number of days", 1)
+
+
+# The --message that stands for the lines of stdin.
+STDIN_MARK = "-"

@@ -33,11 +33,11 @@ import _minechat.systemd
 import read_client
 import send_client
 from _minechat.history import HISTORY_FORMATS, HistoryFile, HistoryPattern
+from _minechat.sender_settings import SenderSettings
 from _minechat.stamping import DEFAULT_TIME_FORMAT, StampClock, format_stamp, stamp_following_lines
 from _minechat.view import Mark
 from chat_io import STATUS_MARK, DelayFactory, backoff
 from read_client import ReaderSettings
-from send_client import SenderSettings
 
 # --- where the clients are, how long to wait, on which platforms -----------------------------------------
 

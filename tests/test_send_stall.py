@@ -12,7 +12,7 @@ from helpers import TOKEN, RecordingDelays, StdinPipe, settings_for
 
 import send_client
 from _minechat.outbox import OUTBOX_POSTS
-from send_client import SenderSettings
+from _minechat.sender_settings import SenderSettings
 
 LINES = 2000  # the measure: more than the outbox's 1,024 posts
 STREAM_WAIT = 20.0  # generous: a stalled stream never ends at all

@@ -18,8 +18,8 @@ from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_send
 import send_client
 from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
 from _minechat.posting import RESUME_TRIES
+from _minechat.sender_settings import SenderSettings
 from chat_io import ConnectionFailed
-from send_client import SenderSettings
 
 # Times scaled down from the 3 s late acknowledgements against --reply-timeout 2.
 REPLY_TIMEOUT = 0.2

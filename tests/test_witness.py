@@ -18,8 +18,8 @@ from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_send
 import chat_io
 import send_client
 from _minechat.outbox import Outbox, Post
+from _minechat.sender_settings import SenderSettings
 from _minechat.witness import Witness
-from send_client import SenderSettings
 
 NICKNAME = "Focused Loyd"
 REPLY_TIMEOUT = 10.0

@@ -14,6 +14,7 @@ from fake_server import ConnectionPlan, FakeMinechatServer
 from helpers import TOKEN, RecordingDelays, StdinPipe, run_sender, settings_for
 
 import send_client
+from _minechat.sender_settings import SenderSettings
 
 NICKNAME = "Focused Loyd"
 Shape = Callable[[str, str], list[str]]
@@ -67,7 +68,7 @@ def flaky_plans(rng: random.Random, count: int) -> list[ConnectionPlan]:
     ]
 
 
-async def stream(settings: send_client.SenderSettings, lines: list[str], lag: float = 0.0) -> send_client.Sender:
+async def stream(settings: SenderSettings, lines: list[str], lag: float = 0.0) -> send_client.Sender:
     """Relay lines through a sender, a few at a time, starting after lag seconds; return it once it has ended."""
     await asyncio.sleep(lag)
     stdin = StdinPipe()
