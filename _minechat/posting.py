@@ -96,9 +96,7 @@ class MessageFeed:
         """Stop reading the messages."""
         if self._task is None:
             return
-        await cancel_and_wait(self._task)
-        if not self._task.cancelled():
-            self._task.exception()  # retrieved; a failure was raised by check already
+        await cancel_and_wait(self._task)  # what it raised is retrieved; a failure was raised by check already
 
     def note_room(self) -> None:
         """Wake the messages if they wait for room and the outbox has drained enough, however posts left it."""
@@ -198,9 +196,7 @@ class PostingConnection:
             if self._waker is not None:
                 self._waker.cancel()
             if reading is not None:
-                await cancel_and_wait(reading)
-                if not reading.cancelled():
-                    reading.exception()  # retrieved: the connection is going away anyway
+                await cancel_and_wait(reading)  # what it raised is retrieved: the connection is going away anyway
 
     def _result(self, done: asyncio.Future[bytes]) -> bytes | None:
         """Return what a read brought; None for a reset while the server owed nothing, a close while idle."""

@@ -349,9 +349,7 @@ class ChatTail:
                     raise ConnectionFailed("the server closed the new connection at once")
         finally:
             for end in (old_end, new_end):
-                await cancel_and_wait(end)
-                if not end.cancelled():
-                    end.exception()  # retrieved: the old one's end is its replacement's business now
+                await cancel_and_wait(end)  # retrieved: the old one's end is its replacement's business now
 
     async def run(self) -> None:
         """Receive forever; back off between tries, starting over after a connection that delivered or stayed quiet."""

@@ -249,9 +249,7 @@ class ChatWitness:
         """Stop reading the chat."""
         if self._task is None:
             return
-        await cancel_and_wait(self._task)
-        if not self._task.cancelled():
-            self._task.exception()  # retrieved; _run reports its own failures
+        await cancel_and_wait(self._task)  # what it raised is retrieved; _run reports its own failures
 
     def expect(self, posts: list[Post]) -> None:
         """Await one more echo of each post that has just gone out (each send may show)."""
@@ -318,9 +316,7 @@ class ChatWitness:
                     return
         finally:
             if reading is not None:
-                await cancel_and_wait(reading)
-                if not reading.cancelled():
-                    reading.exception()  # retrieved: the chat connection is going away anyway
+                await cancel_and_wait(reading)  # what it raised is retrieved: the chat connection is going away
 
     def _take(self, done: asyncio.Future[bytes], where: str) -> bool:
         """Take what a read of the chat brought; False once the chat connection is gone."""

@@ -20,7 +20,7 @@ def numbers_in(chat: list[str]) -> list[int]:
 @pytest.mark.slow
 async def test_idle_switches_lose_and_double_nothing(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.announce_readers = True  # a numbered line as each connection opens and as each one closes
-    switches = 20
+    switches = 50
     async with running_reader(server, tmp_path / "chat.log", idle_timeout=IDLE) as reader:
         await server.wait_until(lambda: server.reader_connections > switches, timeout=switches * IDLE * 4 + WAIT)
         await server.wait_until(lambda: len(server.readers) == 1)

@@ -42,7 +42,6 @@ async def streaming(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator
 
 
 @POSIX_ONLY
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("attempt", range(TRIES))
 async def test_a_signal_stops_a_sender_watching_a_flooding_chat(
@@ -53,7 +52,6 @@ async def test_a_signal_stops_a_sender_watching_a_flooding_chat(
     assert code != -signal.SIGKILL, f"still running {QUICK} s after the signal: killed"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(TRIES))
 async def test_a_stream_that_ends_exits_at_once_however_busy_the_chat(
     flooded: FakeMinechatServer, tmp_path: Path, attempt: int
@@ -67,7 +65,6 @@ async def test_a_stream_that_ends_exits_at_once_however_busy_the_chat(
     assert time.monotonic() - started < QUICK
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(TRIES))
 async def test_a_refused_posting_port_exits_at_once_however_busy_the_chat(
     flooded: FakeMinechatServer, tmp_path: Path, attempt: int

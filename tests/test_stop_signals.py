@@ -72,7 +72,7 @@ class Sweep:
 
     runs: int = 0
     swallowed: list[float] = field(default_factory=list)  # moments of stops the process outlived
-    other_ends: list[tuple[float, int | None]] = field(default_factory=list)  # ended, but not by the signal
+    other_ends: list[tuple[float, int | None, str]] = field(default_factory=list)  # not by the signal: stderr's end
     # Stops inside Python's own start-up, before a line of ours runs, which end it with its traceback,
     # or which it reports and then ignores ("Failed checking if argv[0] is an import path entry",
     # "Exception ignored in ... _get_module_lock"): outside a program's reach.
@@ -128,10 +128,10 @@ def stop_once(command: list[str], cwd: Path, delay: float, signum: int, sweep: S
     text = err.decode(errors="replace")
     if "Traceback" in text and runs_project_code(text):
         sweep.project_tracebacks.append(text)
-    elif "Traceback" in text and process.returncode == PYTHON_FAILED:
-        sweep.in_python_start_up.append(delay)
+    elif process.returncode == PYTHON_FAILED and ("Traceback" in text or "KeyboardInterrupt" in text):
+        sweep.in_python_start_up.append(delay)  # Python's own start-up reported the stop and gave up
     elif process.returncode != -signum:
-        sweep.other_ends.append((delay, process.returncode))
+        sweep.other_ends.append((delay, process.returncode, text[-400:]))
 
 
 def sweep_start_up(entry: str, cwd: Path, runs: int, seed: int = 0) -> Sweep:
