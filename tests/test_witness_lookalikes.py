@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import TOKEN, RecordingDelays, StdinPipe, run_sender, settings_for
+from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
+from helpers import TOKEN, RecordingDelays, StdinPipe, client_process, run_sender, settings_for
 
 import send_client
 from _minechat.sender_settings import SenderSettings
@@ -106,3 +107,43 @@ async def test_two_senders_under_one_nickname_lose_no_post(
     copies = Counter(" | ".join(post.lines) for post in server.posts)
     lost = sum(max(0, 2 - copies[line]) for line in lines)
     assert lost == 0
+
+
+# Seeds of the cutting proxy under which the old witness lost posts of two real sender processes.
+PROCESS_SEEDS = (2, 6)
+PROCESS_WAIT = 120.0  # a stream of 300 lines through cut connections, with the clients' real retry delays
+
+
+async def stream_process(port: int, read_port: int, token: str, cwd: Path, lines: list[str]) -> int:
+    """Relay lines through a send_client process, ten at a time; return its exit code once it has ended."""
+    argv = ("--read-port", str(read_port), "--token", token, "--message", "-")
+    async with client_process(
+        "send_client.py", *argv, port=port, cwd=cwd, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as process:
+        assert process.stdin is not None
+        for start in range(0, len(lines), 10):
+            process.stdin.write("".join(f"{line}\n" for line in lines[start : start + 10]).encode())
+            await process.stdin.drain()
+            await asyncio.sleep(0.01)
+        process.stdin.close()
+        return await asyncio.wait_for(process.wait(), PROCESS_WAIT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", PROCESS_SEEDS)
+async def test_two_sender_processes_under_one_account_through_cut_connections_lose_no_post(
+    server: FakeMinechatServer, tmp_path: Path, seed: int
+) -> None:
+    server.add_account(NICKNAME, TOKEN)
+    lines = [f"line {number}" for number in range(LINES)]
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    # About one connection in twenty is cut: a budget of some twenty posts' bytes on average.
+    async with CuttingProxy("127.0.0.1", server.write_port, 20 * LINES, random.Random(seed)) as proxy:
+        codes = await asyncio.gather(
+            *(stream_process(proxy.port, server.read_port, TOKEN, folder, lines) for folder in folders)
+        )
+    assert codes == [0, 0]
+    copies = Counter(" | ".join(post.lines) for post in server.posts)
+    assert [line for line in lines if copies[line] < 2] == []  # each process posted every line at least once
