@@ -156,32 +156,23 @@ def test_a_stop_at_any_moment_of_start_up_ends_the_process_by_it(entry: str, tmp
     assert sweep.project_tracebacks == []
 
 
-async def start_reader_in_shell(server: FakeMinechatServer, cwd: Path, after: str) -> asyncio.subprocess.Process:
-    """Run the reader from a shell script that goes on with `after`, in a process group of its own."""
-    command = [str(part) for part in client_command("read_client.py", port=server.read_port)]
-    return await asyncio.create_subprocess_exec(
-        "bash",  # bash, not sh: it waits for a child that Ctrl-C stopped, and goes on unless the child died by it
-        "-c",
-        f'"$@"; {after}',
-        "bash",
-        *command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        **spawn_options(cwd, None),
-    )
-
-
-async def start_sender_in_shell(server: FakeMinechatServer, cwd: Path, after: str) -> asyncio.subprocess.Process:
-    """Run the sender relaying stdin from a shell script that goes on with `after`, in a process group of its own."""
-    command = entry_command("send_client.py", server.write_port)
+def shell_command(server: FakeMinechatServer, script: str) -> list[str]:
+    """The command line of a client that runs until stopped: the reader, or the sender relaying stdin."""
+    if script == "read_client.py":
+        return [str(part) for part in client_command(script, port=server.read_port)]
+    command = entry_command(script, server.write_port)
     command[command.index("--read-port") + 1] = str(server.read_port)
+    return command
+
+
+async def start_in_shell(server: FakeMinechatServer, script: str, cwd: Path, after: str) -> asyncio.subprocess.Process:
+    """Run a client from a shell script that goes on with `after`, in a process group of its own."""
     return await asyncio.create_subprocess_exec(
         "bash",  # bash, not sh: it waits for a child that Ctrl-C stopped, and goes on unless the child died by it
         "-c",
         f'"$@"; {after}',
         "bash",
-        *command,
+        *shell_command(server, script),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -204,8 +195,7 @@ async def test_ctrl_c_stops_the_shell_script_around_a_client(
     server: FakeMinechatServer, tmp_path: Path, script: str
 ) -> None:
     server.add_account("Eve", TOKEN)
-    start = start_reader_in_shell if script == "read_client.py" else start_sender_in_shell
-    shell = await start(server, tmp_path, "echo after")
+    shell = await start_in_shell(server, script, tmp_path, "echo after")
     try:
         if script == "read_client.py":
             await server.wait_until(lambda: len(server.readers) == 1, timeout=START_WAIT)
