@@ -349,6 +349,15 @@ async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout:
 # --- fakes that record what they were given --------------------------------------------------------------
 
 
+async def wait_for_path_gone(path: Path, timeout: float = FILE_WAIT) -> None:
+    """Poll until the client has removed path; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} is still there after {timeout} s")
+        await asyncio.sleep(FILE_POLL_SECONDS)
+
+
 class RecordingOut:
     """A text stream that remembers what was written and lets a test wait for lines.
 

@@ -24,6 +24,7 @@ from helpers import (
     free_port,
     read_main,
     wait_for_file,
+    wait_for_path_gone,
 )
 
 import _minechat.retention
@@ -241,7 +242,7 @@ async def test_a_running_reader_compresses_the_day_it_left_at_midnight(
         await server.broadcast(b"Eve: after midnight\n")
         await wait_for_file(tmp_path / "2026-12-06.log", lambda data: b"after midnight" in data)
         packed = await wait_for_file(tmp_path / "2026-12-05.log.gz", lambda data: len(data) > 0)
-        await server.wait_until(lambda: not (tmp_path / "2026-12-05.log").exists())
+        await wait_for_path_gone(tmp_path / "2026-12-05.log")
         text = gzip.decompress(packed)
         assert text.startswith(yesterday)
         assert b"history continues in" in text
