@@ -124,14 +124,24 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> BaseException | None:
     """Cancel a task, wait until it has really ended, and return what it raised (retrieved), if anything.
 
     A task that ended by itself before it could be cancelled may have raised: the caller decides
-    whether that matters; asyncio does not log it as never retrieved either way.
+    whether that matters; asyncio does not log it as never retrieved either way. Cancelled itself
+    meanwhile, it still waits for the task to end, then raises CancelledError.
     """
+    cancelled = False
     while not task.done():
         # Before Python 3.12, asyncio.wait_for can swallow a cancellation that lands as its
         # inner call completes, so one cancel() is not always enough.
         task.cancel()
-        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
-    return None if task.cancelled() else task.exception()
+        try:
+            await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+        except asyncio.CancelledError:
+            # An outer cancel_and_wait cancels again, too: stopping here would leave the task
+            # running with nobody left to cancel it. Its cancel is raised once the task has ended.
+            cancelled = True
+    failure = None if task.cancelled() else task.exception()  # retrieved, whatever comes next
+    if cancelled:
+        raise asyncio.CancelledError
+    return failure
 
 
 async def first_of(future: asyncio.Future[Any], other: Awaitable[object]) -> bool:

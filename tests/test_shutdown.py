@@ -16,6 +16,7 @@ import _minechat.output
 import _minechat.settings
 import _minechat.shutdown
 import _minechat.systemd
+import read_client
 from _minechat.shutdown import SignalCatcher, cancel_and_wait, first_of, run_until_signal
 from chat_io import ChatError, ConnectionFailed, FileError, ProtocolError, UnknownTokenError, exit_code_for
 
@@ -50,6 +51,59 @@ async def test_cancel_and_wait_survives_a_swallowed_cancel() -> None:
     await asyncio.wait_for(cancel_and_wait(task), 5)
     assert swallowed.is_set()
     assert task.cancelled()
+
+
+async def swallow_one_cancel(ticks: list[float]) -> None:
+    """Run until cancelled twice, swallowing the first cancel as wait_for can before Python 3.12."""
+    swallowed = False
+    while True:
+        try:
+            await asyncio.sleep(0.01)  # a connect that keeps being refused
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed = True
+        ticks.append(asyncio.get_running_loop().time())
+
+
+async def test_cancel_and_wait_cancelled_itself_still_waits_for_its_task() -> None:
+    ticks: list[float] = []
+    task = asyncio.ensure_future(swallow_one_cancel(ticks))
+    stopping = asyncio.ensure_future(cancel_and_wait(task))
+    await asyncio.wait_for(wait_for_ticks(ticks, 1), WAIT)
+    stopping.cancel()  # as an outer cancel_and_wait does again after RECANCEL_SECONDS
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(stopping, WAIT)
+    assert task.cancelled()  # not left running with nobody to cancel it again
+
+
+async def wait_for_ticks(ticks: list[float], count: int) -> None:
+    while len(ticks) < count:
+        await asyncio.sleep(0.01)
+
+
+async def test_nested_stops_leave_no_task_running() -> None:
+    # read_client's nesting: run_until_signal(run_while_writing(tail)), each level stopping the next
+    # with cancel_and_wait; the outer one's second cancel once cut the middle one's wait short.
+    ticks: list[float] = []
+    writer = asyncio.ensure_future(asyncio.Event().wait())
+    with SignalCatcher() as signals:
+        task = asyncio.ensure_future(
+            run_until_signal(read_client.run_while_writing(swallow_one_cancel(ticks), writer), signals)
+        )
+        await asyncio.wait_for(wait_for_ticks(ticks, 1), WAIT)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(cancel_and_wait_raising(task), WAIT)
+    ended = len(ticks)
+    await asyncio.sleep(_minechat.shutdown.RECANCEL_SECONDS * 2)
+    assert len(ticks) == ended  # the innermost work has ended too
+    await cancel_and_wait(writer)
+
+
+async def cancel_and_wait_raising(task: asyncio.Future[object]) -> None:
+    """Cancel task once, as the test's top level, and wait for what it raises."""
+    task.cancel()
+    await task
 
 
 async def test_cancel_and_wait_returns_what_the_task_raised_and_retrieves_it() -> None:
