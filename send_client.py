@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 import configargparse
 
 from _minechat.settings import (
+    ENV_PREFIX,
     STDIN_MARK,
     full_path,
     make_parser,
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("send_client")
 
 DEFAULT_TOKEN_PATH = "token.txt"
+# Where a token may come from before the file: the process environment is read only with the prefix.
+TOKEN_SOURCES = f"--token, {ENV_PREFIX}TOKEN"
 DEFAULT_REPLY_TIMEOUT = 10.0
 DEFAULT_MESSAGE = "Тестовое сообщение от send_client.py"
 # A stdin line longer than this (far beyond what a command line takes) is posted in pieces this long.
@@ -168,9 +171,12 @@ def resolve_settings(
     asking = ask_nickname if not args.check and STDIN_MARK not in messages else None
     nickname = settle_nickname(parser, args.nickname, token, asking)
     if args.check and token is None:
-        parser.error(f"--check needs a token (--token, TOKEN or {token_path}), and none was found")
+        parser.error(f"--check needs a token ({TOKEN_SOURCES}, TOKEN in .env or {token_path}), and none was found")
     if token is None and nickname is None:
-        parser.error(f"no token found (--token, TOKEN or {token_path}); give --nickname to register a new account")
+        parser.error(
+            f"no token found ({TOKEN_SOURCES}, TOKEN in .env or {token_path}); "
+            "give --nickname to register a new account"
+        )
     return SenderSettings(
         host=args.host,
         port=args.port,
@@ -207,8 +213,8 @@ def check_options(
 def find_token(
     parser: configargparse.ArgumentParser, args: configargparse.Namespace, token_path: "Path"
 ) -> tuple[str | None, str]:
-    """Return the token (--token or TOKEN, else the token file's) and where it came from; refuse a bad one."""
-    token, source = (args.token or "").strip() or None, "--token or TOKEN"
+    """Return the token (--token and its variables, else the token file's) and where it came from; refuse a bad one."""
+    token, source = (args.token or "").strip() or None, f"{TOKEN_SOURCES} or TOKEN in .env"
     if token is None:
         token, source = load_token(token_path), f"the token file {token_path}"
     if token is not None and any(char.isspace() or not char.isprintable() for char in token):
@@ -216,9 +222,9 @@ def find_token(
     if token is not None and args.nickname is not None:
         # Registering is what --nickname asks for; posting with the old account instead would surprise.
         parser.error(
-            f"--nickname (or NICKNAME) registers a new account, but a token was found in {source}; "
+            f"--nickname (or {ENV_PREFIX}NICKNAME) registers a new account, but a token was found in {source}; "
             "leave out --nickname to post with that account, or register another one with a --token_path "
-            "that holds no token yet" + (" and without --token or TOKEN" if args.token else "")
+            "that holds no token yet" + (f" and without {source}" if args.token else "")
         )
     return token, source
 

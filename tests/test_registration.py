@@ -152,7 +152,13 @@ async def test_registration_writes_through_a_symlinked_token_path(server: FakeMi
     [
         (["--nickname", "NewGuy"], {}, TOKEN, "the token file"),
         ([], {"MINECHAT_NICKNAME": "NewGuy"}, TOKEN, "the token file"),
-        (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token or TOKEN"),
+        (["--nickname", "NewGuy", "--token", TOKEN], {}, None, "--token, MINECHAT_TOKEN or TOKEN in .env"),
+        (
+            [],
+            {"MINECHAT_NICKNAME": "NewGuy", "MINECHAT_TOKEN": TOKEN},
+            None,
+            "--token, MINECHAT_TOKEN or TOKEN in .env",
+        ),
     ],
 )
 def test_nickname_with_a_found_token_is_refused(

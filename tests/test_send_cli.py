@@ -76,9 +76,16 @@ def test_empty_message_error_says_so() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "dotenv", "token_file", "token", "source"),
     [
-        (["--token", "cli"], {"MINECHAT_TOKEN": "env"}, "TOKEN=dotenv\n", "file", "cli", "--token or TOKEN"),
-        ([], {"MINECHAT_TOKEN": "env"}, "TOKEN=dotenv\n", "file", "env", "--token or TOKEN"),
-        ([], {}, "TOKEN=dotenv\n", "file", "dotenv", "--token or TOKEN"),
+        (
+            ["--token", "cli"],
+            {"MINECHAT_TOKEN": "env"},
+            "TOKEN=dotenv\n",
+            "file",
+            "cli",
+            "--token, MINECHAT_TOKEN or TOKEN in .env",
+        ),
+        ([], {"MINECHAT_TOKEN": "env"}, "TOKEN=dotenv\n", "file", "env", "--token, MINECHAT_TOKEN or TOKEN in .env"),
+        ([], {}, "TOKEN=dotenv\n", "file", "dotenv", "--token, MINECHAT_TOKEN or TOKEN in .env"),
         ([], {}, None, "file\n", "file", "the token file"),
         ([], {"MINECHAT_TOKEN": ""}, None, "file\n", "file", "the token file"),
         (["--nickname", "Eve"], {}, None, None, None, ""),
@@ -259,7 +266,7 @@ async def test_cli_unknown_token_exit_code_and_message(server: FakeMinechatServe
     assert code == 5
     assert out == ""
     assert len(err.strip().splitlines()) == 1
-    assert "the server does not know the token from --token or TOKEN" in err
+    assert "the server does not know the token from --token, MINECHAT_TOKEN or TOKEN in .env" in err
     assert "Traceback" not in err
     assert server.registrations == [] and server.posts == []
 
@@ -519,7 +526,19 @@ def test_usage_errors_word_for_word(tmp_path: Path, capsys: pytest.CaptureFixtur
         "argument --nickname: an empty nickname cannot be registered"
     )
     with_token = usage_error(tmp_path, capsys, ["--token", "x", "--nickname", "Eve"])
-    assert with_token.endswith("a --token_path that holds no token yet and without --token or TOKEN")
+    # The process environment is read as MINECHAT_TOKEN only, so the messages name it that way.
+    assert with_token.endswith(
+        "a --token_path that holds no token yet and without --token, MINECHAT_TOKEN or TOKEN in .env"
+    )
+    assert "token was found in --token, MINECHAT_TOKEN or TOKEN in .env;" in with_token
+    assert usage_error(tmp_path, capsys, ["--message", "hi"]) == (
+        f"no token found (--token, MINECHAT_TOKEN, TOKEN in .env or {tmp_path / 'token.txt'}); "
+        "give --nickname to register a new account"
+    )
+    assert usage_error(tmp_path, capsys, ["--check"]) == (
+        f"--check needs a token (--token, MINECHAT_TOKEN, TOKEN in .env or {tmp_path / 'token.txt'}), "
+        "and none was found"
+    )
     (tmp_path / "token.txt").write_text("t\n")
     from_file = usage_error(tmp_path, capsys, ["--nickname", "Eve"])
     assert from_file.endswith("a --token_path that holds no token yet")

@@ -72,7 +72,9 @@ async def test_without_message_posts_the_default(server: FakeMinechatServer, tmp
 
 
 async def test_unknown_token_sends_nothing_more(server: FakeMinechatServer, tmp_path: Path) -> None:
-    with pytest.raises(UnknownTokenError, match="does not know the token from --token or TOKEN"):
+    with pytest.raises(
+        UnknownTokenError, match=r"does not know the token from --token, MINECHAT_TOKEN or TOKEN in \.env"
+    ):
         await run_sender(settings_for(server, tmp_path, "--token", "bogus-token", "--message", "hi"))
     # Once the server has seen the connection end, nothing more can have reached it.
     await server.wait_until(lambda: server.senders_done == 1)
