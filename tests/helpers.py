@@ -346,6 +346,19 @@ async def wait_for_file(path: Path, predicate: Callable[[bytes], bool], timeout:
         await asyncio.sleep(FILE_POLL_SECONDS)
 
 
+LOG_POLL_SECONDS = 0.01
+
+
+async def wait_for_log(caplog: pytest.LogCaptureFixture, predicate: Callable[[str], bool]) -> None:
+    """Wait until a logged message satisfies predicate."""
+
+    async def wait() -> None:
+        while not any(predicate(record.getMessage()) for record in caplog.records):
+            await asyncio.sleep(LOG_POLL_SECONDS)
+
+    await asyncio.wait_for(wait(), WAIT)
+
+
 # --- fakes that record what they were given --------------------------------------------------------------
 
 

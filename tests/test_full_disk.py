@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from fake_server import FakeMinechatServer
 from helpers import (
     STAMP,
     STOP_WAIT,
-    WAIT,
     FakeTime,
     chat_of,
     fill_disk,
@@ -27,25 +25,15 @@ from helpers import (
     read_history,
     running_reader,
     wait_for_file,
+    wait_for_log,
 )
 
 from _minechat.history import DiskFull, HistoryPattern
 from _minechat.stamping import StampClock
 
 FULL_NOTE = "the disk is full"
-LOG_POLL_SECONDS = 0.01
 # Readers here take a connection silent this long for dead.
 FULL_DISK_IDLE = 0.3
-
-
-async def wait_for_log(caplog: pytest.LogCaptureFixture, predicate: Callable[[str], bool]) -> None:
-    """Wait until a logged message satisfies predicate."""
-
-    async def wait() -> None:
-        while not any(predicate(record.getMessage()) for record in caplog.records):
-            await asyncio.sleep(LOG_POLL_SECONDS)
-
-    await asyncio.wait_for(wait(), WAIT)
 
 
 def received_statuses(listener: socket.socket) -> list[str]:

@@ -17,8 +17,8 @@ from helpers import (
     FIXED_STAMP,
     FORGED_IN_LONG_LINE,
     POSIX_ONLY,
+    REFUSAL_WAIT,
     STAMP,
-    WAIT,
     StartReader,
     chat_of,
     client_process_sync,
@@ -205,7 +205,7 @@ def test_fifo_as_history_is_refused(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
-        _, stderr = process.communicate(timeout=WAIT)
+        _, stderr = process.communicate(timeout=REFUSAL_WAIT)  # a start-up, then a refusal
     assert process.returncode == 6
     assert "not a regular file" in stderr
     assert str(fifo) in stderr

@@ -27,6 +27,7 @@ from helpers import (
     running_reader,
     stop,
     wait_for_file,
+    wait_for_log,
 )
 
 from _minechat.history import DiskFull, lock_path_for
@@ -69,7 +70,8 @@ async def test_history_replaced_by_what_cannot_take_it_is_a_pause(
             holder = os.open(tmp_path / "other.log", os.O_RDWR)
             assert lock_file(holder, wait=False)
         await server.broadcast(numbered(LINES + 1, LINES))
-        await asyncio.sleep(0.5)  # the reader tries the path, and again
+        await wait_for_log(caplog, lambda message: "cannot" in message)  # the reader has tried the path
+        await asyncio.sleep(0.5)  # and tries it again, saying nothing more
         assert not reader.task.done()
         if holder is not None:
             os.close(holder)
@@ -117,13 +119,16 @@ async def test_a_history_deleted_to_make_room_on_a_full_disk_is_followed(
     assert len(numbers) - len(set(numbers)) <= 1
 
 
-async def test_a_first_start_on_a_full_disk_is_a_pause(server: FakeMinechatServer, tiny_disk: Path) -> None:
+async def test_a_first_start_on_a_full_disk_is_a_pause(
+    server: FakeMinechatServer, tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     filler = fill_disk(tiny_disk)
     path = tiny_disk / "chat.log"
     async with running_reader(server, path, backlog=0) as reader:
         await server.wait_until(lambda: len(server.readers) == 1)
         await server.broadcast(numbered(1, 3))
-        await asyncio.sleep(0.5)  # held, the history first: nothing is shown until it is written
+        # Held, the history first: nothing is shown until it is written.
+        await wait_for_log(caplog, lambda message: "the disk is full" in message)
         assert not reader.task.done()
         filler.unlink()
         await wait_for_file(path, lambda data: b"Bob: 0000003 " in data)

@@ -407,7 +407,7 @@ async def test_sighup_stops_cleanly(server: FakeMinechatServer, tmp_path: Path) 
     async with reader_process(server, history, stdout=subprocess.DEVNULL) as process:
         try:
             await server.broadcast(b"A: one\n")
-            await wait_for_file(history, lambda data: b"A: one" in data, timeout=WAIT)
+            await wait_for_file(history, lambda data: b"A: one" in data)
         finally:
             code = await stop_with_signal(process, signal.SIGHUP)
     assert code == -signal.SIGHUP

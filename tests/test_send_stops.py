@@ -17,7 +17,10 @@ from helpers import POSIX_ONLY, START_WAIT, TOKEN, client_process, free_port, st
 from chat_io import EXIT_CONNECTION
 
 TRIES = 4  # the stop was lost in about one try in three on Python 3.10 and 3.11
-QUICK = 3.0  # far over the 0.2 s a stop takes, far under the 10 s of a re-cancelled wait_for
+# A lost stop was found by the witness only once the chat had not shown our posts for the reply timeout:
+# with a minute of it, a lost stop takes a minute, and a stop may take 10 s on a busy machine (0.2 s idle).
+REPLY_TIMEOUT = "60"
+QUICK = 10.0
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ async def streaming(server: FakeMinechatServer, tmp_path: Path) -> AsyncIterator
     """A sender relaying stdin while it watches the flooded chat, yielded once its first post is in."""
     async with client_process(
         "send_client.py", "--token", TOKEN, "--message", "-", "--read-port", str(server.read_port),
-        port=server.write_port, cwd=tmp_path, stdin=subprocess.PIPE,
+        "--reply-timeout", REPLY_TIMEOUT, port=server.write_port, cwd=tmp_path, stdin=subprocess.PIPE,
     ) as process:  # fmt: skip
         assert process.stdin is not None
         process.stdin.write(b"one\n")
@@ -71,8 +74,8 @@ async def test_a_refused_posting_port_exits_at_once_however_busy_the_chat(
 ) -> None:
     async with client_process(
         "send_client.py", "--token", TOKEN, "--message", "hi", "--read-port", str(flooded.read_port),
-        port=free_port(), cwd=tmp_path,
+        "--reply-timeout", REPLY_TIMEOUT, port=free_port(), cwd=tmp_path,
     ) as process:  # fmt: skip
-        # Its start-up is in this wait too: twice QUICK, still under the 10 s a lost stop took.
+        # Its start-up is in this wait too: twice QUICK, still far under the reply timeout a lost stop takes.
         code = await asyncio.wait_for(process.wait(), 2 * QUICK)
     assert code == EXIT_CONNECTION

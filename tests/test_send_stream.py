@@ -438,7 +438,8 @@ async def test_blank_stdin_lines_are_skipped_not_the_rest_of_the_batch(
 
 async def test_stream_with_nothing_to_post_ends_while_the_server_is_down(tmp_path: Path) -> None:
     settings = settings_at(free_port(), tmp_path, "--token", TOKEN, "--message", "-")
-    await asyncio.wait_for(send_to_end(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), 2)
+    # A sender that kept trying the port would never end: the bound is for that, not for how fast it ends.
+    await asyncio.wait_for(send_to_end(settings, io.BytesIO(b"\n  \n"), RecordingDelays()), WAIT)
 
 
 @pytest.mark.slow
