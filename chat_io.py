@@ -12,9 +12,9 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import random
@@ -70,6 +70,7 @@ __all__ = [
     "sanitize_text",
     "shorten",
     "utf8_cut",
+    "within",
 ]
 
 DEFAULT_HOST = "minechat.dvmn.org"
@@ -491,13 +492,52 @@ async def _open_streams(host: str, port: int) -> tuple[asyncio.StreamReader, asy
         raise
 
 
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline  # counts cancels: one from outside is never taken for its own
+else:
+
+    @asynccontextmanager
+    async def _deadline(seconds: float) -> AsyncIterator[None]:
+        """Cancel the block after seconds and raise asyncio.TimeoutError, as asyncio.timeout does from 3.11."""
+        task = asyncio.current_task()
+        assert task is not None  # only ever used inside a task
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(seconds, expire)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if expired:  # 3.10 cannot tell a cancel from outside in that same moment: it is sent again
+                raise asyncio.TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
+
+
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """Await work, or raise asyncio.TimeoutError after seconds.
+
+    Unlike asyncio.wait_for before Python 3.12, a cancel that lands as work completes is never lost:
+    a connection made in that moment is closed and the cancel goes on.
+    """
+    async with _deadline(seconds):
+        return await work
+
+
 @asynccontextmanager
 async def open_connection(
     host: str, port: int, timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """Connect within timeout, yield the streams, and always close the connection."""
     try:
-        reader, writer = await asyncio.wait_for(_open_streams(host, port), timeout)
+        reader, writer = await within(timeout, _open_streams(host, port))
     except (OSError, asyncio.TimeoutError) as error:
         raise describe_connect_failure(host, port, timeout, error) from error
     try:
@@ -506,7 +546,7 @@ async def open_connection(
     finally:
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+            await within(CLOSE_TIMEOUT, writer.wait_closed())
         except (OSError, asyncio.TimeoutError):
             # The peer is gone or stuck; the transport is closed on our side all the same.
             writer.transport.abort()

@@ -15,6 +15,7 @@ from chat_io import (
     connect_socket,
     describe_connect_failure,
     enable_keepalive,
+    within,
 )
 
 
@@ -92,7 +93,7 @@ class ReceivingConnection(asyncio.BufferedProtocol):
             return
         self._transport.close()
         try:
-            await asyncio.wait_for(asyncio.shield(self._ended), CLOSE_TIMEOUT)
+            await within(CLOSE_TIMEOUT, asyncio.shield(self._ended))
         except (OSError, asyncio.TimeoutError, ChatError):
             self._transport.abort()
         finally:
@@ -115,7 +116,7 @@ async def open_receiver(
 ) -> AsyncIterator[ReceivingConnection]:
     """Connect within timeout for reading only; yield the connection, and always close it."""
     try:
-        transport, connection = await asyncio.wait_for(_connect_receiver(host, port, sink), timeout)
+        transport, connection = await within(timeout, _connect_receiver(host, port, sink))
     except (OSError, asyncio.TimeoutError) as error:
         raise describe_connect_failure(host, port, timeout, error) from error
     try:

@@ -17,7 +17,7 @@ from _minechat.output import BackgroundWriter
 from _minechat.shutdown import cancel_and_wait
 from _minechat.stamping import Moment, StampClock
 from _minechat.systemd import ServiceNotifier
-from chat_io import describe_error, plural
+from chat_io import describe_error, plural, within
 
 logger = logging.getLogger("read_client")
 
@@ -197,7 +197,7 @@ class Recorder:
                 self._give_up()
                 return
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), DISK_RETRY_SECONDS)
+                await within(DISK_RETRY_SECONDS, self._woken.wait())
         if full_since is not None:
             self._report_room(full_since)
 

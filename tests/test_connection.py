@@ -11,7 +11,17 @@ from pathlib import Path
 import fake_server
 import pytest
 from fake_server import FakeMinechatServer
-from helpers import LINUX_ONLY, TOKEN, RecordingDelays, RecordingOut, free_port, read_history, run_sender, status_of
+from helpers import (
+    LINUX_ONLY,
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    RecordingOut,
+    free_port,
+    read_history,
+    run_sender,
+    status_of,
+)
 
 import _minechat.receiver
 import chat_io
@@ -249,3 +259,37 @@ async def test_refused_connection_is_a_connection_failure(tmp_path: Path) -> Non
     settings = send_client.parse_settings(["--host", "127.0.0.1", "--port", str(port), "--token", TOKEN], {}, tmp_path)
     with pytest.raises(ConnectionFailed, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
         await run_sender(settings)
+
+
+LOOP_STEPS_THROUGH_A_CONNECT = 12  # a loopback connect completes within about 8 steps of the loop
+
+
+async def open_and_wait(listener: socket.socket, receiver: bool) -> None:
+    """Open a connection to a listener that never speaks, and wait to read from it."""
+    port = listener.getsockname()[1]
+    if receiver:
+        async with open_receiver("127.0.0.1", port, Sink()) as connection:
+            await connection.wait_ended()
+    else:
+        async with open_connection("127.0.0.1", port, chat_io.DEFAULT_CONNECT_TIMEOUT) as (reader, _):
+            await reader.read(1)
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["posting", "reading"])
+async def test_a_cancel_at_any_step_of_a_connect_ends_it(receiver: bool) -> None:
+    # asyncio.wait_for before Python 3.12 lost a cancel that landed as the connect completed, and the
+    # connection went on: here it would wait for the silent listener until the test's bound.
+    lost = []
+    for steps in range(LOOP_STEPS_THROUGH_A_CONNECT):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            task = asyncio.ensure_future(open_and_wait(listener, receiver))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=WAIT)
+            if not done:
+                lost.append(steps)
+                task.cancel()
+                await asyncio.wait({task})
+            assert task.cancelled()
+    assert lost == []

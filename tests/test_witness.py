@@ -268,17 +268,21 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
     # A reading port that never answers: the witness waits up to --connect-timeout, unless cancelled.
     # Posting does not wait for the witness: a posting port that never greets holds the run up.
     with socket.create_server(("127.0.0.1", 0)) as mute:
+        mute.setblocking(False)
         base = ["--host", "127.0.0.1", "--port", str(mute.getsockname()[1]), "--read-port", str(unanswered_port)]
         settings = send_client.parse_settings([*base, "--token", TOKEN, "--message", "-"], {}, tmp_path)
         sender = send_client.make_sender(settings, io.BytesIO(b"one\n"), RecordingDelays())
         before = asyncio.all_tasks()
         task = asyncio.ensure_future(sender.run())
-        await asyncio.sleep(0.2)  # long enough to be inside the connect, far below its 10 s timeout
-        assert not task.done()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 1.0)  # within a second
-        assert asyncio.all_tasks() - before == set()
+        # The witness starts connecting before the posting connection does: once that one is here, the
+        # witness is inside its connect, which lasts its 10 s timeout.
+        posting, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(mute), WAIT)
+        with posting:
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, settings.connect_timeout / 2)  # not held up by the connect
+            assert asyncio.all_tasks() - before == set()
     assert server.posts == []
 
 
