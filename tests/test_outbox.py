@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
+from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox, Post
 
 
 def filled(count: int) -> Outbox:
@@ -85,3 +85,81 @@ def test_only_an_echo_of_a_post_awaiting_its_acknowledgement_counts_as_the_serve
     assert outbox.shown == 1
     outbox.note_shown(second)  # the echo of another send: no news
     assert outbox.shown == 1
+    third = outbox.add("three")
+    outbox.take_unsent()
+    outbox.note_shown(third)  # each post shown while awaited counts: the server works through ours
+    assert outbox.shown == 2
+
+
+# --- room by bytes: a long post leaves the outbox, a short one stays --------------------------------------
+
+LONG, SHORT = "l" * 60, "s"  # 62 and 3 bytes on the wire
+ROOM = 100  # bytes: both fit, and the short one alone is under half of it
+
+
+def settle_the_long_one(outbox: Outbox, long: Post, how: str) -> None:
+    """Take the long post out of the outbox one way, the short one still waiting."""
+    outbox.take_unsent()
+    if how == "acknowledged":
+        outbox.acknowledge()
+    elif how == "seen in flight":
+        outbox.note_shown(long)
+        outbox.rewind()
+    elif how == "seen while waiting to go again":
+        outbox.rewind()
+        outbox.note_shown(long)
+        outbox.take_unsent()
+    else:  # given up: every connection lost while it, the oldest, awaited its acknowledgement
+        for _ in range(MAX_SENDS):
+            outbox.lose_connection()
+            outbox.rewind()
+            outbox.take_unsent()
+
+
+@pytest.mark.parametrize("how", ["acknowledged", "seen in flight", "seen while waiting to go again", "given up"])
+def test_a_post_leaving_the_outbox_frees_its_own_bytes(how: str) -> None:
+    outbox = Outbox(max_bytes=ROOM)
+    long = outbox.add(LONG)
+    outbox.add(SHORT)
+    assert len(long.data) == 62 and not outbox.full and not outbox.roomy
+    settle_the_long_one(outbox, long, how)
+    assert len(outbox) == 1
+    assert outbox.roomy and not outbox.full  # only the short post's 3 bytes are left
+    for number in range(ROOM // 2 // 3 - 1):  # room for more posts: up to half of ROOM again
+        outbox.add(f"{number % 10}")
+    assert outbox.roomy
+    outbox.add("9")
+    assert not outbox.roomy and not outbox.full
+
+
+# --- the window after a lost connection, and what is counted as going again ------------------------------
+
+
+def test_the_window_holds_until_the_last_post_lost_in_flight_is_settled() -> None:
+    outbox = filled(10)
+    outbox.take_unsent()
+    outbox.rewind()  # ten lost in flight
+    assert len(outbox.take_unsent()) == RESEND_WINDOW
+    for _ in range(RESEND_WINDOW):  # all in flight acknowledged, six lost ones still to go
+        outbox.acknowledge()
+    assert len(outbox.take_unsent()) == RESEND_WINDOW
+
+
+def test_the_window_holds_while_the_last_lost_post_is_in_flight() -> None:
+    outbox = filled(3)
+    outbox.take_unsent()
+    outbox.rewind()
+    assert len(outbox.take_unsent()) == 3  # all three lost ones in flight again, nothing queued behind
+    outbox.acknowledge()  # the first: two lost ones still in flight
+    for number in range(5):
+        outbox.add(f"new {number}")
+    assert len(outbox.take_unsent()) == RESEND_WINDOW - 2
+
+
+@pytest.mark.parametrize(("lost", "left"), [(3, 0), (6, 6 - RESEND_WINDOW)])
+def test_posts_still_to_go_again_are_counted_down_as_they_go(lost: int, left: int) -> None:
+    outbox = filled(lost)
+    outbox.take_unsent()
+    assert outbox.rewind() == lost and outbox.rewound == lost
+    outbox.take_unsent()
+    assert outbox.rewound == left
