@@ -109,3 +109,37 @@ def test_after_a_reply_the_next_acknowledgement_gets_the_current_wait() -> None:
     assert clock.deadline == pytest.approx(10.0 + 2 * TIMEOUT)
     clock.replied(11.0, owed=True, posting=False, shown=0)  # before welcome: --reply-timeout only
     assert clock.deadline == pytest.approx(11.0 + TIMEOUT)
+
+
+def test_a_new_clock_owes_nothing() -> None:
+    assert ReplyClock(TIMEOUT).remaining(0.0) is None
+
+
+def test_a_new_connection_owes_its_greeting_within_the_reply_timeout_however_stretched_the_wait() -> None:
+    clock = posting_clock()
+    clock.stretch()
+    clock.stretch()
+    clock.connect(50.0, shown=0)
+    assert clock.remaining(50.0) == pytest.approx(TIMEOUT)  # acknowledgements may take longer; a greeting may not
+    assert clock.expire(50.0 + TIMEOUT, posting=False, shown=0) == TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("late_by", "ack_wait"),
+    [(-0.5, TIMEOUT), (0.0, TIMEOUT), (0.5, 2 * TIMEOUT)],
+    ids=["early", "just on time", "late"],
+)
+def test_an_acknowledgement_at_the_reply_timeout_is_on_time(late_by: float, ack_wait: float) -> None:
+    clock = posting_clock(now=8.0)
+    clock.stretch()
+    clock.sent(8.0, 0, owed=True, posting=True, shown=0)
+    clock.acknowledged(8.0 + TIMEOUT + late_by)
+    assert clock.ack_wait == ack_wait
+
+
+def test_posts_the_chat_showed_before_the_wait_began_are_no_sign_of_a_slow_server() -> None:
+    clock = posting_clock()
+    clock.replied(10.0, owed=True, posting=True, shown=3)  # three of ours shown already
+    assert clock.expire(10.0 + TIMEOUT, posting=True, shown=3) == TIMEOUT  # nothing new shown: a timeout
+    clock.replied(20.0, owed=True, posting=True, shown=3)
+    assert clock.expire(20.0 + clock.waited, posting=True, shown=4) is None  # one more shown: slow, not gone
