@@ -19,7 +19,7 @@ import chat_io
 import send_client
 from _minechat.outbox import Outbox, Post
 from _minechat.sender_settings import SenderSettings
-from _minechat.witness import Witness
+from _minechat.witness import CHAT_LINE_LIMIT, Witness
 
 NICKNAME = "Focused Loyd"
 REPLY_TIMEOUT = 10.0
@@ -118,6 +118,68 @@ def test_memory_is_bounded_and_forgets_the_oldest() -> None:
     witness = witness_for(posts, memory=2)
     chat = b"Focused Loyd: one\nFocused Loyd: two\nFocused Loyd: three\n"
     assert witness.feed(chat) == [posts[1], posts[2]]  # the forgotten one's echo is excused, not matched
+
+
+MORE_OFTEN = "shows one of our posts more often than we sent it"
+NOT_OURS = "shows lines under our nickname that we did not send"
+OUT_OF_ORDER = "shows our posts out of the order we sent them in"
+
+
+def play(script: str, memory: int = 4096) -> tuple[list[int], str | None]:
+    """Run a script through a witness; return the numbers of the posts it saved, and its doubt.
+
+    '|' starts a posting connection, '+x' sends a new post x, '~x' sends one before the chat is watched,
+    '^n' sends post n again, '=x' is the chat showing 'Focused Loyd: x'.
+    """
+    outbox = Outbox()
+    witness = Witness(REPLY_TIMEOUT, memory)
+    witness.set_nickname(NICKNAME)
+    posts: list[Post] = []
+    saved: list[Post] = []
+    for step in script.split():
+        kind, text = step[0], step[1:]
+        if kind == "|":
+            witness.next_connection()
+        elif kind in "+~":
+            posts.append(outbox.add(text))
+            (witness.expect if kind == "+" else witness.note_unwatched)(posts[-1])
+        elif kind == "^":
+            witness.expect(posts[int(text)])
+        else:
+            saved += shown_by(witness, outbox, f"{NICKNAME}: {text}\n".encode())
+    return [posts.index(post) for post in saved], witness.doubt
+
+
+@pytest.mark.parametrize(
+    ("script", "memory", "saved", "doubt"),
+    [
+        # Two posts of one text, each shown once: neither saved, and no doubt (each echo is one send's).
+        ("| +x +x =x =x", 4096, [], None),
+        ("| +x +x =x =x", 2, [], None),  # memory enough for both: the first's text still counts
+        # Posts sent before the chat was watched: each may show once, and once only.
+        ("~x ~x =x =x", 4096, [], None),
+        ("~x ~x =x =x =x", 4096, [], MORE_OFTEN),
+        # A post sharing its text with one sent before the chat was watched is never saved.
+        ("~a ~x | +x =x", 4096, [], None),
+        # Sends forgotten for memory may still show, once each; a later send of the same post is saved.
+        ("| +x | ^0 | ^0 =x =x =x", 1, [0], None),
+        ("| +x | ^0 | ^0 =x =x =x =x", 1, [0], MORE_OFTEN),
+        # A send lost with its connection is skipped by the next connection's echo.
+        ("| +a | +b =b", 4096, [1], None),
+        ("| +a +b =b", 4096, [], OUT_OF_ORDER),
+        ("| +a =z", 4096, [], NOT_OURS),
+        # A post sent again shares its text with the later one: neither echo saves the later one.
+        ("| +x +y +z +x ^0 =x", 2, [], None),
+        # A post resent after its text was forgotten for memory is still saved by its echo.
+        ("| +x +y ^0 +z =x", 2, [0], None),
+        # Texts beyond memory no longer stop a later post's echo from saving it; those within it still do.
+        ("| +x =x +x =x +z =z +x =x", 2, [0, 2, 3], None),
+        ("| +x =x +x =x +x =x +z =z +x =x", 3, [0, 3], None),
+        ("| +x =x +x =x +z =z =x", 2, [0, 2], MORE_OFTEN),  # the second x is still remembered
+    ],
+)
+def test_counts_and_memory(script: str, memory: int, saved: list[int], doubt: str | None) -> None:
+    assert play(script, memory) == (saved, doubt)
 
 
 def test_a_seen_post_is_not_resent_by_the_outbox() -> None:
@@ -304,6 +366,25 @@ def test_a_long_post_of_ours_is_recognised_whole() -> None:
     echo = f"{NICKNAME}: ".encode() + post.data[:-1]
     shown = [seen for start in range(0, len(echo), 4096) for seen in witness.feed(echo[start : start + 4096])]
     assert shown == [post]
+
+
+def test_a_chat_line_of_exactly_the_limit_can_show_our_post() -> None:
+    prefix = f"{NICKNAME}: ".encode()
+    [post] = posts_of("x" * (CHAT_LINE_LIMIT - len(prefix) - len(b"\n")))
+    echo = prefix + post.data[:-1]
+    assert len(echo) == CHAT_LINE_LIMIT
+    witness = witness_for([post])
+    shown = [seen for start in range(0, len(echo), 64 * 1024) for seen in witness.feed(echo[start : start + 64 * 1024])]
+    assert shown == [post]
+
+
+def test_the_end_of_a_chat_line_over_the_limit_never_passes_for_a_line_of_its_own() -> None:
+    [post] = posts_of("hi")
+    witness = witness_for([post])
+    assert witness.feed(b"Eva: " + b"x" * CHAT_LINE_LIMIT) == []  # over the limit, its end not come yet
+    assert witness.feed(b"Focused Loyd: hi\n") == []  # the end of Eva's line, not our post
+    assert witness.doubt is None
+    assert witness.feed(b"Focused Loyd: hi\n") == [post]
 
 
 def test_each_send_of_a_post_owes_its_own_echo() -> None:
