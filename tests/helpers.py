@@ -359,6 +359,16 @@ async def wait_for_log(caplog: pytest.LogCaptureFixture, predicate: Callable[[st
     await asyncio.wait_for(wait(), WAIT)
 
 
+async def wait_for_state(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Wait until an object the test holds gets into a state, polled; fail after timeout."""
+
+    async def wait() -> None:
+        while not predicate():
+            await asyncio.sleep(LOG_POLL_SECONDS)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
 # --- fakes that record what they were given --------------------------------------------------------------
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
+import os
 import socket
 import sys
 import threading
@@ -13,13 +15,25 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_sender, settings_for, texts_of
+from helpers import (
+    TOKEN,
+    WAIT,
+    RecordingDelays,
+    StdinPipe,
+    free_port,
+    run_sender,
+    settings_at,
+    settings_for,
+    texts_of,
+    wait_for_log,
+    wait_for_state,
+)
 
 import chat_io
 import send_client
 from _minechat.outbox import Outbox, Post
 from _minechat.sender_settings import SenderSettings
-from _minechat.witness import CHAT_LINE_LIMIT, Witness
+from _minechat.witness import CHAT_LINE_LIMIT, ChatWitness, Witness
 
 NICKNAME = "Focused Loyd"
 REPLY_TIMEOUT = 10.0
@@ -279,8 +293,10 @@ async def test_an_unreachable_chat_is_said_once_and_posting_goes_on(
     assert texts_of(server) == ["one", "two"]
     said = [record for record in caplog.records if "(--read-port)" in record.getMessage()]
     assert [record.levelno for record in said] == [logging.INFO]
-    assert said[0].getMessage().startswith(f"cannot read the chat on 127.0.0.1:{closed_port} (--read-port)")
-    assert said[0].getMessage().endswith("; going on without it")
+    assert said[0].getMessage() == (
+        f"cannot read the chat on 127.0.0.1:{closed_port} (--read-port) to see which posts arrived: "
+        f"{os.strerror(errno.ECONNREFUSED)}; going on without it"
+    )
 
 
 @pytest.mark.usefixtures("account")
@@ -360,6 +376,165 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
                 await asyncio.wait_for(task, settings.connect_timeout / 2)  # not held up by the connect
             assert asyncio.all_tasks() - before == set()
     assert server.posts == []
+
+
+# --- the witness's connection to the chat: made, lost, made again ---------------------------------------
+
+
+async def start_witness(settings: SenderSettings, outbox: Outbox) -> ChatWitness:
+    """Start a witness of the chat for the outbox's posts, as the sender does before its first post."""
+    witness = ChatWitness(settings, logging.INFO, outbox)
+    witness.set_nickname(NICKNAME)
+    await witness.start()
+    witness.next_connection()
+    return witness
+
+
+async def watched(server: FakeMinechatServer, witness: ChatWitness) -> None:
+    """Wait until the witness reads the chat and the server counts it among its readers."""
+    await wait_for_state(lambda: witness.active and len(server.readers) == 1)
+
+
+def send(witness: ChatWitness, outbox: Outbox, text: str) -> Post:
+    """Send a new post as the sender does: out of the outbox, its send told to the witness."""
+    post = outbox.add(text)
+    outbox.take_unsent()
+    witness.expect(outbox.take_sends())
+    return post
+
+
+@pytest.mark.parametrize("how", ["closes", "resets"])
+async def test_a_chat_that_hangs_up_is_left_until_the_next_connection_watches_it_again(
+    server: FakeMinechatServer, tmp_path: Path, how: str
+) -> None:
+    witness = await start_witness(watching_settings(server, tmp_path), Outbox())
+    try:
+        await watched(server, witness)
+        await (server.drop_readers() if how == "closes" else server.reset_readers())
+        await wait_for_state(lambda: not witness.active)  # it stops reading a connection that is gone
+        assert witness.lost
+        await witness.start()  # as the next posting connection does
+        await watched(server, witness)
+        assert not witness.lost and server.reader_connections == 2
+    finally:
+        await witness.stop()
+
+
+async def test_a_post_sent_while_the_chat_was_lost_does_not_hide_a_later_one_of_its_text(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    outbox = Outbox()
+    witness = await start_witness(watching_settings(server, tmp_path), outbox)
+    try:
+        await watched(server, witness)
+        await server.drop_readers()
+        await wait_for_state(lambda: witness.lost and not witness.active)
+        first = send(witness, outbox, "hi")  # nobody watches: its echo can never come
+        outbox.acknowledge()
+        await witness.start()
+        witness.next_connection()
+        await watched(server, witness)
+        second = send(witness, outbox, "hi")
+        await server.broadcast(f"{NICKNAME}: hi\n".encode())
+        await wait_for_state(lambda: second.seen)  # the only "hi" the chat can show now
+        assert not first.seen
+    finally:
+        await witness.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_a_post_sent_while_the_chat_connects_may_show_and_saves_nothing(
+    tmp_path: Path, unanswered_port: int
+) -> None:
+    settings = settings_at(free_port(), tmp_path, "--read-port", str(unanswered_port), "--token", TOKEN)
+    outbox = Outbox()
+    witness = await start_witness(settings, outbox)  # connecting for --connect-timeout
+    try:
+        send(witness, outbox, "hi")
+        witness.note_acknowledged()
+        assert not witness.active
+        # The first echo's clock starts once the chat is watched, not while it connects.
+        later = asyncio.get_running_loop().time() + 2 * settings.reply_timeout
+        assert witness.core.patience(later) == settings.reply_timeout
+        # The chat, once connected, may show the post or not: shown, it is excused, and saves nothing.
+        assert witness.core.feed(f"{NICKNAME}: hi\n".encode()) == []
+        assert witness.core.doubt is None
+    finally:
+        await witness.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux's full-backlog behaviour")
+async def test_a_chat_port_that_never_answers_is_given_up_after_the_connect_timeout(
+    tmp_path: Path, unanswered_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    argv = ("--read-port", str(unanswered_port), "--connect-timeout", "0.2", "--token", TOKEN)
+    settings = settings_at(free_port(), tmp_path, *argv)
+    witness = await start_witness(settings, Outbox())
+    try:
+        # WAIT is 25 times --connect-timeout here, and half the default one.
+        await wait_for_log(caplog, lambda message: "(--read-port)" in message)
+    finally:
+        await witness.stop()
+    said = [record.getMessage() for record in caplog.records if "(--read-port)" in record.getMessage()]
+    assert said == [
+        f"cannot read the chat on 127.0.0.1:{unanswered_port} (--read-port) to see which posts arrived: timed out; "
+        "going on without it"
+    ]
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_chat_connection_that_stays_up_serves_every_posting_connection(
+    server: FakeMinechatServer, tmp_path: Path
+) -> None:
+    server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
+    stdin = StdinPipe()
+    sender = send_client.make_sender(
+        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
+    )
+    task = asyncio.ensure_future(sender.run())
+    try:
+        await stdin.write(b"one\n")
+        await server.wait_until(lambda: [post.acknowledged for post in server.posts] == [True])
+        await server.wait_until(lambda: server.idle_drops == 1)
+        await stdin.write(b"two\n")
+        stdin.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+        stdin.close()
+    assert texts_of(server) == ["one", "two"]
+    assert [post.readers for post in server.posts] == [1, 1]
+    assert server.reader_connections == 1  # not made again for the second posting connection
+
+
+@pytest.mark.usefixtures("account")
+async def test_a_chat_that_is_no_witness_is_said_once_and_hung_up_on(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="send_client")
+    server.shown_as = lambda nickname, text: [f"{nickname}: {text}", f"{nickname}: what's up"]  # an impostor
+    stdin = StdinPipe()
+    sender = send_client.make_sender(
+        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
+    )
+    task = asyncio.ensure_future(sender.run())
+    try:
+        await stdin.write(b"one\n")
+        await wait_for_log(caplog, lambda message: "cannot tell which posts arrived" in message)
+        await server.wait_until(lambda: not server.readers)  # it reads that chat no more
+        await stdin.write(b"two\n")
+        stdin.end()
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+        stdin.close()
+    said = [record.getMessage() for record in caplog.records if "cannot tell" in record.getMessage()]
+    assert said == [
+        f"the chat on 127.0.0.1:{server.read_port} shows lines under our nickname that we did not send, "
+        "so it cannot tell which posts arrived; posts not acknowledged are sent again"
+    ]
+    assert [post.readers for post in server.posts] == [1, 0]
 
 
 # --- what a chat line or a second send can pass for ------------------------------------------------------
