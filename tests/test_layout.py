@@ -40,3 +40,14 @@ def test_dependencies_run_one_way() -> None:
     assert imported_modules(ROOT / "chat_io.py") & OURS == set()
     for path in sorted((ROOT / "_minechat").glob("*.py")):
         assert imported_modules(path) & {"read_client", "send_client"} == set(), path.name
+
+
+def test_no_wait_with_a_timeout_can_lose_a_cancel() -> None:
+    # asyncio.wait_for before Python 3.12 loses a cancel that lands as its work completes: chat_io.within.
+    uses = [
+        f"{path.name}:{node.lineno}"
+        for path in [ROOT / "chat_io.py", *product_modules()]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "wait_for" and ast.unparse(node.value) == "asyncio"
+    ]
+    assert uses == []
