@@ -498,6 +498,11 @@ if sys.version_info >= (3, 11):
     from asyncio import timeout as _deadline  # counts cancels: one from outside is never taken for its own
 else:
 
+    def is_being_cancelled(task: asyncio.Task[object]) -> bool:
+        """Tell whether a cancel is on its way into task (3.10 has no Task.cancelling(); these are its own fields)."""
+        waiter = task._fut_waiter  # type: ignore[attr-defined]
+        return bool(task._must_cancel or (waiter is not None and waiter.cancelled()))  # type: ignore[attr-defined]
+
     @asynccontextmanager
     async def _deadline(seconds: float) -> AsyncIterator[None]:
         """Cancel the block after seconds and raise asyncio.TimeoutError, as asyncio.timeout does from 3.11."""
@@ -507,6 +512,8 @@ else:
 
         def expire() -> None:
             nonlocal expired
+            if is_being_cancelled(task):  # a cancel from outside came first: it goes on as a cancel
+                return
             expired = True
             task.cancel()
 
@@ -514,7 +521,7 @@ else:
         try:
             yield
         except asyncio.CancelledError:
-            if expired:  # 3.10 cannot tell a cancel from outside in that same moment: it is sent again
+            if expired:
                 raise asyncio.TimeoutError from None
             raise
         finally:
