@@ -457,11 +457,27 @@ async def connect_socket(host: str, port: int) -> socket.socket:
     infos = interleave(await resolve(host, port))
     if len(infos) == 1:
         return await _connect_to(infos[0])  # nothing to race: as quick as a plain connect
-    attempts = [functools.partial(_connect_to, info) for info in infos]
-    sock, _, errors = await staggered_race(attempts, HAPPY_EYEBALLS_DELAY)
-    if sock is None:
+    connected: list[socket.socket] = []
+
+    async def attempt(info: AddressInfo) -> socket.socket:
+        sock = await _connect_to(info)
+        connected.append(sock)
+        return sock
+
+    winner: socket.socket | None = None
+    try:
+        winner, _, errors = await staggered_race(
+            [functools.partial(attempt, info) for info in infos], HAPPY_EYEBALLS_DELAY
+        )
+    finally:
+        # staggered_race drops a winner when it is cancelled as it wins, and a loser that connected in
+        # the same moment: whatever connected and is not returned is closed here.
+        for other in connected:
+            if other is not winner:
+                other.close()
+    if winner is None:
         raise _one_error([error for error in errors if error is not None] or [OSError(f"no address for {host}")])
-    return sock  # type: ignore[no-any-return]
+    return winner
 
 
 async def _connect_to(info: AddressInfo) -> socket.socket:
