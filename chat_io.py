@@ -457,11 +457,27 @@ async def connect_socket(host: str, port: int) -> socket.socket:
     infos = interleave(await resolve(host, port))
     if len(infos) == 1:
         return await _connect_to(infos[0])  # nothing to race: as quick as a plain connect
-    attempts = [functools.partial(_connect_to, info) for info in infos]
-    sock, _, errors = await staggered_race(attempts, HAPPY_EYEBALLS_DELAY)
-    if sock is None:
+    connected: list[socket.socket] = []
+
+    async def attempt(info: AddressInfo) -> socket.socket:
+        sock = await _connect_to(info)
+        connected.append(sock)
+        return sock
+
+    winner: socket.socket | None = None
+    try:
+        winner, _, errors = await staggered_race(
+            [functools.partial(attempt, info) for info in infos], HAPPY_EYEBALLS_DELAY
+        )
+    finally:
+        # staggered_race drops a winner when it is cancelled as it wins, and a loser that connected in
+        # the same moment: whatever connected and is not returned is closed here.
+        for other in connected:
+            if other is not winner:
+                other.close()
+    if winner is None:
         raise _one_error([error for error in errors if error is not None] or [OSError(f"no address for {host}")])
-    return sock  # type: ignore[no-any-return]
+    return winner
 
 
 async def _connect_to(info: AddressInfo) -> socket.socket:
@@ -498,6 +514,11 @@ if sys.version_info >= (3, 11):
     from asyncio import timeout as _deadline  # counts cancels: one from outside is never taken for its own
 else:
 
+    def is_being_cancelled(task: asyncio.Task[object]) -> bool:
+        """Tell whether a cancel is on its way into task (3.10 has no Task.cancelling(); these are its own fields)."""
+        waiter = task._fut_waiter  # type: ignore[attr-defined]
+        return bool(task._must_cancel or (waiter is not None and waiter.cancelled()))  # type: ignore[attr-defined]
+
     @asynccontextmanager
     async def _deadline(seconds: float) -> AsyncIterator[None]:
         """Cancel the block after seconds and raise asyncio.TimeoutError, as asyncio.timeout does from 3.11."""
@@ -507,6 +528,8 @@ else:
 
         def expire() -> None:
             nonlocal expired
+            if is_being_cancelled(task):  # a cancel from outside came first: it goes on as a cancel
+                return
             expired = True
             task.cancel()
 
@@ -514,7 +537,7 @@ else:
         try:
             yield
         except asyncio.CancelledError:
-            if expired:  # 3.10 cannot tell a cancel from outside in that same moment: it is sent again
+            if expired:
                 raise asyncio.TimeoutError from None
             raise
         finally:

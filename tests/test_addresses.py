@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from helpers import (
     POSIX_ONLY,
     ROOT,
     STOP_WAIT,
+    WAIT,
     RecordingDelays,
     RecordingOut,
     client_process_sync,
@@ -178,3 +181,50 @@ def test_ctrl_c_while_a_lookup_hangs_ends_the_reader(tmp_path: Path) -> None:
         err = process.stderr.read().decode(errors="replace")
     assert code == 128 + signal.SIGINT, err
     assert "Traceback" not in err
+
+
+# A connect's loop steps from the winning address's accept to open_connection's return, with room to spare.
+STEPS_AFTER_A_WIN = 12
+
+
+@LINUX_ONLY
+async def test_a_cancel_as_an_address_wins_closes_its_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # staggered_race drops the winner's socket when it is cancelled while the losers are still being
+    # cancelled: nobody closes it, and the server is left with a connection nobody will ever use.
+    monkeypatch.setattr(chat_io, "HAPPY_EYEBALLS_DELAY", 0.01)
+    loop = asyncio.get_running_loop()
+    left_open = []
+    gc.disable()  # a socket nobody closed would be closed by the collector, with a ResourceWarning
+    try:
+        with black_hole() as dead:
+            resolve_to(monkeypatch, dead)
+            for steps in range(STEPS_AFTER_A_WIN):
+                with socket.create_server(("127.0.0.1", 0)) as listener:
+                    listener.setblocking(False)
+                    task = asyncio.ensure_future(open_and_wait(listener.getsockname()[1]))
+                    accepted, _ = await asyncio.wait_for(loop.sock_accept(listener), WAIT)
+                    with accepted:
+                        for _ in range(steps):
+                            await asyncio.sleep(0)
+                        task.cancel()
+                        await asyncio.wait({task}, timeout=WAIT)
+                        assert task.cancelled()
+                        try:
+                            await asyncio.wait_for(loop.sock_recv(accepted, 1), WAIT)
+                        except asyncio.TimeoutError:
+                            left_open.append(steps)  # the first is enough: each costs WAIT
+                if left_open:
+                    break
+    finally:
+        task = None  # a cancelled task keeps its traceback, and through it the socket left open
+        with warnings.catch_warnings():  # closed here, not with a warning in some later test
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.enable()
+            gc.collect()
+    assert left_open == []
+
+
+async def open_and_wait(port: int) -> None:
+    """Connect to HOST, which resolves to a dead address first, and wait to read."""
+    async with chat_io.open_connection(HOST, port, DEAD_ADDRESS_TIMEOUT) as (reader, _):
+        await reader.read(1)

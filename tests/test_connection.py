@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import fake_server
@@ -293,3 +294,43 @@ async def test_a_cancel_at_any_step_of_a_connect_ends_it(receiver: bool) -> None
                 await asyncio.wait({task})
             assert task.cancelled()
     assert lost == []
+
+
+CANCEL_AT_EXPIRY_TIMEOUT = 0.5  # long enough for the task's first steps on a busy machine, short enough to wait out
+
+
+async def cancel_once_its_deadline_has_passed(task: asyncio.Future[object]) -> None:
+    """Cancel task once, in the same step of the loop as its deadline expires: the loop is held past it first."""
+    for _ in range(3):
+        await asyncio.sleep(0)  # into the timed wait, with its timer set
+    assert not task.done()
+    time.sleep(CANCEL_AT_EXPIRY_TIMEOUT * 2)  # holds the loop past the deadline
+    # The cancel runs in the next step of the loop, just before the timer that has come due: as a stop
+    # does when it cancels in the moment the deadline passes.
+    asyncio.get_running_loop().call_soon(task.cancel)
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    assert done
+
+
+async def test_a_cancel_as_within_times_out_is_not_taken_for_the_timeout() -> None:
+    # On 3.10 within's own deadline cannot tell a cancel from outside in the same moment: it raises
+    # asyncio.TimeoutError and the cancel is gone, unless someone sends it again.
+    task = asyncio.ensure_future(chat_io.within(CANCEL_AT_EXPIRY_TIMEOUT, asyncio.Event().wait()))
+    await cancel_once_its_deadline_has_passed(task)
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["posting", "reading"])
+async def test_a_cancel_as_the_connect_times_out_ends_it_cancelled(receiver: bool, unanswered_port: int) -> None:
+    # Not "no answer from 127.0.0.1:PORT within 0.5 s": the reader would log it and wait to reconnect.
+    async def connect() -> None:
+        if receiver:
+            async with open_receiver("127.0.0.1", unanswered_port, Sink(), CANCEL_AT_EXPIRY_TIMEOUT):
+                pass
+        else:
+            async with open_connection("127.0.0.1", unanswered_port, CANCEL_AT_EXPIRY_TIMEOUT):
+                pass
+
+    task = asyncio.ensure_future(connect())
+    await cancel_once_its_deadline_has_passed(task)
+    assert task.cancelled(), task.exception()
