@@ -60,7 +60,8 @@ class Witness:
         self._texts: dict[bytes, int] = {}  # how many of our posts (not sends) had each text
         self._counted: deque[Post] = deque()  # those posts, oldest first, to keep the memory bounded
         self._counted_set: set[Post] = set()
-        self._unwatched: Counter[bytes] = Counter()  # texts sent before the chat was watched: echoes excused
+        self._unwatched: Counter[bytes] = Counter()  # sends no longer awaited (sent unwatched, forgotten): excused
+        self._unwatched_post: dict[bytes, Post | None] = {}  # the one post those sends of a text were of, or None
         self._connection = 0
         self.matched = 0  # echoes that surely showed one of our posts
         self.doubt: str | None = None  # why the chat is no witness any more, once it is not
@@ -78,7 +79,7 @@ class Witness:
         if len(self._order) >= self._memory:
             oldest = self._order[0]
             self._forget(oldest)
-            self._unwatched[oldest.text] += 1  # its echo may still come, and proves nothing
+            self._excuse(oldest.post, oldest.text)  # its echo may still come, and proves nothing
         text = echo_text(post)
         send = Send(post, self._connection, text)
         self._order.append(send)
@@ -92,14 +93,27 @@ class Witness:
     def note_unwatched(self, post: Post) -> None:
         """Note a post sent while the chat was not watched yet: its echo may still come, and is no evidence."""
         text = echo_text(post)
-        self._unwatched[text] += 1
+        self._excuse(post, text)
         self._remember(post, text)
+
+    def _excuse(self, post: Post, text: bytes) -> None:
+        """Let one more echo of a text show without proving anything, and note which post it may be of."""
+        self._unwatched[text] += 1
+        owner = self._unwatched_post.get(text, post)
+        self._unwatched_post[text] = owner if owner is post else None
+
+    def _use_excuse(self, text: bytes) -> None:
+        """Take one excused echo of a text off the count."""
+        self._unwatched[text] -= 1
+        if not self._unwatched[text]:
+            del self._unwatched[text], self._unwatched_post[text]
 
     def reset(self) -> None:
         """Await no echo any more: the chat connection is gone, and a new one shows only posts made after it."""
         self._waiting.clear()
         self._order.clear()
         self._unwatched.clear()
+        self._unwatched_post.clear()
         self._buffer.clear()
         self._skipping = False
 
@@ -162,10 +176,13 @@ class Witness:
             return None
         text = line[len(self._prefix) :]
         waiting = self._waiting.get(text)
+        if text in self._unwatched and not (waiting and self._unwatched_post[text] is waiting[0].post):
+            # Maybe the echo of a send we no longer await, and of another post of this text than the
+            # awaited one: it proves nothing, and taken for the awaited post it could lose that one.
+            self._use_excuse(text)
+            return None
         if not waiting:
-            if self._unwatched[text]:
-                self._unwatched[text] -= 1  # the echo of a post sent before we watched
-            elif self._texts.get(text):
+            if self._texts.get(text):
                 self.doubt = "shows one of our posts more often than we sent it"
             else:
                 self.doubt = "shows lines under our nickname that we did not send"
