@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from operator import attrgetter
 
 from _minechat.dialogue import encode_post
 
@@ -19,6 +20,9 @@ MAX_SENDS = 3
 # through: a connection that drops again soon costs a few copies at most, and acknowledgements come
 # back between drops. Then posts go as fast as they come again, even with more still queued.
 RESEND_WINDOW = 4
+# Posts settled by the chat alone that a later doubt about the chat can still send again; older ones
+# stay settled (the chat had that long to show it is no witness).
+RECALLABLE_POSTS = 4096
 
 
 @dataclass(eq=False)
@@ -53,6 +57,7 @@ class Outbox:
         self.seen_only = 0  # messages the chat showed that the server never acknowledged
         self.shown = 0  # posts the chat has shown while they awaited their acknowledgement
         self._sends: list[Post] = []  # posts sent since take_sends was last asked, each time it went out
+        self._settled_by_chat: deque[Post] = deque(maxlen=RECALLABLE_POSTS)
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._unsent)
@@ -137,6 +142,7 @@ class Outbox:
     def _settle_seen(self, post: Post) -> None:
         self._bytes -= len(post.data)
         self.seen_only += 1
+        self._settled_by_chat.append(post)
 
     def _give_up(self, post: Post) -> None:
         self._bytes -= len(post.data)
@@ -189,6 +195,27 @@ class Outbox:
             self._window = RESEND_WINDOW
             self._catch_up_to = kept[-1].number if kept else 0
         self._sent.clear()
-        self._unsent.extendleft(reversed(kept))
-        self._rewound += len(kept)
+        self._requeue(kept)
         return len(kept)
+
+    def recall_seen(self) -> int:
+        """Count no post as shown by the chat unless acknowledged: it proved no witness; return how many go again.
+
+        Those it alone settled go out again; those still here wait for their acknowledgement like any other.
+        """
+        for post in (*self._sent, *self._unsent):
+            post.seen = False
+        recalled = list(self._settled_by_chat)
+        self._settled_by_chat.clear()
+        for post in recalled:
+            post.seen = False
+            self._bytes += len(post.data)
+        self.seen_only -= len(recalled)
+        self._requeue(recalled)
+        return len(recalled)
+
+    def _requeue(self, posts: list[Post]) -> None:
+        """Put posts that went out before back to go again, every post still to go in the order it was added."""
+        if posts:
+            self._unsent = deque(sorted((*posts, *self._unsent), key=attrgetter("number")))
+            self._rewound += len(posts)

@@ -341,10 +341,12 @@ class Sender:
         self.outbox = Outbox()
         self.clock = ReplyClock(settings.reply_timeout)
         # With nothing to post (no witness_level), there is nothing to watch the chat for.
-        self.witness: AnyWitness = (
-            NoWitness() if witness_level is None else ChatWitness(settings, witness_level, self.outbox)
-        )
         self.feed = MessageFeed(messages, self.outbox)
+        self.witness: AnyWitness = (
+            NoWitness()
+            if witness_level is None
+            else ChatWitness(settings, witness_level, self.outbox, self.feed.changed.set)
+        )
         # The caller's set, which its log filter reads: tokens learnt here are hidden in every log line.
         self.keeper = AccountKeeper(settings.token, settings.token_path, secrets if secrets is not None else set())
         self.welcomed = False  # some connection got as far as posting

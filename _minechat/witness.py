@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 from _minechat.outbox import Outbox, Post
 from _minechat.sender_settings import SenderSettings
 from _minechat.shutdown import cancel_and_wait
-from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection
+from chat_io import NEWLINE, READ_CHUNK_BYTES, ChatError, describe_error, format_address, open_connection, plural
 
 # The sender's log: -v and the tests listen to it under the script's name.
 logger = logging.getLogger("send_client")
@@ -242,10 +243,11 @@ class Witness:
 class ChatWitness:
     """Reads the chat while we post and tells the outbox of the posts it shows, so they are never sent again."""
 
-    def __init__(self, settings: SenderSettings, level: int, outbox: Outbox) -> None:
+    def __init__(self, settings: SenderSettings, level: int, outbox: Outbox, wake: Callable[[], None]) -> None:
         self.settings = settings
         self.level = level  # how loud "going on without it" is: debug for a single message
         self.outbox = outbox
+        self.wake = wake  # tells the posting side that posts are to go out again
         self.core = Witness(settings.reply_timeout)
         self.active = False
         self.lost = False  # it watched, then the chat hung up: it is connected again with the next connection
@@ -351,11 +353,17 @@ class ChatWitness:
             logger.debug("the chat shows message %d", post.number)
             self.outbox.note_shown(post)
         if self.core.doubt is not None:
+            # What it alone settled may have been another sender's line: sent again, it is a reported copy
+            # at worst, where trusting it could lose it.
+            recalled = self.outbox.recall_seen()
+            if recalled:
+                self.wake()
             # Not a warning: nothing is lost, posts not acknowledged are only sent again.
             logger.info(
-                "the chat on %s %s, so it cannot tell which posts arrived; posts not acknowledged are sent again",
+                "the chat on %s %s, so it cannot tell which posts arrived; posts not acknowledged are sent again%s",
                 where,
                 self.core.doubt,
+                f", and {plural(recalled, 'message')} it alone had shown" if recalled else "",
             )
             return False
         return True

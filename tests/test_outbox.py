@@ -163,3 +163,32 @@ def test_posts_still_to_go_again_are_counted_down_as_they_go(lost: int, left: in
     assert outbox.rewind() == lost and outbox.rewound == lost
     outbox.take_unsent()
     assert outbox.rewound == left
+
+
+def test_posts_only_the_chat_showed_go_again_once_it_is_no_witness() -> None:
+    outbox = Outbox()
+    settled, in_flight, waiting = (outbox.add(text) for text in ("one", "two", "three"))
+    outbox.take_unsent()
+    outbox.note_shown(settled)
+    outbox.rewind()  # "one" leaves, settled by the chat alone; the others go again
+    assert (len(outbox), outbox.seen_only) == (2, 1)
+    outbox.take_unsent()
+    outbox.note_shown(in_flight)
+    # The chat turns out to be no witness: what it alone settled, or would settle, goes out again.
+    assert outbox.recall_seen() == 1  # "one" goes again; "two" waits for its acknowledgement like "three"
+    assert (len(outbox), outbox.seen_only, settled.seen, in_flight.seen) == (3, 0, False, False)
+    assert outbox.rewind() == 2  # the two in flight, not settled by the chat any more
+    assert outbox.rewound == 3
+    assert outbox.take_unsent() == [settled, in_flight, waiting]  # in the order they were added
+    assert outbox.rewound == 0
+    assert outbox.recall_seen() == 0
+
+
+def test_an_acknowledged_post_is_never_recalled() -> None:
+    outbox = Outbox()
+    post = outbox.add("one")
+    outbox.take_unsent()
+    outbox.note_shown(post)
+    outbox.acknowledge()
+    assert outbox.recall_seen() == 0
+    assert not outbox and outbox.acknowledged == 1

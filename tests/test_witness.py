@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -383,9 +384,11 @@ async def test_cancelled_while_the_witness_connects_leaves_nothing_running(
 # --- the witness's connection to the chat: made, lost, made again ---------------------------------------
 
 
-async def start_witness(settings: SenderSettings, outbox: Outbox) -> ChatWitness:
+async def start_witness(
+    settings: SenderSettings, outbox: Outbox, wake: Callable[[], None] = lambda: None
+) -> ChatWitness:
     """Start a witness of the chat for the outbox's posts, as the sender does before its first post."""
-    witness = ChatWitness(settings, logging.INFO, outbox)
+    witness = ChatWitness(settings, logging.INFO, outbox, wake)
     witness.set_nickname(NICKNAME)
     await witness.start()
     witness.next_connection()
@@ -537,6 +540,35 @@ async def test_a_chat_that_is_no_witness_is_said_once_and_hung_up_on(
         "so it cannot tell which posts arrived; posts not acknowledged are sent again"
     ]
     assert [post.readers for post in server.posts] == [1, 0]
+
+
+async def test_posts_only_the_chat_showed_go_again_once_it_turns_out_to_be_no_witness(
+    server: FakeMinechatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another sender under our nickname posts our text: its echo settles our lost post, and only a later
+    # copy shows the chat is no witness. Two sender processes of one account met this under load.
+    caplog.set_level(logging.INFO, logger="send_client")
+    outbox = Outbox()
+    woken = asyncio.Event()
+    witness = await start_witness(watching_settings(server, tmp_path), outbox, woken.set)
+    try:
+        await watched(server, witness)
+        post = send(witness, outbox, "two")
+        await server.broadcast(f"{NICKNAME}: two\n".encode())
+        await wait_for_state(lambda: post.seen)
+        outbox.rewind()  # its connection is lost before the acknowledgement: the chat alone settles it
+        assert not outbox and outbox.seen_only == 1
+        await server.broadcast(f"{NICKNAME}: two\n".encode())  # shown more often than we sent it
+        await asyncio.wait_for(woken.wait(), WAIT)
+        assert outbox.take_unsent() == [post]  # sent again: a reported copy, never a lost post
+        assert outbox.seen_only == 0
+    finally:
+        await witness.stop()
+    said = [record.getMessage() for record in caplog.records if "cannot tell" in record.getMessage()]
+    assert said == [
+        f"the chat on 127.0.0.1:{server.read_port} shows one of our posts more often than we sent it, so it "
+        "cannot tell which posts arrived; posts not acknowledged are sent again, and 1 message it alone had shown"
+    ]
 
 
 # --- what a chat line or a second send can pass for ------------------------------------------------------
