@@ -717,6 +717,21 @@ async def send_to_end(
     return sender
 
 
+@asynccontextmanager
+async def streaming_sender(
+    settings: SenderSettings, delays: DelayFactory | None = None
+) -> AsyncIterator[tuple[StdinPipe, send_client.Sender, asyncio.Future[None]]]:
+    """Run a sender in-process on a stdin pipe the test writes to; cancel it and close the pipe at the end."""
+    stdin = StdinPipe()
+    sender = send_client.make_sender(settings, stdin.reader, delays or RecordingDelays())
+    task = asyncio.ensure_future(sender.run())
+    try:
+        yield stdin, sender, task
+    finally:
+        task.cancel()
+        stdin.close()
+
+
 def texts_of(server: FakeMinechatServer, acknowledged_only: bool = False) -> list[str]:
     """Return the one-line posts the server took, in order."""
     return [" | ".join(post.lines) for post in server.posts if post.acknowledged or not acknowledged_only]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fake_server import ConnectionPlan, CuttingProxy, FakeMinechatServer
-from helpers import TOKEN, WAIT, RecordingDelays, StdinPipe, free_port, run_sender, settings_for, texts_of
+from helpers import TOKEN, WAIT, RecordingDelays, free_port, run_sender, settings_for, streaming_sender, texts_of
 
 import send_client
 from _minechat.outbox import MAX_SENDS, RESEND_WINDOW, Outbox
@@ -85,11 +85,8 @@ async def test_posts_never_acknowledged_go_out_three_times_then_are_reported(
 
 async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer, tmp_path: Path) -> None:
     server.withhold_acks = True
-    stdin = StdinPipe()
     settings = slow_settings(server, tmp_path, "--message", "-", "--reply-timeout", "0.02")
-    sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(settings) as (stdin, sender, task):
         await stdin.write(b"lost\n")
         await server.wait_until(lambda: len(server.posts) == MAX_SENDS)
         await asyncio.wait_for(wait_for(lambda: sender.outbox.doubtful == 1), WAIT)
@@ -98,9 +95,6 @@ async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer
         stdin.end()
         with pytest.raises(ConnectionFailed, match="1 message went out 3 times"):
             await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     assert texts_of(server, acknowledged_only=True) == ["later"]
     assert texts_of(server) == ["lost"] * MAX_SENDS + ["later"]
 
@@ -108,11 +102,8 @@ async def test_a_stream_goes_on_after_a_post_given_up(server: FakeMinechatServer
 async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechatServer, tmp_path: Path) -> None:
     # Slow, then fast, then slow again: the second slow post times out again, as the first did,
     # instead of being waited for with the stretched wait of before.
-    stdin = StdinPipe()
     settings = slow_settings(server, tmp_path, "--message", "-")
-    sender = send_client.make_sender(settings, stdin.reader, RecordingDelays())
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(settings) as (stdin, sender, task):
         server.ack_delay = ACK_DELAY
         await stdin.write(b"slow one\n")
         await server.wait_until(lambda: texts_of(server, acknowledged_only=True) == ["slow one"])
@@ -126,9 +117,6 @@ async def test_acknowledgements_on_time_start_the_wait_over(server: FakeMinechat
         await stdin.write(b"slow two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     assert Counter(texts_of(server)) == {"slow one": 2, "fast": 1, "slow two": 2}
 
 
@@ -232,20 +220,14 @@ async def test_an_idle_connection_reset_is_no_failure(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="send_client")
     server.plans.append(ConnectionPlan(posts=1, reset=True))  # acknowledge one post, then reset while idle
-    stdin = StdinPipe()
     delays = RecordingDelays()
-    sender = send_client.make_sender(slow_settings(server, tmp_path, "--message", "-"), stdin.reader, delays)
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(slow_settings(server, tmp_path, "--message", "-"), delays) as (stdin, _, task):
         await stdin.write(b"one\n")
         noticed = "the server closed the idle connection"
         await asyncio.wait_for(wait_for(lambda: any(r.getMessage() == noticed for r in caplog.records)), WAIT)
         await stdin.write(b"two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     assert texts_of(server) == ["one", "two"]
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
     assert delays.taken == []  # no delay before the next connection, let alone a growing one

@@ -20,11 +20,11 @@ from helpers import (
     TOKEN,
     WAIT,
     RecordingDelays,
-    StdinPipe,
     free_port,
     run_sender,
     settings_at,
     settings_for,
+    streaming_sender,
     texts_of,
     wait_for_log,
     wait_for_state,
@@ -493,21 +493,13 @@ async def test_a_chat_connection_that_stays_up_serves_every_posting_connection(
     server: FakeMinechatServer, tmp_path: Path
 ) -> None:
     server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
-    stdin = StdinPipe()
-    sender = send_client.make_sender(
-        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
-    )
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(watching_settings(server, tmp_path, "--message", "-")) as (stdin, _, task):
         await stdin.write(b"one\n")
         await server.wait_until(lambda: [post.acknowledged for post in server.posts] == [True])
         await server.wait_until(lambda: server.idle_drops == 1)
         await stdin.write(b"two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     assert texts_of(server) == ["one", "two"]
     assert [post.readers for post in server.posts] == [1, 1]
     assert server.reader_connections == 1  # not made again for the second posting connection
@@ -519,21 +511,13 @@ async def test_a_chat_that_is_no_witness_is_said_once_and_hung_up_on(
 ) -> None:
     caplog.set_level(logging.INFO, logger="send_client")
     server.shown_as = lambda nickname, text: [f"{nickname}: {text}", f"{nickname}: what's up"]  # an impostor
-    stdin = StdinPipe()
-    sender = send_client.make_sender(
-        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
-    )
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(watching_settings(server, tmp_path, "--message", "-")) as (stdin, _, task):
         await stdin.write(b"one\n")
         await wait_for_log(caplog, lambda message: "cannot tell which posts arrived" in message)
         await server.wait_until(lambda: not server.readers)  # it reads that chat no more
         await stdin.write(b"two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     said = [record.getMessage() for record in caplog.records if "cannot tell" in record.getMessage()]
     assert said == [
         f"the chat on 127.0.0.1:{server.read_port} shows lines under our nickname that we did not send, "
@@ -647,12 +631,7 @@ async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connect
 ) -> None:
     # A long stream outlives many connections: a chat that hung up once is not given up for the rest of it.
     server.idle_timeout = 0.3  # the posting connection goes idle and is dropped between the lines
-    stdin = StdinPipe()
-    sender = send_client.make_sender(
-        watching_settings(server, tmp_path, "--message", "-"), stdin.reader, RecordingDelays()
-    )
-    task = asyncio.ensure_future(sender.run())
-    try:
+    async with streaming_sender(watching_settings(server, tmp_path, "--message", "-")) as (stdin, _, task):
         await stdin.write(b"one\n")
         await server.wait_until(lambda: [post.acknowledged for post in server.posts] == [True])
         await server.drop_readers()
@@ -660,9 +639,6 @@ async def test_a_chat_connection_lost_midway_is_made_again_with_the_next_connect
         await stdin.write(b"two\n")
         stdin.end()
         await asyncio.wait_for(task, WAIT)
-    finally:
-        task.cancel()
-        stdin.close()
     assert texts_of(server) == ["one", "two"]
     assert [post.readers for post in server.posts] == [1, 1]  # watched again before "two" went out
     assert server.reader_connections == 2
